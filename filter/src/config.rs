@@ -1,0 +1,172 @@
+//! The plugin configuration: parsed and validated once when Envoy configures the plugin,
+//! then shared read-only by every request of the VM.
+//!
+//! Everything that can be wrong is found here, with the exact field named, so a bad config
+//! stops the plugin from starting instead of surfacing as odd behaviour under traffic.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::config_error::ConfigError;
+use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
+use crate::jwt::{self, AuthConfig, AuthSpec};
+use crate::mask::{self, MaskProfile, MaskProfileSpec};
+use crate::policy::{self, Action, Policy, RuleSpec};
+
+/// Envoy buffers up to this much per connection in the configs we ship (16 MiB); the
+/// filter's limits must stay below so the filter, not Envoy, decides what happens.
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024 - 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginConfigSpec {
+    /// Policy decisions are logged and counted but not enforced. Token checks still are:
+    /// letting unauthenticated traffic through would inject credentials for strangers.
+    #[serde(default)]
+    dry_run: bool,
+    auth: AuthSpec,
+    #[serde(default = "default_request_body_limit")]
+    request_body_limit_bytes: usize,
+    #[serde(default = "default_response_body_limit")]
+    response_body_limit_bytes: usize,
+    #[serde(default)]
+    identity_headers: IdentityHeadersSpec,
+    #[serde(default)]
+    mask_profiles: BTreeMap<String, MaskProfileSpec>,
+    #[serde(default)]
+    upstreams: Vec<UpstreamSpec>,
+    rules: Vec<RuleSpec>,
+    /// Required on purpose: what happens to a request no rule matches must be a decision
+    /// someone wrote down, not a default they did not know about.
+    default_action: Action,
+}
+
+fn default_request_body_limit() -> usize {
+    1024 * 1024
+}
+
+fn default_response_body_limit() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct IdentityHeadersSpec {
+    subject: String,
+    groups: String,
+}
+
+impl Default for IdentityHeadersSpec {
+    fn default() -> Self {
+        IdentityHeadersSpec { subject: "x-airlock-subject".into(), groups: "x-airlock-groups".into() }
+    }
+}
+
+/// Headers through which the filter tells the upstream who called. Only the filter sets
+/// them: copies sent by the client are always removed first.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: String,
+    pub groups: String,
+}
+
+pub struct Config {
+    pub dry_run: bool,
+    pub auth: AuthConfig,
+    pub request_body_limit: usize,
+    pub response_body_limit: usize,
+    pub identity_headers: IdentityHeaders,
+    /// Sorted by name; rules refer to profiles by index into this list.
+    pub mask_profiles: Vec<(String, MaskProfile)>,
+    pub upstreams: Upstreams,
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration JSON.
+    pub fn from_json(bytes: &[u8], env: EnvLookup) -> Result<Config, ConfigError> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+        let spec: PluginConfigSpec = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            ConfigError::new(field, e.into_inner().to_string())
+        })?;
+        Config::compile(spec, env)
+    }
+
+    fn compile(spec: PluginConfigSpec, env: EnvLookup) -> Result<Config, ConfigError> {
+        let auth = jwt::compile(spec.auth, "auth")?;
+        let request_body_limit = check_limit(spec.request_body_limit_bytes, "request_body_limit_bytes")?;
+        let response_body_limit = check_limit(spec.response_body_limit_bytes, "response_body_limit_bytes")?;
+        let identity_headers = IdentityHeaders {
+            subject: check_header_name(spec.identity_headers.subject, "identity_headers.subject")?,
+            groups: check_header_name(spec.identity_headers.groups, "identity_headers.groups")?,
+        };
+        if identity_headers.subject == identity_headers.groups {
+            return Err(ConfigError::new("identity_headers.groups", "must differ from identity_headers.subject"));
+        }
+        if [&identity_headers.subject, &identity_headers.groups].contains(&&auth.header) {
+            return Err(ConfigError::new("identity_headers", "an identity header cannot be the token header"));
+        }
+
+        let mut mask_profiles = Vec::with_capacity(spec.mask_profiles.len());
+        for (name, profile) in spec.mask_profiles {
+            let field = format!("mask_profiles.{name}");
+            if !valid_stat_name(&name) {
+                return Err(ConfigError::new(field, "profile names may only use a-z, 0-9, `_`, `-` and `.`"));
+            }
+            let compiled = mask::compile_profile(profile, &field)?;
+            mask_profiles.push((name, compiled));
+        }
+        let upstreams = credentials::compile(spec.upstreams, "upstreams", env)?;
+        for (i, (_, cred)) in upstreams_headers(&upstreams).enumerate() {
+            if cred == identity_headers.subject || cred == identity_headers.groups {
+                return Err(ConfigError::new(format!("upstreams[{i}].credential"), "credential header collides with an identity header"));
+            }
+        }
+        let names: Vec<&str> = mask_profiles.iter().map(|(n, _)| n.as_str()).collect();
+        let policy = policy::compile(spec.rules, spec.default_action, &names, "rules")?;
+
+        Ok(Config {
+            dry_run: spec.dry_run,
+            auth,
+            request_body_limit,
+            response_body_limit,
+            identity_headers,
+            mask_profiles,
+            upstreams,
+            policy,
+        })
+    }
+
+    pub fn mask_profile(&self, index: usize) -> Option<&MaskProfile> {
+        self.mask_profiles.get(index).map(|(_, p)| p)
+    }
+}
+
+fn upstreams_headers(upstreams: &Upstreams) -> impl Iterator<Item = (usize, &str)> {
+    upstreams.credential_headers().enumerate()
+}
+
+fn check_limit(value: usize, field: &str) -> Result<usize, ConfigError> {
+    if value == 0 || value > MAX_BODY_LIMIT {
+        return Err(ConfigError::new(field, format!("must be between 1 and {MAX_BODY_LIMIT} bytes")));
+    }
+    Ok(value)
+}
+
+fn check_header_name(name: String, field: &str) -> Result<String, ConfigError> {
+    let lower = name.to_ascii_lowercase();
+    let token_chars = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if lower.is_empty() || !lower.bytes().all(token_chars) {
+        return Err(ConfigError::new(field, format!("`{name}` is not a valid HTTP header name")));
+    }
+    Ok(lower)
+}
+
+/// Names that end up in Envoy stat names.
+pub fn valid_stat_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+}

@@ -1,0 +1,19 @@
+//! Airlock filter: host-independent logic in plain modules (unit-tested natively), and a
+//! thin proxy-wasm adapter in `glue` that is only compiled for wasm32.
+
+pub mod config;
+pub mod config_error;
+pub mod credentials;
+pub mod flow;
+pub mod host;
+pub mod identity;
+pub mod jwt;
+pub mod mask;
+pub mod normalize;
+pub mod policy;
+pub mod reply;
+pub mod stats;
+pub mod vm_state;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

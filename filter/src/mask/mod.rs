@@ -1,0 +1,442 @@
+//! Response masking: redacts PII and secrets in response bodies before they leave the
+//! proxy, with built-in detectors, custom regexes, and JSON member names / pointers.
+//!
+//! A profile is compiled once at config load ([`compile_profile`]); per request the filter
+//! calls [`MaskProfile::mask_json`] for JSON bodies (structure-aware: parsed, walked and
+//! re-serialised, so escapes cannot hide PII and the output is always valid JSON) or
+//! [`MaskProfile::mask_text`] for other text. Both report per-kind counts for Envoy stats.
+//!
+//! Speed: built-ins share one scan per string (see `detectors`), custom regexes run only
+//! when configured, and a string or body without a match is never copied into a new
+//! allocation other than the JSON output buffer itself.
+
+mod custom;
+mod detectors;
+mod json;
+mod paths;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::config_error::ConfigError;
+use custom::CustomDetector;
+use detectors::{Builtin, Detectors};
+use paths::Pointers;
+
+/// JSON nesting deeper than this is refused ([`MaskError::TooDeep`]) rather than walked:
+/// it bounds recursion (no stack overflow in the Wasm VM) and real APIs never come close.
+pub const MAX_DEPTH: usize = 128;
+
+/// Custom detectors per profile. Each one is a regex search over every string, so the
+/// bound keeps per-request cost predictable (and each fits a bit of a `u32`).
+pub const MAX_CUSTOM_DETECTORS: usize = 16;
+
+/// Every custom detector (see [`MaskProfile::detections`]).
+const ALL_CUSTOM: u32 = u32::MAX;
+
+const MAX_REPLACEMENT_LEN: usize = 256;
+
+/// The `{kind}` of values masked because of `fields` or `pointers`.
+pub const FIELD_KIND: &str = "field";
+
+fn default_replacement() -> String {
+    "[REDACTED:{kind}]".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A masking profile as written in the plugin config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskProfileSpec {
+    /// Built-in detectors by name, or `all`.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    #[serde(default)]
+    pub custom: Vec<CustomDetectorSpec>,
+    /// JSON member names (case-insensitive) whose whole value is replaced wherever they occur.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// JSON pointers, `*` matching any one segment, whose value is replaced.
+    #[serde(default)]
+    pub pointers: Vec<String>,
+    /// `{kind}` becomes the detector or custom name, or `field`.
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+    /// Whether JSON integers whose digits form a card, an SSN or a NANP phone number are
+    /// replaced. On by default; turn off when numeric ids of 9–11 digits get masked.
+    #[serde(default = "default_true")]
+    pub mask_numbers: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetectorSpec {
+    /// Used as `{kind}` and in stat names: `a-z`, `0-9`, `_`, `-`.
+    pub name: String,
+    /// Rust `regex` syntax; must not match the empty string.
+    pub regex: String,
+}
+
+/// The rendered replacement of one kind, as text and JSON-escaped (without quotes).
+#[derive(Debug)]
+struct Replacement {
+    text: String,
+    json_inner: Vec<u8>,
+}
+
+/// A compiled masking profile, shared read-only by every request of a VM.
+#[derive(Debug)]
+pub struct MaskProfile {
+    detectors: Detectors,
+    /// Kind index of each built-in, by `Builtin as usize` (meaningful only if enabled).
+    builtin_slots: [usize; 8],
+    custom: Vec<CustomDetector>,
+    /// Lower-cased, sorted, deduplicated.
+    fields: Vec<String>,
+    /// Lengths of the ASCII `fields` ([`length_bit`]): most member names are rejected on
+    /// their length alone.
+    field_lengths: u64,
+    pointers: Pointers,
+    mask_numbers: bool,
+    kinds: Vec<String>,
+    replacements: Vec<Replacement>,
+    field_slot: usize,
+}
+
+/// Compiles and validates a profile; `field` is its config path (`mask_profiles.pii`).
+pub fn compile_profile(spec: MaskProfileSpec, field: &str) -> Result<MaskProfile, ConfigError> {
+    let enabled = parse_detectors(&spec.detectors, field)?;
+    let detectors = Detectors::new(&enabled);
+    let mut kinds: Vec<String> = Vec::new();
+    let mut builtin_slots = [0usize; 8];
+    for b in Builtin::ALL {
+        if detectors.is_enabled(b) {
+            if let Some(slot) = builtin_slots.get_mut(b as usize) {
+                *slot = kinds.len();
+            }
+            kinds.push(b.name().to_string());
+        }
+    }
+
+    if spec.custom.len() > MAX_CUSTOM_DETECTORS {
+        return Err(ConfigError::new(format!("{field}.custom"), format!("at most {MAX_CUSTOM_DETECTORS} custom detectors per profile")));
+    }
+    let mut custom = Vec::with_capacity(spec.custom.len());
+    for (i, c) in spec.custom.iter().enumerate() {
+        let here = format!("{field}.custom[{i}]");
+        custom::check_name(&c.name, &kinds).map_err(|problem| ConfigError::new(format!("{here}.name"), problem))?;
+        let detector = CustomDetector::compile(&c.regex, kinds.len()).map_err(|problem| ConfigError::new(format!("{here}.regex"), problem))?;
+        custom.push(detector);
+        kinds.push(c.name.clone());
+    }
+
+    let mut fields = Vec::with_capacity(spec.fields.len());
+    for (i, name) in spec.fields.iter().enumerate() {
+        if name.is_empty() {
+            return Err(ConfigError::new(format!("{field}.fields[{i}]"), "member name must not be empty"));
+        }
+        fields.push(name.to_lowercase());
+    }
+    fields.sort();
+    fields.dedup();
+    let field_lengths = fields.iter().filter(|f| f.is_ascii()).fold(0, |m, f| m | length_bit(f.len()));
+
+    let pointers = Pointers::compile(&spec.pointers, &format!("{field}.pointers"), MAX_DEPTH)?;
+
+    if detectors.is_empty() && custom.is_empty() && fields.is_empty() && pointers.is_empty() {
+        return Err(ConfigError::new(field, "profile masks nothing: set at least one of `detectors`, `custom`, `fields` or `pointers`"));
+    }
+
+    let field_slot = kinds.len();
+    kinds.push(FIELD_KIND.to_string());
+    check_replacement(&spec.replacement).map_err(|problem| ConfigError::new(format!("{field}.replacement"), problem))?;
+    let replacements = kinds
+        .iter()
+        .map(|kind| {
+            let text = spec.replacement.replace("{kind}", kind);
+            let mut json_inner = Vec::with_capacity(text.len());
+            json::write_escaped(&mut json_inner, &text);
+            Replacement { text, json_inner }
+        })
+        .collect();
+
+    Ok(MaskProfile {
+        detectors,
+        builtin_slots,
+        custom,
+        fields,
+        field_lengths,
+        pointers,
+        mask_numbers: spec.mask_numbers,
+        kinds,
+        replacements,
+        field_slot,
+    })
+}
+
+fn parse_detectors(names: &[String], field: &str) -> Result<Vec<Builtin>, ConfigError> {
+    let mut enabled = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if name == "all" {
+            enabled.extend(Builtin::ALL);
+            continue;
+        }
+        let Some(b) = Builtin::from_name(name) else {
+            let known: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+            return Err(ConfigError::new(
+                format!("{field}.detectors[{i}]"),
+                format!("unknown detector `{name}`; expected one of {} or `all`", known.join(", ")),
+            ));
+        };
+        enabled.push(b);
+    }
+    Ok(enabled)
+}
+
+fn check_replacement(template: &str) -> Result<(), String> {
+    if template.len() > MAX_REPLACEMENT_LEN {
+        return Err(format!("must be at most {MAX_REPLACEMENT_LEN} bytes"));
+    }
+    if template.replace("{kind}", "").contains(['{', '}']) {
+        return Err("the only placeholder is `{kind}`; remove other `{` and `}`".into());
+    }
+    Ok(())
+}
+
+impl MaskProfile {
+    /// Every kind this profile can count: enabled built-ins (canonical order), custom
+    /// detectors (config order), then `field`. The index is the counter slot.
+    pub fn kinds(&self) -> &[String] {
+        &self.kinds
+    }
+
+    /// Masks a JSON body: string values (and member names) through the detectors,
+    /// integers that are whole card/SSN/phone numbers, and the whole value of members
+    /// named in `fields` or addressed by `pointers`. Member order is kept and the output is
+    /// compact valid JSON. Unchanged strings and numbers are copied byte for byte.
+    pub fn mask_json(&self, body: &[u8]) -> Result<(Vec<u8>, MaskCounts), MaskError> {
+        json::mask(self, body)
+    }
+
+    /// Masks a non-JSON text body in place: every detection is replaced by its kind's
+    /// replacement. Borrowed (no allocation) when nothing matched.
+    pub fn mask_text<'t>(&self, text: &'t str) -> (Cow<'t, str>, MaskCounts) {
+        let mut counts = MaskCounts::default();
+        let mut pending = Vec::new();
+        let Some((first, matches)) = self.detections(text, ALL_CUSTOM, &mut pending) else {
+            return (Cow::Borrowed(text), counts);
+        };
+        let mut out = String::with_capacity(text.len() + 32);
+        let mut last = 0;
+        for m in std::iter::once(first).chain(matches) {
+            out.push_str(text.get(last..m.start).unwrap_or_default());
+            out.push_str(self.replacement(m.slot).map_or("", |r| r.text.as_str()));
+            counts.add(m.slot, self.kinds.len());
+            last = m.end;
+        }
+        out.push_str(text.get(last..).unwrap_or_default());
+        (Cow::Owned(out), counts)
+    }
+
+    fn replacement(&self, slot: usize) -> Option<&Replacement> {
+        self.replacements.get(slot)
+    }
+
+    /// The first detection of `s` and an iterator over the rest, or `None` when `s` has
+    /// none (the common case, which then costs only the built-in scan). `custom` has bit
+    /// `i` set for each custom detector to run; `pending` is the caller's reusable
+    /// look-ahead storage for them (left alone when none runs).
+    #[inline]
+    fn detections<'p, 's, 'c>(&'p self, s: &'s str, custom: u32, pending: &'c mut Vec<Pending>) -> Option<(Found, Matches<'p, 's, 'c>)> {
+        let custom = if self.custom.is_empty() { 0 } else { custom };
+        let builtin = if custom == 0 {
+            let h = self.detectors.find(s, 0)?;
+            Pending::At(Found { start: h.start, end: h.end, slot: self.builtin_slot(h.kind) })
+        } else {
+            Pending::Stale
+        };
+        pending.clear();
+        if custom != 0 {
+            let off = |i: usize| custom & (1 << i) == 0;
+            pending.extend((0..self.custom.len()).map(|i| if off(i) { Pending::Exhausted } else { Pending::Stale }));
+        }
+        let mut matches = Matches { profile: self, s, pos: 0, builtin, custom: pending.as_mut_slice() };
+        let first = matches.next()?;
+        Some((first, matches))
+    }
+
+    /// Custom detectors (bit per index) that may match in the escape-free strings of a
+    /// JSON body whose text is `body`; see `custom`.
+    fn custom_in_body(&self, body: &str) -> u32 {
+        self.custom.iter().enumerate().filter(|(_, c)| c.may_match_in(body)).fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    fn builtin_slot(&self, b: Builtin) -> usize {
+        self.builtin_slots.get(b as usize).copied().unwrap_or(self.field_slot)
+    }
+
+    /// Whether a member name is listed in `fields` (Unicode case-insensitive). Runs for
+    /// every member name of every body, so ASCII names (nearly all) are first filtered by
+    /// length and then compared without allocating.
+    fn is_masked_field(&self, key: &str) -> bool {
+        if self.fields.is_empty() {
+            return false;
+        }
+        if key.is_ascii() {
+            if self.field_lengths & length_bit(key.len()) == 0 {
+                return false;
+            }
+            return self.fields.iter().any(|f| f.len() == key.len() && f.eq_ignore_ascii_case(key));
+        }
+        self.fields.iter().any(|f| key.chars().flat_map(char::to_lowercase).eq(f.chars()))
+    }
+}
+
+/// Bit of a name length in [`MaskProfile::field_lengths`] (63 stands for 63 and longer).
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// One chosen detection: byte range and counter slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Found {
+    start: usize,
+    end: usize,
+    slot: usize,
+}
+
+/// The next detection of one source (built-ins, or one custom regex) at or after the
+/// iterator position; `Stale` means "search again from the current position".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Stale,
+    Exhausted,
+    At(Found),
+}
+
+impl Pending {
+    /// Keeps a detection that is still ahead of `pos`, otherwise searches again.
+    fn refresh(self, pos: usize, search: impl FnOnce() -> Option<Found>) -> Pending {
+        match self {
+            Pending::At(f) if f.start >= pos => self,
+            Pending::Exhausted => self,
+            _ => search().map_or(Pending::Exhausted, Pending::At),
+        }
+    }
+}
+
+/// Non-overlapping detections of a string in order: leftmost wins, then longest, then
+/// built-ins before custom detectors. Each source is searched lazily and searched again
+/// only when the chosen detection overlaps what it had found.
+struct Matches<'p, 's, 'c> {
+    profile: &'p MaskProfile,
+    s: &'s str,
+    pos: usize,
+    builtin: Pending,
+    /// One per custom detector, in profile order.
+    custom: &'c mut [Pending],
+}
+
+impl Iterator for Matches<'_, '_, '_> {
+    type Item = Found;
+
+    fn next(&mut self) -> Option<Found> {
+        let (p, s, pos) = (self.profile, self.s, self.pos);
+        self.builtin = self.builtin.refresh(pos, || {
+            p.detectors.find(s, pos).map(|h| Found { start: h.start, end: h.end, slot: p.builtin_slot(h.kind) })
+        });
+        let mut best = match self.builtin {
+            Pending::At(f) => Some(f),
+            _ => None,
+        };
+        for (c, pending) in p.custom.iter().zip(self.custom.iter_mut()) {
+            *pending = pending.refresh(pos, || {
+                c.find(s, pos).map(|(start, end)| Found { start, end, slot: c.slot })
+            });
+            if let Pending::At(f) = *pending {
+                let better = best.is_none_or(|b| f.start < b.start || (f.start == b.start && f.end > b.end));
+                if better {
+                    best = Some(f);
+                }
+            }
+        }
+        let found = best?;
+        self.pos = found.end;
+        Some(found)
+    }
+}
+
+/// How many values of each kind were masked, aligned with [`MaskProfile::kinds`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaskCounts {
+    /// Empty until the first masked value, so a clean body costs no allocation.
+    per_kind: Vec<u64>,
+}
+
+impl MaskCounts {
+    fn add(&mut self, slot: usize, kinds: usize) {
+        if self.per_kind.is_empty() {
+            self.per_kind = vec![0; kinds];
+        }
+        if let Some(n) = self.per_kind.get_mut(slot) {
+            *n += 1;
+        }
+    }
+
+    /// Values masked in all.
+    pub fn total(&self) -> u64 {
+        self.per_kind.iter().sum()
+    }
+
+    /// Values masked of the kind at `kind` index.
+    pub fn get(&self, kind: usize) -> u64 {
+        self.per_kind.get(kind).copied().unwrap_or(0)
+    }
+
+    /// `(kind index, count)` for every kind with at least one masked value.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.per_kind.iter().copied().enumerate().filter(|&(_, n)| n > 0)
+    }
+}
+
+/// A body that cannot be masked. The filter must not pass it through unmasked; the
+/// messages name the problem and position only, never body contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskError {
+    InvalidJson(JsonSyntaxError),
+    InvalidUtf8,
+    TooDeep,
+}
+
+/// Where and why a body is not JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonSyntaxError {
+    /// Byte offset in the body.
+    pub offset: usize,
+    pub problem: &'static str,
+}
+
+impl fmt::Display for MaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaskError::InvalidJson(e) => write!(
+                f,
+                "response body declared as JSON is not valid JSON ({} at byte {}), so it cannot be masked",
+                e.problem, e.offset
+            ),
+            MaskError::InvalidUtf8 => write!(f, "response body is not valid UTF-8, so it cannot be masked"),
+            MaskError::TooDeep => write!(f, "response body nests JSON deeper than {MAX_DEPTH} levels, so it cannot be masked"),
+        }
+    }
+}
+
+impl std::error::Error for MaskError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests;

@@ -1,0 +1,367 @@
+//! Profile compilation, JSON and text masking, counts and errors.
+
+use super::*;
+use serde_json::{json, Value};
+
+fn profile(spec: Value) -> MaskProfile {
+    let spec: MaskProfileSpec = serde_json::from_value(spec).unwrap();
+    compile_profile(spec, "mask_profiles.pii").unwrap()
+}
+
+fn compile_err(spec: Value) -> ConfigError {
+    let spec: MaskProfileSpec = serde_json::from_value(spec).unwrap();
+    compile_profile(spec, "mask_profiles.pii").unwrap_err()
+}
+
+fn all() -> MaskProfile {
+    profile(json!({ "detectors": ["all"] }))
+}
+
+/// Masks `body` and returns the output as a string (asserting it parses) and the counts.
+fn mask(p: &MaskProfile, body: &str) -> (String, MaskCounts) {
+    let (out, counts) = p.mask_json(body.as_bytes()).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    serde_json::from_str::<Value>(&out).unwrap_or_else(|e| panic!("output is not JSON ({e}): {out}"));
+    (out, counts)
+}
+
+fn count_of(p: &MaskProfile, counts: &MaskCounts, kind: &str) -> u64 {
+    let slot = p.kinds().iter().position(|k| k == kind).unwrap();
+    counts.get(slot)
+}
+
+// ---- configuration ----
+
+#[test]
+fn kinds_list_builtins_then_custom_then_field() {
+    let p = profile(json!({
+        "detectors": ["phone", "email"],
+        "custom": [{ "name": "employee_id", "regex": "EMP-[0-9]{6}" }],
+    }));
+    assert_eq!(p.kinds(), ["email", "phone", "employee_id", "field"]);
+    assert_eq!(all().kinds().len(), 9);
+}
+
+#[test]
+fn unknown_detector_is_named_with_its_index() {
+    let e = compile_err(json!({ "detectors": ["email", "passport"] }));
+    assert_eq!(e.field, "mask_profiles.pii.detectors[1]");
+    assert!(e.problem.contains("passport") && e.problem.contains("credit_card"), "{}", e.problem);
+}
+
+#[test]
+fn unknown_spec_members_are_rejected() {
+    let r: Result<MaskProfileSpec, _> = serde_json::from_value(json!({ "detectors": ["all"], "detector": [] }));
+    assert!(r.is_err());
+}
+
+#[test]
+fn profile_that_masks_nothing_is_rejected() {
+    let e = compile_err(json!({}));
+    assert_eq!(e.field, "mask_profiles.pii");
+    assert!(e.problem.contains("masks nothing"));
+}
+
+#[test]
+fn bad_custom_detectors_are_rejected_with_their_path() {
+    let e = compile_err(json!({ "custom": [{ "name": "ok", "regex": "a" }, { "name": "bad", "regex": "(" }] }));
+    assert_eq!(e.field, "mask_profiles.pii.custom[1].regex");
+    let e = compile_err(json!({ "custom": [{ "name": "opt", "regex": "x*" }] }));
+    assert!(e.problem.contains("empty string"), "{}", e.problem);
+    let e = compile_err(json!({ "custom": [{ "name": "email", "regex": "x" }] }));
+    assert_eq!(e.field, "mask_profiles.pii.custom[0].name");
+    let e = compile_err(json!({ "custom": [{ "name": "Bad Name", "regex": "x" }] }));
+    assert_eq!(e.field, "mask_profiles.pii.custom[0].name");
+    let e = compile_err(json!({ "custom": [{ "name": "a", "regex": "x" }, { "name": "a", "regex": "y" }] }));
+    assert_eq!(e.field, "mask_profiles.pii.custom[1].name");
+}
+
+#[test]
+fn replacement_with_unknown_placeholder_is_rejected() {
+    let e = compile_err(json!({ "detectors": ["email"], "replacement": "<{type}>" }));
+    assert_eq!(e.field, "mask_profiles.pii.replacement");
+}
+
+#[test]
+fn bad_pointer_and_empty_field_are_rejected() {
+    let e = compile_err(json!({ "pointers": ["/ok", "nope"] }));
+    assert_eq!(e.field, "mask_profiles.pii.pointers[1]");
+    let e = compile_err(json!({ "fields": ["password", ""] }));
+    assert_eq!(e.field, "mask_profiles.pii.fields[1]");
+}
+
+// ---- JSON masking ----
+
+#[test]
+fn json_stays_parseable_and_non_pii_values_are_unchanged() {
+    let body = r#"{ "id": 42, "name": "Alice", "email": "alice@example.com", "ratio": -1.5e3,
+        "ok": true, "none": null, "tags": ["a", "b"], "note": "call 415-555-0134 or \"x\"" }"#;
+    let (out, counts) = mask(&all(), body);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["id"], 42);
+    assert_eq!(v["name"], "Alice");
+    assert_eq!(v["email"], "[REDACTED:email]");
+    assert_eq!(v["ratio"], -1.5e3);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["none"], Value::Null);
+    assert_eq!(v["tags"], json!(["a", "b"]));
+    assert_eq!(v["note"], "call [REDACTED:phone] or \"x\"");
+    assert_eq!(counts.total(), 2);
+}
+
+#[test]
+fn output_is_compact_and_keeps_member_order_and_number_text() {
+    let body = "{ \"z\" : 1,\n \"a\" : [ 1.50 , 12345678901234567890123 ],\t\"m\": \"x\\u00e9\" }";
+    let (out, counts) = mask(&all(), body);
+    assert_eq!(out, r#"{"z":1,"a":[1.50,12345678901234567890123],"m":"x\u00e9"}"#);
+    assert_eq!(counts.total(), 0);
+}
+
+#[test]
+fn unicode_escaped_email_is_masked() {
+    let (out, counts) = mask(&all(), r#"{"contact":"\u0061lice@example.com"}"#);
+    assert_eq!(out, r#"{"contact":"[REDACTED:email]"}"#);
+    assert_eq!(counts.total(), 1);
+}
+
+#[test]
+fn escaped_text_around_a_detection_is_re_escaped() {
+    let (out, _) = mask(&all(), r#"["line1\nmail: \"bob@example.org\"\ttab \\ done"]"#);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0], "line1\nmail: \"[REDACTED:email]\"\ttab \\ done");
+}
+
+#[test]
+fn pii_in_member_names_is_masked() {
+    let (out, counts) = mask(&all(), r#"{"by_email":{"carol@example.com":{"n":1}}}"#);
+    assert_eq!(out, r#"{"by_email":{"[REDACTED:email]":{"n":1}}}"#);
+    assert_eq!(counts.total(), 1);
+}
+
+#[test]
+fn nested_arrays_are_walked() {
+    let (out, counts) = mask(&all(), r#"[[["4111 1111 1111 1111"], [["123-45-6789", "ok"]]], []]"#);
+    assert_eq!(out, r#"[[["[REDACTED:credit_card]"],[["[REDACTED:us_ssn]","ok"]]],[]]"#);
+    assert_eq!(counts.total(), 2);
+}
+
+#[test]
+fn numbers_that_are_cards_ssns_or_phones_become_masked_strings() {
+    let p = all();
+    let (out, counts) = mask(&p, r#"{"card":4111111111111111,"ssn":123456789,"tel":4155550134,"qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#);
+    assert_eq!(
+        out,
+        r#"{"card":"[REDACTED:credit_card]","ssn":"[REDACTED:us_ssn]","tel":"[REDACTED:phone]","qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#
+    );
+    assert_eq!(count_of(&p, &counts, "credit_card"), 1);
+    assert_eq!(count_of(&p, &counts, "us_ssn"), 1);
+    assert_eq!(count_of(&p, &counts, "phone"), 1);
+}
+
+#[test]
+fn number_masking_can_be_turned_off() {
+    let p = profile(json!({ "detectors": ["all"], "mask_numbers": false }));
+    let (out, _) = mask(&p, r#"{"id":123456789,"card":"4111111111111111"}"#);
+    assert_eq!(out, r#"{"id":123456789,"card":"[REDACTED:credit_card]"}"#);
+}
+
+#[test]
+fn fields_replace_whole_values_anywhere_case_insensitively() {
+    let p = profile(json!({ "fields": ["password", "SSN", "Straße"] }));
+    let body = r#"{"user":{"Password":"hunter2","profile":{"ssn":{"a":1,"b":[2,3]}},"name":"x"},"list":[{"PASSWORD":null}],"STRASSE":"kept","straße":"gone","STRAßE":7}"#;
+    let (out, counts) = mask(&p, body);
+    assert_eq!(
+        out,
+        r#"{"user":{"Password":"[REDACTED:field]","profile":{"ssn":"[REDACTED:field]"},"name":"x"},"list":[{"PASSWORD":"[REDACTED:field]"}],"STRASSE":"kept","straße":"[REDACTED:field]","STRAßE":"[REDACTED:field]"}"#
+    );
+    assert_eq!(count_of(&p, &counts, "field"), 5);
+}
+
+#[test]
+fn pointers_with_wildcards_replace_only_addressed_values() {
+    let p = profile(json!({ "pointers": ["/customers/*/dob", "/meta/0", "/a~1b"] }));
+    let body = r#"{"customers":[{"dob":"1990-01-01","name":"A"},{"dob":"1985-05-05"}],"dob":"top","meta":["x","y"],"a/b":{"deep":1}}"#;
+    let (out, counts) = mask(&p, body);
+    assert_eq!(
+        out,
+        r#"{"customers":[{"dob":"[REDACTED:field]","name":"A"},{"dob":"[REDACTED:field]"}],"dob":"top","meta":["[REDACTED:field]","y"],"a/b":"[REDACTED:field]"}"#
+    );
+    assert_eq!(counts.total(), 4);
+}
+
+#[test]
+fn field_matched_by_name_and_pointer_is_counted_once() {
+    let p = profile(json!({ "fields": ["dob"], "pointers": ["/dob"] }));
+    let (out, counts) = mask(&p, r#"{"dob":"1990-01-01"}"#);
+    assert_eq!(out, r#"{"dob":"[REDACTED:field]"}"#);
+    assert_eq!(counts.total(), 1);
+}
+
+#[test]
+fn replacement_template_is_applied_and_escaped() {
+    let p = profile(json!({ "detectors": ["email"], "fields": ["pw"], "replacement": "\"<{kind}>\"" }));
+    let (out, _) = mask(&p, r#"{"e":"to a@example.com","pw":"x"}"#);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["e"], "to \"<email>\"");
+    assert_eq!(v["pw"], "\"<field>\"");
+    let stars = profile(json!({ "detectors": ["email"], "replacement": "***" }));
+    assert_eq!(stars.mask_text("a@example.com!").0, "***!");
+}
+
+#[test]
+fn custom_regex_masks_and_counts_under_its_name() {
+    let p = profile(json!({ "detectors": ["email"], "custom": [{ "name": "employee_id", "regex": "EMP-[0-9]{6}" }] }));
+    let (out, counts) = mask(&p, r#"{"who":"EMP-123456 (emp@example.com), EMP-654321"}"#);
+    assert_eq!(out, r#"{"who":"[REDACTED:employee_id] ([REDACTED:email]), [REDACTED:employee_id]"}"#);
+    assert_eq!(count_of(&p, &counts, "employee_id"), 2);
+    assert_eq!(count_of(&p, &counts, "email"), 1);
+}
+
+#[test]
+fn overlapping_custom_and_builtin_detections_take_leftmost_then_longest() {
+    let p = profile(json!({ "detectors": ["email"], "custom": [{ "name": "corp_mail", "regex": "[a-z]+@corp\\.example\\.com" }, { "name": "tail", "regex": "example\\.com" }] }));
+    let (text, counts) = p.mask_text("x dan@corp.example.com y");
+    assert_eq!(text, "x [REDACTED:email] y", "same start and length: built-in wins");
+    assert_eq!(counts.total(), 1);
+    let (text, _) = p.mask_text("see example.com and ann@example.com");
+    assert_eq!(text, "see [REDACTED:tail] and [REDACTED:email]");
+}
+
+#[test]
+fn counts_are_per_kind_and_aligned_with_kinds() {
+    let p = all();
+    let body = r#"{"a":"x@example.com y@example.com","b":"123-45-6789","c":"AKIAIOSFODNN7EXAMPLE","pw":"z"}"#;
+    let (_, counts) = mask(&p, body);
+    let got: Vec<(&str, u64)> = counts.iter().map(|(i, n)| (p.kinds()[i].as_str(), n)).collect();
+    assert_eq!(got, [("email", 2), ("us_ssn", 1), ("api_key", 1)]);
+    assert_eq!(counts.total(), 4);
+}
+
+#[test]
+fn unicode_text_and_lone_surrogates_survive() {
+    let (out, counts) = mask(&all(), r#"{"k":"héllo 😀 \ud83d\ude00 \ud800 zoë@example.com"}"#);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["k"], "héllo 😀 😀 \u{FFFD} [REDACTED:email]");
+    assert_eq!(counts.total(), 1);
+}
+
+#[test]
+fn private_key_with_escaped_newlines_is_masked_whole() {
+    let body = r#"{"key":"-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n","ok":1}"#;
+    let (out, _) = mask(&all(), body);
+    assert_eq!(out, r#"{"key":"[REDACTED:private_key]\n","ok":1}"#);
+}
+
+#[test]
+fn byte_order_mark_is_dropped() {
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend_from_slice(br#"{"a":"b@example.com"}"#);
+    let (out, _) = all().mask_json(&body).unwrap();
+    assert_eq!(out, br#"{"a":"[REDACTED:email]"}"#);
+}
+
+// ---- errors ----
+
+#[test]
+fn depth_limit_is_enforced_without_overflowing_the_stack() {
+    let p = all();
+    let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    assert!(p.mask_json(nested(MAX_DEPTH).as_bytes()).is_ok());
+    assert_eq!(p.mask_json(nested(MAX_DEPTH + 1).as_bytes()), Err(MaskError::TooDeep));
+    assert_eq!(p.mask_json("[".repeat(1_000_000).as_bytes()), Err(MaskError::TooDeep));
+    let deep_obj = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
+    assert_eq!(p.mask_json(deep_obj.as_bytes()), Err(MaskError::TooDeep));
+}
+
+#[test]
+fn depth_limit_applies_inside_masked_fields() {
+    let p = profile(json!({ "fields": ["secret"] }));
+    let body = format!("{{\"secret\":{}1{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+    assert_eq!(p.mask_json(body.as_bytes()), Err(MaskError::TooDeep));
+}
+
+#[test]
+fn invalid_json_is_an_error_that_names_no_content() {
+    let p = all();
+    let cases = [
+        "",
+        "{",
+        r#"{"a":1,}"#,
+        r#"{"a" 1}"#,
+        r#"["alice@example.com""#,
+        r#"["bad \x escape"]"#,
+        "[\"raw\ncontrol\"]",
+        r#"[01]"#,
+        r#"[1.]"#,
+        r#"[tru]"#,
+        r#"{"secret@example.com":1} trailing"#,
+        r#"{"pw":[1,}"#,
+        "[\"\\u12G4\"]",
+    ];
+    for body in cases {
+        match p.mask_json(body.as_bytes()) {
+            Err(e @ MaskError::InvalidJson(_)) => {
+                let msg = e.to_string();
+                assert!(!msg.contains("example") && !msg.contains("escape\"") && !msg.contains("trailing"), "{msg}");
+            }
+            other => panic!("{body:?} gave {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_json_inside_masked_field_is_still_an_error() {
+    let p = profile(json!({ "fields": ["pw"] }));
+    assert!(matches!(p.mask_json(br#"{"pw":{"a":}}"#), Err(MaskError::InvalidJson(_))));
+}
+
+#[test]
+fn syntax_error_reports_the_byte_offset() {
+    match all().mask_json(br#"{"a":1,,}"#) {
+        Err(MaskError::InvalidJson(e)) => assert_eq!(e.offset, 7),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn invalid_utf8_is_an_error() {
+    assert_eq!(all().mask_json(b"{\"a\":\"\xff\xfe\"}"), Err(MaskError::InvalidUtf8));
+}
+
+// ---- text masking ----
+
+#[test]
+fn text_masking_replaces_matches_in_place() {
+    let p = all();
+    let (out, counts) = p.mask_text("Dear Bob, card 4111-1111-1111-1111 and token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln end");
+    assert_eq!(out, "Dear Bob, card [REDACTED:credit_card] and token [REDACTED:jwt] end");
+    assert_eq!(counts.total(), 2);
+}
+
+#[test]
+fn text_without_matches_is_borrowed() {
+    let (out, counts) = all().mask_text("nothing to see: order 4155550134, sha 4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+    assert!(matches!(out, Cow::Borrowed(_)));
+    assert_eq!(counts.total(), 0);
+    assert_eq!(counts.iter().count(), 0);
+}
+
+#[test]
+fn custom_regex_with_empty_lookaround_matches_does_not_loop() {
+    let p = profile(json!({ "custom": [{ "name": "word", "regex": "\\bsecret\\b|\\b" }] }));
+    let (out, counts) = p.mask_text("a secret b");
+    assert_eq!(out, "a [REDACTED:word] b");
+    assert_eq!(counts.total(), 1);
+}
+
+#[test]
+fn custom_regex_finds_matches_hidden_by_escapes_and_anchored_to_whole_strings() {
+    let p = profile(json!({ "custom": [
+        { "name": "emp", "regex": "EMP-[0-9]{6}" },
+        { "name": "whole", "regex": "^X-[0-9]{3}$" },
+    ] }));
+    // The raw body never contains `EMP-…`: only the decoded string does.
+    let (out, counts) = mask(&p, r#"{"a":"\u0045MP-123456","b":"X-123","c":"not X-123"}"#);
+    assert_eq!(out, r#"{"a":"[REDACTED:emp]","b":"[REDACTED:whole]","c":"not X-123"}"#);
+    assert_eq!(counts.total(), 2);
+}

@@ -1,0 +1,441 @@
+//! The policy engine: ordered rules compiled once at config load, evaluated per request.
+//!
+//! # Semantics
+//! - **Order.** Rules are tried in order and the first that matches decides; when none
+//!   matches, the policy's default action does. A `dry_run` rule that matches is
+//!   reported in [`Decision::dry_run`] and then skipped, so observing a rule never
+//!   changes what happens to the request.
+//! - **Conditions.** All of a rule's conditions must hold (AND); the entries of one list
+//!   (`methods`, `any_of`, `groups.any_of`) are alternatives (OR). A rule without
+//!   conditions matches every request.
+//! - **Identity.** `subjects` and `groups` only hold for an authenticated caller; an
+//!   anonymous request satisfies neither, negated or not.
+//! - **Body.** A rule's request-level conditions (identity, method, path, headers,
+//!   query) are checked first. If they fail the rule is skipped without the body, so a
+//!   request no body rule concerns is never buffered. If they hold and the rule has
+//!   body conditions (`body`, `mcp_tool`) while the body is [`Body::NotRead`], the
+//!   answer is [`Evaluation::NeedBody`], even if a later rule would match without
+//!   the body: order is part of the policy.
+//! - **Fail closed.** A JSON condition against a body that is not JSON
+//!   ([`Body::NotJson`], [`Body::Unreadable`]) holds for deny/approve rules and fails
+//!   for allow rules. Against [`Body::Empty`] JSON conditions fail. `raw` conditions
+//!   read an empty body as `""` and a JSON body as its compact serialisation (escapes
+//!   decoded, so `\u0044ROP` reads `DROP`).
+//! - **Several values, one verdict.** Wherever a condition sees several values (a
+//!   repeated header or query parameter, the values under a JSON pointer or inside the
+//!   object/array it reaches, the messages of a JSON-RPC batch, the SQL readings of a
+//!   text), deny/approve rules hold if the condition holds for **any** of them and
+//!   allow rules only if it holds for **every** one, so an allowed value cannot smuggle
+//!   a dangerous one beside it. `negate` applies per value before combining: a negated
+//!   deny condition holds if *some* value is not X; a negated allow condition holds if
+//!   *no* value is X. A missing value (absent header, pointer that reaches nothing)
+//!   never matches a pattern, so only a negated condition holds for it.
+//! - **`anywhere`** asks whether the pattern occurs somewhere in the document (string
+//!   values, object keys, scalars as JSON text); negated, that it occurs nowhere.
+//! - **`mcp_tool`** holds for a JSON-RPC message whose `method` is `tools/call` and whose
+//!   `params.name` matches; negated, for a `tools/call` of any *other* tool. Messages
+//!   that are not tool calls never satisfy it.
+//! - **Batches.** A body whose root is a non-empty array is a JSON-RPC batch: JSON
+//!   conditions (pointers are relative to each message) are judged per message and
+//!   combined as above.
+
+mod body;
+mod matcher;
+pub mod spec;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests;
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
+use body::BodyCondition;
+use matcher::{Quantifier, StringMatcher};
+pub use spec::{
+    Action, BodyConditionSpec, GroupsSpec, HeaderConditionSpec, MatchSpec, Normalize, QueryConditionSpec,
+    RuleSpec, StringMatcherSpec,
+};
+
+use crate::config_error::ConfigError;
+use crate::identity::Identity;
+use crate::normalize::RequestTarget;
+
+/// Longest accepted rule name; it becomes part of Envoy stat names.
+const MAX_RULE_NAME_LEN: usize = 100;
+
+/// What the policy is asked about, borrowed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub target: &'a RequestTarget,
+    /// Request headers with lower-case names; a repeated header appears repeatedly.
+    pub headers: &'a [(String, String)],
+    /// The verified caller, if any.
+    pub identity: Option<&'a Identity>,
+}
+
+/// The request body as far as the filter has it.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Not buffered (yet): body conditions cannot be evaluated.
+    NotRead,
+    /// The request has no body.
+    Empty,
+    /// A body that parsed as JSON.
+    Json(&'a serde_json::Value),
+    /// UTF-8 text that is not JSON.
+    NotJson(&'a str),
+    /// Not UTF-8.
+    Unreadable,
+}
+
+/// Outcome of [`Policy::evaluate`].
+#[derive(Debug, Clone, Copy)]
+pub enum Evaluation<'p> {
+    Decided(Decision<'p>),
+    /// A rule that may decide needs the body: buffer it and evaluate again.
+    NeedBody,
+}
+
+/// A policy decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'p> {
+    /// The rule that decided; `None` when the default action applied.
+    pub rule: Option<&'p Rule>,
+    pub action: Action,
+    /// The first dry-run rule that matched before the decision, to be reported (stats,
+    /// audit) as "would have" without being enforced.
+    pub dry_run: Option<&'p Rule>,
+}
+
+#[derive(Debug)]
+struct HeaderCondition {
+    /// Lower-case.
+    name: String,
+    /// `None`: the header must be absent.
+    matcher: Option<StringMatcher>,
+}
+
+#[derive(Debug)]
+struct QueryCondition {
+    name: String,
+    matcher: StringMatcher,
+}
+
+#[derive(Debug)]
+enum Groups {
+    AnyOf(Vec<String>),
+    AllOf(Vec<String>),
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    name: String,
+    action: Action,
+    dry_run: bool,
+    mask_profile: Option<usize>,
+    mode: Quantifier,
+    subjects: Option<StringMatcher>,
+    groups: Option<Groups>,
+    /// Upper-case.
+    methods: Option<Vec<String>>,
+    path: Option<StringMatcher>,
+    headers: Vec<HeaderCondition>,
+    query: Vec<QueryCondition>,
+    /// `mcp_tool` (if any) followed by the `body` conditions.
+    body: Vec<BodyCondition>,
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Index into the `mask_profiles` given to [`compile`].
+    pub fn mask_profile(&self) -> Option<usize> {
+        self.mask_profile
+    }
+
+    /// Whether the rule can only be decided with the request body.
+    pub fn needs_body(&self) -> bool {
+        !self.body.is_empty()
+    }
+
+    /// Identity, method, path, header and query conditions.
+    fn request_conditions_hold(&self, facts: &RequestFacts<'_>) -> bool {
+        if let Some(methods) = &self.methods {
+            if !methods.iter().any(|m| m.eq_ignore_ascii_case(facts.method)) {
+                return false;
+            }
+        }
+        if let Some(path) = &self.path {
+            if !path.test(&facts.target.path, self.mode) {
+                return false;
+            }
+        }
+        if self.subjects.is_some() || self.groups.is_some() {
+            let Some(identity) = facts.identity else {
+                return false;
+            };
+            if let Some(subjects) = &self.subjects {
+                if !subjects.test(&identity.subject, self.mode) {
+                    return false;
+                }
+            }
+            let in_groups = match &self.groups {
+                None => true,
+                Some(Groups::AnyOf(gs)) => gs.iter().any(|g| identity.in_group(g)),
+                Some(Groups::AllOf(gs)) => gs.iter().all(|g| identity.in_group(g)),
+            };
+            if !in_groups {
+                return false;
+            }
+        }
+        let headers_hold = self.headers.iter().all(|cond| {
+            let mut values = facts.headers.iter().filter(|(n, _)| *n == cond.name).map(|(_, v)| v.as_str());
+            match &cond.matcher {
+                None => values.next().is_none(),
+                Some(m) => m.judge_each(self.mode, |f| {
+                    let _ = values.try_for_each(f);
+                }),
+            }
+        });
+        headers_hold
+            && self.query.iter().all(|cond| {
+                cond.matcher.judge_each(self.mode, |f| {
+                    let _ = facts
+                        .target
+                        .query
+                        .iter()
+                        .filter(|(n, _)| *n == cond.name)
+                        .try_for_each(|(_, v)| f(v));
+                })
+            })
+    }
+
+    fn body_conditions_hold(&self, body: Body<'_>, canonical: &OnceCell<String>) -> bool {
+        self.body.iter().all(|c| c.holds(body, self.mode, canonical))
+    }
+}
+
+/// A compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    default_action: Action,
+}
+
+impl Policy {
+    /// Decides what happens to a request; see the module docs for the semantics.
+    pub fn evaluate<'p>(&'p self, facts: &RequestFacts<'_>, body: Body<'_>) -> Evaluation<'p> {
+        let canonical = OnceCell::new();
+        let mut dry_run = None;
+        for rule in &self.rules {
+            if !rule.request_conditions_hold(facts) {
+                continue;
+            }
+            if rule.needs_body() {
+                if matches!(body, Body::NotRead) {
+                    return Evaluation::NeedBody;
+                }
+                if !rule.body_conditions_hold(body, &canonical) {
+                    continue;
+                }
+            }
+            if rule.dry_run {
+                dry_run = dry_run.or(Some(rule));
+                continue;
+            }
+            return Evaluation::Decided(Decision { rule: Some(rule), action: rule.action, dry_run });
+        }
+        Evaluation::Decided(Decision { rule: None, action: self.default_action, dry_run })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn default_action(&self) -> Action {
+        self.default_action
+    }
+
+    /// Whether any rule can ask for the body; if none can, the filter never buffers.
+    pub fn may_need_body(&self) -> bool {
+        self.rules.iter().any(Rule::needs_body)
+    }
+}
+
+/// Compiles rules once at config load. `field` is the config path of the rule list
+/// (`"rules"`); errors name the exact offending field, e.g. `rules[1].when.path.regex`.
+/// `mask_profiles` are the names a rule's `mask` may refer to.
+pub fn compile(
+    rules: Vec<RuleSpec>,
+    default_action: Action,
+    mask_profiles: &[&str],
+    field: &str,
+) -> Result<Policy, ConfigError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(first) = seen.insert(rule.name.as_str(), i) {
+            return Err(ConfigError::new(
+                format!("{field}[{i}].name"),
+                format!("duplicate rule name `{}` (also used by {field}[{first}]); names must be unique", rule.name),
+            ));
+        }
+    }
+    let rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| compile_rule(spec, mask_profiles, &format!("{field}[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(Policy { rules, default_action })
+}
+
+fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<Rule, ConfigError> {
+    check_rule_name(&spec.name, &format!("{field}.name"))?;
+    let mask_profile = match &spec.mask {
+        None => None,
+        Some(name) => Some(mask_profiles.iter().position(|p| p == name).ok_or_else(|| {
+            ConfigError::new(
+                format!("{field}.mask"),
+                if mask_profiles.is_empty() {
+                    format!("unknown mask profile `{name}`: no mask profiles are configured")
+                } else {
+                    format!("unknown mask profile `{name}`; configured profiles: {}", mask_profiles.join(", "))
+                },
+            )
+        })?),
+    };
+    let when = spec.when;
+    let w = format!("{field}.when");
+    let matcher = |s: &StringMatcherSpec, sub: &str| StringMatcher::compile(s.matcher_fields(), &format!("{w}.{sub}"));
+
+    let subjects = when.subjects.as_ref().map(|s| matcher(s, "subjects")).transpose()?;
+    let path = when.path.as_ref().map(|s| matcher(s, "path")).transpose()?;
+    let groups = when.groups.map(|g| compile_groups(g, &format!("{w}.groups"))).transpose()?;
+    let methods = when.methods.map(|m| compile_methods(m, &format!("{w}.methods"))).transpose()?;
+    let headers = when
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| compile_header(h, &format!("{w}.headers[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let query = when
+        .query
+        .iter()
+        .enumerate()
+        .map(|(i, q)| compile_query(q, &format!("{w}.query[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let mut body: Vec<BodyCondition> = when
+        .body
+        .iter()
+        .enumerate()
+        .map(|(i, b)| BodyCondition::compile(b, &format!("{w}.body[{i}]")))
+        .collect::<Result<_, _>>()?;
+    if let Some(tool) = &when.mcp_tool {
+        // First: a name check is cheaper than pointer walks and SQL readings.
+        body.insert(0, BodyCondition::mcp_tool(matcher(tool, "mcp_tool")?));
+    }
+
+    Ok(Rule {
+        name: spec.name,
+        action: spec.action,
+        dry_run: spec.dry_run,
+        mask_profile,
+        mode: Quantifier::for_action(spec.action),
+        subjects,
+        groups,
+        methods,
+        path,
+        headers,
+        query,
+        body,
+    })
+}
+
+fn check_rule_name(name: &str, field: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > MAX_RULE_NAME_LEN {
+        return Err(ConfigError::new(field, format!("must be 1 to {MAX_RULE_NAME_LEN} characters long")));
+    }
+    if !name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-')) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` may only use a-z, 0-9, `_`, `.` and `-`, since it names Envoy stats"),
+        ));
+    }
+    Ok(())
+}
+
+fn compile_groups(spec: GroupsSpec, field: &str) -> Result<Groups, ConfigError> {
+    let (groups, key) = match spec {
+        GroupsSpec::AnyOf(g) => (Groups::AnyOf(g), "any_of"),
+        GroupsSpec::AllOf(g) => (Groups::AllOf(g), "all_of"),
+    };
+    let (Groups::AnyOf(list) | Groups::AllOf(list)) = &groups;
+    if list.is_empty() {
+        return Err(ConfigError::new(format!("{field}.{key}"), "is empty; list at least one group"));
+    }
+    Ok(groups)
+}
+
+fn compile_methods(methods: Vec<String>, field: &str) -> Result<Vec<String>, ConfigError> {
+    if methods.is_empty() {
+        return Err(ConfigError::new(field, "is empty; list at least one method or remove `methods`"));
+    }
+    methods
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+                return Err(ConfigError::new(
+                    format!("{field}[{i}]"),
+                    format!("`{m}` is not an HTTP method name (letters only, e.g. `GET`)"),
+                ));
+            }
+            Ok(m.to_ascii_uppercase())
+        })
+        .collect()
+}
+
+fn check_header_name(name: &str, field: &str) -> Result<(), ConfigError> {
+    let token = name.strip_prefix(':').unwrap_or(name);
+    let valid = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, format!("`{name}` is not a valid HTTP header name")))
+    }
+}
+
+fn compile_header(spec: &HeaderConditionSpec, field: &str) -> Result<HeaderCondition, ConfigError> {
+    check_header_name(&spec.name, &format!("{field}.name"))?;
+    let name = spec.name.to_ascii_lowercase();
+    if spec.absent {
+        if spec.matcher_fields().any_set() {
+            return Err(ConfigError::new(
+                field,
+                "`absent: true` takes no matcher fields; use a separate condition to match the value",
+            ));
+        }
+        return Ok(HeaderCondition { name, matcher: None });
+    }
+    Ok(HeaderCondition { name, matcher: Some(StringMatcher::compile(spec.matcher_fields(), field)?) })
+}
+
+fn compile_query(spec: &QueryConditionSpec, field: &str) -> Result<QueryCondition, ConfigError> {
+    if spec.name.is_empty() {
+        return Err(ConfigError::new(format!("{field}.name"), "is empty; name the query parameter"));
+    }
+    Ok(QueryCondition { name: spec.name.clone(), matcher: StringMatcher::compile(spec.matcher_fields(), field)? })
+}

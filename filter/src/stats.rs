@@ -1,0 +1,73 @@
+//! Envoy counters for every decision the filter takes.
+//!
+//! All counters are defined once when the plugin is configured, so the hot path only
+//! increments a known id. Envoy shows them under `wasmcustom.airlock.*`.
+
+use crate::config::Config;
+
+pub type MetricId = u32;
+
+/// Defines counters in the host at configure time.
+pub trait DefineCounter {
+    fn define_counter(&mut self, name: &str) -> Option<MetricId>;
+}
+
+pub struct Stats {
+    pub requests: MetricId,
+    pub allowed: MetricId,
+    pub denied: MetricId,
+    pub denied_by_default: MetricId,
+    pub approval_required: MetricId,
+    pub dry_run_would_block: MetricId,
+    pub unauthenticated: MetricId,
+    pub invalid_target: MetricId,
+    pub request_body_over_limit: MetricId,
+    pub response_over_limit: MetricId,
+    pub response_not_maskable: MetricId,
+    pub dependency_unavailable: MetricId,
+    pub jwks_fetch_ok: MetricId,
+    pub jwks_fetch_failed: MetricId,
+    pub masked_responses: MetricId,
+    /// Per rule (same index as the policy): how often it decided a request.
+    pub rule_matched: Vec<MetricId>,
+    /// Per mask profile, per kind (same index as `MaskProfile::kinds`).
+    pub masked_values: Vec<Vec<MetricId>>,
+}
+
+impl Stats {
+    /// `None` if the host refused to define a counter, which only happens when the VM is
+    /// broken; the plugin then refuses to start rather than run blind.
+    pub fn define(host: &mut dyn DefineCounter, config: &Config) -> Option<Stats> {
+        let mut c = |name: &str| host.define_counter(&format!("airlock.{name}"));
+        let mut stats = Stats {
+            requests: c("requests")?,
+            allowed: c("allowed")?,
+            denied: c("denied")?,
+            denied_by_default: c("denied_by_default")?,
+            approval_required: c("approval_required")?,
+            dry_run_would_block: c("dry_run.would_block")?,
+            unauthenticated: c("unauthenticated")?,
+            invalid_target: c("invalid_request_target")?,
+            request_body_over_limit: c("request_body_over_limit")?,
+            response_over_limit: c("response_over_limit")?,
+            response_not_maskable: c("response_not_maskable")?,
+            dependency_unavailable: c("dependency_unavailable")?,
+            jwks_fetch_ok: c("jwks.fetch_ok")?,
+            jwks_fetch_failed: c("jwks.fetch_failed")?,
+            masked_responses: c("masked_responses")?,
+            rule_matched: Vec::new(),
+            masked_values: Vec::new(),
+        };
+        for rule in config.policy.rules() {
+            stats.rule_matched.push(c(&format!("rule.{}.matched", rule.name()))?);
+        }
+        for (name, profile) in &config.mask_profiles {
+            let mut ids = Vec::with_capacity(profile.kinds().len());
+            for kind in profile.kinds() {
+                ids.push(c(&format!("masked.{name}.{kind}"))?);
+            }
+            stats.masked_values.push(ids);
+        }
+        Some(stats)
+    }
+}

