@@ -1,0 +1,15 @@
+//! Demo services for trying and testing Airlock, and the Envoy bootstrap renderer.
+//!
+//! - [`upstream`]: the service an agent calls (PII-rich customers, real SQL execution,
+//!   echo, gzip / large / streamed bodies).
+//! - [`idp`]: a loopback-only demo identity provider (ES256 JWKS + token minting).
+//! - [`render`]: fills `envoy/envoy.yaml`, optionally without the Airlock filter.
+//!
+//! None of this is production code: it exists so the filter can be exercised for real.
+
+pub mod cli;
+pub mod db;
+pub mod idp;
+pub mod pii;
+pub mod render;
+pub mod upstream;

