@@ -1,0 +1,298 @@
+//! Approval endpoints: create / wait / redeem for the filter, list / show / decide for
+//! approvers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{int_param, SharedState};
+use crate::alerts::Alert;
+use crate::config::{AlertEvent, Role};
+use crate::error::{truncate, ApiError};
+use crate::ids::{is_approval_id, new_approval_id};
+use crate::store::approvals::{Approval, DecideError, Decision, Status};
+use crate::time::{now_ms, rfc3339_ms};
+use crate::validate::{
+    check_digest, parse_json, CreateApprovalRequest, DecisionRequest, RedeemRequest,
+};
+
+/// Default and maximum long-poll duration of `wait`.
+const DEFAULT_WAIT_MS: i64 = 30_000;
+const MAX_WAIT_MS: i64 = 60_000;
+
+fn decisions_json(decisions: &[Decision]) -> Vec<Value> {
+    decisions
+        .iter()
+        .map(|d| json!({"approver": d.approver, "decision": d.decision, "reason": d.reason, "at": rfc3339_ms(d.at_ms), "at_ms": d.at_ms}))
+        .collect()
+}
+
+/// Everything an approver needs to judge the request: exactly what will run, who asks,
+/// under which rule, why, and until when.
+fn full_view(state: &SharedState, a: &Approval, now: i64) -> Value {
+    json!({
+        "id": a.id,
+        "status": a.status(now),
+        "rule": a.rule,
+        "subject": a.subject,
+        "groups": a.groups,
+        "method": a.method,
+        "path": a.path,
+        "body": a.body,
+        "digest": a.digest,
+        "reason": a.reason,
+        "session_id": a.session_id,
+        "mode": a.mode,
+        "approvers": {"groups": a.approver_groups, "required": a.required},
+        "created_at": rfc3339_ms(a.created_ms),
+        "created_at_ms": a.created_ms,
+        "expires_at": rfc3339_ms(a.expires_ms),
+        "expires_at_ms": a.expires_ms,
+        "used": a.used,
+        "decisions": decisions_json(&a.decisions),
+        "url": state.console_link(&a.id),
+    })
+}
+
+fn status_view(a: &Approval, now: i64) -> Value {
+    json!({"id": a.id, "status": a.status(now), "decisions": decisions_json(&a.decisions)})
+}
+
+fn checked_id(id: &str) -> Result<(), ApiError> {
+    if is_approval_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::approval_not_found(id))
+    }
+}
+
+/// `POST /v1/approvals` (filter): stores a pending approval and alerts approvers.
+pub async fn create(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    state.filter_key.check(&headers)?;
+    let new = parse_json::<CreateApprovalRequest>(&body)?.validate()?;
+    let id = new_approval_id().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = now_ms();
+    let a = state.store.create_approval(&id, &new, now).await?;
+    let url = state.console_link(&a.id);
+    state.alerter.raise(Alert {
+        event: AlertEvent::ApprovalPending,
+        summary: format!(
+            "{} asks to run {} {} (rule {}){}; needs {} approval(s) from {} before {}",
+            a.subject,
+            a.method,
+            truncate(&a.path, 200),
+            a.rule,
+            a.reason.as_deref().map(|r| format!(", reason: {}", truncate(r, 200))).unwrap_or_default(),
+            a.required,
+            a.approver_groups.join("/"),
+            rfc3339_ms(a.expires_ms),
+        ),
+        dedup_key: format!("airlock-approval-{}", a.id),
+        link: Some(url.clone()),
+        details: json!({
+            "approval_id": a.id, "subject": a.subject, "rule": a.rule, "method": a.method,
+            "path": a.path, "reason": a.reason, "session_id": a.session_id,
+            "approver_groups": a.approver_groups, "required": a.required, "expires_at": rfc3339_ms(a.expires_ms),
+        }),
+    });
+    tracing::info!(approval_id = %a.id, rule = %a.rule, subject = %a.subject, "approval requested");
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": a.id, "status": "pending", "url": url, "expires_at": rfc3339_ms(a.expires_ms), "expires_at_ms": a.expires_ms}),
+        ),
+    ))
+}
+
+/// `GET /v1/approvals/{id}/wait?timeout_ms=N` (filter): long-poll until decided or timeout.
+pub async fn wait(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.filter_key.check(&headers)?;
+    checked_id(&id)?;
+    let timeout_ms = int_param("timeout_ms", q.get("timeout_ms"))?.unwrap_or(DEFAULT_WAIT_MS);
+    if timeout_ms < 0 {
+        return Err(ApiError::invalid("timeout_ms", "must not be negative"));
+    }
+    let timeout = Duration::from_millis(u64::try_from(timeout_ms.min(MAX_WAIT_MS)).unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let handle = state.waiters.subscribe(&id);
+    loop {
+        // Arm the wake-up before reading, so a decision landing in between is not lost.
+        let notified = handle.notify().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let a = state
+            .store
+            .get_approval(&id)
+            .await?
+            .ok_or_else(|| ApiError::approval_not_found(&id))?;
+        let now = now_ms();
+        let status = a.status(now);
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if status != Status::Pending || remaining.is_zero() {
+            return Ok(Json(status_view(&a, now)));
+        }
+        // Wake at the deadline, at expiry (to answer `expired` promptly), or to re-read.
+        let to_expiry = Duration::from_millis(u64::try_from(a.expires_ms - now).unwrap_or(0) + 1);
+        let mut nap = remaining.min(to_expiry);
+        if let Some(p) = state.poll_interval {
+            nap = nap.min(p);
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(nap) => {}
+        }
+    }
+}
+
+/// `POST /v1/approvals/{id}/redeem` (filter, ticket mode): single-use consumption.
+pub async fn redeem(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    state.filter_key.check(&headers)?;
+    let req: RedeemRequest = parse_json(&body)?;
+    check_digest("digest", &req.digest)?;
+    let outcome = if is_approval_id(&id) {
+        state
+            .store
+            .redeem(&id, &req.digest, &req.subject, now_ms())
+            .await?
+    } else {
+        Err(crate::store::approvals::RedeemError::NotFound)
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(approval_id = %id, "approval redeemed");
+            Ok(Json(json!({"status": "approved"})))
+        }
+        Err(e) => Err(ApiError::Conflict {
+            code: e.code(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// `GET /v1/approvals?status=pending&limit=N` (approver): approvals this caller may
+/// decide; auditors see all.
+pub async fn list(
+    State(state): State<SharedState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let who = state.approvers.authenticate(&headers, Role::Approver)?;
+    let status = match q.get("status").map(String::as_str) {
+        None | Some("") | Some("all") => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "must be pending, approved, denied, expired or all",
+            )
+        })?),
+    };
+    let limit = int_param("limit", q.get("limit"))?
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let now = now_ms();
+    let all = state.store.list_approvals(status, now, limit).await?;
+    let visible: Vec<Value> = all
+        .iter()
+        .filter(|a| who.has_role(Role::Auditor) || who.in_any(&a.approver_groups))
+        .map(|a| full_view(&state, a, now))
+        .collect();
+    Ok(Json(json!({"approvals": visible})))
+}
+
+/// `GET /v1/approvals/{id}` (approver): the full request awaiting a decision.
+pub async fn show(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let who = state.approvers.authenticate(&headers, Role::Approver)?;
+    checked_id(&id)?;
+    let a = state
+        .store
+        .get_approval(&id)
+        .await?
+        .ok_or_else(|| ApiError::approval_not_found(&id))?;
+    if !(who.has_role(Role::Auditor) || who.in_any(&a.approver_groups)) {
+        return Err(not_an_approver(&who.name));
+    }
+    Ok(Json(full_view(&state, &a, now_ms())))
+}
+
+fn not_an_approver(name: &str) -> ApiError {
+    ApiError::Forbidden {
+        code: "not_an_approver",
+        message: format!("`{name}` is in none of the groups allowed to approve this request"),
+    }
+}
+
+/// `POST /v1/approvals/{id}/decision` (approver): approve or deny, with a reason.
+pub async fn decide(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let who = state.approvers.authenticate(&headers, Role::Approver)?;
+    checked_id(&id)?;
+    let req: DecisionRequest = parse_json(&body)?;
+    let verdict = req.validate()?;
+    let a = state
+        .store
+        .get_approval(&id)
+        .await?
+        .ok_or_else(|| ApiError::approval_not_found(&id))?;
+    if !who.in_any(&a.approver_groups) {
+        return Err(not_an_approver(&who.name));
+    }
+    if who.name == a.subject {
+        return Err(ApiError::Forbidden {
+            code: "self_approval",
+            message: "the requester cannot decide on their own request".into(),
+        });
+    }
+    let now = now_ms();
+    let decided = match state
+        .store
+        .decide(&id, &who.name, verdict, req.reason.trim(), now)
+        .await
+    {
+        Ok(a) => a,
+        Err(DecideError::NotFound) => return Err(ApiError::approval_not_found(&id)),
+        Err(DecideError::NotPending(s)) => {
+            return Err(ApiError::Conflict {
+                code: "approval_not_pending",
+                message: format!("the approval is already {}", s.as_str()),
+            })
+        }
+        Err(DecideError::AlreadyDecided) => {
+            return Err(ApiError::Conflict {
+                code: "already_decided",
+                message: "you have already decided on this approval".into(),
+            })
+        }
+        Err(DecideError::Store(e)) => return Err(e.into()),
+    };
+    state.waiters.wake(&id);
+    tracing::info!(approval_id = %id, approver = %who.name, decision = verdict.as_str(), status = decided.status(now).as_str(), "approval decision");
+    Ok(Json(full_view(&state, &decided, now)))
+}

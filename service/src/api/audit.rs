@@ -1,0 +1,64 @@
+//! Audit ingestion (filter) and chain verification (auditor).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::SharedState;
+use crate::alerts::Alert;
+use crate::config::{AlertEvent, Role};
+use crate::error::{truncate, ApiError};
+use crate::store::audit::VerifyReport;
+use crate::time::now_ms;
+use crate::validate::{parse_json, AuditBatch};
+
+/// Decisions that raise the "denied" alert.
+fn is_denial(decision: &str) -> bool {
+    matches!(decision, "deny" | "denied")
+}
+
+/// `POST /v1/audit/batch`: idempotent by record id; returns how many were new.
+pub async fn ingest(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    state.filter_key.check(&headers)?;
+    let batch: AuditBatch = parse_json(&body)?;
+    batch.validate()?;
+    let outcome = state.store.append_audit(&batch.records, now_ms()).await?;
+    for r in outcome.stored.iter().filter_map(|&i| batch.records.get(i)) {
+        if is_denial(&r.decision) {
+            state.alerter.raise(Alert {
+                event: AlertEvent::RequestDenied,
+                summary: format!(
+                    "blocked {} {} by {} (rule {})",
+                    r.method,
+                    truncate(&r.path, 200),
+                    r.subject,
+                    r.rule.as_deref().unwrap_or("default")
+                ),
+                dedup_key: format!("airlock-denied-{}", r.id),
+                link: None,
+                details: json!({
+                    "record_id": r.id, "subject": r.subject, "rule": r.rule, "method": r.method,
+                    "path": r.path, "session_id": r.session_id, "status": r.status, "time_ms": r.time_ms,
+                }),
+            });
+        }
+    }
+    Ok(Json(
+        json!({"accepted": outcome.accepted, "duplicates": outcome.duplicates}),
+    ))
+}
+
+/// `GET /v1/audit/verify`: walks the chain.
+pub async fn verify(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<VerifyReport>, ApiError> {
+    state.approvers.authenticate(&headers, Role::Auditor)?;
+    Ok(Json(state.store.verify_chain().await?))
+}

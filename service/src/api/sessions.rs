@@ -1,0 +1,83 @@
+//! Session listing and timelines for auditors and incident responders.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::SharedState;
+use crate::config::Role;
+use crate::error::ApiError;
+use crate::store::sessions::SessionFilter;
+use crate::time::rfc3339_ms;
+
+/// Accepts Unix milliseconds or an RFC 3339 instant (`2026-11-22T10:00:00Z`).
+fn instant_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    let t = humantime::parse_rfc3339_weak(v).map_err(|_| {
+        ApiError::invalid(
+            name,
+            "must be Unix milliseconds or an RFC 3339 time such as 2026-11-22T10:00:00Z",
+        )
+    })?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
+/// `GET /v1/sessions?subject=&from=&to=&decision=&limit=`
+pub async fn list(
+    State(state): State<SharedState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.approvers.authenticate(&headers, Role::Auditor)?;
+    let filter = SessionFilter {
+        subject: q.get("subject").filter(|s| !s.is_empty()).cloned(),
+        from_ms: instant_param("from", q.get("from"))?,
+        to_ms: instant_param("to", q.get("to"))?,
+        decision: q.get("decision").filter(|s| !s.is_empty()).cloned(),
+        limit: super::int_param("limit", q.get("limit"))?
+            .unwrap_or(100)
+            .clamp(1, 1000),
+    };
+    let sessions = state.store.list_sessions(&filter).await?;
+    let out: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "session_id": s.session_id, "subject": s.subject,
+                "first_at": rfc3339_ms(s.first_ms), "first_ms": s.first_ms,
+                "last_at": rfc3339_ms(s.last_ms), "last_ms": s.last_ms,
+                "count": s.count, "decisions": s.decisions,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"sessions": out})))
+}
+
+/// `GET /v1/sessions/{id}`: the session's records in order.
+pub async fn show(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.approvers.authenticate(&headers, Role::Auditor)?;
+    let records = state.store.session_timeline(&id).await?;
+    if records.is_empty() {
+        return Err(ApiError::NotFound {
+            code: "session_not_found",
+            what: "session".into(),
+        });
+    }
+    Ok(Json(json!({"session_id": id, "records": records})))
+}

@@ -1,0 +1,517 @@
+//! The service config file (`--config`, TOML or JSON by extension): approvers and their
+//! token hashes, alert sinks, and the public URL used in links. Secrets (webhook URLs,
+//! routing keys) may be `${ENV_VAR}` references, resolved at load and never logged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A problem in the service config file, located by field path (`approvers[1].groups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid Airlock service config: {}", self.problem)
+        } else {
+            write!(
+                f,
+                "invalid Airlock service config at `{}`: {}",
+                self.field, self.problem
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A string that must never reach a log line: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May list, inspect and decide approvals for their groups.
+    Approver,
+    /// May list sessions, read timelines, verify the chain and see every approval.
+    Auditor,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::Approver]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverEntry {
+    pub name: String,
+    /// Lowercase hex SHA-256 of the bearer token (`airlock hash-token` prints it), so the
+    /// config file never holds a usable credential.
+    pub token_sha256: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// An approval was requested and waits for a decision.
+    ApprovalPending,
+    /// The filter denied a request (seen in the audit stream).
+    RequestDenied,
+}
+
+fn all_events() -> Vec<AlertEvent> {
+    vec![AlertEvent::ApprovalPending, AlertEvent::RequestDenied]
+}
+
+fn default_severity() -> String {
+    "warning".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Slack-compatible incoming webhook (Block Kit message with a review link).
+    Slack {
+        url: Secret,
+        #[serde(default = "all_events")]
+        events: Vec<AlertEvent>,
+    },
+    /// Generic JSON webhook.
+    Webhook {
+        url: Secret,
+        #[serde(default = "all_events")]
+        events: Vec<AlertEvent>,
+    },
+    /// PagerDuty Events API v2.
+    Pagerduty {
+        routing_key: Secret,
+        /// Defaults to PagerDuty's public enqueue endpoint.
+        #[serde(default)]
+        url: Option<Secret>,
+        #[serde(default = "default_severity")]
+        severity: String,
+        #[serde(default = "all_events")]
+        events: Vec<AlertEvent>,
+    },
+}
+
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+impl SinkConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Slack { .. } => "slack",
+            SinkConfig::Webhook { .. } => "webhook",
+            SinkConfig::Pagerduty { .. } => "pagerduty",
+        }
+    }
+
+    pub fn events(&self) -> &[AlertEvent] {
+        match self {
+            SinkConfig::Slack { events, .. }
+            | SinkConfig::Webhook { events, .. }
+            | SinkConfig::Pagerduty { events, .. } => events,
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    6
+}
+
+fn default_initial_backoff_ms() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Delivery attempts per alert and sink, first try included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each retry, capped at 60 s.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            max_attempts: default_max_attempts(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Base URL approvers reach the service at; alert links point to `<public_url>/console`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub approvers: Vec<ApproverEntry>,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Optional sign-in of approvers with JWTs from an OIDC identity provider.
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcConfig>,
+}
+
+impl ServiceConfig {
+    /// Reads, parses, resolves `${ENV}` references and validates a config file.
+    pub fn load(path: &Path) -> Result<ServiceConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )
+        })?;
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::parse(&text, is_json, &env)
+    }
+
+    /// Parses config text; `env` supplies `${NAME}` values (a map, so tests need no globals).
+    pub fn parse(
+        text: &str,
+        is_json: bool,
+        env: &HashMap<String, String>,
+    ) -> Result<ServiceConfig, ConfigError> {
+        let mut cfg: ServiceConfig = if is_json {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| ConfigError::new(e.path().to_string(), e.inner().to_string()))?
+        } else {
+            toml::from_str(text).map_err(|e| ConfigError::new("", e.message().to_string()))?
+        };
+        cfg.resolve_and_validate(env)?;
+        Ok(cfg)
+    }
+
+    fn resolve_and_validate(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "public_url",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        for (i, a) in self.approvers.iter_mut().enumerate() {
+            let field = format!("approvers[{i}]");
+            if a.name.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    "must not be empty",
+                ));
+            }
+            if !names.insert(a.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    format!("approver `{}` is listed twice", a.name),
+                ));
+            }
+            a.token_sha256 = a.token_sha256.to_ascii_lowercase();
+            if a.token_sha256.len() != 64 || !a.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(ConfigError::new(
+                    format!("{field}.token_sha256"),
+                    "must be 64 hex digits: the SHA-256 of the token (`airlock hash-token` prints it)",
+                ));
+            }
+            if !hashes.insert(a.token_sha256.clone()) {
+                return Err(ConfigError::new(
+                    format!("{field}.token_sha256"),
+                    "the same token is configured for two approvers",
+                ));
+            }
+            if a.roles.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{field}.roles"),
+                    "list at least one of `approver`, `auditor`",
+                ));
+            }
+        }
+        if let Some(o) = &self.oidc {
+            o.validate("oidc")?;
+        }
+        if self.alerts.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "alerts.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        for (i, sink) in self.alerts.sinks.iter_mut().enumerate() {
+            let field = format!("alerts.sinks[{i}]");
+            match sink {
+                SinkConfig::Slack { url, .. } | SinkConfig::Webhook { url, .. } => {
+                    *url = resolve_url(url, &format!("{field}.url"), env)?;
+                }
+                SinkConfig::Pagerduty {
+                    routing_key,
+                    url,
+                    severity,
+                    ..
+                } => {
+                    *routing_key = Secret(expand_env(
+                        routing_key.expose(),
+                        &format!("{field}.routing_key"),
+                        env,
+                    )?);
+                    if routing_key.expose().is_empty() {
+                        return Err(ConfigError::new(
+                            format!("{field}.routing_key"),
+                            "must not be empty",
+                        ));
+                    }
+                    if let Some(u) = url {
+                        *u = resolve_url(u, &format!("{field}.url"), env)?;
+                    }
+                    if !matches!(severity.as_str(), "critical" | "error" | "warning" | "info") {
+                        return Err(ConfigError::new(
+                            format!("{field}.severity"),
+                            "must be one of critical, error, warning, info (PagerDuty severities)",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resolve_url(
+    url: &Secret,
+    field: &str,
+    env: &HashMap<String, String>,
+) -> Result<Secret, ConfigError> {
+    let resolved = expand_env(url.expose(), field, env)?;
+    if !(resolved.starts_with("http://") || resolved.starts_with("https://")) {
+        // The value itself is not quoted: it may be a secret webhook URL.
+        return Err(ConfigError::new(
+            field,
+            "must be an http:// or https:// URL",
+        ));
+    }
+    Ok(Secret(resolved))
+}
+
+/// Replaces every `${NAME}` with the value of environment variable NAME. A missing
+/// variable is an error that names the variable, never its (absent) value.
+pub fn expand_env(
+    input: &str,
+    field: &str,
+    env: &HashMap<String, String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(start) = rest.find("${") {
+        out.push_str(rest.get(..start).unwrap_or_default());
+        let after = rest.get(start + 2..).unwrap_or_default();
+        let Some(end) = after.find('}') else {
+            return Err(ConfigError::new(field, "unterminated `${` reference"));
+        };
+        let name = after.get(..end).unwrap_or_default();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ConfigError::new(
+                field,
+                "`${...}` must name an environment variable (letters, digits, _)",
+            ));
+        }
+        match env.get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                return Err(ConfigError::new(
+                    field,
+                    format!("environment variable `{name}` is not set"),
+                ))
+            }
+        }
+        rest = after.get(end + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn expands_env_references_inside_urls() {
+        let e = env(&[("HOOK", "abc"), ("HOST", "h.example")]);
+        assert_eq!(
+            expand_env("https://${HOST}/x/${HOOK}", "f", &e).unwrap(),
+            "https://h.example/x/abc"
+        );
+        assert_eq!(expand_env("plain", "f", &e).unwrap(), "plain");
+    }
+
+    #[test]
+    fn missing_env_variable_is_named_in_the_error() {
+        let err = expand_env("${NOPE}", "alerts.sinks[0].url", &env(&[])).unwrap_err();
+        assert_eq!(err.field, "alerts.sinks[0].url");
+        assert!(err.problem.contains("NOPE"), "{err}");
+        assert!(expand_env("${OPEN", "f", &env(&[])).is_err());
+        assert!(expand_env("${a-b}", "f", &env(&[])).is_err());
+    }
+
+    #[test]
+    fn parses_toml_with_all_sink_kinds_and_resolves_secrets() {
+        let text = format!(
+            r#"
+public_url = "https://airlock.example"
+[[approvers]]
+name = "alice"
+token_sha256 = "{HASH}"
+groups = ["dba"]
+roles = ["approver", "auditor"]
+
+[alerts]
+max_attempts = 3
+[[alerts.sinks]]
+type = "slack"
+url = "${{SLACK_URL}}"
+[[alerts.sinks]]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+events = ["request_denied"]
+[[alerts.sinks]]
+type = "pagerduty"
+routing_key = "${{PD_KEY}}"
+"#
+        );
+        let cfg = ServiceConfig::parse(
+            &text,
+            false,
+            &env(&[("SLACK_URL", "https://hooks.example/T1"), ("PD_KEY", "rk")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.approvers[0].roles, vec![Role::Approver, Role::Auditor]);
+        assert_eq!(cfg.alerts.sinks.len(), 3);
+        match &cfg.alerts.sinks[0] {
+            SinkConfig::Slack { url, events } => {
+                assert_eq!(url.expose(), "https://hooks.example/T1");
+                assert_eq!(events.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cfg.alerts.sinks[1].events(), &[AlertEvent::RequestDenied]);
+        match &cfg.alerts.sinks[2] {
+            SinkConfig::Pagerduty {
+                routing_key,
+                severity,
+                ..
+            } => {
+                assert_eq!(routing_key.expose(), "rk");
+                assert_eq!(severity, "warning");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_config_errors_name_the_field_path() {
+        let text = r#"{"approvers":[{"name":"a","token_sha256":"x","grups":[]}]}"#;
+        let err = ServiceConfig::parse(text, true, &env(&[])).unwrap_err();
+        assert!(err.field.starts_with("approvers[0]"), "{err}");
+        assert!(err.problem.contains("grups"), "{err}");
+    }
+
+    #[test]
+    fn rejects_a_token_that_is_not_a_sha256_hex_digest() {
+        let text = r#"{"approvers":[{"name":"a","token_sha256":"secret-token"}]}"#;
+        let err = ServiceConfig::parse(text, true, &env(&[])).unwrap_err();
+        assert_eq!(err.field, "approvers[0].token_sha256");
+        assert!(!err.to_string().contains("secret-token"));
+    }
+
+    #[test]
+    fn rejects_unknown_sink_fields_and_bad_severity() {
+        let text = r#"{"alerts":{"sinks":[{"type":"slack","url":"https://x","channel":"a"}]}}"#;
+        assert!(ServiceConfig::parse(text, true, &env(&[])).is_err());
+        let text =
+            r#"{"alerts":{"sinks":[{"type":"pagerduty","routing_key":"k","severity":"high"}]}}"#;
+        let err = ServiceConfig::parse(text, true, &env(&[])).unwrap_err();
+        assert_eq!(err.field, "alerts.sinks[0].severity");
+    }
+
+    #[test]
+    fn readme_config_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+        let len = readme[start..].find("```").unwrap();
+        let example = readme[start..start + len].replace("<64 hex digits>", HASH);
+        let cfg = ServiceConfig::parse(
+            &example,
+            false,
+            &env(&[
+                ("SLACK_WEBHOOK_URL", "https://hooks.example/1"),
+                ("PD_ROUTING_KEY", "k"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.alerts.sinks.len(), 3);
+        assert_eq!(cfg.oidc.unwrap().groups_claim, "realm_access.roles");
+    }
+
+    #[test]
+    fn secret_debug_output_hides_the_value() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

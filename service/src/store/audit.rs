@@ -1,0 +1,289 @@
+//! The audit log: idempotent, hash-chained appends and chain verification.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use std::collections::HashSet;
+
+use super::{bind_all, parse_string_list, string_list_json, Bind, Store, StoreError};
+use crate::chain::{record_hash, AuditRecord, GENESIS_HASH};
+
+/// Outcome of one batch append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// Indexes (into the batch) of the records stored now, for alerting.
+    pub stored: Vec<usize>,
+}
+
+/// A record as stored, with its position and chain links.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRecord {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+    pub received_ms: i64,
+}
+
+/// Result of walking the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    /// Number of records in the store.
+    pub records: i64,
+    /// Sequence number where the first problem shows.
+    pub first_bad_seq: Option<i64>,
+    pub problem: Option<String>,
+}
+
+pub(crate) const RECORD_COLUMNS: &str =
+    "seq, id, time_ms, subject, groups_json, session_id, method, path, request_body, status, \
+     response_body, decision, rule, approval_id, latency_ms, reason, prev_hash, hash, received_ms";
+
+pub(crate) fn record_from_row(row: &AnyRow) -> Result<StoredRecord, StoreError> {
+    Ok(StoredRecord {
+        seq: row.try_get("seq")?,
+        record: AuditRecord {
+            id: row.try_get("id")?,
+            time_ms: row.try_get("time_ms")?,
+            subject: row.try_get("subject")?,
+            groups: parse_string_list("groups_json", &row.try_get::<String, _>("groups_json")?)?,
+            session_id: row.try_get("session_id")?,
+            method: row.try_get("method")?,
+            path: row.try_get("path")?,
+            request_body: row.try_get("request_body")?,
+            status: row.try_get("status")?,
+            response_body: row.try_get("response_body")?,
+            decision: row.try_get("decision")?,
+            rule: row.try_get("rule")?,
+            approval_id: row.try_get("approval_id")?,
+            latency_ms: row.try_get("latency_ms")?,
+            reason: row.try_get("reason")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+        received_ms: row.try_get("received_ms")?,
+    })
+}
+
+/// Records per multi-row INSERT: 19 parameters each stays far below SQLite's and
+/// PostgreSQL's parameter limits.
+const INSERT_CHUNK: usize = 200;
+/// Ids per duplicate lookup.
+const LOOKUP_CHUNK: usize = 500;
+
+/// Records read per query while verifying, bounding memory for large logs.
+const VERIFY_PAGE: i64 = 1000;
+
+impl Store {
+    /// Appends the records not yet stored (by id) to the chain, in batch order, in one
+    /// transaction. Only one appender runs at a time: an in-process mutex plus a lock on the
+    /// chain-head row, which also serializes replicas sharing a PostgreSQL database.
+    pub async fn append_audit(
+        &self,
+        records: &[AuditRecord],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StoreError> {
+        let _guard = self.chain_lock.lock().await;
+        let mut tx = self.pool().begin().await?;
+        // A no-op UPDATE as the first statement: a row lock on PostgreSQL, the write lock on
+        // SQLite. Reading the head only after it makes the read-modify-write safe.
+        sqlx::query("UPDATE audit_chain_head SET seq = seq WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut prev: String = head.try_get("hash")?;
+        // Which ids are already stored? Checked under the lock, so the answer stays true
+        // until commit; repeats inside the batch count as duplicates too.
+        let mut known: HashSet<String> = HashSet::new();
+        let unique: Vec<&str> = {
+            let mut seen = HashSet::new();
+            records
+                .iter()
+                .map(|r| r.id.as_str())
+                .filter(|id| seen.insert(*id))
+                .collect()
+        };
+        for chunk in unique.chunks(LOOKUP_CHUNK) {
+            let placeholders: Vec<String> =
+                (1..=chunk.len()).map(|i| self.placeholder(i)).collect();
+            let sql = format!(
+                "SELECT id FROM audit_records WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let binds: Vec<Bind> = chunk
+                .iter()
+                .map(|id| Bind::Text((*id).to_string()))
+                .collect();
+            for row in bind_all(sqlx::query(&sql), &binds)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                known.insert(row.try_get("id")?);
+            }
+        }
+        let mut stored = Vec::new();
+        let mut rows: Vec<Vec<Bind>> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if !known.insert(r.id.clone()) {
+                continue;
+            }
+            seq += 1;
+            let hash = record_hash(&prev, seq, r);
+            rows.push(vec![
+                Bind::I64(seq),
+                Bind::Text(r.id.clone()),
+                Bind::I64(r.time_ms),
+                Bind::Text(r.subject.clone()),
+                Bind::Text(string_list_json(&r.groups)),
+                Bind::Text(r.session_id.clone()),
+                Bind::Text(r.method.clone()),
+                Bind::Text(r.path.clone()),
+                Bind::OptText(r.request_body.clone()),
+                Bind::I64(r.status),
+                Bind::OptText(r.response_body.clone()),
+                Bind::Text(r.decision.clone()),
+                Bind::OptText(r.rule.clone()),
+                Bind::OptText(r.approval_id.clone()),
+                Bind::I64(r.latency_ms),
+                Bind::OptText(r.reason.clone()),
+                Bind::Text(prev.clone()),
+                Bind::Text(hash.clone()),
+                Bind::I64(now_ms),
+            ]);
+            prev = hash;
+            stored.push(i);
+        }
+        // Multi-row INSERTs: one round trip per chunk instead of per record.
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut values = Vec::with_capacity(chunk.len());
+            let mut n = 0;
+            for row in chunk {
+                let ph: Vec<String> = row
+                    .iter()
+                    .map(|_| {
+                        n += 1;
+                        self.placeholder(n)
+                    })
+                    .collect();
+                values.push(format!("({})", ph.join(", ")));
+            }
+            let sql = format!(
+                "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES {}",
+                values.join(", ")
+            );
+            let binds: Vec<Bind> = chunk.iter().flatten().cloned().collect();
+            bind_all(sqlx::query(&sql), &binds)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !stored.is_empty() {
+            sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(&prev)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(AppendOutcome {
+            accepted: stored.len(),
+            duplicates: records.len() - stored.len(),
+            stored,
+        })
+    }
+
+    /// Walks the chain in sequence order and reports the first altered, removed, inserted
+    /// or reordered record, or a tail cut off after the last record.
+    pub async fn verify_chain(&self) -> Result<VerifyReport, StoreError> {
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_records")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        let bad = |seq: i64, problem: String| VerifyReport {
+            ok: false,
+            records: total,
+            first_bad_seq: Some(seq),
+            problem: Some(problem),
+        };
+        let mut expected_seq: i64 = 1;
+        let mut prev = GENESIS_HASH.to_string();
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2"
+        );
+        loop {
+            let rows = sqlx::query(&sql)
+                .bind(expected_seq)
+                .bind(VERIFY_PAGE)
+                .fetch_all(self.pool())
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let stored = match record_from_row(row) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Ok(bad(
+                            expected_seq,
+                            format!("record {expected_seq} is unreadable: {e}"),
+                        ))
+                    }
+                };
+                if stored.seq != expected_seq {
+                    return Ok(bad(
+                        expected_seq,
+                        format!("record {expected_seq} is missing: the sequence jumps to {} (records removed)", stored.seq),
+                    ));
+                }
+                if stored.prev_hash != prev {
+                    return Ok(bad(
+                        stored.seq,
+                        format!(
+                            "record {} does not link to record {}: records were removed, inserted or reordered",
+                            stored.seq,
+                            stored.seq - 1
+                        ),
+                    ));
+                }
+                if record_hash(&stored.prev_hash, stored.seq, &stored.record) != stored.hash {
+                    return Ok(bad(
+                        stored.seq,
+                        format!(
+                            "record {} was altered: its content does not match its hash",
+                            stored.seq
+                        ),
+                    ));
+                }
+                prev = stored.hash;
+                expected_seq += 1;
+            }
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        let head_seq: i64 = head.try_get("seq")?;
+        let head_hash: String = head.try_get("hash")?;
+        let last_seq = expected_seq - 1;
+        if head_seq != last_seq || head_hash != prev {
+            let problem = if head_seq > last_seq {
+                format!("the chain head records {head_seq} records but the log ends at {last_seq}: records removed from the end")
+            } else {
+                format!("the chain head (record {head_seq}) does not match the last record {last_seq}: the log or its head was altered")
+            };
+            return Ok(bad(last_seq + 1, problem));
+        }
+        Ok(VerifyReport {
+            ok: true,
+            records: total,
+            first_bad_seq: None,
+            problem: None,
+        })
+    }
+}

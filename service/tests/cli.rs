@@ -1,0 +1,263 @@
+//! The `airlock` CLI against a running service: approvals, sessions, verify and replay.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers fail the test by panicking
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+
+async fn airlock(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"));
+        cmd.args(&args)
+            .env_remove("AIRLOCK_TOKEN")
+            .env_remove("AIRLOCK_SERVER");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_shows_approves_and_denies() {
+    let s = Server::start();
+    let id = s
+        .create_approval(&approval_request("agent-9", 1, 300, "hold"))
+        .await;
+    let id2 = s
+        .create_approval(&approval_request("agent-8", 1, 300, "hold"))
+        .await;
+    let env = [("AIRLOCK_TOKEN", ALICE), ("AIRLOCK_SERVER", s.url.as_str())];
+
+    let out = airlock(&["approvals", "list"], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&id) && text.contains(&id2), "{text}");
+    assert!(text.contains("POST /v1/sql"), "{text}");
+
+    let out = airlock(&["approvals", "show", &id], &env).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("prod-db-writes")
+            && text.contains("DELETE FROM orders")
+            && text.contains("cleanup of a duplicate order"),
+        "{text}"
+    );
+
+    let out = airlock(
+        &[
+            "approvals",
+            "approve",
+            &id,
+            "--reason",
+            "checked the order id",
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("status is now approved"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        s.wait(&id, 0).await.1["decisions"][0]["reason"],
+        "checked the order id"
+    );
+
+    let out = airlock(&["approvals", "deny", &id2, "--reason", "not today"], &env).await;
+    assert!(stdout(&out).contains("status is now denied"));
+
+    // Errors from the server reach the user with their code and a non-zero exit.
+    let out = airlock(
+        &["approvals", "approve", &id2, "--reason", "changed my mind"],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("approval_not_pending"),
+        "{}",
+        stderr(&out)
+    );
+    let out = airlock(
+        &["approvals", "list"],
+        &[("AIRLOCK_SERVER", s.url.as_str())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("AIRLOCK_TOKEN"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_verify_over_http_and_directly_on_the_database() {
+    let mut s = Server::start();
+    let records: Vec<_> = (1..=4)
+        .map(|i| record(&format!("r{i}"), "sess-v", i, "allow", 200))
+        .collect();
+    s.ingest(&records).await;
+    let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
+    let out = airlock(&["verify"], &env).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("\"ok\": true"));
+
+    s.stop();
+    let pool = sqlx::SqlitePool::connect(&s.database_url()).await.unwrap();
+    sqlx::query("UPDATE audit_records SET path = '/v1/innocent' WHERE seq = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = airlock(&["verify", "--database", &s.database_url()], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("\"first_bad_seq\": 3") && text.contains("altered"),
+        "{text}"
+    );
+    let missing = format!("sqlite://{}/nope.db", s.dir.path().display());
+    let out = airlock(&["verify", "--database", &missing], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no SQLite file"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_sessions_and_shows_a_timeline() {
+    let s = Server::start();
+    s.ingest(&[
+        record("x1", "sess-cli", 1_000, "allow", 200),
+        record("x2", "sess-cli", 2_000, "deny", 403),
+    ])
+    .await;
+    let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
+    let out = airlock(&["sessions", "list", "--subject", "agent-1"], &env).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("sess-cli") && text.contains("2 requests") && text.contains("\"deny\":1"),
+        "{text}"
+    );
+    let out = airlock(&["sessions", "show", "sess-cli"], &env).await;
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("/v1/items/x1") && lines[0].contains("allow"));
+    assert!(lines[1].contains("/v1/items/x2") && lines[1].contains("deny (rule no-deletes)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reports_status_differences_against_another_target() {
+    let s = Server::start();
+    let batch = vec![
+        record("p1", "sess-r", 1, "allow", 200),
+        record("p2", "sess-r", 2, "allow", 200),
+        record("p3", "sess-r", 3, "allow", 404),
+        record("p4", "sess-r", 4, "deny", 403),
+    ];
+    s.ingest(&batch).await;
+    // Staging differs on p2 (500 where production answered 200).
+    let staging = Receiver::start(|_, _, path| match path {
+        "/v1/items/p2" => 500,
+        "/v1/items/p3" => 404,
+        _ => 200,
+    })
+    .await;
+    let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
+    let out = airlock(
+        &[
+            "replay",
+            "sess-r",
+            "--target",
+            &staging.url,
+            "-H",
+            "x-replay: yes",
+        ],
+        &env,
+    )
+    .await;
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "differences exit 1: {text}{}",
+        stderr(&out)
+    );
+    let diff_lines: Vec<&str> = text.lines().filter(|l| l.ends_with("DIFF")).collect();
+    assert_eq!(diff_lines.len(), 1, "{text}");
+    assert!(
+        diff_lines[0].contains("/v1/items/p2")
+            && diff_lines[0].contains("recorded 200")
+            && diff_lines[0].contains("replay 500")
+    );
+    assert!(
+        text.contains("replayed 3 requests")
+            && text.contains("1 differ")
+            && text.contains("1 denied skipped"),
+        "{text}"
+    );
+
+    let seen = staging.wait_for(3, Duration::from_secs(2)).await;
+    assert_eq!(seen.len(), 3, "the denied request must not be replayed");
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(
+        seen[0].body, "{\"n\":\"p1\"}",
+        "the recorded (masked) body is sent"
+    );
+    assert_eq!(seen[0].headers["x-replay"], "yes");
+    assert_eq!(seen[0].headers["content-type"], "application/json");
+
+    // A target that answers like production: no differences, exit 0.
+    let same = Receiver::start(|_, _, path| if path == "/v1/items/p3" { 404 } else { 200 }).await;
+    let out = airlock(&["replay", "sess-r", "--target", &same.url], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("0 differ"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_token_prints_the_sha256_used_in_the_config() {
+    let out = tokio::task::spawn_blocking(|| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .arg("hash-token")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"my-token\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), sha256_hex("my-token"));
+}

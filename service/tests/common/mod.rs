@@ -1,0 +1,404 @@
+//! Shared harness for the end-to-end tests: spawns the real `airlock` binary on a free
+//! loopback port with a temporary SQLite file, and offers HTTP helpers plus a local
+//! receiver that records what alert sinks or replay targets are sent.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const FILTER_KEY: &str = "test-filter-key-0123456789abcdef";
+
+/// Approver tokens, one per principal configured by [`Server::start`].
+pub const ALICE: &str = "tok-alice-7f3a";
+pub const BOB: &str = "tok-bob-91c2";
+pub const CAROL: &str = "tok-carol-55d0";
+/// In the `ops` group only: may not decide `dba` approvals.
+pub const MALLORY: &str = "tok-mallory-0be1";
+/// An approver whose name equals the requesting subject `agent-1`.
+pub const AGENT1_APPROVER: &str = "tok-agent1-e4d9";
+/// Auditor only.
+pub const AUDRA: &str = "tok-audra-3c88";
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn approvers_toml() -> String {
+    let entries = [
+        ("alice", ALICE, r#"["dba"]"#, r#"["approver"]"#),
+        ("bob", BOB, r#"["dba"]"#, r#"["approver"]"#),
+        (
+            "carol",
+            CAROL,
+            r#"["dba", "ops"]"#,
+            r#"["approver", "auditor"]"#,
+        ),
+        ("mallory", MALLORY, r#"["ops"]"#, r#"["approver"]"#),
+        ("agent-1", AGENT1_APPROVER, r#"["dba"]"#, r#"["approver"]"#),
+        ("audra", AUDRA, "[]", r#"["auditor"]"#),
+    ];
+    entries
+        .iter()
+        .map(|(name, tok, groups, roles)| {
+            format!("[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ngroups = {groups}\nroles = {roles}\n\n", sha256_hex(tok))
+        })
+        .collect()
+}
+
+/// A running `airlock serve` child process; killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub db_path: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+#[derive(Default)]
+pub struct ServerOptions {
+    /// Extra TOML appended to the config (e.g. `[alerts]` sections).
+    pub extra_config: String,
+    pub env: Vec<(String, String)>,
+    /// Use this database URL instead of a fresh SQLite file.
+    pub database: Option<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(opts: ServerOptions) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("airlock.db");
+        let config_path = dir.path().join("airlock.toml");
+        std::fs::write(
+            &config_path,
+            format!("{}{}", approvers_toml(), opts.extra_config),
+        )
+        .unwrap();
+        let key_path = dir.path().join("filter.key");
+        std::fs::write(&key_path, format!("{FILTER_KEY}\n")).unwrap();
+        let database = opts
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", db_path.display()));
+        Server::spawn(dir, db_path, &database, &config_path, &key_path, &opts.env)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        db_path: PathBuf,
+        database: &str,
+        config: &Path,
+        key: &Path,
+        env: &[(String, String)],
+    ) -> Server {
+        // AIRLOCK_TEST_BIN runs the suite against another build (e.g. --release for timing).
+        let bin = std::env::var("AIRLOCK_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_airlock").to_string());
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+            .arg("--config")
+            .arg(config)
+            .arg("--filter-key-file")
+            .arg(key)
+            .env_remove("AIRLOCK_FILTER_KEY")
+            .env("AIRLOCK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("airlock: listening on ") {
+                    let _ = tx.send(rest.to_string());
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Server {
+            child,
+            url,
+            dir,
+            db_path,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.db_path.display())
+    }
+
+    /// Stops the server (so tests can edit its SQLite file without contention).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap()
+}
+
+/// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+pub async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = http().request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON (HTTP {status}): {text}"));
+    (status, value)
+}
+
+pub fn digest_of(s: &str) -> String {
+    sha256_hex(s)
+}
+
+/// A valid approval request body for `subject`, needing `required` approvals from `dba`.
+pub fn approval_request(subject: &str, required: i64, ttl_seconds: i64, mode: &str) -> Value {
+    json!({
+        "rule": "prod-db-writes",
+        "subject": subject,
+        "groups": ["agents"],
+        "method": "POST",
+        "path": "/v1/sql",
+        "body": "{\"query\":\"DELETE FROM orders WHERE id = 7\",\"email\":\"[EMAIL]\"}",
+        "digest": digest_of(&format!("{subject}-POST-/v1/sql")),
+        "reason": "cleanup of a duplicate order",
+        "session_id": "sess-1",
+        "mode": mode,
+        "ttl_seconds": ttl_seconds,
+        "approvers": {"groups": ["dba"], "required": required},
+    })
+}
+
+impl Server {
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Creates an approval as the filter and returns its id.
+    pub async fn create_approval(&self, body: &Value) -> String {
+        let (status, v) = call(
+            "POST",
+            &self.at("/v1/approvals"),
+            Some(FILTER_KEY),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn decide(
+        &self,
+        token: &str,
+        id: &str,
+        decision: &str,
+        reason: &str,
+    ) -> (u16, Value) {
+        call(
+            "POST",
+            &self.at(&format!("/v1/approvals/{id}/decision")),
+            Some(token),
+            Some(&json!({"decision": decision, "reason": reason})),
+        )
+        .await
+    }
+
+    pub async fn wait(&self, id: &str, timeout_ms: u64) -> (u16, Value) {
+        call(
+            "GET",
+            &self.at(&format!("/v1/approvals/{id}/wait?timeout_ms={timeout_ms}")),
+            Some(FILTER_KEY),
+            None,
+        )
+        .await
+    }
+
+    pub async fn redeem(&self, id: &str, digest: &str, subject: &str) -> (u16, Value) {
+        call(
+            "POST",
+            &self.at(&format!("/v1/approvals/{id}/redeem")),
+            Some(FILTER_KEY),
+            Some(&json!({"digest": digest, "subject": subject})),
+        )
+        .await
+    }
+
+    pub async fn ingest(&self, records: &[Value]) -> (u16, Value) {
+        call(
+            "POST",
+            &self.at("/v1/audit/batch"),
+            Some(FILTER_KEY),
+            Some(&json!({"records": records})),
+        )
+        .await
+    }
+
+    pub async fn verify(&self) -> Value {
+        let (status, v) = call("GET", &self.at("/v1/audit/verify"), Some(AUDRA), None).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+}
+
+/// An audit record as the filter would send it.
+pub fn record(id: &str, session: &str, time_ms: i64, decision: &str, status: i64) -> Value {
+    json!({
+        "id": id, "time_ms": time_ms, "subject": "agent-1", "groups": ["agents"], "session_id": session,
+        "method": "POST", "path": format!("/v1/items/{id}"), "request_body": format!("{{\"n\":\"{id}\"}}"),
+        "status": status, "response_body": "{\"ok\":true}", "decision": decision,
+        "rule": if decision == "deny" { "no-deletes" } else { "reads" }, "approval_id": null,
+        "latency_ms": 3, "reason": null
+    })
+}
+
+/// What a [`Receiver`] saw.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: String,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+type Responder = Arc<dyn Fn(usize, &Method, &str) -> u16 + Send + Sync>;
+
+struct ReceiverState {
+    seen: Mutex<Vec<Received>>,
+    respond: Responder,
+}
+
+/// A local HTTP server recording every request; `respond(n, method, path)` picks the
+/// status for the n-th request (0-based).
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut seen = state.seen.lock().unwrap();
+    let n = seen.len();
+    let path = uri.path().to_string();
+    let status = (state.respond)(n, &method, &path);
+    seen.push(Received {
+        method: method.to_string(),
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
+    });
+    StatusCode::from_u16(status).unwrap()
+}
+
+impl Receiver {
+    pub async fn start(
+        respond: impl Fn(usize, &Method, &str) -> u16 + Send + Sync + 'static,
+    ) -> Receiver {
+        let state = Arc::new(ReceiverState {
+            seen: Mutex::new(Vec::new()),
+            respond: Arc::new(respond),
+        });
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url, state, task }
+    }
+
+    pub fn seen(&self) -> Vec<Received> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived (or panics after `within`).
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let start = Instant::now();
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(
+                start.elapsed() < within,
+                "receiver got {} of {n} requests: {seen:?}",
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
