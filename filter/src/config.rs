@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::audit::{self, AuditConfig, AuditSpec};
 use crate::config_error::ConfigError;
+use crate::control::{self, Control, ControlSpec};
 use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
@@ -36,6 +38,12 @@ struct PluginConfigSpec {
     mask_profiles: BTreeMap<String, MaskProfileSpec>,
     #[serde(default)]
     upstreams: Vec<UpstreamSpec>,
+    /// The control service: needed by `approve` rules and for the audit trail.
+    #[serde(default)]
+    control: Option<ControlSpec>,
+    /// Audit settings; auditing is on whenever `control` is set, unless disabled here.
+    #[serde(default)]
+    audit: Option<AuditSpec>,
     rules: Vec<RuleSpec>,
     /// Required on purpose: what happens to a request no rule matches must be a decision
     /// someone wrote down, not a default they did not know about.
@@ -81,6 +89,11 @@ pub struct Config {
     pub mask_profiles: Vec<(String, MaskProfile)>,
     pub upstreams: Upstreams,
     pub policy: Policy,
+    pub control: Option<Control>,
+    pub audit: Option<AuditConfig>,
+    /// Masks bodies in audit records and approval requests when the deciding rule has no
+    /// profile of its own: every built-in detector, so no secret reaches the store.
+    pub record_masker: MaskProfile,
 }
 
 impl Config {
@@ -127,6 +140,20 @@ impl Config {
         }
         let names: Vec<&str> = mask_profiles.iter().map(|(n, _)| n.as_str()).collect();
         let policy = policy::compile(spec.rules, spec.default_action, &names, "rules")?;
+        let control = spec.control.map(|c| control::compile(c, "control", env)).transpose()?;
+        let audit = match (&control, spec.audit) {
+            (Some(_), audit) => audit::compile(audit.unwrap_or_default(), "audit")?,
+            (None, Some(_)) => return Err(ConfigError::new("audit", "auditing ships records to the control service: configure `control` too")),
+            (None, None) => None,
+        };
+        if control.is_none() {
+            if let Some(i) = policy.rules().iter().position(|r| r.approval().is_some()) {
+                return Err(ConfigError::new(format!("rules[{i}].approval"), "approvals are held by the control service: configure `control`"));
+            }
+        }
+        let all_detectors: MaskProfileSpec = serde_json::from_value(serde_json::json!({"detectors": ["all"]}))
+            .map_err(|e| ConfigError::new("", format!("internal record masker: {e}")))?;
+        let record_masker = mask::compile_profile(all_detectors, "")?;
 
         Ok(Config {
             dry_run: spec.dry_run,
@@ -137,6 +164,9 @@ impl Config {
             mask_profiles,
             upstreams,
             policy,
+            control,
+            audit,
+            record_masker,
         })
     }
 

@@ -17,6 +17,10 @@ use crate::config_error::ConfigError;
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -84,7 +88,8 @@ impl Upstreams {
 /// Reads an environment variable; a seam so tests do not depend on the process env.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn resolve(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Secret, ConfigError> {
+/// Resolves an inline or environment secret, refusing empty values and control characters.
+pub fn resolve(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Secret, ConfigError> {
     let value = match (spec.value, spec.env) {
         (Some(v), None) => v,
         (None, Some(name)) => env(&name).ok_or_else(|| {

@@ -1,6 +1,6 @@
 //! One request's life through Airlock, written against the `Host` trait:
-//! headers (token check, policy) → body (policy on the body) → upstream → response
-//! headers and body (masking) → log.
+//! headers (token check, policy) → body (policy on the body) → approval → upstream →
+//! response headers and body (masking) → log (audit record).
 //!
 //! Envoy's Wasm host turns "pause" in a headers callback into "stop everything": no body
 //! callback arrives until the filter resumes, and resuming sends the headers on. So when a
@@ -9,18 +9,30 @@
 //! Airlock so that continued headers wait there: nothing reaches the upstream before the
 //! decision. Whatever must never reach the upstream (the agent's token, spoofed identity
 //! headers) is removed in the headers callback, so that holds even without it.
-//! The headers callback pauses only while a JWKS fetch is in flight.
+//! The request pauses for callouts: a JWKS fetch, or the control service for approvals.
 
 use std::rc::Rc;
 
-use crate::host::{Host, Level, Next};
+use crate::approval::{self, ApprovalSettings, Mode, OnUnavailable};
+use crate::audit::{self, AuditRecord};
+use crate::host::{Callout, Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
-use crate::mask::MaskError;
+use crate::mask::{MaskError, MaskProfile};
 use crate::normalize::{self, RequestTarget};
 use crate::policy::{Action, Body, Decision, Evaluation, RequestFacts};
-use crate::reply::{Code, Reply};
+use crate::reply::{ApprovalRef, Code, Reply};
 use crate::vm_state::{FetchReason, VmState};
+
+/// Header a client sends to redeem an approved ticket.
+pub const APPROVAL_ID_HEADER: &str = "x-airlock-approval-id";
+/// Header in which a caller may say why it needs an approval.
+pub const REASON_HEADER: &str = "x-airlock-reason";
+/// Approval bodies shown to approvers are cut to this size.
+const MAX_APPROVAL_BODY: usize = 64 * 1024;
+/// One long-poll to the control service lasts at most this long; a hold loops until its
+/// deadline.
+const MAX_WAIT_POLL_MS: u64 = 25_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -28,35 +40,68 @@ enum Stage {
     Start,
     /// Paused until a JWKS fetch answers.
     AwaitingKeys,
-    /// Paused until the whole request body is buffered.
+    /// Buffering the request body for a decision.
     AwaitingBody,
+    /// Paused on the control service (create, wait or redeem).
+    AwaitingApproval,
     /// Sent upstream.
     Forwarded,
     /// Answered by the filter.
     Replied,
 }
 
-/// What was decided, for the log line (and the audit record).
+/// Which call to the control service is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApprovalCall {
+    Create,
+    Wait,
+    Redeem,
+}
+
+/// What was decided, for the log line and the audit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Allowed,
+    Approved,
     DryRunWouldBlock,
     Refused(Code),
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allow",
+            Outcome::Approved => "approved",
+            Outcome::DryRunWouldBlock => "dry_run_allow",
+            Outcome::Refused(code) => code.as_str(),
+        }
+    }
 }
 
 pub struct RequestFlow {
     vm: Rc<VmState>,
     stage: Stage,
+    started_ms: u64,
     request_id: Option<String>,
     method: String,
     raw_path: String,
     token: Option<String>,
+    session_id: Option<String>,
     identity: Option<Rc<Identity>>,
     target: Option<RequestTarget>,
     headers: Vec<(String, String)>,
     request_body_len: usize,
     request_complete: bool,
-    jwks_call: Option<u32>,
+    /// The buffered request body, once read (for approval digests and audit).
+    request_body: Option<Vec<u8>>,
+    /// An `approve` decision needs the body (for the digest) before it asks anyone.
+    approval_needs_body: bool,
+    callout: Option<u32>,
+    approval_call: Option<ApprovalCall>,
+    approval_id: Option<String>,
+    /// The ticket a client retries with, read before the header is stripped.
+    ticket: Option<String>,
+    approval_deadline_ms: u64,
     rule: Option<usize>,
     outcome: Option<Outcome>,
     /// Mask profile index for the response, when the deciding rule has one.
@@ -66,7 +111,9 @@ pub struct RequestFlow {
     /// Read in the response-headers phase: Envoy's header map is not reliably readable
     /// from the body callbacks once the headers have moved on.
     response_is_json: bool,
+    status: u32,
     masked_values: u64,
+    masked_response: Option<String>,
     /// A dry-run rule matched: the log line says so even when the request was allowed.
     dry_run_rule: bool,
 }
@@ -76,23 +123,33 @@ impl RequestFlow {
         RequestFlow {
             vm,
             stage: Stage::Start,
+            started_ms: 0,
             request_id: None,
             method: String::new(),
             raw_path: String::new(),
             token: None,
+            session_id: None,
             identity: None,
             target: None,
             headers: Vec::new(),
             request_body_len: 0,
             request_complete: false,
-            jwks_call: None,
+            request_body: None,
+            approval_needs_body: false,
+            callout: None,
+            approval_call: None,
+            approval_id: None,
+            ticket: None,
+            approval_deadline_ms: 0,
             rule: None,
             outcome: None,
             mask_profile: None,
             buffering_response: false,
             response_body_len: 0,
             response_is_json: false,
+            status: 0,
             masked_values: 0,
+            masked_response: None,
             dry_run_rule: false,
         }
     }
@@ -102,15 +159,25 @@ impl RequestFlow {
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Next {
         let vm = Rc::clone(&self.vm);
         host.increment(vm.stats.requests, 1);
+        self.started_ms = host.now_unix_ms();
         self.request_complete = end_of_stream;
         self.request_id = host.request_header("x-request-id");
         self.method = host.request_header(":method").unwrap_or_default();
         self.raw_path = host.request_header(":path").unwrap_or_default();
+        self.ticket = host.request_header(APPROVAL_ID_HEADER);
 
         // Identity headers come from the filter only; whatever the client sent is dropped
         // before anything else can look at it.
         host.remove_request_header(&vm.config.identity_headers.subject);
         host.remove_request_header(&vm.config.identity_headers.groups);
+
+        if let Some(audit) = &vm.config.audit {
+            if audit.strict && vm.audit.borrow().is_failing() {
+                host.increment(vm.stats.audit_refused_requests, 1);
+                return self.refuse(host, Reply::new(Code::AuditUnavailable, "strict audit mode: requests are refused while audit records cannot be delivered"));
+            }
+            self.session_id = host.request_header(&audit.session_header).map(|s| audit::excerpt(&s, 200).to_string());
+        }
 
         let token = match host.request_header(&vm.config.auth.header) {
             None => return self.refuse_auth(host, &AuthError::MissingToken),
@@ -119,6 +186,11 @@ impl RequestFlow {
                 Err(e) => return self.refuse_auth(host, &e),
             },
         };
+        if vm.config.audit.is_some() && self.session_id.is_none() {
+            // No session header: one session per token, named by a digest of it.
+            let digest = hmac_sha256::Hash::hash(token.as_bytes());
+            self.session_id = Some(format!("tok-{}", approval::hex(digest.get(..8).unwrap_or_default())));
+        }
         let now = host.now_unix_secs();
         match vm.verify(&token, now) {
             Ok(identity) => {
@@ -147,7 +219,7 @@ impl RequestFlow {
     fn fetch_keys(&mut self, host: &mut dyn Host, token: String) -> Next {
         match self.vm.start_key_fetch(host) {
             Ok(call) => {
-                self.jwks_call = Some(call);
+                self.callout = Some(call);
                 self.token = Some(token);
                 self.stage = Stage::AwaitingKeys;
                 Next::Pause
@@ -170,6 +242,9 @@ impl RequestFlow {
         }
         self.headers = host.request_headers();
         self.strip_for_upstream(host);
+        if self.request_complete {
+            self.request_body = Some(Vec::new());
+        }
         let body = if self.request_complete { Body::Empty } else { Body::NotRead };
         self.evaluate(host, body)
     }
@@ -181,6 +256,7 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         let config = &vm.config;
         host.remove_request_header(&config.auth.header);
+        host.remove_request_header(APPROVAL_ID_HEADER);
         for header in config.upstreams.credential_headers() {
             host.remove_request_header(header);
         }
@@ -203,24 +279,24 @@ impl RequestFlow {
             headers: &self.headers,
             identity: self.identity.as_deref(),
         };
-        match vm.policy().evaluate(&facts, body) {
-            Evaluation::NeedBody => {
-                // Continue: the body callbacks that follow buffer and decide.
-                self.stage = Stage::AwaitingBody;
-                Next::Continue
-            }
+        match vm.config.policy.evaluate(&facts, body) {
+            Evaluation::NeedBody => self.wait_for_body(),
             Evaluation::Decided(decision) => self.apply(host, &decision),
         }
     }
 
+    /// Continue: the body callbacks that follow buffer it and decide.
+    fn wait_for_body(&mut self) -> Next {
+        self.stage = Stage::AwaitingBody;
+        Next::Continue
+    }
+
     fn apply(&mut self, host: &mut dyn Host, decision: &Decision) -> Next {
         let vm = Rc::clone(&self.vm);
-        let index = decision.rule.and_then(|r| vm.policy().rules().iter().position(|x| std::ptr::eq(x, r)));
+        let index = decision.rule.and_then(|r| vm.config.policy.rules().iter().position(|x| std::ptr::eq(x, r)));
         self.rule = index;
-        if let Some(i) = index {
-            if let Some(id) = vm.stats.rule_matched.get(i) {
-                host.increment(*id, 1);
-            }
+        if let Some(id) = index.and_then(|i| vm.stats.rule_matched.get(i)) {
+            host.increment(*id, 1);
         }
         let rule_name = decision.rule.map(|r| r.name());
         // A dry-run rule that matched earlier did not decide (the policy went on to the
@@ -230,37 +306,30 @@ impl RequestFlow {
                 self.report_dry_run(host, shadow.name(), shadow.action().as_str());
             }
         }
-        let dry_run = vm.config.dry_run;
+        self.mask_profile = decision.rule.and_then(|r| r.mask_profile());
         let refusal = match decision.action {
-            Action::Allow => None,
-            Action::Deny => Some(match rule_name {
+            Action::Allow => return self.forward(host, Outcome::Allowed),
+            Action::Deny => match rule_name {
                 Some(name) => Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name),
                 None => Reply::new(Code::DeniedByDefault, "no rule allows this request"),
-            }),
+            },
             Action::Approve => {
-                let name = rule_name.unwrap_or("default");
-                Some(
-                    Reply::new(Code::ApprovalRequired, format!("rule `{name}` requires human approval, and no approval service is configured"))
-                        .with_rule(name),
-                )
+                let settings = decision.rule.and_then(|r| r.approval());
+                match (settings, vm.config.dry_run) {
+                    (Some(settings), false) => return self.request_approval(host, settings.clone()),
+                    _ => Reply::new(Code::ApprovalPending, "this request needs human approval").with_rule(rule_name.unwrap_or("default")),
+                }
             }
         };
-        self.mask_profile = decision.rule.and_then(|r| r.mask_profile());
-        match refusal {
-            None => self.forward(host, Outcome::Allowed),
-            Some(reply) if dry_run => {
-                self.report_dry_run(host, rule_name.unwrap_or("default"), reply.code.as_str());
-                self.forward(host, Outcome::DryRunWouldBlock)
-            }
-            Some(reply) => {
-                match reply.code {
-                    Code::DeniedByDefault => host.increment(vm.stats.denied_by_default, 1),
-                    Code::ApprovalRequired => host.increment(vm.stats.approval_required, 1),
-                    _ => host.increment(vm.stats.denied, 1),
-                }
-                self.refuse(host, reply)
-            }
+        if vm.config.dry_run {
+            self.report_dry_run(host, rule_name.unwrap_or("default"), refusal.code.as_str());
+            return self.forward(host, Outcome::DryRunWouldBlock);
         }
+        match refusal.code {
+            Code::DeniedByDefault => host.increment(vm.stats.denied_by_default, 1),
+            _ => host.increment(vm.stats.denied, 1),
+        }
+        self.refuse(host, refusal)
     }
 
     fn report_dry_run(&mut self, host: &mut dyn Host, rule: &str, would: &str) {
@@ -293,13 +362,195 @@ impl RequestFlow {
         Next::Continue
     }
 
+    // ---- approvals -------------------------------------------------------------------
+
+    fn rule_name(&self) -> &str {
+        self.rule.and_then(|i| self.vm.config.policy.rules().get(i)).map_or("default", |r| r.name())
+    }
+
+    /// The mask profile for bodies shown to approvers and stored in audit records.
+    fn record_masker(&self) -> &MaskProfile {
+        let vm = &self.vm;
+        self.mask_profile.and_then(|i| vm.config.mask_profile(i)).unwrap_or(&vm.config.record_masker)
+    }
+
+    fn request_approval(&mut self, host: &mut dyn Host, settings: ApprovalSettings) -> Next {
+        // The approval is bound to the exact body: read it before asking anyone.
+        if self.request_body.is_none() {
+            self.approval_needs_body = true;
+            return self.wait_for_body();
+        }
+        let body = self.request_body.clone().unwrap_or_default();
+        let subject = self.identity.as_ref().map(|i| i.subject.clone()).unwrap_or_default();
+        let digest = approval::request_digest(&self.method, &self.raw_path, &body, &subject);
+        let ticket = self.ticket.clone().filter(|_| settings.mode == Mode::Ticket);
+        if let Some(id) = ticket {
+            return self.redeem(host, &settings, id, &digest, &subject);
+        }
+        let text = String::from_utf8_lossy(audit::excerpt_bytes(&body, MAX_APPROVAL_BODY)).into_owned();
+        let (masked_body, _) = self.record_masker().mask_text(&text);
+        let reason = host.request_header(REASON_HEADER);
+        let groups = self.identity.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+        let session = self.session_id.clone().unwrap_or_default();
+        let request = approval::CreateRequest {
+            rule: self.rule_name(),
+            subject: &subject,
+            groups: &groups,
+            method: &self.method,
+            path: &self.raw_path,
+            body: &masked_body,
+            digest: &digest,
+            reason: reason.as_deref().map(|r| audit::excerpt(r, 2000)),
+            session_id: &session,
+            mode: settings.mode.as_str(),
+            ttl_seconds: settings.ttl_seconds,
+            approvers: approval::Approvers { groups: &settings.approver_groups, required: settings.required },
+        };
+        let payload = serde_json::to_vec(&request).unwrap_or_default();
+        host.increment(self.vm.stats.approvals_requested, 1);
+        self.approval_deadline_ms = host.now_unix_ms() + settings.ttl_seconds * 1000;
+        self.call_control(host, ApprovalCall::Create, "POST", "/v1/approvals", Some(&payload), None, &settings)
+    }
+
+    fn redeem(&mut self, host: &mut dyn Host, settings: &ApprovalSettings, id: String, digest: &str, subject: &str) -> Next {
+        if !approval::valid_id(&id) {
+            host.increment(self.vm.stats.approvals_refused, 1);
+            return self.refuse(host, Reply::new(Code::ApprovalRejected, format!("`{APPROVAL_ID_HEADER}` is not a valid approval id")).with_rule(self.rule_name()));
+        }
+        let payload = serde_json::to_vec(&serde_json::json!({"digest": digest, "subject": subject})).unwrap_or_default();
+        let path = format!("/v1/approvals/{id}/redeem");
+        self.approval_id = Some(id);
+        self.call_control(host, ApprovalCall::Redeem, "POST", &path, Some(&payload), None, settings)
+    }
+
+    fn wait_for_decision(&mut self, host: &mut dyn Host, settings: &ApprovalSettings) -> Next {
+        let Some(id) = self.approval_id.clone() else {
+            return self.approval_unavailable(host, settings);
+        };
+        let remaining = self.approval_deadline_ms.saturating_sub(host.now_unix_ms());
+        if remaining == 0 {
+            return self.approval_refused(host, Code::ApprovalExpired, "no approver decided before the deadline");
+        }
+        let poll = remaining.min(MAX_WAIT_POLL_MS);
+        let path = format!("/v1/approvals/{id}/wait?timeout_ms={poll}");
+        self.call_control(host, ApprovalCall::Wait, "GET", &path, None, Some(poll + 5000), settings)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_control(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ApprovalCall,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout_ms: Option<u64>,
+        settings: &ApprovalSettings,
+    ) -> Next {
+        let vm = Rc::clone(&self.vm);
+        let Some(control) = &vm.config.control else {
+            return self.approval_unavailable(host, settings);
+        };
+        let call = Callout {
+            cluster: &control.cluster,
+            method,
+            authority: &control.authority,
+            path,
+            headers: &[("content-type", "application/json"), ("authorization", control.authorization.expose())],
+            body,
+            timeout_ms: timeout_ms.unwrap_or(control.timeout_ms),
+        };
+        match host.dispatch(&call) {
+            Ok(token) => {
+                self.callout = Some(token);
+                self.approval_call = Some(kind);
+                self.stage = Stage::AwaitingApproval;
+                Next::Pause
+            }
+            Err(problem) => {
+                host.log(Level::Warn, &format!("airlock: approval call failed to start: {problem}"));
+                self.approval_unavailable(host, settings)
+            }
+        }
+    }
+
+    /// The control service cannot be asked: fail closed unless the rule says otherwise.
+    fn approval_unavailable(&mut self, host: &mut dyn Host, settings: &ApprovalSettings) -> Next {
+        host.increment(self.vm.stats.approval_service_errors, 1);
+        match settings.on_unavailable {
+            OnUnavailable::Allow => {
+                host.log(Level::Warn, &format!("airlock: approval service unavailable; rule `{}` allows the request anyway", self.rule_name()));
+                self.forward(host, Outcome::Allowed)
+            }
+            OnUnavailable::Deny => {
+                let reply = Reply::new(Code::DependencyUnavailable, "the approval service is unavailable").with_rule(self.rule_name());
+                self.refuse(host, reply)
+            }
+        }
+    }
+
+    fn approval_refused(&mut self, host: &mut dyn Host, code: Code, message: &str) -> Next {
+        host.increment(self.vm.stats.approvals_refused, 1);
+        let mut reply = Reply::new(code, message).with_rule(self.rule_name());
+        if let Some(id) = &self.approval_id {
+            reply = reply.with_approval(ApprovalRef { id: id.clone(), url: String::new(), status: code.as_str().trim_start_matches("approval_").to_string() });
+        }
+        self.refuse(host, reply)
+    }
+
+    fn on_approval_answer(&mut self, host: &mut dyn Host, kind: ApprovalCall, status: Option<u32>, body: &[u8]) -> Next {
+        let Some(settings) = self.rule.and_then(|i| self.vm.config.policy.rules().get(i)).and_then(|r| r.approval()).cloned() else {
+            return self.refuse(host, Reply::new(Code::Misconfigured, "approval answer without an approve rule"));
+        };
+        match (kind, status) {
+            (ApprovalCall::Create, Some(201)) => {
+                let Some(state) = approval::parse_state(body) else {
+                    return self.approval_unavailable(host, &settings);
+                };
+                self.approval_id = Some(state.id.clone());
+                if settings.mode == Mode::Hold {
+                    return self.wait_for_decision(host, &settings);
+                }
+                let approval = ApprovalRef { id: state.id, url: state.url.unwrap_or_default(), status: "pending".into() };
+                let reply = Reply::new(Code::ApprovalPending, format!("approval requested; retry with header `{APPROVAL_ID_HEADER}` once approved"))
+                    .with_rule(self.rule_name())
+                    .with_approval(approval);
+                self.refuse(host, reply)
+            }
+            (ApprovalCall::Wait, Some(200)) => match approval::parse_state(body).map(|s| s.status) {
+                Some(s) if s == "approved" => {
+                    host.increment(self.vm.stats.approvals_granted, 1);
+                    self.forward(host, Outcome::Approved)
+                }
+                Some(s) if s == "denied" => self.approval_refused(host, Code::ApprovalDenied, "an approver denied this request"),
+                Some(s) if s == "expired" => self.approval_refused(host, Code::ApprovalExpired, "no approver decided before the deadline"),
+                Some(_) => self.wait_for_decision(host, &settings),
+                None => self.approval_unavailable(host, &settings),
+            },
+            (ApprovalCall::Redeem, Some(200)) => {
+                host.increment(self.vm.stats.approvals_granted, 1);
+                self.forward(host, Outcome::Approved)
+            }
+            (ApprovalCall::Redeem, Some(404 | 409)) => match approval::parse_error_code(body).as_deref() {
+                Some("approval_not_approved") => {
+                    let approval = ApprovalRef { id: self.approval_id.clone().unwrap_or_default(), url: String::new(), status: "pending".into() };
+                    let reply = Reply::new(Code::ApprovalPending, "this approval is not granted (yet)").with_rule(self.rule_name()).with_approval(approval);
+                    self.refuse(host, reply)
+                }
+                Some("approval_expired") => self.approval_refused(host, Code::ApprovalExpired, "this approval has expired"),
+                _ => self.approval_refused(host, Code::ApprovalRejected, "this approval does not cover this request, or was already used"),
+            },
+            _ => self.approval_unavailable(host, &settings),
+        }
+    }
+
     // ---- request body ----------------------------------------------------------------
 
     pub fn on_request_body(&mut self, host: &mut dyn Host, body_len: usize, end_of_stream: bool) -> Next {
         self.request_body_len = body_len;
         self.request_complete = end_of_stream;
         match self.stage {
-            Stage::AwaitingKeys => Next::Pause,
+            Stage::AwaitingKeys | Stage::AwaitingApproval => Next::Pause,
             Stage::AwaitingBody => {
                 if body_len > self.vm.config.request_body_limit {
                     return self.body_over_limit(host);
@@ -318,7 +569,7 @@ impl RequestFlow {
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Next {
         self.request_complete = true;
         match self.stage {
-            Stage::AwaitingKeys => Next::Pause,
+            Stage::AwaitingKeys | Stage::AwaitingApproval => Next::Pause,
             Stage::AwaitingBody => self.evaluate_buffered_body(host),
             _ => Next::Continue,
         }
@@ -328,10 +579,13 @@ impl RequestFlow {
         if self.request_body_len > self.vm.config.request_body_limit {
             return self.body_over_limit(host);
         }
-        if self.request_body_len == 0 {
+        let bytes = if self.request_body_len == 0 { Vec::new() } else { host.request_body(self.request_body_len).unwrap_or_default() };
+        // Kept for the approval digest and the audit record.
+        self.request_body = Some(bytes.clone());
+        if bytes.is_empty() {
             return self.evaluate(host, Body::Empty);
         }
-        let bytes = host.request_body(self.request_body_len).unwrap_or_default();
+        // Parsed, not grepped: JSON escapes such as `\u0044ROP` are decoded before matching.
         let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
         match (&parsed, std::str::from_utf8(&bytes)) {
             (Ok(json), _) => self.evaluate(host, Body::Json(json)),
@@ -352,17 +606,31 @@ impl RequestFlow {
     // ---- callouts --------------------------------------------------------------------
 
     pub fn on_callout_response(&mut self, host: &mut dyn Host, token: u32, status: Option<u32>, body: Option<Vec<u8>>) {
-        if self.jwks_call != Some(token) {
+        if self.callout != Some(token) {
             return;
         }
-        self.jwks_call = None;
+        self.callout = None;
+        let next = match self.stage {
+            Stage::AwaitingKeys => self.on_keys(host, status, body.as_deref()),
+            Stage::AwaitingApproval => {
+                let kind = self.approval_call.take().unwrap_or(ApprovalCall::Create);
+                self.on_approval_answer(host, kind, status, body.as_deref().unwrap_or_default())
+            }
+            _ => return,
+        };
+        // The request was paused for this call. Forwarding releases it, and so does
+        // waiting for the body, whose callbacks only come once resumed. A refusal already
+        // answered; another callout keeps it paused.
+        if next == Next::Continue && matches!(self.stage, Stage::Forwarded | Stage::AwaitingBody) {
+            host.resume_request();
+        }
+    }
+
+    fn on_keys(&mut self, host: &mut dyn Host, status: Option<u32>, body: Option<&[u8]>) -> Next {
         let vm = Rc::clone(&self.vm);
-        vm.finish_key_fetch(host, status, body.as_deref());
-        if self.stage != Stage::AwaitingKeys {
-            return;
-        }
+        vm.finish_key_fetch(host, status, body);
         let token = self.token.take().unwrap_or_default();
-        let next = match vm.verify(&token, host.now_unix_secs()) {
+        match vm.verify(&token, host.now_unix_secs()) {
             Ok(identity) => {
                 self.identity = Some(identity);
                 self.after_authentication(host)
@@ -371,11 +639,6 @@ impl RequestFlow {
                 self.refuse(host, Reply::new(Code::DependencyUnavailable, "the token signing keys cannot be fetched"))
             }
             Err(e) => self.refuse_auth(host, &e),
-        };
-        // Headers were paused for the fetch: forwarding, or waiting for the body (whose
-        // callbacks only come once resumed), releases them. A refusal already answered.
-        if next == Next::Continue {
-            host.resume_request();
         }
     }
 
@@ -385,6 +648,9 @@ impl RequestFlow {
     /// headers go (pausing here would also stop the body callbacks) without
     /// `content-length`, since masking changes the body's size.
     pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Next {
+        if self.vm.config.audit.is_some() {
+            self.status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        }
         if self.stage != Stage::Forwarded || self.mask_profile.is_none() || end_of_stream {
             return Next::Continue;
         }
@@ -441,7 +707,8 @@ impl RequestFlow {
         };
         let masked = if self.response_is_json {
             match profile.mask_json(&body) {
-                Ok((out, counts)) => Some((out, counts)),
+                Ok(done) => Some(done),
+                // Not JSON after all: masked as text below, never passed as is.
                 Err(MaskError::InvalidJson(_)) => None,
                 Err(_) => return self.refuse_response(host, Code::ResponseNotMaskable, "the JSON response could not be masked safely"),
             }
@@ -470,6 +737,9 @@ impl RequestFlow {
             self.masked_values = counts.total();
             host.set_response_body(body_len, &out);
         }
+        if let Some(audit) = &vm.config.audit {
+            self.masked_response = Some(String::from_utf8_lossy(audit::excerpt_bytes(&out, audit.max_body_bytes)).into_owned());
+        }
         Next::Continue
     }
 
@@ -479,16 +749,18 @@ impl RequestFlow {
             host.increment(self.vm.stats.response_not_maskable, 1);
         }
         self.outcome = Some(Outcome::Refused(code));
+        self.status = code.status();
         self.send(host, &Reply::new(code, message));
         Next::Pause
     }
 
-    // ---- log -------------------------------------------------------------------------
+    // ---- log and audit ---------------------------------------------------------------
 
-    /// One line per request, at info for refusals and debug for the rest (so a busy
-    /// gateway is not slowed by logging every allowed call). Never contains the query
-    /// string, headers or bodies: those can carry secrets.
+    /// One log line per request, at info for refusals and debug for the rest (so a busy
+    /// gateway is not slowed by logging every allowed call), and one audit record.
+    /// Neither contains the query string in clear, headers, or unmasked bodies.
     pub fn on_log(&mut self, host: &mut dyn Host) {
+        self.record(host);
         let level = match self.outcome {
             Some(Outcome::Allowed) if !self.dry_run_rule => Level::Debug,
             _ => Level::Info,
@@ -496,22 +768,58 @@ impl RequestFlow {
         if !host.log_enabled(level) {
             return;
         }
-        let decision = match self.outcome {
-            Some(Outcome::Allowed) => "allow",
-            Some(Outcome::DryRunWouldBlock) => "dry_run_allow",
-            Some(Outcome::Refused(code)) => code.as_str(),
-            None => "incomplete",
-        };
+        let decision = self.outcome.map_or("incomplete", Outcome::as_str);
         let line = format!("airlock: decision={decision} masked={} {}", self.masked_values, self.describe());
         host.log(level, &line);
     }
 
+    fn record(&mut self, host: &mut dyn Host) {
+        let vm = Rc::clone(&self.vm);
+        let Some(audit) = &vm.config.audit else { return };
+        let masker = self.record_masker();
+        let path = if self.raw_path.starts_with('/') { self.raw_path.clone() } else { format!("/{}", self.raw_path) };
+        let (path, _) = masker.mask_text(audit::excerpt(&path, 8000));
+        let request_body = self.request_body.as_deref().filter(|b| !b.is_empty()).map(|b| {
+            let text = String::from_utf8_lossy(audit::excerpt_bytes(b, audit.max_body_bytes)).into_owned();
+            masker.mask_text(&text).0.into_owned()
+        });
+        let empty: &[String] = &[];
+        let now = host.now_unix_ms();
+        let method = if self.method.is_empty() { "GET" } else { self.method.as_str() };
+        let reason = host.request_header(REASON_HEADER);
+        let record = AuditRecord {
+            id: vm.next_record_id(),
+            time_ms: self.started_ms,
+            subject: self.identity.as_ref().map_or("", |i| i.subject.as_str()),
+            groups: self.identity.as_ref().map_or(empty, |i| i.groups.as_slice()),
+            session_id: self.session_id.as_deref().unwrap_or(""),
+            method,
+            path: &path,
+            request_body: request_body.as_deref(),
+            status: self.status,
+            response_body: self.masked_response.as_deref(),
+            decision: self.outcome.map_or("incomplete", Outcome::as_str),
+            rule: self.rule.and_then(|i| vm.config.policy.rules().get(i)).map(|r| r.name()),
+            approval_id: self.approval_id.as_deref(),
+            latency_ms: now.saturating_sub(self.started_ms),
+            reason: reason.as_deref().map(|r| audit::excerpt(r, 2000)),
+        };
+        let Ok(line) = serde_json::to_string(&record) else { return };
+        if vm.audit.borrow_mut().push(line, audit.max_queued_records) {
+            host.increment(vm.stats.audit_records, 1);
+        } else {
+            host.increment(vm.stats.audit_dropped, 1);
+            host.log(Level::Warn, "airlock: audit queue full, record dropped (is the control service down?)");
+        }
+    }
+
     fn describe(&self) -> String {
-        let rule = self.rule.and_then(|i| self.vm.policy().rules().get(i)).map(|r| r.name()).unwrap_or("-");
+        let rule = self.rule.and_then(|i| self.vm.config.policy.rules().get(i)).map(|r| r.name()).unwrap_or("-");
         let subject = self.identity.as_ref().map(|i| i.subject.as_str()).unwrap_or("-");
         let path = self.target.as_ref().map(|t| t.path.as_str()).unwrap_or("-");
         let request_id = self.request_id.as_deref().unwrap_or("-");
-        format!("rule={rule} subject={subject} method={} path={path} request_id={request_id}", self.method)
+        let approval = self.approval_id.as_deref().unwrap_or("-");
+        format!("rule={rule} subject={subject} method={} path={path} approval={approval} request_id={request_id}", self.method)
     }
 
     // ---- refusals --------------------------------------------------------------------
@@ -526,6 +834,7 @@ impl RequestFlow {
             host.increment(self.vm.stats.dependency_unavailable, 1);
         }
         self.outcome = Some(Outcome::Refused(reply.code));
+        self.status = reply.status();
         self.stage = Stage::Replied;
         self.send(host, &reply);
         Next::Pause
@@ -537,12 +846,6 @@ impl RequestFlow {
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("cache-control", "no-store")];
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         host.send_reply(reply.status(), &headers, &body);
-    }
-}
-
-impl VmState {
-    fn policy(&self) -> &crate::policy::Policy {
-        &self.config.policy
     }
 }
 
@@ -592,6 +895,7 @@ mod tests {
             "response_body_limit_bytes": 256,
             "mask_profiles": {"pii": {"detectors": ["email"]}},
             "upstreams": [{"cluster": "db", "credential": {"type": "bearer", "token": {"value": "upstream-secret"}}}],
+            "control": {"cluster": "control", "authority": "control", "filter_key": {"value": "a-filter-key-of-16+chars"}},
             "rules": rules,
             "default_action": "deny"
         });
@@ -604,7 +908,8 @@ mod tests {
     fn standard_rules() -> serde_json::Value {
         serde_json::json!([
             {"name": "no-drop", "action": "deny", "when": {"methods": ["POST"], "body": [{"json_pointer": "/sql", "regex": "\\bdrop\\s+table\\b", "case_insensitive": true, "normalize": "sql"}]}},
-            {"name": "writes-need-approval", "action": "approve", "when": {"methods": ["PUT"]}},
+            {"name": "writes-need-approval", "action": "approve", "when": {"methods": ["PUT"]}, "approval": {"mode": "hold", "approvers": {"groups": ["dba"]}, "ttl_seconds": 60}},
+            {"name": "deletes-need-a-ticket", "action": "approve", "when": {"methods": ["DELETE"]}, "approval": {"mode": "ticket", "approvers": {"groups": ["dba"]}}},
             {"name": "support", "action": "allow", "when": {"groups": {"any_of": ["support"]}}, "mask": "pii"}
         ])
     }
@@ -619,7 +924,7 @@ mod tests {
             let config = Config::from_json(config.to_string().as_bytes(), &|_| None).unwrap();
             let mut names = Names::default();
             let stats = Stats::define(&mut names, &config).unwrap();
-            Fixture { vm: Rc::new(VmState::new(config, stats)), names: names.0 }
+            Fixture { vm: Rc::new(VmState::new(config, stats, "test")), names: names.0 }
         }
 
         fn standard() -> Fixture {
@@ -726,14 +1031,139 @@ mod tests {
         assert_eq!(f.counter(&host, "request_body_over_limit"), 1);
     }
 
+    fn json(v: serde_json::Value) -> Option<Vec<u8>> {
+        Some(v.to_string().into_bytes())
+    }
+
     #[test]
-    fn approve_rule_answers_approval_required_until_the_service_exists() {
+    fn hold_mode_pauses_until_approved_then_forwards_with_credentials() {
         let f = Fixture::standard();
+        let mut flow = f.flow();
         let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
-        f.flow().on_request_headers(&mut host, true);
+        assert_eq!(flow.on_request_headers(&mut host, true), Next::Pause);
+        assert_eq!(host.callouts[0], ("control".to_string(), "/v1/approvals".to_string()));
+        let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+        assert_eq!(created["rule"], "writes-need-approval");
+        assert_eq!(created["subject"], "alice");
+        assert_eq!(created["mode"], "hold");
+        assert_eq!(created["digest"].as_str().unwrap().len(), 64);
+        flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending", "url": "http://c/console#apr1"})));
+        assert!(host.callouts[1].1.starts_with("/v1/approvals/apr1/wait?timeout_ms="));
+        assert_eq!(host.resumed, 0);
+        flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+        assert_eq!(host.callouts.len(), 3, "a pending answer before the deadline polls again");
+        flow.on_callout_response(&mut host, 3, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved"})));
+        assert_eq!(host.resumed, 1);
+        assert_eq!(host.reply, None);
+        assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"));
+        assert_eq!(f.counter(&host, "approvals.granted"), 1);
+    }
+
+    #[test]
+    fn hold_mode_denial_is_403_with_the_approval_id() {
+        let f = Fixture::standard();
+        let mut flow = f.flow();
+        let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+        flow.on_request_headers(&mut host, true);
+        flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+        flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "denied"})));
+        assert_eq!(host.resumed, 0);
         let v = host.reply_json();
-        assert_eq!(v["error"]["code"], "approval_required");
+        assert_eq!((v["error"]["code"].as_str(), v["error"]["approval"]["id"].as_str()), (Some("approval_denied"), Some("apr1")));
+    }
+
+    #[test]
+    fn control_service_down_during_hold_fails_closed() {
+        let f = Fixture::standard();
+        let mut flow = f.flow();
+        let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+        flow.on_request_headers(&mut host, true);
+        flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+        flow.on_callout_response(&mut host, 2, None, None);
+        assert_eq!(host.resumed, 0);
+        assert_eq!(host.reply_status(), Some(503));
+        assert_eq!(f.counter(&host, "approvals.service_errors"), 1);
+    }
+
+    #[test]
+    fn ticket_mode_answers_202_then_redeems_the_ticket_bound_to_the_request() {
+        let f = Fixture::standard();
+        let t = token("alice", &["support"]);
+        let mut host = request("DELETE", "/customers/1", Some(&t));
+        f.flow().on_request_headers(&mut host, true);
+        f.flow().on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})));
+        // A fresh flow never saw call 1: the answer is ignored.
+        assert_eq!(host.reply, None);
+
+        let mut flow = f.flow();
+        let mut host = request("DELETE", "/customers/1", Some(&t));
+        flow.on_request_headers(&mut host, true);
+        flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})));
+        assert_eq!(host.reply_status(), Some(202));
+        let v = host.reply_json();
+        assert_eq!(v["error"]["approval"]["id"], "apr9");
         assert_eq!(v["error"]["retry"], "after_approval");
+
+        let mut flow = f.flow();
+        let mut retry = request("DELETE", "/customers/1", Some(&t));
+        retry.request_headers.push((APPROVAL_ID_HEADER.into(), "apr9".into()));
+        assert_eq!(flow.on_request_headers(&mut retry, true), Next::Pause);
+        assert_eq!(retry.callouts[0].1, "/v1/approvals/apr9/redeem");
+        let redeem: serde_json::Value = serde_json::from_slice(&retry.callout_bodies[0]).unwrap();
+        let original: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+        assert_eq!(redeem["digest"], original["digest"], "the retry is bound to the same digest");
+        flow.on_callout_response(&mut retry, 1, Some(409), json(serde_json::json!({"error": {"code": "approval_already_used"}})));
+        assert_eq!(retry.reply_json()["error"]["code"], "approval_rejected");
+    }
+
+    #[test]
+    fn approval_of_a_request_with_a_body_reads_the_body_first() {
+        let f = Fixture::standard();
+        let mut flow = f.flow();
+        let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+        assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+        assert!(host.callouts.is_empty());
+        host.request_body = br#"{"email":"new@example.com"}"#.to_vec();
+        let n = host.request_body.len();
+        assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+        let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+        assert!(!created["body"].as_str().unwrap().contains("new@example.com"), "approvers see masked bodies");
+        assert_ne!(created["digest"], serde_json::Value::String(approval::request_digest("PUT", "/customers/1", b"", "alice")));
+    }
+
+    #[test]
+    fn every_request_leaves_one_masked_audit_record() {
+        let f = Fixture::standard();
+        let mut flow = f.flow();
+        let mut host = request("POST", "/sql?api_key=AKIAIOSFODNN7EXAMPLE", Some(&token("alice", &["support"])));
+        flow.on_request_headers(&mut host, false);
+        host.request_body = br#"{"sql": "drop table customers -- by bob@example.com"}"#.to_vec();
+        let n = host.request_body.len();
+        flow.on_request_body(&mut host, n, true);
+        flow.on_log(&mut host);
+        let (body, count) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+        assert_eq!(count, 1);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let r = &v["records"][0];
+        assert_eq!(r["decision"], "denied_by_rule");
+        assert_eq!(r["rule"], "no-drop");
+        assert_eq!(r["status"], 403);
+        assert_eq!(r["subject"], "alice");
+        assert!(r["session_id"].as_str().unwrap().starts_with("tok-"));
+        assert!(!body.contains("AKIAIOSFODNN7EXAMPLE") && !body.contains("bob@example.com"), "{body}");
+        assert!(r["request_body"].as_str().unwrap().contains("drop table"));
+    }
+
+    #[test]
+    fn strict_audit_refuses_requests_while_records_cannot_be_delivered() {
+        let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"audit": {"strict": true}})));
+        f.vm.audit.borrow_mut().push("{}".into(), 10);
+        f.vm.audit.borrow_mut().next_batch(0, 10);
+        f.vm.audit.borrow_mut().failed(0);
+        let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+        f.flow().on_request_headers(&mut host, true);
+        assert_eq!(host.reply_status(), Some(503));
+        assert_eq!(host.reply_json()["error"]["code"], "audit_unavailable");
     }
 
     #[test]

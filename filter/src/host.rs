@@ -33,7 +33,10 @@ pub struct Callout<'a> {
 
 /// What any context (root or request) needs from the proxy.
 pub trait Runtime {
-    fn now_unix_secs(&self) -> u64;
+    fn now_unix_ms(&self) -> u64;
+    fn now_unix_secs(&self) -> u64 {
+        self.now_unix_ms() / 1000
+    }
     fn dispatch(&mut self, call: &Callout) -> Result<u32, String>;
     fn increment(&mut self, metric: MetricId, by: u64);
     fn log_enabled(&self, level: Level) -> bool;
@@ -79,6 +82,7 @@ pub mod mock {
         pub cluster: Option<String>,
         pub now: u64,
         pub callouts: Vec<(String, String)>,
+        pub callout_bodies: Vec<Vec<u8>>,
         pub fail_dispatch: bool,
         pub counters: HashMap<MetricId, u64>,
         pub logs: Vec<String>,
@@ -142,14 +146,15 @@ pub mod mock {
     }
 
     impl Runtime for MockHost {
-        fn now_unix_secs(&self) -> u64 {
-            self.now
+        fn now_unix_ms(&self) -> u64 {
+            self.now * 1000
         }
         fn dispatch(&mut self, call: &Callout) -> Result<u32, String> {
             if self.fail_dispatch {
                 return Err("cluster not found".into());
             }
             self.callouts.push((call.cluster.to_string(), call.path.to_string()));
+            self.callout_bodies.push(call.body.unwrap_or_default().to_vec());
             Ok(self.callouts.len() as u32)
         }
         fn increment(&mut self, metric: MetricId, by: u64) {

@@ -1,8 +1,11 @@
 //! Airlock filter: host-independent logic in plain modules (unit-tested natively), and a
 //! thin proxy-wasm adapter in `glue` that is only compiled for wasm32.
 
+pub mod approval;
+pub mod audit;
 pub mod config;
 pub mod config_error;
+pub mod control;
 pub mod credentials;
 pub mod flow;
 pub mod host;

@@ -29,7 +29,11 @@ pub enum Code {
     Unauthenticated,
     DeniedByRule,
     DeniedByDefault,
-    ApprovalRequired,
+    ApprovalPending,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalRejected,
+    AuditUnavailable,
     InvalidRequestTarget,
     RequestBodyTooLarge,
     DependencyUnavailable,
@@ -44,7 +48,11 @@ impl Code {
             Code::Unauthenticated => "unauthenticated",
             Code::DeniedByRule => "denied_by_rule",
             Code::DeniedByDefault => "denied_by_default",
-            Code::ApprovalRequired => "approval_required",
+            Code::ApprovalPending => "approval_pending",
+            Code::ApprovalDenied => "approval_denied",
+            Code::ApprovalExpired => "approval_expired",
+            Code::ApprovalRejected => "approval_rejected",
+            Code::AuditUnavailable => "audit_unavailable",
             Code::InvalidRequestTarget => "invalid_request_target",
             Code::RequestBodyTooLarge => "request_body_too_large",
             Code::DependencyUnavailable => "dependency_unavailable",
@@ -57,10 +65,12 @@ impl Code {
     pub fn status(self) -> u32 {
         match self {
             Code::Unauthenticated => 401,
-            Code::DeniedByRule | Code::DeniedByDefault | Code::ApprovalRequired => 403,
+            Code::ApprovalPending => 202,
+            Code::DeniedByRule | Code::DeniedByDefault => 403,
+            Code::ApprovalDenied | Code::ApprovalExpired | Code::ApprovalRejected => 403,
             Code::InvalidRequestTarget => 400,
             Code::RequestBodyTooLarge => 413,
-            Code::DependencyUnavailable => 503,
+            Code::DependencyUnavailable | Code::AuditUnavailable => 503,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 502,
             Code::Misconfigured => 500,
         }
@@ -71,9 +81,12 @@ impl Code {
             Code::Unauthenticated => Retry::Reauthenticate,
             Code::DeniedByRule | Code::DeniedByDefault | Code::Misconfigured => Retry::Never,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => Retry::Never,
-            Code::ApprovalRequired => Retry::AfterApproval,
+            Code::ApprovalPending => Retry::AfterApproval,
+            Code::ApprovalDenied | Code::ApprovalRejected => Retry::Never,
+            // This approval is over; the same request may be submitted for a new one.
+            Code::ApprovalExpired => Retry::Never,
             Code::InvalidRequestTarget | Code::RequestBodyTooLarge => Retry::FixRequest,
-            Code::DependencyUnavailable => Retry::Later,
+            Code::DependencyUnavailable | Code::AuditUnavailable => Retry::Later,
         }
     }
 }
@@ -128,6 +141,11 @@ impl Reply {
         self
     }
 
+    pub fn with_approval(mut self, approval: ApprovalRef) -> Self {
+        self.approval = Some(approval);
+        self
+    }
+
     pub fn with_rule(mut self, rule: &str) -> Self {
         self.rule = Some(rule.to_string());
         self
@@ -164,7 +182,10 @@ impl Reply {
         if self.code == Code::Unauthenticated {
             headers.push(("www-authenticate", "Bearer error=\"invalid_token\"".to_string()));
         }
-        if self.code == Code::DependencyUnavailable {
+        if let Some(a) = &self.approval {
+            headers.push(("x-airlock-approval-id", a.id.clone()));
+        }
+        if matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable) {
             headers.push(("retry-after", "1".to_string()));
         }
         headers
@@ -191,7 +212,8 @@ mod tests {
 
     #[test]
     fn agent_can_tell_pending_from_blocked_from_transient() {
-        assert_eq!(Code::ApprovalRequired.retry(), Retry::AfterApproval);
+        assert_eq!(Code::ApprovalPending.retry(), Retry::AfterApproval);
+        assert_eq!(Code::ApprovalPending.status(), 202);
         assert_eq!(Code::DeniedByRule.retry(), Retry::Never);
         assert_eq!(Code::DependencyUnavailable.retry(), Retry::Later);
         assert_eq!(Code::Misconfigured.retry(), Retry::Never);

@@ -9,6 +9,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
+use crate::audit::AuditQueue;
 use crate::config::Config;
 use crate::host::{Callout, Level, Runtime};
 use crate::identity::Identity;
@@ -46,15 +47,80 @@ pub struct VmState {
     keys: RefCell<KeyState>,
     verifier: RefCell<Verifier>,
     empty_keys: KeySet,
+    pub audit: RefCell<AuditQueue>,
+    /// Makes audit record ids unique across VMs and restarts: ingestion is idempotent by
+    /// id, so two records must never share one.
+    record_prefix: String,
+    record_seq: std::cell::Cell<u64>,
 }
 
 impl VmState {
-    pub fn new(mut config: Config, stats: Stats) -> Self {
+    /// `instance` should differ between VMs (e.g. start time in nanoseconds and the root
+    /// context id).
+    pub fn new(mut config: Config, stats: Stats, instance: &str) -> Self {
         let verifier = RefCell::new(Verifier::new(&config.auth));
         let current = config.auth.inline_keys.take().map(Rc::new);
         let keys = RefCell::new(KeyState { current, ..KeyState::default() });
         let empty_keys = KeySet::empty();
-        VmState { config, stats, keys, verifier, empty_keys }
+        VmState {
+            config,
+            stats,
+            keys,
+            verifier,
+            empty_keys,
+            audit: RefCell::new(AuditQueue::default()),
+            record_prefix: instance.to_string(),
+            record_seq: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn next_record_id(&self) -> String {
+        let n = self.record_seq.get() + 1;
+        self.record_seq.set(n);
+        format!("{}-{n}", self.record_prefix)
+    }
+
+    /// Ships the next audit batch if one is due. Called from the root context's timer,
+    /// the only context that outlives requests, so the answer always finds its caller.
+    pub fn ship_audit(&self, rt: &mut dyn Runtime) -> Option<u32> {
+        let control = self.config.control.as_ref()?;
+        let audit = self.config.audit.as_ref()?;
+        let now = rt.now_unix_ms();
+        let (body, count) = self.audit.borrow_mut().next_batch(now, audit.batch_size)?;
+        let call = Callout {
+            cluster: &control.cluster,
+            method: "POST",
+            authority: &control.authority,
+            path: "/v1/audit/batch",
+            headers: &[("content-type", "application/json"), ("authorization", control.authorization.expose())],
+            body: Some(body.as_bytes()),
+            timeout_ms: control.timeout_ms,
+        };
+        match rt.dispatch(&call) {
+            Ok(token) => Some(token),
+            Err(problem) => {
+                self.audit.borrow_mut().failed(now);
+                rt.increment(self.stats.audit_ship_failed, 1);
+                rt.log(Level::Warn, &format!("airlock: cannot ship {count} audit records: {problem}"));
+                None
+            }
+        }
+    }
+
+    pub fn finish_audit_shipment(&self, rt: &mut dyn Runtime, status: Option<u32>) {
+        let mut queue = self.audit.borrow_mut();
+        if status == Some(200) {
+            queue.delivered();
+            rt.increment(self.stats.audit_batches_shipped, 1);
+        } else {
+            let now = rt.now_unix_ms();
+            queue.failed(now);
+            let waiting = queue.len();
+            drop(queue);
+            rt.increment(self.stats.audit_ship_failed, 1);
+            let why = status.map_or_else(|| "unreachable or timed out".to_string(), |s| format!("answered HTTP {s}"));
+            rt.log(Level::Warn, &format!("airlock: audit delivery failed (control service {why}); {waiting} records kept for retry"));
+        }
     }
 
     pub fn verify(&self, token: &str, now: u64) -> Result<Rc<Identity>, AuthError> {

@@ -24,8 +24,8 @@ pub const CRITICAL: u32 = 5;
 pub const INFO: u32 = 2;
 
 impl Runtime for EnvoyHost {
-    fn now_unix_secs(&self) -> u64 {
-        abi::now_nanos().map_or(0, |n| n / 1_000_000_000)
+    fn now_unix_ms(&self) -> u64 {
+        abi::now_nanos().map_or(0, |n| n / 1_000_000)
     }
 
     fn dispatch(&mut self, call: &Callout) -> Result<u32, String> {

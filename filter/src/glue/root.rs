@@ -1,5 +1,5 @@
-//! The root context: validates the plugin config once, defines the counters, and keeps
-//! the remote JWKS fresh on a timer.
+//! The root context: validates the plugin config once, defines the counters, keeps the
+//! remote JWKS fresh and ships audit batches, both on its timer.
 
 use std::rc::Rc;
 
@@ -11,19 +11,29 @@ use super::envoy_host::{callout_response, EnvoyHost, CRITICAL, INFO};
 use super::http::AirlockHttp;
 use crate::config::Config;
 use crate::flow::RequestFlow;
-use crate::host::Runtime;
+use crate::host::{Level, Runtime};
 use crate::stats::Stats;
 use crate::vm_state::{FetchReason, VmState};
+
+/// The timer's period: JWKS refreshes are due in seconds, audit flushes in
+/// `audit.flush_interval_ms`; both check their own due time on every tick.
+const MAX_TICK_MS: u64 = 1000;
 
 #[derive(Default)]
 pub struct AirlockRoot {
     vm: Option<Rc<VmState>>,
+    /// The callout carrying the audit batch in flight, to tell its answer from a JWKS one.
+    audit_call: Option<u32>,
 }
 
 impl Context for AirlockRoot {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if let Some(vm) = &self.vm {
-            let (status, body) = callout_response(body_size);
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(vm) = &self.vm else { return };
+        let (status, body) = callout_response(body_size);
+        if self.audit_call == Some(token) {
+            self.audit_call = None;
+            vm.finish_audit_shipment(&mut EnvoyHost, status);
+        } else {
             vm.finish_key_fetch(&mut EnvoyHost, status, body.as_deref());
         }
     }
@@ -44,10 +54,18 @@ impl RootContext for AirlockRoot {
             abi::log(CRITICAL, "airlock: the host refused to define counters");
             return false;
         };
-        let remote = config.auth.remote.is_some();
-        self.vm = Some(Rc::new(VmState::new(config, stats)));
-        if remote {
-            abi::set_tick_period_ms(1000);
+        let tick_ms = match (&config.auth.remote, &config.audit) {
+            (_, Some(audit)) => audit.flush_interval_ms.min(MAX_TICK_MS),
+            (Some(_), None) => MAX_TICK_MS,
+            (None, None) => 0,
+        };
+        // Start time plus a random value (WASI `random_get`, behind `RandomState`): VMs of
+        // the same Envoy start within the same instant.
+        let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+        let instance = format!("{:x}-{random:x}", abi::now_nanos().unwrap_or_default());
+        self.vm = Some(Rc::new(VmState::new(config, stats, &instance)));
+        if tick_ms > 0 {
+            abi::set_tick_period_ms(u32::try_from(tick_ms).unwrap_or(1000));
         }
         abi::log(INFO, "airlock: plugin configured");
         true
@@ -59,8 +77,11 @@ impl RootContext for AirlockRoot {
         let now = host.now_unix_secs();
         if vm.may_fetch(FetchReason::Refresh, now) {
             if let Err(problem) = vm.start_key_fetch(&mut host) {
-                host.log(crate::host::Level::Warn, &format!("airlock: {problem}"));
+                host.log(Level::Warn, &format!("airlock: {problem}"));
             }
+        }
+        if self.audit_call.is_none() {
+            self.audit_call = vm.ship_audit(&mut host);
         }
     }
 

@@ -84,11 +84,8 @@ fn has_anchor(pattern: &str) -> bool {
     let mut class_depth = 0usize;
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if matches!(chars.next(), Some('A' | 'z')) && class_depth == 0 {
-                    return true;
-                }
-            }
+            // An escape consumes the next character; only `\A` and `\z` are anchors.
+            '\\' if matches!(chars.next(), Some('A' | 'z')) && class_depth == 0 => return true,
             '[' => {
                 class_depth += 1;
                 // `[^`, `[]` and `[^]` open a class with a literal `^`/`]`.

@@ -214,7 +214,9 @@ impl Detectors {
                         nanp_at(b, pos).filter(|_| on(Builtin::Phone)).and_then(|end| hit(end, Builtin::Phone))
                     }
                     1 => nanp_at(b, pos).filter(|_| on(Builtin::Phone)).and_then(|end| hit(end, Builtin::Phone)),
-                    4 | 13..=19 => card_at(b, pos).filter(|_| on(Builtin::CreditCard)).and_then(|end| hit(end, Builtin::CreditCard)),
+                    4 | 13..=19 => card_at(b, pos)
+                        .filter(|_| on(Builtin::CreditCard))
+                        .and_then(|end| hit(end, Builtin::CreditCard)),
                     _ => None,
                 }
             }
@@ -308,7 +310,9 @@ fn plausible(b: &[u8], pos: usize, family: u8) -> bool {
         F_UPPER => at(b, pos + 1).is_ascii_uppercase(),
         F_DIGIT => {
             let third = at(b, pos + 3);
-            (is_digit(at(b, pos + 1)) && is_digit(at(b, pos + 2)) && (is_digit(third) || matches!(third, b'-' | b'.' | b' ')))
+            (is_digit(at(b, pos + 1))
+                && is_digit(at(b, pos + 2))
+                && (is_digit(third) || matches!(third, b'-' | b'.' | b' ')))
                 || (at(b, pos) == b'1' && matches!(at(b, pos + 1), b'-' | b'.' | b' '))
         }
         _ => true,
@@ -505,8 +509,9 @@ fn luhn_valid(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
 
 /// 13–19 digits, either one unbroken run or groups split by single spaces or dashes (one
 /// kind per number) with a first group of 4 and further groups of 3–6 (4-4-4-4, 4-6-5,
-/// 4-4-4-4-3). Luhn-valid. A grouped number may be followed by more groups (`… 2024`):
-/// the longest valid prefix ending on a group boundary wins.
+/// 4-4-4-4-3), or a short last group of 2 (14-digit Diners cards written 4-4-4-2).
+/// Luhn-valid. A grouped number may be followed by more groups (`… 2024`): the longest
+/// valid prefix ending on a group boundary wins.
 fn card_at(b: &[u8], pos: usize) -> Option<usize> {
     if !card_network_digit(at(b, pos)) {
         return None;
@@ -528,7 +533,7 @@ fn card_at(b: &[u8], pos: usize) -> Option<usize> {
     let mut i = pos + first;
     while at(b, i) == sep && is_digit(at(b, i + 1)) && n < ends.len() {
         let len = run(b, i + 1, is_digit);
-        if !(3..=6).contains(&len) || total + len > 19 {
+        if !(2..=6).contains(&len) || total + len > 19 {
             break;
         }
         total += len;
@@ -537,6 +542,10 @@ fn card_at(b: &[u8], pos: usize) -> Option<usize> {
             *slot = (total, i);
         }
         n += 1;
+        // A 2-digit group can only be the last one of a number.
+        if len == 2 {
+            break;
+        }
     }
     ends.get(..n)?.iter().rev().find_map(|&(digits, end)| {
         let span = b.get(pos..end)?;
@@ -551,13 +560,12 @@ fn card_at(b: &[u8], pos: usize) -> Option<usize> {
 /// either unbroken or in space-separated groups of 4 (the printed form); 15–34
 /// characters; mod-97 equal to 1. Lower-case IBANs are not detected.
 fn iban_at(b: &[u8], pos: usize) -> Option<usize> {
-    let shaped = at(b, pos).is_ascii_uppercase()
-        && at(b, pos + 1).is_ascii_uppercase()
-        && digits_at(b, pos + 2, 2);
+    let shaped = at(b, pos).is_ascii_uppercase() && at(b, pos + 1).is_ascii_uppercase() && digits_at(b, pos + 2, 2);
     if !shaped {
         return None;
     }
-    let check = |end: usize, len: usize| (15..=34).contains(&len) && !is_alnum(at(b, end)) && iban_mod97_ok(b, pos, end);
+    let check =
+        |end: usize, len: usize| (15..=34).contains(&len) && !is_alnum(at(b, end)) && iban_mod97_ok(b, pos, end);
     if at(b, pos + 4) != b' ' {
         let len = 4 + run(b, pos + 4, is_upper_alnum);
         let end = pos + len;
@@ -659,14 +667,18 @@ fn lower_key_at(b: &[u8], pos: usize) -> Option<usize> {
             if starts_with(b, pos, b"github_pat_") {
                 return body(11, |c| is_alnum(c) || c == b'_', 22);
             }
-            let ghx = starts_with(b, pos, b"gh") && matches!(at(b, pos + 2), b'p' | b'o' | b'u' | b's' | b'r') && at(b, pos + 3) == b'_';
+            let ghx = starts_with(b, pos, b"gh")
+                && matches!(at(b, pos + 2), b'p' | b'o' | b'u' | b's' | b'r')
+                && at(b, pos + 3) == b'_';
             if ghx {
                 return body(4, is_alnum, 30);
             }
             None
         }
         b'x' => {
-            let slack = starts_with(b, pos, b"xox") && matches!(at(b, pos + 3), b'a' | b'b' | b'p' | b'r' | b's') && at(b, pos + 4) == b'-';
+            let slack = starts_with(b, pos, b"xox")
+                && matches!(at(b, pos + 3), b'a' | b'b' | b'p' | b'r' | b's')
+                && at(b, pos + 4) == b'-';
             if slack {
                 return body(5, |c| is_alnum(c) || c == b'-', 10);
             }
@@ -822,9 +834,24 @@ mod tests {
 
     #[test]
     fn detects_luhn_valid_cards_in_common_layouts() {
-        for card in ["4111111111111111", "4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "3782 822463 10005", "6011000990139424"] {
+        for card in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "5500-0000-0000-0004",
+            "378282246310005",
+            "3782 822463 10005",
+            "6011000990139424",
+        ] {
             assert_eq!(only(&format!("card: {card}.")), ("credit_card", card.to_string()));
         }
+    }
+
+    #[test]
+    fn detects_fourteen_digit_diners_card_written_with_a_short_last_group() {
+        assert_eq!(only("card 3852 0000 0232 37."), ("credit_card", "3852 0000 0232 37".into()));
+        assert_eq!(only("card 3852-0000-0232-37"), ("credit_card", "3852-0000-0232-37".into()));
+        assert!(hits("3852 0000 0232 38").is_empty(), "Luhn still applies");
+        assert!(hits("4111 1111 12").is_empty(), "too few digits");
     }
 
     #[test]
@@ -870,7 +897,18 @@ mod tests {
 
     #[test]
     fn detects_nanp_and_e164_phones() {
-        for phone in ["(415) 555-0134", "415-555-0134", "415.555.0134", "1-415-555-0134", "(415)555-0134", "+1 415 555 0134", "+14155550134", "+44 20 7946 0958", "+1 (415) 555-0134", "+44 (0)20 7946 0958"] {
+        for phone in [
+            "(415) 555-0134",
+            "415-555-0134",
+            "415.555.0134",
+            "1-415-555-0134",
+            "(415)555-0134",
+            "+1 415 555 0134",
+            "+14155550134",
+            "+44 20 7946 0958",
+            "+1 (415) 555-0134",
+            "+44 (0)20 7946 0958",
+        ] {
             assert_eq!(only(&format!("call {phone} today")), ("phone", phone.to_string()));
         }
     }
@@ -947,7 +985,9 @@ mod tests {
 
     #[test]
     fn detects_multiline_private_keys_of_every_label() {
-        for label in ["RSA PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "PRIVATE KEY"] {
+        for label in
+            ["RSA PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "PRIVATE KEY"]
+        {
             let pem = format!("-----BEGIN {label}-----\nMIIEpAIBAAKCAQEA\nabc123==\n-----END {label}-----");
             assert_eq!(only(&format!("key:\n{pem}\ntrailing")), ("private_key", pem.clone()));
         }

@@ -34,7 +34,7 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
         out: Vec::with_capacity(src.len() + src.len() / 8 + 16),
         counts: MaskCounts::default(),
         scratch: String::new(),
-        pending: Vec::new(),
+        pending: vec![Pending::Stale; profile.custom.len()],
         custom_in_body: profile.custom_in_body(src),
     };
     w.drop_ws();
@@ -356,7 +356,9 @@ impl<'a> Walker<'_, 'a> {
                     escaped = true;
                     match self.b.get(i + 1).copied() {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                        Some(b'u') if self.b.get(i + 2..i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 6,
+                        Some(b'u') if self.b.get(i + 2..i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => {
+                            i += 6
+                        }
                         _ => {
                             self.pos = i;
                             return Err(self.err("invalid escape in string"));
@@ -397,14 +399,15 @@ impl<'a> Walker<'_, 'a> {
         let custom = if tok.escaped { ALL_CUSTOM } else { self.custom_in_body };
         // Look-ahead storage is only needed (and only taken) when custom detectors run.
         let mut pending = if custom == 0 { Vec::new() } else { std::mem::take(&mut self.pending) };
+        let pending_slots = pending.as_mut_slice();
         if tok.escaped {
             let mut scratch = std::mem::take(&mut self.scratch);
             decode_escapes(inner, &mut scratch);
-            if let Some((first, rest)) = p.detections(&scratch, custom, &mut pending) {
+            if let Some((first, rest)) = p.detections(&scratch, custom, pending_slots) {
                 self.write_masked(tok, &scratch, std::iter::once(first).chain(rest));
             }
             self.scratch = scratch;
-        } else if let Some((first, rest)) = p.detections(inner, custom, &mut pending) {
+        } else if let Some((first, rest)) = p.detections(inner, custom, pending_slots) {
             self.write_masked(tok, inner, std::iter::once(first).chain(rest));
         }
         if custom != 0 {
@@ -561,7 +564,6 @@ pub(super) fn write_escaped(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(bytes.get(last..).unwrap_or_default());
 }
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]

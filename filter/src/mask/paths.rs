@@ -54,14 +54,22 @@ impl Pointers {
         for (i, spec) in specs.iter().enumerate() {
             let here = format!("{field}[{i}]");
             let Some(rest) = spec.strip_prefix('/') else {
-                return Err(ConfigError::new(here, format!("`{spec}` is not a JSON pointer: it must start with `/` (the whole body cannot be a target)")));
+                return Err(ConfigError::new(
+                    here,
+                    format!(
+                        "`{spec}` is not a JSON pointer: it must start with `/` (the whole body cannot be a target)"
+                    ),
+                ));
             };
             let mut segments = Vec::new();
             for raw in rest.split('/') {
                 segments.push(parse_segment(raw).map_err(|problem| ConfigError::new(here.clone(), problem))?);
             }
             if segments.len() > max_depth {
-                return Err(ConfigError::new(here, format!("pointer is deeper than the {max_depth} levels masking accepts")));
+                return Err(ConfigError::new(
+                    here,
+                    format!("pointer is deeper than the {max_depth} levels masking accepts"),
+                ));
             }
             list.push(segments);
         }
@@ -129,9 +137,8 @@ fn parse_segment(raw: &str) -> Result<Segment, String> {
             _ => return Err(format!("`~` in segment `{raw}` must be followed by 0 (for `~`) or 1 (for `/`)")),
         }
     }
-    let canonical_index = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_digit())
-        && (name == "0" || !name.starts_with('0'));
+    let canonical_index =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) && (name == "0" || !name.starts_with('0'));
     let index = if canonical_index { name.parse().ok() } else { None };
     Ok(Segment::Name { name, index })
 }

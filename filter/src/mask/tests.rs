@@ -148,7 +148,10 @@ fn nested_arrays_are_walked() {
 #[test]
 fn numbers_that_are_cards_ssns_or_phones_become_masked_strings() {
     let p = all();
-    let (out, counts) = mask(&p, r#"{"card":4111111111111111,"ssn":123456789,"tel":4155550134,"qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#);
+    let (out, counts) = mask(
+        &p,
+        r#"{"card":4111111111111111,"ssn":123456789,"tel":4155550134,"qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#,
+    );
     assert_eq!(
         out,
         r#"{"card":"[REDACTED:credit_card]","ssn":"[REDACTED:us_ssn]","tel":"[REDACTED:phone]","qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#
@@ -219,7 +222,9 @@ fn custom_regex_masks_and_counts_under_its_name() {
 
 #[test]
 fn overlapping_custom_and_builtin_detections_take_leftmost_then_longest() {
-    let p = profile(json!({ "detectors": ["email"], "custom": [{ "name": "corp_mail", "regex": "[a-z]+@corp\\.example\\.com" }, { "name": "tail", "regex": "example\\.com" }] }));
+    let p = profile(
+        json!({ "detectors": ["email"], "custom": [{ "name": "corp_mail", "regex": "[a-z]+@corp\\.example\\.com" }, { "name": "tail", "regex": "example\\.com" }] }),
+    );
     let (text, counts) = p.mask_text("x dan@corp.example.com y");
     assert_eq!(text, "x [REDACTED:email] y", "same start and length: built-in wins");
     assert_eq!(counts.total(), 1);
@@ -333,14 +338,16 @@ fn invalid_utf8_is_an_error() {
 #[test]
 fn text_masking_replaces_matches_in_place() {
     let p = all();
-    let (out, counts) = p.mask_text("Dear Bob, card 4111-1111-1111-1111 and token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln end");
+    let (out, counts) =
+        p.mask_text("Dear Bob, card 4111-1111-1111-1111 and token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln end");
     assert_eq!(out, "Dear Bob, card [REDACTED:credit_card] and token [REDACTED:jwt] end");
     assert_eq!(counts.total(), 2);
 }
 
 #[test]
 fn text_without_matches_is_borrowed() {
-    let (out, counts) = all().mask_text("nothing to see: order 4155550134, sha 4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+    let (out, counts) =
+        all().mask_text("nothing to see: order 4155550134, sha 4b825dc642cb6eb9a060e54bf8d69288fbee4904");
     assert!(matches!(out, Cow::Borrowed(_)));
     assert_eq!(counts.total(), 0);
     assert_eq!(counts.iter().count(), 0);
@@ -364,4 +371,52 @@ fn custom_regex_finds_matches_hidden_by_escapes_and_anchored_to_whole_strings() 
     let (out, counts) = mask(&p, r#"{"a":"\u0045MP-123456","b":"X-123","c":"not X-123"}"#);
     assert_eq!(out, r#"{"a":"[REDACTED:emp]","b":"[REDACTED:whole]","c":"not X-123"}"#);
     assert_eq!(counts.total(), 2);
+}
+
+/// Deterministic mutation fuzzing against serde_json as the reference parser: whatever
+/// serde_json accepts must mask to valid JSON, whatever the masker accepts must be
+/// valid JSON, and nothing panics.
+#[test]
+fn mutated_bodies_never_panic_and_agree_with_serde_json_on_validity() {
+    let p = profile(json!({ "detectors": ["all"], "fields": ["pw"], "pointers": ["/a/*/b"],
+        "custom": [{ "name": "emp", "regex": "EMP-[0-9]{3}" }] }));
+    let seeds = [
+        r#"{"a":[{"b":"x@example.com","c":4111111111111111}],"pw":{"k":[1,2]},"t":"EMP-123 \u0041 \ud83d\ude00"}"#,
+        r#"[1,-2.5e3,true,false,null,"123-45-6789",{"(415) 555-0134":"DE89370400440532013000"}]"#,
+        r#"{"k":"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----","j":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}"#,
+    ];
+    let alphabet = b"{}[]:,\"\\/ u0123456789abcdefABCDEF-+.eE@tnrl\x01\x7f";
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n
+    };
+    for round in 0..20_000 {
+        let mut body = seeds[round % seeds.len()].as_bytes().to_vec();
+        for _ in 0..1 + next(4) {
+            let at = next(body.len() + 1);
+            let c = alphabet[next(alphabet.len())];
+            match next(3) {
+                0 if at < body.len() => body[at] = c,
+                1 if at < body.len() => {
+                    body.remove(at);
+                }
+                _ => body.insert(at, c),
+            }
+        }
+        let reference = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+        match p.mask_json(&body) {
+            Ok((out, _)) => {
+                assert!(reference, "accepted what serde_json rejects: {}", String::from_utf8_lossy(&body));
+                assert!(
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&out).is_ok(),
+                    "invalid output {} for {}",
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Err(MaskError::TooDeep) => panic!("shallow input reported too deep"),
+            Err(_) => assert!(!reference, "rejected valid JSON: {}", String::from_utf8_lossy(&body)),
+        }
+    }
 }

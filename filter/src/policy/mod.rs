@@ -57,6 +57,7 @@ pub use spec::{
     RuleSpec, StringMatcherSpec,
 };
 
+use crate::approval::{self, ApprovalSettings};
 use crate::config_error::ConfigError;
 use crate::identity::Identity;
 use crate::normalize::RequestTarget;
@@ -136,6 +137,7 @@ pub struct Rule {
     action: Action,
     dry_run: bool,
     mask_profile: Option<usize>,
+    approval: Option<ApprovalSettings>,
     mode: Quantifier,
     subjects: Option<StringMatcher>,
     groups: Option<Groups>,
@@ -164,6 +166,11 @@ impl Rule {
     /// Index into the `mask_profiles` given to [`compile`].
     pub fn mask_profile(&self) -> Option<usize> {
         self.mask_profile
+    }
+
+    /// Set exactly on `approve` rules.
+    pub fn approval(&self) -> Option<&ApprovalSettings> {
+        self.approval.as_ref()
     }
 
     /// Whether the rule can only be decided with the request body.
@@ -316,6 +323,16 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
             )
         })?),
     };
+    let approval = match (spec.action, spec.approval) {
+        (Action::Approve, Some(a)) => Some(approval::compile(a, &format!("{field}.approval"))?),
+        (Action::Approve, None) => {
+            return Err(ConfigError::new(format!("{field}.approval"), "an `approve` rule needs an `approval` block (mode, approvers)"));
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::new(format!("{field}.approval"), "only `approve` rules take an `approval` block"));
+        }
+        (_, None) => None,
+    };
     let when = spec.when;
     let w = format!("{field}.when");
     let matcher = |s: &StringMatcherSpec, sub: &str| StringMatcher::compile(s.matcher_fields(), &format!("{w}.{sub}"));
@@ -352,6 +369,7 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
         action: spec.action,
         dry_run: spec.dry_run,
         mask_profile,
+        approval,
         mode: Quantifier::for_action(spec.action),
         subjects,
         groups,

@@ -56,6 +56,9 @@ pub struct RuleSpec {
     /// Name of the response-masking profile applied when this rule decides.
     #[serde(default)]
     pub mask: Option<String>,
+    /// Required on `approve` rules: who approves, how, and for how long.
+    #[serde(default)]
+    pub approval: Option<crate::approval::ApprovalSpec>,
 }
 
 /// The conditions of a rule; all present conditions must hold.

@@ -7,13 +7,24 @@ use crate::normalize::normalize_target;
 
 const PROFILES: &[&str] = &["pii", "secrets"];
 
+/// Approval settings do not change matching; tests of matching leave them out and get
+/// a minimal block here.
+fn with_approval_blocks(mut rules: Value) -> Value {
+    for rule in rules.as_array_mut().unwrap() {
+        if rule["action"] == "approve" && rule.get("approval").is_none() {
+            rule["approval"] = json!({"mode": "hold", "approvers": {"groups": ["dba"]}});
+        }
+    }
+    rules
+}
+
 fn policy(rules: Value, default_action: Action) -> Policy {
-    let specs: Vec<RuleSpec> = serde_json::from_value(rules).unwrap();
+    let specs: Vec<RuleSpec> = serde_json::from_value(with_approval_blocks(rules)).unwrap();
     compile(specs, default_action, PROFILES, "rules").unwrap()
 }
 
 fn config_error(rules: Value) -> ConfigError {
-    let specs: Vec<RuleSpec> = serde_json::from_value(rules).unwrap();
+    let specs: Vec<RuleSpec> = serde_json::from_value(with_approval_blocks(rules)).unwrap();
     compile(specs, Action::Deny, PROFILES, "rules").unwrap_err()
 }
 
@@ -583,4 +594,12 @@ fn config_error_uses_the_callers_field_prefix() {
 fn config_errors_do_not_leak_into_display_beyond_the_field_and_problem() {
     let e = config_error(json!([{"name": "b", "action": "deny", "when": {"path": {"regex": "("}}}]));
     assert!(e.to_string().starts_with("invalid Airlock plugin config at `rules[0].when.path.regex`"));
+}
+
+#[test]
+fn approve_rule_without_approval_block_is_a_config_error() {
+    let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "approve"}])).unwrap();
+    assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
+    let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "deny", "approval": {"mode": "hold", "approvers": {"groups": ["x"]}}}])).unwrap();
+    assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
 }
