@@ -101,6 +101,9 @@ pub struct RequestFlow {
     approval_id: Option<String>,
     /// The ticket a client retries with, read before the header is stripped.
     ticket: Option<String>,
+    /// Why the caller says it needs this (read in the headers phase, like every header:
+    /// Envoy's request header map is not reliably readable from later callbacks).
+    reason: Option<String>,
     approval_deadline_ms: u64,
     rule: Option<usize>,
     outcome: Option<Outcome>,
@@ -140,6 +143,7 @@ impl RequestFlow {
             approval_call: None,
             approval_id: None,
             ticket: None,
+            reason: None,
             approval_deadline_ms: 0,
             rule: None,
             outcome: None,
@@ -165,6 +169,7 @@ impl RequestFlow {
         self.method = host.request_header(":method").unwrap_or_default();
         self.raw_path = host.request_header(":path").unwrap_or_default();
         self.ticket = host.request_header(APPROVAL_ID_HEADER);
+        self.reason = host.request_header(REASON_HEADER).map(|r| audit::excerpt(&r, 2000).to_string());
 
         // Identity headers come from the filter only; whatever the client sent is dropped
         // before anything else can look at it.
@@ -389,7 +394,6 @@ impl RequestFlow {
         }
         let text = String::from_utf8_lossy(audit::excerpt_bytes(&body, MAX_APPROVAL_BODY)).into_owned();
         let (masked_body, _) = self.record_masker().mask_text(&text);
-        let reason = host.request_header(REASON_HEADER);
         let groups = self.identity.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
         let session = self.session_id.clone().unwrap_or_default();
         let request = approval::CreateRequest {
@@ -400,7 +404,7 @@ impl RequestFlow {
             path: &self.raw_path,
             body: &masked_body,
             digest: &digest,
-            reason: reason.as_deref().map(|r| audit::excerpt(r, 2000)),
+            reason: self.reason.as_deref(),
             session_id: &session,
             mode: settings.mode.as_str(),
             ttl_seconds: settings.ttl_seconds,
@@ -786,7 +790,6 @@ impl RequestFlow {
         let empty: &[String] = &[];
         let now = host.now_unix_ms();
         let method = if self.method.is_empty() { "GET" } else { self.method.as_str() };
-        let reason = host.request_header(REASON_HEADER);
         let record = AuditRecord {
             id: vm.next_record_id(),
             time_ms: self.started_ms,
@@ -802,7 +805,7 @@ impl RequestFlow {
             rule: self.rule.and_then(|i| vm.config.policy.rules().get(i)).map(|r| r.name()),
             approval_id: self.approval_id.as_deref(),
             latency_ms: now.saturating_sub(self.started_ms),
-            reason: reason.as_deref().map(|r| audit::excerpt(r, 2000)),
+            reason: self.reason.as_deref(),
         };
         let Ok(line) = serde_json::to_string(&record) else { return };
         if vm.audit.borrow_mut().push(line, audit.max_queued_records) {

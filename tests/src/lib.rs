@@ -18,14 +18,23 @@
 //! `target/airlock.wasm`), `AIRLOCK_DEMO_BIN` (else the binary built next to the tests),
 //! `AIRLOCK_E2E_KEEP` (keep temp dirs).
 
+pub mod control;
+pub mod fixtures;
 pub mod http;
 pub mod jwks;
 pub mod paths;
 pub mod process;
+pub mod raw;
+pub mod shared;
 pub mod stack;
 pub mod tokens;
 
+pub use fixtures::{
+    auth_for, bearer, builder_for, config_with_rules, error_of, test_plugin_config, with_inline_jwks,
+    TEST_UPSTREAM_TOKEN, UPSTREAM_TOKEN_ENV,
+};
 pub use http::{agent, agent_with_timeout, send, Reply};
 pub use jwks::{JwksMode, JwksServer};
+pub use shared::{SharedRef, SharedStack};
 pub use stack::{free_port, parse_stats, Stack, StackBuilder};
 pub use tokens::{alg_none_token, unix_now, Alg, TestKeys, TokenClaims, DEFAULT_AUD, DEFAULT_ISS};

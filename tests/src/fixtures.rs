@@ -1,0 +1,119 @@
+//! Plugin configs and small helpers shared by the e2e suites.
+//!
+//! Tests start from the shipped `envoy/plugin-config.json` rather than from configs of
+//! their own, so what is tested is what operators deploy; only what a test cannot use
+//! as shipped (the issuer and audience of the minted tokens, rule lists of policy tests)
+//! is swapped.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::http::Reply;
+use crate::jwks::JwksServer;
+use crate::paths;
+use crate::stack::StackBuilder;
+use crate::tokens::{Alg, TestKeys, TokenClaims, DEFAULT_AUD, DEFAULT_ISS};
+
+/// The environment variable the shipped config reads the upstream credential from.
+pub const UPSTREAM_TOKEN_ENV: &str = "AIRLOCK_DEMO_UPSTREAM_TOKEN";
+/// The upstream credential e2e stacks hand to Envoy (see [`builder_for`]).
+pub const TEST_UPSTREAM_TOKEN: &str = "e2e-upstream-secret-9f4c2a7d";
+/// The protected service's cluster in `envoy/envoy.yaml` (Istio naming).
+pub const UPSTREAM_CLUSTER: &str = "outbound|8080||customer-db.agents.svc.cluster.local";
+/// The identity provider's cluster in `envoy/envoy.yaml`; it reaches the stack's JWKS server.
+pub const JWKS_CLUSTER: &str = "outbound|8080||idp.airlock.svc.cluster.local";
+
+/// `envoy/plugin-config.json` of this workspace.
+pub fn shipped_plugin_config_path() -> PathBuf {
+    paths::workspace_root().join("envoy").join("plugin-config.json")
+}
+
+/// `envoy/istio/wasmplugin.yaml` of this workspace.
+pub fn istio_manifest_path() -> PathBuf {
+    paths::workspace_root()
+        .join("envoy")
+        .join("istio")
+        .join("wasmplugin.yaml")
+}
+
+/// The shipped plugin config, exactly as in the file.
+pub fn shipped_plugin_config() -> Result<Value, String> {
+    let path = shipped_plugin_config_path();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+}
+
+/// The shipped config made to accept the tokens [`TestKeys`] mints: issuer and audience
+/// swapped, and the rotation re-fetch allowed after 1 s instead of 10 s so key-rotation
+/// tests stay short. Everything else (rules, masking, credentials, remote JWKS over the
+/// Istio-named cluster) is as shipped.
+pub fn test_plugin_config() -> Value {
+    // The shipped file is part of the repository: failing to read it is a broken checkout.
+    let mut config = shipped_plugin_config().unwrap_or_else(|e| panic!("{e}"));
+    config["auth"]["issuers"] = json!([DEFAULT_ISS]);
+    config["auth"]["audiences"] = json!([DEFAULT_AUD]);
+    config["auth"]["jwks"]["remote"]["min_refresh_interval_seconds"] = json!(1);
+    config
+}
+
+/// [`test_plugin_config`] with other rules and default action (policy tests).
+pub fn config_with_rules(rules: Value, default_action: &str) -> Value {
+    let mut config = test_plugin_config();
+    config["rules"] = rules;
+    config["default_action"] = json!(default_action);
+    config
+}
+
+/// `config` with its keys written inline instead of fetched.
+pub fn with_inline_jwks(mut config: Value, jwks: Value) -> Value {
+    config["auth"]["jwks"] = json!({ "inline": jwks });
+    config
+}
+
+/// A stack builder for `config` with `keys` served by the JWKS server and the upstream
+/// credential in Envoy's environment, as a deployment of the shipped config needs.
+pub fn builder_for(config: Value, keys: &TestKeys) -> StackBuilder {
+    crate::Stack::builder()
+        .plugin_config(config)
+        .jwks(keys.jwks_json())
+        .envoy_env(UPSTREAM_TOKEN_ENV, TEST_UPSTREAM_TOKEN)
+        .envoy_env("AIRLOCK_FILTER_KEY", crate::control::FILTER_KEY)
+}
+
+/// `Bearer <token>`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A fresh ES256 token for `sub` in `groups`, as an `authorization` value.
+pub fn auth_for(keys: &TestKeys, sub: &str, groups: &[&str]) -> String {
+    bearer(&keys.mint(Alg::ES256, &TokenClaims::new().sub(sub).groups(groups)))
+}
+
+/// The `error` object of a filter answer (`Value::Null` if the body is not one).
+pub fn error_of(reply: &Reply) -> Value {
+    reply
+        .json()
+        .ok()
+        .and_then(|v| v.get("error").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// The JWKS document `keys` publishes plus its HMAC key as an `oct` JWK, for tests of
+/// HS256 through a fetched key set.
+pub fn jwks_with_hmac(keys: &TestKeys) -> Value {
+    let mut doc = keys.jwks();
+    if let Some(list) = doc["keys"].as_array_mut() {
+        list.push(keys.jwk(Alg::HS256));
+    }
+    doc
+}
+
+/// Waits until the JWKS server has answered at least one fetch (the filter fetches on
+/// its first timer tick); a request sent before that pauses for a fetch of its own, which
+/// is correct but makes fetch counts in tests less predictable.
+pub fn wait_first_fetch(jwks: &JwksServer) -> bool {
+    jwks.wait_for_fetches(1, std::time::Duration::from_secs(10))
+}
