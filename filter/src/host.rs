@@ -71,13 +71,16 @@ pub mod mock {
     use super::*;
     use std::collections::HashMap;
 
+    /// Status, headers and body of a reply the filter sent.
+    pub type SentReply = (u32, Vec<(String, String)>, Vec<u8>);
+
     #[derive(Default)]
     pub struct MockHost {
         pub request_headers: Vec<(String, String)>,
         pub request_body: Vec<u8>,
         pub response_headers: Vec<(String, String)>,
         pub response_body: Vec<u8>,
-        pub reply: Option<(u32, Vec<(String, String)>, Vec<u8>)>,
+        pub reply: Option<SentReply>,
         pub resumed: usize,
         pub cluster: Option<String>,
         pub now: u64,
