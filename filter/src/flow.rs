@@ -712,8 +712,9 @@ impl RequestFlow {
         let masked = if self.response_is_json {
             match profile.mask_json(&body) {
                 Ok(done) => Some(done),
-                // Not JSON after all: masked as text below, never passed as is.
-                Err(MaskError::InvalidJson(_)) => None,
+                // Not JSON after all: masked as text below, never passed as is, unless
+                // the profile relies on JSON structure that text masking cannot see.
+                Err(MaskError::InvalidJson(_)) if !profile.masks_by_structure() => None,
                 Err(_) => return self.refuse_response(host, Code::ResponseNotMaskable, "the JSON response could not be masked safely"),
             }
         } else {
@@ -1229,6 +1230,20 @@ mod tests {
         assert_ne!(v["email"], "alice@example.com");
         assert_eq!(v["id"], 7);
         assert_eq!(f.counter(&host, "masked.pii.email"), 1);
+    }
+
+    #[test]
+    fn invalid_json_under_a_field_masking_profile_is_refused_not_masked_as_text() {
+        let mut c = config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({}));
+        c["mask_profiles"]["pii"]["fields"] = serde_json::json!(["password"]);
+        let f = Fixture::new(c);
+        let (mut flow, mut host) = allowed_masked_flow(&f);
+        host.response_headers = vec![("content-type".into(), "application/json".into())];
+        flow.on_response_headers(&mut host, false);
+        host.response_body = br#"{"password": "hunter2", oops"#.to_vec();
+        let n = host.response_body.len();
+        assert_eq!(flow.on_response_body(&mut host, n, true), Next::Pause);
+        assert_eq!(host.reply_json()["error"]["code"], "response_not_maskable");
     }
 
     #[test]

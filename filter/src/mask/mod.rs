@@ -227,6 +227,13 @@ fn check_replacement(template: &str) -> Result<(), String> {
 impl MaskProfile {
     /// Every kind this profile can count: enabled built-ins (canonical order), custom
     /// detectors (config order), then `field`. The index is the counter slot.
+    /// Whether some values are masked by their place in a JSON document (`fields`,
+    /// `pointers`): text masking cannot do that, so a body that claims to be JSON but is
+    /// not must be refused rather than masked as text.
+    pub fn masks_by_structure(&self) -> bool {
+        self.kinds.iter().any(|k| k == FIELD_KIND)
+    }
+
     pub fn kinds(&self) -> &[String] {
         &self.kinds
     }
