@@ -4,6 +4,7 @@
 pub mod approval;
 pub mod audit;
 pub mod config;
+pub mod config_check;
 pub mod config_error;
 pub mod control;
 pub mod credentials;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use airlock_filter::config_check::{check as check_plugin_config, SampleRequest};
 use airlock_service::auth::hash_token;
 use airlock_service::cli::client::Client;
 use airlock_service::cli::commands::{self, SessionQuery};
@@ -92,6 +93,29 @@ enum Command {
     },
     /// Print the SHA-256 of a token read from stdin, for `token_sha256` in the config.
     HashToken,
+    /// Validate a filter plugin config offline, exactly as the filter does at load, and
+    /// show what its policy decides for a sample request (same code as the filter).
+    CheckConfig {
+        /// The plugin config (JSON).
+        file: PathBuf,
+        /// Sample request path (with query); without it only the config is validated.
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The caller's subject, as a verified token would give it.
+        #[arg(long, default_value = "agent")]
+        subject: String,
+        /// The caller's groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// A request header, `name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The request body.
+        #[arg(long)]
+        body: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +286,35 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
             Some(url) => commands::verify_database(&url).await?,
             None => commands::verify_http(&client(&remote)?).await?,
         }),
+        Command::CheckConfig { file, path, method, subject, groups, headers, body } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| MainError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let mut parsed = Vec::with_capacity(headers.len());
+            for h in headers {
+                let (name, value) = h
+                    .split_once(':')
+                    .ok_or_else(|| MainError::Usage(format!("header `{h}` is not `name: value`")))?;
+                parsed.push((name.trim().to_string(), value.trim().to_string()));
+            }
+            let sample = path.map(|path| SampleRequest {
+                method: method.to_ascii_uppercase(),
+                path,
+                headers: parsed,
+                subject,
+                groups,
+                body,
+            });
+            match check_plugin_config(&bytes, sample.as_ref()) {
+                Ok(report) => {
+                    print!("{report}");
+                    Ok(true)
+                }
+                Err(e) => {
+                    println!("{e}");
+                    Ok(false)
+                }
+            }
+        }
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin()
