@@ -119,6 +119,8 @@ pub struct RequestFlow {
     masked_response: Option<String>,
     /// A dry-run rule matched: the log line says so even when the request was allowed.
     dry_run_rule: bool,
+    /// Credential and encoding headers are set (they cannot change once headers continue).
+    upstream_headers_done: bool,
 }
 
 impl RequestFlow {
@@ -155,6 +157,7 @@ impl RequestFlow {
             masked_values: 0,
             masked_response: None,
             dry_run_rule: false,
+            upstream_headers_done: false,
         }
     }
 
@@ -285,15 +288,40 @@ impl RequestFlow {
             identity: self.identity.as_deref(),
         };
         match vm.config.policy.evaluate(&facts, body) {
-            Evaluation::NeedBody => self.wait_for_body(),
+            Evaluation::NeedBody => self.wait_for_body(host),
             Evaluation::Decided(decision) => self.apply(host, &decision),
         }
     }
 
-    /// Continue: the body callbacks that follow buffer it and decide.
-    fn wait_for_body(&mut self) -> Next {
+    /// Continue: the body callbacks that follow buffer it and decide. Envoy stops
+    /// letting the filter change the request headers once they continue, so they get now
+    /// what an allowed request needs; a refusal still answers before the buffer filter
+    /// behind Airlock lets them reach the upstream.
+    fn wait_for_body(&mut self, host: &mut dyn Host) -> Next {
+        let may_mask = !self.vm.config.mask_profiles.is_empty();
+        self.complete_upstream_headers(host, may_mask);
         self.stage = Stage::AwaitingBody;
         Next::Continue
+    }
+
+    /// The upstream's own credential in, compression off when the response may be masked.
+    fn complete_upstream_headers(&mut self, host: &mut dyn Host, may_mask: bool) {
+        if self.upstream_headers_done {
+            return;
+        }
+        self.upstream_headers_done = true;
+        let vm = Rc::clone(&self.vm);
+        let config = &vm.config;
+        if !config.upstreams.is_empty() {
+            if let Some(cluster) = host.upstream_cluster() {
+                if let Some(cred) = config.upstreams.credential_for(&cluster) {
+                    host.set_request_header(&cred.header, cred.value.expose());
+                }
+            }
+        }
+        if may_mask {
+            host.remove_request_header("accept-encoding");
+        }
     }
 
     fn apply(&mut self, host: &mut dyn Host, decision: &Decision) -> Next {
@@ -346,21 +374,11 @@ impl RequestFlow {
         }
     }
 
-    /// Completes the request for the upstream once it is allowed: the upstream's own
-    /// credential in, compression off when the response will be masked.
+    /// Sends the request on, its headers completed unless that already happened when
+    /// they continued ahead of a body decision.
     fn forward(&mut self, host: &mut dyn Host, outcome: Outcome) -> Next {
         let vm = Rc::clone(&self.vm);
-        let config = &vm.config;
-        if !config.upstreams.is_empty() {
-            if let Some(cluster) = host.upstream_cluster() {
-                if let Some(cred) = config.upstreams.credential_for(&cluster) {
-                    host.set_request_header(&cred.header, cred.value.expose());
-                }
-            }
-        }
-        if self.mask_profile.is_some() {
-            host.remove_request_header("accept-encoding");
-        }
+        self.complete_upstream_headers(host, self.mask_profile.is_some());
         host.increment(vm.stats.allowed, 1);
         self.outcome = Some(outcome);
         self.stage = Stage::Forwarded;
@@ -383,7 +401,7 @@ impl RequestFlow {
         // The approval is bound to the exact body: read it before asking anyone.
         if self.request_body.is_none() {
             self.approval_needs_body = true;
-            return self.wait_for_body();
+            return self.wait_for_body(host);
         }
         let body = self.request_body.clone().unwrap_or_default();
         let subject = self.identity.as_ref().map(|i| i.subject.clone()).unwrap_or_default();
@@ -998,7 +1016,7 @@ mod tests {
         // Continue: Envoy's buffer filter behind Airlock holds the headers; pausing here
         // would stop the body callbacks too.
         assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
-        assert_eq!(host.header("authorization"), None, "the agent token is stripped before the headers move on");
+        assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "headers are completed before they move on: the agent token out, the upstream credential in");
         assert_eq!(host.header("x-airlock-subject"), Some("alice"));
         host.request_body = br#"{"sql": "DROP/**/"#.to_vec();
         assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
@@ -1012,15 +1030,18 @@ mod tests {
     }
 
     #[test]
-    fn trailers_complete_a_body_decision_when_end_of_stream_never_comes() {
+    fn body_decision_completes_on_trailers_with_headers_finished_before_they_continued() {
         let f = Fixture::standard();
         let mut flow = f.flow();
         let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
-        flow.on_request_headers(&mut host, false);
+        assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+        host.request_headers_frozen = true;
         host.request_body = br#"{"sql": "select 1"}"#.to_vec();
         assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
         assert_eq!(flow.on_request_trailers(&mut host), Next::Continue);
         assert_eq!(host.reply, None);
+        assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "set before the headers continued");
+        assert_eq!(host.header("accept-encoding"), None);
     }
 
     #[test]

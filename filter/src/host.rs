@@ -86,6 +86,9 @@ pub mod mock {
         pub now: u64,
         pub callouts: Vec<(String, String)>,
         pub callout_bodies: Vec<Vec<u8>>,
+        /// Like Envoy once the headers callback returned Continue: header changes are
+        /// silently lost.
+        pub request_headers_frozen: bool,
         pub fail_dispatch: bool,
         pub counters: HashMap<MetricId, u64>,
         pub logs: Vec<String>,
@@ -115,10 +118,16 @@ pub mod mock {
             self.request_headers.clone()
         }
         fn set_request_header(&mut self, name: &str, value: &str) {
+            if self.request_headers_frozen {
+                return;
+            }
             self.remove_request_header(name);
             self.request_headers.push((name.to_string(), value.to_string()));
         }
         fn remove_request_header(&mut self, name: &str) {
+            if self.request_headers_frozen {
+                return;
+            }
             self.request_headers.retain(|(n, _)| n != name);
         }
         fn request_body(&self, len: usize) -> Option<Vec<u8>> {

@@ -166,3 +166,14 @@ impl ControlService {
         Err("no pending approval appeared".into())
     }
 }
+
+impl Drop for ControlService {
+    /// Stops the service and removes its directory, unless a test failed (then the log
+    /// and database stay for a look).
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

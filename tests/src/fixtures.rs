@@ -17,6 +17,8 @@ use crate::tokens::{Alg, TestKeys, TokenClaims, DEFAULT_AUD, DEFAULT_ISS};
 
 /// The environment variable the shipped config reads the upstream credential from.
 pub const UPSTREAM_TOKEN_ENV: &str = "AIRLOCK_DEMO_UPSTREAM_TOKEN";
+/// The environment variable the shipped config reads the filter's control-service key from.
+pub const FILTER_KEY_ENV: &str = "AIRLOCK_FILTER_KEY";
 /// The upstream credential e2e stacks hand to Envoy (see [`builder_for`]).
 pub const TEST_UPSTREAM_TOKEN: &str = "e2e-upstream-secret-9f4c2a7d";
 /// The protected service's cluster in `envoy/envoy.yaml` (Istio naming).
@@ -26,7 +28,9 @@ pub const JWKS_CLUSTER: &str = "outbound|8080||idp.airlock.svc.cluster.local";
 
 /// `envoy/plugin-config.json` of this workspace.
 pub fn shipped_plugin_config_path() -> PathBuf {
-    paths::workspace_root().join("envoy").join("plugin-config.json")
+    paths::workspace_root()
+        .join("envoy")
+        .join("plugin-config.json")
 }
 
 /// `envoy/istio/wasmplugin.yaml` of this workspace.
@@ -72,14 +76,45 @@ pub fn with_inline_jwks(mut config: Value, jwks: Value) -> Value {
     config
 }
 
-/// A stack builder for `config` with `keys` served by the JWKS server and the upstream
-/// credential in Envoy's environment, as a deployment of the shipped config needs.
+/// A stack builder for `config` with `keys` served by the JWKS server and every secret
+/// the config reads from the environment (`{"env": NAME}`) in Envoy's environment, as a
+/// deployment of the shipped config needs: the upstream credential is
+/// [`TEST_UPSTREAM_TOKEN`], the filter's key for the control service
+/// [`crate::control::FILTER_KEY`] (what [`crate::control::ControlService`] expects), any
+/// other secret a fixed test value derived from its name.
 pub fn builder_for(config: Value, keys: &TestKeys) -> StackBuilder {
-    crate::Stack::builder()
-        .plugin_config(config)
-        .jwks(keys.jwks_json())
-        .envoy_env(UPSTREAM_TOKEN_ENV, TEST_UPSTREAM_TOKEN)
-        .envoy_env("AIRLOCK_FILTER_KEY", crate::control::FILTER_KEY)
+    let mut builder = crate::Stack::builder().jwks(keys.jwks_json());
+    for name in env_secrets(&config) {
+        let value = match name.as_str() {
+            UPSTREAM_TOKEN_ENV => TEST_UPSTREAM_TOKEN.to_string(),
+            FILTER_KEY_ENV => crate::control::FILTER_KEY.to_string(),
+            _ => format!("e2e-test-secret-for-{}", name.to_ascii_lowercase()),
+        };
+        builder = builder.envoy_env(&name, &value);
+    }
+    builder.plugin_config(config)
+}
+
+/// Names of the environment variables `config` reads secrets from (`{"env": NAME}`
+/// objects anywhere in it), sorted and deduplicated.
+pub fn env_secrets(config: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let (1, Some(Value::String(name))) = (map.len(), map.get("env")) {
+                    out.push(name.clone());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(config, &mut out);
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `Bearer <token>`.

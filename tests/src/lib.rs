@@ -30,8 +30,8 @@ pub mod stack;
 pub mod tokens;
 
 pub use fixtures::{
-    auth_for, bearer, builder_for, config_with_rules, error_of, test_plugin_config, with_inline_jwks,
-    TEST_UPSTREAM_TOKEN, UPSTREAM_TOKEN_ENV,
+    auth_for, bearer, builder_for, config_with_rules, env_secrets, error_of, test_plugin_config,
+    with_inline_jwks, TEST_UPSTREAM_TOKEN, UPSTREAM_TOKEN_ENV,
 };
 pub use http::{agent, agent_with_timeout, send, Reply};
 pub use jwks::{JwksMode, JwksServer};

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use airlock_demo::render::{render, FilterMode};
 use serde_json::Value;
 
 use crate::http::{self, Reply};
-use crate::jwks::JwksServer;
+use crate::jwks::{JwksMode, JwksServer};
 use crate::paths;
 use crate::process::ChildGuard;
 
@@ -38,6 +38,7 @@ pub struct StackBuilder {
     plugin_config: Option<Value>,
     bare: bool,
     jwks_doc: String,
+    jwks_mode: Option<JwksMode>,
     control_port: Option<u16>,
     concurrency: u32,
     log_level: String,
@@ -54,6 +55,7 @@ impl Default for StackBuilder {
             plugin_config: None,
             bare: false,
             jwks_doc: r#"{"keys":[]}"#.to_string(),
+            jwks_mode: None,
             control_port: None,
             concurrency: 1,
             log_level: "info".to_string(),
@@ -82,6 +84,13 @@ impl StackBuilder {
     /// Initial JWKS document (default `{"keys":[]}`); change it later with `stack.jwks()`.
     pub fn jwks(mut self, doc: impl Into<String>) -> Self {
         self.jwks_doc = doc.into();
+        self
+    }
+
+    /// How the JWKS server answers from the very start, before Envoy's first fetch
+    /// (e.g. [`JwksMode::Refuse`]: the identity provider is down when Envoy starts).
+    pub fn jwks_mode(mut self, mode: JwksMode) -> Self {
+        self.jwks_mode = Some(mode);
         self
     }
 
@@ -190,6 +199,9 @@ impl StackBuilder {
         let temp = make_temp_dir()?;
         let dir = temp.0.clone();
         let jwks = JwksServer::start(&self.jwks_doc)?;
+        if let Some(mode) = &self.jwks_mode {
+            jwks.set_mode(mode.clone());
+        }
         let db_path = dir.join("upstream.db");
         let (upstream, upstream_port) = start_upstream(&dir, &db_path, self.upstream_threads)?;
         let control_port = match self.control_port {
@@ -254,6 +266,7 @@ impl StackBuilder {
             control_port,
             bare: self.bare,
             agent: http::agent(),
+            keep_files: AtomicBool::new(false),
             _temp: temp,
         })
     }
@@ -276,6 +289,7 @@ pub struct Stack {
     control_port: u16,
     bare: bool,
     agent: ureq::Agent,
+    keep_files: AtomicBool,
     /// Declared last: dropped after the children are dead and the JWKS server stopped.
     _temp: TempDir,
 }
@@ -405,7 +419,14 @@ impl Stack {
             .unwrap_or_default()
     }
 
-    fn envoy_log_tail(&self) -> String {
+    /// Keeps this stack's temp dir when it is dropped (a shared stack outlives the test
+    /// that failed on it; see [`crate::shared`]).
+    pub fn keep_files(&self) {
+        self.keep_files.store(true, Ordering::SeqCst);
+    }
+
+    /// The last lines of Envoy's log, for failure messages.
+    pub fn envoy_log_tail(&self) -> String {
         let log = self.envoy_log();
         let lines: Vec<&str> = log.lines().collect();
         let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
@@ -486,6 +507,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        self._temp.1 |= self.keep_files.load(Ordering::SeqCst);
         self.envoy.kill();
         self.upstream.kill();
         if std::thread::panicking() {
@@ -519,11 +541,12 @@ pub fn free_port() -> Result<u16, String> {
 
 /// The stack's temp dir; removed on drop unless a test panicked or `AIRLOCK_E2E_KEEP`
 /// is set (also when start-up fails half-way, so failed starts leave nothing behind).
-struct TempDir(PathBuf);
+/// The path, and whether to keep it whatever happens (see [`Stack::keep_files`]).
+struct TempDir(PathBuf, bool);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os(KEEP_ENV).is_some() {
+        if self.1 || std::thread::panicking() || std::env::var_os(KEEP_ENV).is_some() {
             eprintln!("e2e stack files kept in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -542,7 +565,7 @@ fn make_temp_dir() -> Result<TempDir, String> {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(TempDir(dir))
+    Ok(TempDir(dir, false))
 }
 
 /// Starts the demo upstream on port 0 and reads the port it announces.
