@@ -194,11 +194,6 @@ impl RequestFlow {
                 Err(e) => return self.refuse_auth(host, &e),
             },
         };
-        if vm.config.audit.is_some() && self.session_id.is_none() {
-            // No session header: one session per token, named by a digest of it.
-            let digest = hmac_sha256::Hash::hash(token.as_bytes());
-            self.session_id = Some(format!("tok-{}", approval::hex(digest.get(..8).unwrap_or_default())));
-        }
         let now = host.now_unix_secs();
         match vm.verify(&token, now) {
             Ok(identity) => {
@@ -241,6 +236,13 @@ impl RequestFlow {
 
     /// The caller is known: normalise the target and ask the policy.
     fn after_authentication(&mut self, host: &mut dyn Host) -> Next {
+        if self.vm.config.audit.is_some() && self.session_id.is_none() {
+            // No session header: one session per token, named by its subject and expiry
+            // (no second hash of the token on the hot path).
+            if let Some(identity) = &self.identity {
+                self.session_id = Some(audit::excerpt(&format!("tok-{}-{}", identity.subject, identity.expires_at), 200).to_string());
+            }
+        }
         match normalize::normalize_target(&self.raw_path) {
             Ok(target) => self.target = Some(target),
             Err(e) => {
@@ -248,7 +250,9 @@ impl RequestFlow {
                 return self.refuse(host, Reply::new(Code::InvalidRequestTarget, format!("the request path cannot be inspected: {e}")));
             }
         }
-        self.headers = host.request_headers();
+        if self.vm.config.policy.reads_headers() {
+            self.headers = host.request_headers();
+        }
         self.strip_for_upstream(host);
         if self.request_complete {
             self.request_body = Some(Vec::new());
@@ -999,6 +1003,19 @@ mod tests {
     }
 
     #[test]
+    fn header_rules_see_the_request_headers_which_are_only_collected_for_them() {
+        let mut rules = standard_rules();
+        rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "no-debug", "action": "deny", "when": {"headers": [{"name": "x-debug", "exact": "1"}]}}));
+        let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
+        assert!(f.vm.config.policy.reads_headers());
+        assert!(!Fixture::standard().vm.config.policy.reads_headers());
+        let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+        host.request_headers.push(("x-debug".into(), "1".into()));
+        f.flow().on_request_headers(&mut host, true);
+        assert_eq!(host.reply_json()["error"]["rule"], "no-debug");
+    }
+
+    #[test]
     fn caller_no_rule_allows_gets_403_denied_by_default() {
         let f = Fixture::standard();
         let mut host = request("GET", "/customers", Some(&token("mallory", &["guests"])));
@@ -1174,7 +1191,7 @@ mod tests {
         assert_eq!(r["rule"], "no-drop");
         assert_eq!(r["status"], 403);
         assert_eq!(r["subject"], "alice");
-        assert!(r["session_id"].as_str().unwrap().starts_with("tok-"));
+        assert!(r["session_id"].as_str().unwrap().starts_with("tok-alice-"));
         assert!(!body.contains("AKIAIOSFODNN7EXAMPLE") && !body.contains("bob@example.com"), "{body}");
         assert!(r["request_body"].as_str().unwrap().contains("drop table"));
     }

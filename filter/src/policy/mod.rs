@@ -240,6 +240,8 @@ impl Rule {
 pub struct Policy {
     rules: Vec<Rule>,
     default_action: Action,
+    /// Some rule has header conditions: only then must the caller collect the headers.
+    reads_headers: bool,
 }
 
 impl Policy {
@@ -276,6 +278,12 @@ impl Policy {
         self.default_action
     }
 
+    /// Whether `RequestFacts::headers` is ever consulted; when not, collecting all the
+    /// request headers (a host call that copies every one) can be skipped.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
+    }
+
     /// Whether any rule can ask for the body; if none can, the filter never buffers.
     pub fn may_need_body(&self) -> bool {
         self.rules.iter().any(Rule::needs_body)
@@ -300,12 +308,13 @@ pub fn compile(
             ));
         }
     }
-    let rules = rules
+    let rules: Vec<Rule> = rules
         .into_iter()
         .enumerate()
         .map(|(i, spec)| compile_rule(spec, mask_profiles, &format!("{field}[{i}]")))
         .collect::<Result<_, _>>()?;
-    Ok(Policy { rules, default_action })
+    let reads_headers = rules.iter().any(|r| !r.headers.is_empty());
+    Ok(Policy { rules, default_action, reads_headers })
 }
 
 fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<Rule, ConfigError> {
