@@ -835,7 +835,9 @@ impl RequestFlow {
             host.increment(vm.stats.audit_records, 1);
         } else {
             host.increment(vm.stats.audit_dropped, 1);
-            host.log(Level::Warn, "airlock: audit queue full, record dropped (is the control service down?)");
+            if let Some(total) = vm.note_audit_drop() {
+                host.log(Level::Warn, &format!("airlock: audit queue full, {total} records dropped so far (is the control service down?)"));
+            }
         }
     }
 
@@ -1194,6 +1196,21 @@ mod tests {
         assert!(r["session_id"].as_str().unwrap().starts_with("tok-alice-"));
         assert!(!body.contains("AKIAIOSFODNN7EXAMPLE") && !body.contains("bob@example.com"), "{body}");
         assert!(r["request_body"].as_str().unwrap().contains("drop table"));
+    }
+
+    #[test]
+    fn dropped_audit_records_are_counted_and_logged_sparingly() {
+        let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"audit": {"max_queued_records": 1}})));
+        let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+        for _ in 0..5 {
+            let mut flow = f.flow();
+            flow.on_request_headers(&mut host, true);
+            flow.on_log(&mut host);
+        }
+        assert_eq!(f.counter(&host, "audit.records"), 1);
+        assert_eq!(f.counter(&host, "audit.dropped"), 4);
+        let warnings = host.logs.iter().filter(|l| l.contains("records dropped so far")).count();
+        assert_eq!(warnings, 3, "drops 1, 2 and 4 are logged: {:?}", host.logs);
     }
 
     #[test]

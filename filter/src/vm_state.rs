@@ -52,6 +52,7 @@ pub struct VmState {
     /// id, so two records must never share one.
     record_prefix: String,
     record_seq: std::cell::Cell<u64>,
+    audit_drops: std::cell::Cell<u64>,
 }
 
 impl VmState {
@@ -71,6 +72,7 @@ impl VmState {
             audit: RefCell::new(AuditQueue::default()),
             record_prefix: instance.to_string(),
             record_seq: std::cell::Cell::new(0),
+            audit_drops: std::cell::Cell::new(0),
         }
     }
 
@@ -107,11 +109,13 @@ impl VmState {
         }
     }
 
-    pub fn finish_audit_shipment(&self, rt: &mut dyn Runtime, status: Option<u32>) {
+    /// Takes the answer to a shipped batch; `true` when it was delivered.
+    pub fn finish_audit_shipment(&self, rt: &mut dyn Runtime, status: Option<u32>) -> bool {
         let mut queue = self.audit.borrow_mut();
         if status == Some(200) {
             queue.delivered();
             rt.increment(self.stats.audit_batches_shipped, 1);
+            true
         } else {
             let now = rt.now_unix_ms();
             queue.failed(now);
@@ -120,7 +124,16 @@ impl VmState {
             rt.increment(self.stats.audit_ship_failed, 1);
             let why = status.map_or_else(|| "unreachable or timed out".to_string(), |s| format!("answered HTTP {s}"));
             rt.log(Level::Warn, &format!("airlock: audit delivery failed (control service {why}); {waiting} records kept for retry"));
+            false
         }
+    }
+
+    /// Counts a dropped audit record; says whether to log it. Logged at the 1st, 2nd,
+    /// 4th, 8th... drop so an outage under load is visible without flooding the log.
+    pub fn note_audit_drop(&self) -> Option<u64> {
+        let n = self.audit_drops.get() + 1;
+        self.audit_drops.set(n);
+        n.is_power_of_two().then_some(n)
     }
 
     pub fn verify(&self, token: &str, now: u64) -> Result<Rc<Identity>, AuthError> {

@@ -105,3 +105,22 @@ fn strict_audit_refuses_traffic_while_records_cannot_be_delivered() {
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.json().unwrap()["error"]["code"], "audit_unavailable");
 }
+
+#[test]
+fn shipping_keeps_up_with_more_records_than_one_batch_per_tick() {
+    let control = ControlService::start(&temp_dir("burst"), &[DBA_BOB], "").unwrap();
+    let mut config = test_plugin_config();
+    // 10 records per batch and one tick a second: at one batch per tick, 150 records
+    // would need 15 s. Batches follow each other as soon as one is acknowledged.
+    config["audit"]["batch_size"] = json!(10);
+    config["audit"]["flush_interval_ms"] = json!(1000);
+    let stack = builder_for(config, TestKeys::shared()).control_port(control.port()).concurrency(1).start().unwrap();
+    let alice = auth_for(TestKeys::shared(), "alice", &["analyst"]);
+    for _ in 0..150 {
+        assert_eq!(stack.get("/tables", &[("authorization", alice.as_str())]).unwrap().status, 200);
+    }
+    let started = Instant::now();
+    assert_eq!(wait_for_records(&control, 150, Duration::from_secs(8)), 150);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(stack.stat("wasmcustom.airlock.audit.dropped"), Some(0));
+}

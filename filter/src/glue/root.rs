@@ -32,7 +32,12 @@ impl Context for AirlockRoot {
         let (status, body) = callout_response(body_size);
         if self.audit_call == Some(token) {
             self.audit_call = None;
-            vm.finish_audit_shipment(&mut EnvoyHost, status);
+            let delivered = vm.finish_audit_shipment(&mut EnvoyHost, status);
+            // Keep going while records wait: one batch per tick would cap shipping at
+            // batch_size per flush interval, far below what a busy worker produces.
+            if delivered {
+                self.audit_call = vm.ship_audit(&mut EnvoyHost);
+            }
         } else {
             vm.finish_key_fetch(&mut EnvoyHost, status, body.as_deref());
         }
