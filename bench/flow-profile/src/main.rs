@@ -1,0 +1,282 @@
+//! Native profile of Airlock's per-request work, without Envoy.
+//!
+//! Envoy's official build is stripped and V8 hides JIT-compiled Wasm from `perf`, so the
+//! benchmark in Envoy can say *how much* Airlock costs but not *where*. This tool runs the
+//! very same `RequestFlow` natively against a host that answers like Envoy would and
+//! counts every host call, so that
+//!
+//! * the host calls per request (each one a V8 <-> Envoy crossing, and for calls that
+//!   return data also a call back into the VM to allocate the result) are exact, and
+//! * the filter's own CPU per request is measurable and can be profiled with
+//!   `valgrind --tool=callgrind` (the Wasm build executes the same Rust code, slower).
+//!
+//! ```text
+//! bash scripts/bench/profile.sh [get|post|mask-1m] [N] [--callgrind]
+//! ```
+//!
+//! or by hand:
+//!
+//! ```text
+//! cargo build --release --manifest-path bench/flow-profile/Cargo.toml
+//! bench/flow-profile/target/release/airlock-flow-profile CONFIG.json [SCENARIO] [N]
+//! ```
+//!
+//! CONFIG.json is an Airlock plugin config (`python3 scripts/bench/policy.py airlock
+//! --audit` prints the benchmark's); its `auth.jwks` is replaced by a key made
+//! here, and every `{"env": ...}` secret resolves to a fixed dummy value. SCENARIO is
+//! `get` (default), `post` or `mask-1m`; N the number of requests (default 200000).
+//! `AIRLOCK_PROFILE_BODY=FILE` makes `mask-1m` mask that file instead of built-in rows
+//! (e.g. the demo upstream's `/large?bytes=1048576`, which the Envoy benchmark masks).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use airlock_filter::config::Config;
+use airlock_filter::flow::RequestFlow;
+use airlock_filter::host::{Callout, Host, Level, Runtime};
+use airlock_filter::stats::{DefineCounter, MetricId, Stats};
+use airlock_filter::vm_state::VmState;
+use jwt_simple::prelude::*;
+
+const UPSTREAM_CLUSTER: &str = "outbound|8080||customer-db.agents.svc.cluster.local";
+
+/// Counts host calls by name; answers like Envoy for one request at a time.
+#[derive(Default)]
+struct CountingHost {
+    calls: RefCell<BTreeMap<&'static str, u64>>,
+    request_headers: Vec<(String, String)>,
+    request_body: Vec<u8>,
+    response_headers: Vec<(String, String)>,
+    response_body: Vec<u8>,
+    now_ms: u64,
+    next_metric: MetricId,
+    replies: u64,
+}
+
+impl CountingHost {
+    fn count(&self, what: &'static str) {
+        *self.calls.borrow_mut().entry(what).or_default() += 1;
+    }
+}
+
+impl DefineCounter for CountingHost {
+    fn define_counter(&mut self, _name: &str) -> Option<MetricId> {
+        self.next_metric += 1;
+        Some(self.next_metric)
+    }
+}
+
+impl Runtime for CountingHost {
+    fn now_unix_ms(&self) -> u64 {
+        self.count("get_current_time");
+        self.now_ms
+    }
+    fn dispatch(&mut self, _call: &Callout) -> Result<u32, String> {
+        self.count("dispatch_http_call");
+        Ok(1)
+    }
+    fn increment(&mut self, _metric: MetricId, _by: u64) {
+        self.count("increment_metric");
+    }
+    fn log_enabled(&self, level: Level) -> bool {
+        self.count("get_log_level");
+        level >= Level::Warn
+    }
+    fn log(&mut self, _level: Level, _message: &str) {
+        self.count("log");
+    }
+}
+
+impl Host for CountingHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.count("get_request_header");
+        self.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.count("get_request_headers (all)");
+        self.request_headers.clone()
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.count("set_request_header");
+        self.request_headers.retain(|(n, _)| n != name);
+        self.request_headers.push((name.to_string(), value.to_string()));
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.count("remove_request_header");
+        self.request_headers.retain(|(n, _)| n != name);
+    }
+    fn request_body(&self, len: usize) -> Option<Vec<u8>> {
+        self.count("get_request_body");
+        Some(self.request_body.get(..len.min(self.request_body.len()))?.to_vec())
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.count("get_response_header");
+        self.response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+    fn remove_response_header(&mut self, name: &str) {
+        self.count("remove_response_header");
+        self.response_headers.retain(|(n, _)| n != name);
+    }
+    fn response_body(&self, len: usize) -> Option<Vec<u8>> {
+        self.count("get_response_body");
+        Some(self.response_body.get(..len.min(self.response_body.len()))?.to_vec())
+    }
+    fn set_response_body(&mut self, _len: usize, body: &[u8]) {
+        self.count("set_response_body");
+        self.response_body = body.to_vec();
+    }
+    fn send_reply(&mut self, _status: u32, _headers: &[(&str, &str)], _body: &[u8]) {
+        self.count("send_local_response");
+        self.replies += 1;
+    }
+    fn resume_request(&mut self) {
+        self.count("resume_request");
+    }
+    fn upstream_cluster(&self) -> Option<String> {
+        self.count("get_property (cluster)");
+        Some(UPSTREAM_CLUSTER.to_string())
+    }
+}
+
+struct Scenario {
+    method: &'static str,
+    path: String,
+    body: Vec<u8>,
+    response_type: &'static str,
+    response_body: Vec<u8>,
+}
+
+fn scenario(name: &str) -> Result<Scenario, String> {
+    match name {
+        "get" => Ok(Scenario { method: "GET", path: "/health".into(), body: Vec::new(), response_type: "text/plain", response_body: b"ok\n".to_vec() }),
+        "post" => Ok(Scenario {
+            method: "POST",
+            path: "/echo/tool".into(),
+            body: br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_orders","arguments":{"customer_id":42,"status":"open","limit":20}},"sql":"SELECT id, total FROM orders WHERE customer_id = 42 AND status = 'open' LIMIT 20"}"#.to_vec(),
+            response_type: "application/json",
+            response_body: br#"{"ok":true}"#.to_vec(),
+        }),
+        "mask-1m" if std::env::var_os("AIRLOCK_PROFILE_BODY").is_some() => {
+            // A recorded response, e.g. `curl 'http://UPSTREAM/large?bytes=1048576'`.
+            let path = std::env::var("AIRLOCK_PROFILE_BODY").map_err(|e| e.to_string())?;
+            let body = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+            Ok(Scenario { method: "GET", path: "/large?bytes=1048576".into(), body: Vec::new(), response_type: "application/json", response_body: body })
+        }
+        "mask-1m" => {
+            let row = r#"{"id":1,"name":"Alice Martin","email":"alice.martin@example.com","phone":"+1 415 555 0132","card":"4111 1111 1111 1111","ssn":"123-45-6789","iban":"DE89 3704 0044 0532 0130 00"}"#;
+            let mut body = String::from("{\"customers\":[");
+            while body.len() + row.len() + 2 < 1024 * 1024 {
+                if !body.ends_with('[') {
+                    body.push(',');
+                }
+                body.push_str(row);
+            }
+            body.push_str("]}");
+            Ok(Scenario { method: "GET", path: "/large?bytes=1048576".into(), body: Vec::new(), response_type: "application/json", response_body: body.into_bytes() })
+        }
+        other => Err(format!("unknown scenario {other:?}: get, post or mask-1m")),
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let config_path = args.get(1).ok_or("usage: airlock-flow-profile CONFIG.json [get|post|mask-1m] [N]")?;
+    let sc = scenario(args.get(2).map_or("get", String::as_str))?;
+    let n: u64 = args.get(3).map_or(Ok(200_000), |s| s.parse()).map_err(|_| "N must be a number")?;
+
+    // Config with a key of our own, and a token it accepts.
+    let key = ES256KeyPair::generate().with_key_id("profile");
+    let jwk: serde_json::Value = serde_json::from_str(&key.public_key().with_key_id("profile").to_jwk()).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(config_path).map_err(|e| format!("{config_path}: {e}"))?;
+    let mut config: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    config["auth"]["jwks"] = serde_json::json!({"inline": {"keys": [jwk]}});
+    let issuer = config["auth"]["issuers"][0].as_str().unwrap_or_default().to_string();
+    let audience = config["auth"]["audiences"][0].as_str().unwrap_or_default().to_string();
+    let custom = serde_json::json!({"groups": ["support", "bench"]});
+    let claims = Claims::with_custom_claims(custom, Duration::from_hours(2)).with_issuer(issuer).with_audience(audience).with_subject("bench-agent");
+    let token = key.sign(claims).map_err(|e| e.to_string())?;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as u64;
+
+    let bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
+    let config = Config::from_json(&bytes, &|_| Some("profile-dummy-secret-0123456789".to_string())).map_err(|e| e.to_string())?;
+    let mut host = CountingHost { now_ms, ..CountingHost::default() };
+    let stats = Stats::define(&mut host, &config).ok_or("stats")?;
+    let vm = Rc::new(VmState::new(config, stats, "profile"));
+
+    let request_headers = vec![
+        (":method".to_string(), sc.method.to_string()),
+        (":path".to_string(), sc.path.clone()),
+        (":authority".to_string(), "127.0.0.1:10000".to_string()),
+        (":scheme".to_string(), "http".to_string()),
+        ("authorization".to_string(), format!("Bearer {token}")),
+        ("content-type".to_string(), "application/json".to_string()),
+        ("x-forwarded-proto".to_string(), "http".to_string()),
+        ("x-request-id".to_string(), "6f1c2a4e-1d2b-4c3d-9e8f-0a1b2c3d4e5f".to_string()),
+    ];
+    let one = |host: &mut CountingHost| {
+        host.request_headers = request_headers.clone();
+        host.request_body = sc.body.clone();
+        host.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), sc.response_type.into()), ("content-length".into(), sc.response_body.len().to_string())];
+        host.response_body = sc.response_body.clone();
+        let mut flow = RequestFlow::new(Rc::clone(&vm));
+        let has_body = !sc.body.is_empty();
+        flow.on_request_headers(host, !has_body);
+        if has_body {
+            flow.on_request_body(host, sc.body.len(), true);
+        }
+        flow.on_response_headers(host, false);
+        flow.on_response_body(host, sc.response_body.len(), true);
+        flow.on_log(host);
+    };
+
+    // Warm-up (token cache), then the measured requests. The audit queue is shipped and
+    // acknowledged every 500 requests, as the root context's timer would.
+    for _ in 0..n.clamp(1, 10) {
+        one(&mut host);
+    }
+    host.calls.borrow_mut().clear();
+    host.replies = 0;
+    let start = Instant::now();
+    let cpu_start = thread_cpu_ns();
+    for i in 0..n {
+        one(&mut host);
+        if i % 500 == 499 && vm.ship_audit(&mut host).is_some() {
+            vm.finish_audit_shipment(&mut host, Some(200));
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu_us = match (cpu_start, thread_cpu_ns()) {
+        (Some(a), Some(b)) => format!("{:.2}", b.saturating_sub(a) as f64 / 1e3 / n as f64),
+        _ => "n/a".to_string(),
+    };
+    let mut out = format!(
+        "scenario {} x {n}: {cpu_us} us CPU per request natively ({:.2} us wall; local replies: {})\nhost calls per request:\n",
+        args.get(2).map_or("get", String::as_str),
+        elapsed.as_secs_f64() * 1e6 / n as f64,
+        host.replies
+    );
+    let calls = host.calls.borrow();
+    let total: u64 = calls.values().sum();
+    for (what, count) in calls.iter() {
+        out.push_str(&format!("  {:<28} {:>6.2}\n", what, *count as f64 / n as f64));
+    }
+    out.push_str(&format!("  {:<28} {:>6.2}\n", "total", total as f64 / n as f64));
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    Ok(())
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux schedstat): unlike wall time, not
+/// inflated when other processes share the core, as they do on the benchmark machine.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("airlock-flow-profile: {e}");
+        std::process::exit(2);
+    }
+}
