@@ -94,8 +94,6 @@ pub struct RequestFlow {
     request_complete: bool,
     /// The buffered request body, once read (for approval digests and audit).
     request_body: Option<Vec<u8>>,
-    /// An `approve` decision needs the body (for the digest) before it asks anyone.
-    approval_needs_body: bool,
     callout: Option<u32>,
     approval_call: Option<ApprovalCall>,
     approval_id: Option<String>,
@@ -140,7 +138,6 @@ impl RequestFlow {
             request_body_len: 0,
             request_complete: false,
             request_body: None,
-            approval_needs_body: false,
             callout: None,
             approval_call: None,
             approval_id: None,
@@ -404,7 +401,6 @@ impl RequestFlow {
     fn request_approval(&mut self, host: &mut dyn Host, settings: ApprovalSettings) -> Next {
         // The approval is bound to the exact body: read it before asking anyone.
         if self.request_body.is_none() {
-            self.approval_needs_body = true;
             return self.wait_for_body(host);
         }
         let body = self.request_body.clone().unwrap_or_default();
