@@ -7,30 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A reply read off the wire.
-#[derive(Clone, Debug)]
-pub struct RawReply {
-    pub status: u16,
-    /// Header names lower-case, in the order received.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked if it came chunked.
-    pub body: Vec<u8>,
-}
-
-impl RawReply {
-    /// First value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as (lossy) UTF-8.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
+/// A reply read off the wire: the same type the client library's answers use (the body
+/// de-chunked if it came chunked).
+pub use crate::http::Reply as RawReply;
 
 /// Sends `parts` one after the other to `127.0.0.1:port`, sleeping `pause` between
 /// them (so they leave as separate TCP segments and reach Envoy as separate reads),
