@@ -165,33 +165,34 @@ impl RequestFlow {
         host.increment(vm.stats.requests, 1);
         self.started_ms = host.now_unix_ms();
         self.request_complete = end_of_stream;
-        self.request_id = host.request_header("x-request-id");
-        self.method = host.request_header(":method").unwrap_or_default();
-        self.raw_path = host.request_header(":path").unwrap_or_default();
-        self.ticket = host.request_header(APPROVAL_ID_HEADER);
-        self.reason = host.request_header(REASON_HEADER).map(|r| audit::excerpt(&r, 2000).to_string());
+        // One host call for the whole map: every single-header read is a crossing into
+        // Envoy and another back into the VM to allocate the value.
+        self.headers = host.request_headers();
+        self.request_id = self.header("x-request-id").map(str::to_string);
+        self.method = self.header(":method").unwrap_or_default().to_string();
+        self.raw_path = self.header(":path").unwrap_or_default().to_string();
+        self.ticket = self.header(APPROVAL_ID_HEADER).map(str::to_string);
+        self.reason = self.header(REASON_HEADER).map(|r| audit::excerpt(r, 2000).to_string());
 
         // Identity headers come from the filter only; whatever the client sent is dropped
         // before anything else can look at it.
-        host.remove_request_header(&vm.config.identity_headers.subject);
-        host.remove_request_header(&vm.config.identity_headers.groups);
+        self.drop_client_header(host, &vm.config.identity_headers.subject);
+        self.drop_client_header(host, &vm.config.identity_headers.groups);
 
         if let Some(audit) = &vm.config.audit {
             if audit.strict && vm.audit.borrow().is_failing() {
                 host.increment(vm.stats.audit_refused_requests, 1);
                 return self.refuse(host, Reply::new(Code::AuditUnavailable, "strict audit mode: requests are refused while audit records cannot be delivered"));
             }
-            self.session_id = host.request_header(&audit.session_header).map(|s| audit::excerpt(&s, 200).to_string());
+            self.session_id = self.header(&audit.session_header).map(|s| audit::excerpt(s, 200).to_string());
         }
 
-        let token = match host.request_header(&vm.config.auth.header) {
+        let token = match self.header(&vm.config.auth.header).map(jwt::bearer_token) {
             None => return self.refuse_auth(host, &AuthError::MissingToken),
-            Some(value) => match jwt::bearer_token(&value) {
-                Ok(t) => t.to_string(),
-                Err(e) => return self.refuse_auth(host, &e),
-            },
+            Some(Ok(t)) => t.to_string(),
+            Some(Err(e)) => return self.refuse_auth(host, &e),
         };
-        let now = host.now_unix_secs();
+        let now = self.started_ms / 1000;
         match vm.verify(&token, now) {
             Ok(identity) => {
                 self.identity = Some(identity);
@@ -247,9 +248,6 @@ impl RequestFlow {
                 return self.refuse(host, Reply::new(Code::InvalidRequestTarget, format!("the request path cannot be inspected: {e}")));
             }
         }
-        if self.vm.config.policy.reads_headers() {
-            self.headers = host.request_headers();
-        }
         self.strip_for_upstream(host);
         if self.request_complete {
             self.request_body = Some(Vec::new());
@@ -264,10 +262,10 @@ impl RequestFlow {
     fn strip_for_upstream(&mut self, host: &mut dyn Host) {
         let vm = Rc::clone(&self.vm);
         let config = &vm.config;
-        host.remove_request_header(&config.auth.header);
-        host.remove_request_header(APPROVAL_ID_HEADER);
-        for header in config.upstreams.credential_headers() {
-            host.remove_request_header(header);
+        self.remove_if_sent(host, &config.auth.header);
+        self.remove_if_sent(host, APPROVAL_ID_HEADER);
+        for header in config.upstreams.credential_headers().filter(|h| *h != config.auth.header) {
+            self.remove_if_sent(host, header);
         }
         if let Some(identity) = &self.identity {
             host.set_request_header(&config.identity_headers.subject, &identity.subject);
@@ -275,6 +273,25 @@ impl RequestFlow {
                 host.set_request_header(&config.identity_headers.groups, &identity.groups.join(","));
             }
         }
+    }
+
+    /// The first value of a request header, as read in the headers callback.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Removes every value of a header from the request; no host call when it was not sent.
+    /// Rules still see it (they judge what the client sent).
+    fn remove_if_sent(&self, host: &mut dyn Host, name: &str) {
+        if self.header(name).is_some() {
+            host.remove_request_header(name);
+        }
+    }
+
+    /// Removes a header the client may not set, also from what rules see.
+    fn drop_client_header(&mut self, host: &mut dyn Host, name: &str) {
+        self.remove_if_sent(host, name);
+        self.headers.retain(|(n, _)| n != name);
     }
 
     fn evaluate(&mut self, host: &mut dyn Host, body: Body) -> Next {
@@ -1001,16 +1018,23 @@ mod tests {
     }
 
     #[test]
-    fn header_rules_see_the_request_headers_which_are_only_collected_for_them() {
+    fn header_rules_see_client_headers_but_not_spoofed_identity_headers() {
         let mut rules = standard_rules();
         rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "no-debug", "action": "deny", "when": {"headers": [{"name": "x-debug", "exact": "1"}]}}));
         let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
-        assert!(f.vm.config.policy.reads_headers());
-        assert!(!Fixture::standard().vm.config.policy.reads_headers());
         let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
         host.request_headers.push(("x-debug".into(), "1".into()));
         f.flow().on_request_headers(&mut host, true);
         assert_eq!(host.reply_json()["error"]["rule"], "no-debug");
+
+        // A rule on the identity header judges the filter's own value, never the client's.
+        let mut rules = standard_rules();
+        rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "spoof", "action": "deny", "when": {"headers": [{"name": "x-airlock-subject", "regex": "."}]}}));
+        let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
+        let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+        host.request_headers.push(("x-airlock-subject".into(), "root".into()));
+        assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+        assert_eq!(host.header("x-airlock-subject"), Some("alice"));
     }
 
     #[test]

@@ -45,8 +45,7 @@ pub trait Runtime {
 
 /// What a request context needs on top: the request and response it is handling.
 pub trait Host: Runtime {
-    fn request_header(&self, name: &str) -> Option<String>;
-    /// All request headers, names lower-case.
+    /// All request headers, names lower-case: one host call, so the flow reads them once.
     fn request_headers(&self) -> Vec<(String, String)>;
     fn set_request_header(&mut self, name: &str, value: &str);
     fn remove_request_header(&mut self, name: &str);
@@ -111,9 +110,6 @@ pub mod mock {
     }
 
     impl Host for MockHost {
-        fn request_header(&self, name: &str) -> Option<String> {
-            self.header(name).map(str::to_string)
-        }
         fn request_headers(&self) -> Vec<(String, String)> {
             self.request_headers.clone()
         }

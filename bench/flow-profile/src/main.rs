@@ -90,10 +90,6 @@ impl Runtime for CountingHost {
 }
 
 impl Host for CountingHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.count("get_request_header");
-        self.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
-    }
     fn request_headers(&self) -> Vec<(String, String)> {
         self.count("get_request_headers (all)");
         self.request_headers.clone()

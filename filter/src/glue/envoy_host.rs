@@ -51,10 +51,6 @@ impl Runtime for EnvoyHost {
 }
 
 impl Host for EnvoyHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        abi::header(abi::MAP_REQUEST_HEADERS, name)
-    }
-
     fn request_headers(&self) -> Vec<(String, String)> {
         abi::headers(abi::MAP_REQUEST_HEADERS)
     }

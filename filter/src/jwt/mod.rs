@@ -35,7 +35,8 @@ pub use verify::{bearer_token, Verifier, MAX_CANDIDATE_KEYS, MAX_TOKEN_BYTES};
 
 /// Largest accepted `clock_skew_seconds`: more would keep expired tokens alive for long.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
-/// Largest accepted `cache_entries` (each entry is a digest plus a shared identity).
+/// Largest accepted `cache_entries` (each entry holds its token; the cache also caps the
+/// bytes it keeps, see `cache::MAX_CACHED_TOKEN_BYTES`).
 pub const MAX_CACHE_ENTRIES: usize = 100_000;
 
 /// The `auth` section of the plugin config.

@@ -12,7 +12,7 @@ use jwt_simple::JWTError;
 use serde::Deserialize;
 
 use super::alg::{Algorithm, AlgorithmSet};
-use super::cache::{TokenCache, TokenDigest};
+use super::cache::TokenCache;
 use super::claims::{ClaimRules, Validity};
 use super::error::AuthError;
 use super::jwks::KeySet;
@@ -84,13 +84,12 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::MalformedToken);
         }
-        let digest = TokenDigest::of(token);
-        if let Some((identity, validity)) = self.cache.get(&digest) {
+        if let Some((identity, validity)) = self.cache.get(token) {
             return match self.rules.check_time(validity, now_unix_secs) {
                 Ok(()) => Ok(Rc::clone(identity)),
                 Err(e) => {
                     if e == AuthError::Expired {
-                        self.cache.remove(&digest);
+                        self.cache.remove(token);
                     }
                     Err(e)
                 }
@@ -99,7 +98,7 @@ impl Verifier {
         let (identity, validity) = self.verify_uncached(token, keys, now_unix_secs)?;
         let identity = Rc::new(identity);
         let rules = &self.rules;
-        self.cache.insert(digest, Rc::clone(&identity), validity, |v| rules.check_time(v, now_unix_secs).is_ok());
+        self.cache.insert(token, Rc::clone(&identity), validity, |v| rules.check_time(v, now_unix_secs).is_ok());
         Ok(identity)
     }
 

@@ -240,8 +240,6 @@ impl Rule {
 pub struct Policy {
     rules: Vec<Rule>,
     default_action: Action,
-    /// Some rule has header conditions: only then must the caller collect the headers.
-    reads_headers: bool,
 }
 
 impl Policy {
@@ -278,12 +276,6 @@ impl Policy {
         self.default_action
     }
 
-    /// Whether `RequestFacts::headers` is ever consulted; when not, collecting all the
-    /// request headers (a host call that copies every one) can be skipped.
-    pub fn reads_headers(&self) -> bool {
-        self.reads_headers
-    }
-
     /// Whether any rule can ask for the body; if none can, the filter never buffers.
     pub fn may_need_body(&self) -> bool {
         self.rules.iter().any(Rule::needs_body)
@@ -313,8 +305,7 @@ pub fn compile(
         .enumerate()
         .map(|(i, spec)| compile_rule(spec, mask_profiles, &format!("{field}[{i}]")))
         .collect::<Result<_, _>>()?;
-    let reads_headers = rules.iter().any(|r| !r.headers.is_empty());
-    Ok(Policy { rules, default_action, reads_headers })
+    Ok(Policy { rules, default_action })
 }
 
 fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<Rule, ConfigError> {
