@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::config::Config;
 use crate::config_error::ConfigError;
+use crate::headers::HeaderList;
 use crate::identity::Identity;
 use crate::normalize;
 use crate::policy::{Body, Evaluation, RequestFacts};
@@ -46,7 +47,8 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
     let Some(sample) = sample else { return Ok(out) };
     let target = normalize::normalize_target(&sample.path).map_err(|e| ConfigError::new("sample.path", e.to_string()))?;
     let identity = Identity { subject: sample.subject.clone(), groups: sample.groups.clone(), expires_at: u64::MAX };
-    let headers: Vec<(String, String)> = sample.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
+    let names: Vec<String> = sample.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+    let headers: HeaderList = names.iter().zip(&sample.headers).map(|(n, (_, v))| (n.as_str(), v.as_str())).collect();
     let facts = RequestFacts { method: &sample.method, target: &target, headers: &headers, identity: Some(&identity) };
     let bytes = sample.body.as_deref().unwrap_or_default();
     let parsed = serde_json::from_str::<serde_json::Value>(bytes);

@@ -11,11 +11,13 @@
 //! headers) is removed in the headers callback, so that holds even without it.
 //! The request pauses for callouts: a JWKS fetch, or the control service for approvals.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use crate::approval::{self, ApprovalSettings, Mode, OnUnavailable};
 use crate::audit::{self, AuditRecord};
 use crate::host::{Callout, Host, Level, Next};
+use crate::headers::HeaderList;
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
 use crate::mask::{MaskError, MaskProfile};
@@ -82,14 +84,12 @@ pub struct RequestFlow {
     vm: Rc<VmState>,
     stage: Stage,
     started_ms: u64,
-    request_id: Option<String>,
-    method: String,
-    raw_path: String,
     token: Option<String>,
     session_id: Option<String>,
     identity: Option<Rc<Identity>>,
     target: Option<RequestTarget>,
-    headers: Vec<(String, String)>,
+    /// As the client sent them, less the identity headers only the filter may set.
+    headers: HeaderList,
     request_body_len: usize,
     request_complete: bool,
     /// The buffered request body, once read (for approval digests and audit).
@@ -127,14 +127,11 @@ impl RequestFlow {
             vm,
             stage: Stage::Start,
             started_ms: 0,
-            request_id: None,
-            method: String::new(),
-            raw_path: String::new(),
             token: None,
             session_id: None,
             identity: None,
             target: None,
-            headers: Vec::new(),
+            headers: HeaderList::default(),
             request_body_len: 0,
             request_complete: false,
             request_body: None,
@@ -168,9 +165,6 @@ impl RequestFlow {
         // One host call for the whole map: every single-header read is a crossing into
         // Envoy and another back into the VM to allocate the value.
         self.headers = host.request_headers();
-        self.request_id = self.header("x-request-id").map(str::to_string);
-        self.method = self.header(":method").unwrap_or_default().to_string();
-        self.raw_path = self.header(":path").unwrap_or_default().to_string();
         self.ticket = self.header(APPROVAL_ID_HEADER).map(str::to_string);
         self.reason = self.header(REASON_HEADER).map(|r| audit::excerpt(r, 2000).to_string());
 
@@ -241,7 +235,7 @@ impl RequestFlow {
                 self.session_id = Some(audit::excerpt(&format!("tok-{}-{}", identity.subject, identity.expires_at), 200).to_string());
             }
         }
-        match normalize::normalize_target(&self.raw_path) {
+        match normalize::normalize_target(self.raw_path()) {
             Ok(target) => self.target = Some(target),
             Err(e) => {
                 host.increment(self.vm.stats.invalid_target, 1);
@@ -277,7 +271,20 @@ impl RequestFlow {
 
     /// The first value of a request header, as read in the headers callback.
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.get(name)
+    }
+
+    fn method(&self) -> &str {
+        self.header(":method").unwrap_or_default()
+    }
+
+    /// Path and query exactly as sent.
+    fn raw_path(&self) -> &str {
+        self.header(":path").unwrap_or_default()
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.header("x-request-id")
     }
 
     /// Removes every value of a header from the request; no host call when it was not sent.
@@ -291,7 +298,7 @@ impl RequestFlow {
     /// Removes a header the client may not set, also from what rules see.
     fn drop_client_header(&mut self, host: &mut dyn Host, name: &str) {
         self.remove_if_sent(host, name);
-        self.headers.retain(|(n, _)| n != name);
+        self.headers.remove(name);
     }
 
     fn evaluate(&mut self, host: &mut dyn Host, body: Body) -> Next {
@@ -300,7 +307,7 @@ impl RequestFlow {
             return self.refuse(host, Reply::new(Code::Misconfigured, "request evaluated before its target was read"));
         };
         let facts = RequestFacts {
-            method: &self.method,
+            method: self.method(),
             target,
             headers: &self.headers,
             identity: self.identity.as_deref(),
@@ -422,7 +429,7 @@ impl RequestFlow {
         }
         let body = self.request_body.clone().unwrap_or_default();
         let subject = self.identity.as_ref().map(|i| i.subject.clone()).unwrap_or_default();
-        let digest = approval::request_digest(&self.method, &self.raw_path, &body, &subject);
+        let digest = approval::request_digest(self.method(), self.raw_path(), &body, &subject);
         let ticket = self.ticket.clone().filter(|_| settings.mode == Mode::Ticket);
         if let Some(id) = ticket {
             return self.redeem(host, &settings, id, &digest, &subject);
@@ -435,8 +442,8 @@ impl RequestFlow {
             rule: self.rule_name(),
             subject: &subject,
             groups: &groups,
-            method: &self.method,
-            path: &self.raw_path,
+            method: self.method(),
+            path: self.raw_path(),
             body: &masked_body,
             digest: &digest,
             reason: self.reason.as_deref(),
@@ -817,7 +824,8 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         let Some(audit) = &vm.config.audit else { return };
         let masker = self.record_masker();
-        let path = if self.raw_path.starts_with('/') { self.raw_path.clone() } else { format!("/{}", self.raw_path) };
+        let raw_path = self.raw_path();
+        let path = if raw_path.starts_with('/') { Cow::Borrowed(raw_path) } else { Cow::Owned(format!("/{raw_path}")) };
         let (path, _) = masker.mask_text(audit::excerpt(&path, 8000));
         let request_body = self.request_body.as_deref().filter(|b| !b.is_empty()).map(|b| {
             let text = String::from_utf8_lossy(audit::excerpt_bytes(b, audit.max_body_bytes)).into_owned();
@@ -825,7 +833,7 @@ impl RequestFlow {
         });
         let empty: &[String] = &[];
         let now = host.now_unix_ms();
-        let method = if self.method.is_empty() { "GET" } else { self.method.as_str() };
+        let method = if self.method().is_empty() { "GET" } else { self.method() };
         let record = AuditRecord {
             id: vm.next_record_id(),
             time_ms: self.started_ms,
@@ -858,9 +866,9 @@ impl RequestFlow {
         let rule = self.rule.and_then(|i| self.vm.config.policy.rules().get(i)).map(|r| r.name()).unwrap_or("-");
         let subject = self.identity.as_ref().map(|i| i.subject.as_str()).unwrap_or("-");
         let path = self.target.as_ref().map(|t| t.path.as_str()).unwrap_or("-");
-        let request_id = self.request_id.as_deref().unwrap_or("-");
+        let request_id = self.request_id().unwrap_or("-");
         let approval = self.approval_id.as_deref().unwrap_or("-");
-        format!("rule={rule} subject={subject} method={} path={path} approval={approval} request_id={request_id}", self.method)
+        format!("rule={rule} subject={subject} method={} path={path} approval={approval} request_id={request_id}", self.method())
     }
 
     // ---- refusals --------------------------------------------------------------------
@@ -882,7 +890,7 @@ impl RequestFlow {
     }
 
     fn send(&mut self, host: &mut dyn Host, reply: &Reply) {
-        let body = reply.to_json(self.request_id.as_deref());
+        let body = reply.to_json(self.request_id());
         let extra = reply.extra_headers();
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("cache-control", "no-store")];
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));

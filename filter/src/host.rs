@@ -4,6 +4,7 @@
 //! mock. Keeping the logic on this side of the trait is what lets the whole request life
 //! (headers → body → callouts → response) be tested natively.
 
+use crate::headers::HeaderList;
 use crate::stats::MetricId;
 
 /// What the proxy should do after a callback.
@@ -46,7 +47,7 @@ pub trait Runtime {
 /// What a request context needs on top: the request and response it is handling.
 pub trait Host: Runtime {
     /// All request headers, names lower-case: one host call, so the flow reads them once.
-    fn request_headers(&self) -> Vec<(String, String)>;
+    fn request_headers(&self) -> HeaderList;
     fn set_request_header(&mut self, name: &str, value: &str);
     fn remove_request_header(&mut self, name: &str);
     fn request_body(&self, len: usize) -> Option<Vec<u8>>;
@@ -110,8 +111,8 @@ pub mod mock {
     }
 
     impl Host for MockHost {
-        fn request_headers(&self) -> Vec<(String, String)> {
-            self.request_headers.clone()
+        fn request_headers(&self) -> HeaderList {
+            self.request_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
         }
         fn set_request_header(&mut self, name: &str, value: &str) {
             if self.request_headers_frozen {

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use airlock_filter::config::Config;
 use airlock_filter::flow::RequestFlow;
+use airlock_filter::headers::HeaderList;
 use airlock_filter::host::{Callout, Host, Level, Runtime};
 use airlock_filter::stats::{DefineCounter, MetricId, Stats};
 use airlock_filter::vm_state::VmState;
@@ -90,9 +91,15 @@ impl Runtime for CountingHost {
 }
 
 impl Host for CountingHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> HeaderList {
         self.count("get_request_headers (all)");
-        self.request_headers.clone()
+        // Sized up front, like the Wasm glue's parse of Envoy's serialized map.
+        let bytes = self.request_headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut list = HeaderList::with_capacity(self.request_headers.len(), bytes);
+        for (n, v) in &self.request_headers {
+            list.push(n, v);
+        }
+        list
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
         self.count("set_request_header");

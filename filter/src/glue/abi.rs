@@ -9,6 +9,8 @@
 
 use std::ptr::null_mut;
 
+use crate::headers::HeaderList;
+
 /// Host status codes (proxy-wasm ABI 0.2.1).
 const OK: u32 = 0;
 
@@ -102,12 +104,12 @@ pub fn header(map_type: u32, name: &str) -> Option<String> {
     (status == OK).then(|| lossy(take(data, size)))
 }
 
-pub fn headers(map_type: u32) -> Vec<(String, String)> {
+pub fn headers(map_type: u32) -> HeaderList {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: the host writes a pointer/length pair into locals.
     let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
     if status != OK {
-        return Vec::new();
+        return HeaderList::default();
     }
     parse_pairs(&take(data, size)).unwrap_or_default()
 }
@@ -170,7 +172,7 @@ fn lossy(bytes: Vec<u8>) -> String {
 
 /// The ABI's map encoding: count, then (name length, value length) pairs, then the
 /// NUL-terminated names and values.
-fn parse_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+fn parse_pairs(bytes: &[u8]) -> Option<HeaderList> {
     let word = |at: usize| -> Option<usize> {
         let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
         Some(u32::from_le_bytes(b) as usize)
@@ -178,7 +180,7 @@ fn parse_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     let count = word(0)?;
     let mut sizes = 4;
     let mut data = 4 + count.checked_mul(8)?;
-    let mut out = Vec::with_capacity(count.min(256));
+    let mut out = HeaderList::with_capacity(count.min(256), bytes.len());
     for _ in 0..count {
         let (name_len, value_len) = (word(sizes)?, word(sizes + 4)?);
         sizes += 8;
@@ -186,7 +188,7 @@ fn parse_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
         data += name_len + 1;
         let value = bytes.get(data..data + value_len)?;
         data += value_len + 1;
-        out.push((lossy(name.to_vec()), lossy(value.to_vec())));
+        out.push(&String::from_utf8_lossy(name), &String::from_utf8_lossy(value));
     }
     Some(out)
 }

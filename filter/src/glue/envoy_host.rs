@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::abi;
+use crate::headers::HeaderList;
 use crate::host::{Callout, Host, Level, Runtime};
 use crate::stats::{DefineCounter, MetricId};
 
@@ -51,7 +52,7 @@ impl Runtime for EnvoyHost {
 }
 
 impl Host for EnvoyHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> HeaderList {
         abi::headers(abi::MAP_REQUEST_HEADERS)
     }
 

@@ -59,6 +59,7 @@ pub use spec::{
 
 use crate::approval::{self, ApprovalSettings};
 use crate::config_error::ConfigError;
+use crate::headers::HeaderList;
 use crate::identity::Identity;
 use crate::normalize::RequestTarget;
 
@@ -71,7 +72,7 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     pub target: &'a RequestTarget,
     /// Request headers with lower-case names; a repeated header appears repeatedly.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a HeaderList,
     /// The verified caller, if any.
     pub identity: Option<&'a Identity>,
 }
@@ -209,7 +210,7 @@ impl Rule {
             }
         }
         let headers_hold = self.headers.iter().all(|cond| {
-            let mut values = facts.headers.iter().filter(|(n, _)| *n == cond.name).map(|(_, v)| v.as_str());
+            let mut values = facts.headers.values(&cond.name);
             match &cond.matcher {
                 None => values.next().is_none(),
                 Some(m) => m.judge_each(self.mode, |f| {

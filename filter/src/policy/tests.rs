@@ -36,7 +36,7 @@ fn identity(subject: &str, groups: &[&str]) -> Identity {
 struct Req {
     method: &'static str,
     target: RequestTarget,
-    headers: Vec<(String, String)>,
+    headers: HeaderList,
     identity: Option<Identity>,
 }
 
@@ -44,14 +44,14 @@ fn req(method: &'static str, raw_path: &str) -> Req {
     Req {
         method,
         target: normalize_target(raw_path).unwrap(),
-        headers: Vec::new(),
+        headers: HeaderList::default(),
         identity: Some(identity("agent-1", &["agents"])),
     }
 }
 
 impl Req {
     fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.headers.push(name, value);
         self
     }
 
