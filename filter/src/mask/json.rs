@@ -418,18 +418,21 @@ impl<'a> Walker<'_, 'a> {
     /// Writes string token `tok` re-escaped from its decoded `text`, detections replaced.
     fn write_masked(&mut self, tok: StrToken, text: &str, detections: impl Iterator<Item = Found>) {
         let p = self.p;
+        // Text of an escape-free token is the body's own bytes, which JSON already forbids
+        // to hold anything needing an escape: it is copied as is, not re-escaped byte by byte.
+        let copy = if tok.escaped { write_escaped } else { write_verbatim };
         self.flush(tok.start);
         self.out.push(b'"');
         let mut last = 0;
         for m in detections {
-            write_escaped(&mut self.out, text.get(last..m.start).unwrap_or_default());
+            copy(&mut self.out, text.get(last..m.start).unwrap_or_default());
             if let Some(r) = p.replacement(m.slot) {
                 self.out.extend_from_slice(&r.json_inner);
             }
             self.counts.add(m.slot, p.kinds.len());
             last = m.end;
         }
-        write_escaped(&mut self.out, text.get(last..).unwrap_or_default());
+        copy(&mut self.out, text.get(last..).unwrap_or_default());
         self.out.push(b'"');
         self.copied = tok.end;
     }
@@ -540,6 +543,10 @@ fn hex4(s: Option<&str>) -> Option<u32> {
 }
 
 /// Appends `s` JSON-escaped (without quotes): `"`, `\` and control characters.
+fn write_verbatim(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
 pub(super) fn write_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
