@@ -583,6 +583,7 @@ impl RequestFlow {
                     let reply = Reply::new(Code::ApprovalPending, "this approval is not granted (yet)").with_rule(self.rule_name()).with_approval(approval);
                     self.refuse(host, reply)
                 }
+                Some("approval_denied") => self.approval_refused(host, Code::ApprovalDenied, "an approver denied this request"),
                 Some("approval_expired") => self.approval_refused(host, Code::ApprovalExpired, "this approval has expired"),
                 _ => self.approval_refused(host, Code::ApprovalRejected, "this approval does not cover this request, or was already used"),
             },
@@ -1186,6 +1187,24 @@ mod tests {
         assert_eq!(redeem["digest"], original["digest"], "the retry is bound to the same digest");
         flow.on_callout_response(&mut retry, 1, Some(409), json(serde_json::json!({"error": {"code": "approval_already_used"}})));
         assert_eq!(retry.reply_json()["error"]["code"], "approval_rejected");
+    }
+
+    #[test]
+    fn redeeming_a_denied_ticket_says_denied_not_pending() {
+        let f = Fixture::standard();
+        let t = token("alice", &["support"]);
+        let answers = [
+            (serde_json::json!({"error": {"code": "approval_denied"}}), 403, "approval_denied"),
+            (serde_json::json!({"error": {"code": "approval_not_approved"}}), 202, "approval_pending"),
+        ];
+        for (answer, status, code) in answers {
+            let mut flow = f.flow();
+            let mut retry = request("DELETE", "/customers/1", Some(&t));
+            retry.request_headers.push((APPROVAL_ID_HEADER.into(), "apr9".into()));
+            flow.on_request_headers(&mut retry, true);
+            flow.on_callout_response(&mut retry, 1, Some(409), json(answer));
+            assert_eq!((retry.reply_status(), retry.reply_json()["error"]["code"].as_str()), (Some(status), Some(code)));
+        }
     }
 
     #[test]

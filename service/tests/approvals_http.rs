@@ -179,7 +179,7 @@ async fn one_deny_denies_even_after_an_approval() {
         .redeem(&id, &digest_of("agent-9-POST-/v1/sql"), "agent-9")
         .await;
     assert_eq!(status, 409);
-    assert_eq!(r["error"]["code"], "approval_not_approved");
+    assert_eq!(r["error"]["code"], "approval_denied");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,3 +170,24 @@ fn ticket_is_single_use_and_bound_to_the_exact_request() {
     assert_eq!(customers_named(&s.stack, "Zed"), 1);
     assert_eq!(customers_named(&s.stack, "Mallory"), 0);
 }
+
+#[test]
+fn denied_ticket_is_answered_as_denied_not_pending() {
+    let s = setup("ticket", 600);
+    let send = |ticket: Option<&str>| {
+        let mut headers = vec![("authorization", s.auth.as_str())];
+        if let Some(t) = ticket {
+            headers.push(("x-airlock-approval-id", t));
+        }
+        s.stack.post_json("/sql", &headers, &json!({"sql": INSERT})).unwrap()
+    };
+    let first = send(None);
+    assert_eq!(first.status, 202, "{}", first.text());
+    let id = error_of(&first)["approval"]["id"].as_str().unwrap().to_string();
+    s.control.decide(&id, &DBA_BOB, "deny", "no new customers today").unwrap();
+
+    let retry = send(Some(&id));
+    assert_eq!(retry.status, 403, "{}", retry.text());
+    assert_eq!(error_of(&retry)["code"], "approval_denied");
+    assert_eq!(customers_named(&s.stack, "Zed"), 0);
+}

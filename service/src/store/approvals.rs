@@ -161,6 +161,8 @@ pub enum RedeemError {
     AlreadyUsed,
     #[error("the approval has expired")]
     Expired,
+    #[error("an approver denied this request")]
+    Denied,
     #[error("the approval is not approved (status: {0})")]
     NotApproved(&'static str),
 }
@@ -172,6 +174,7 @@ impl RedeemError {
             RedeemError::DigestMismatch => "approval_digest_mismatch",
             RedeemError::AlreadyUsed => "approval_already_used",
             RedeemError::Expired => "approval_expired",
+            RedeemError::Denied => "approval_denied",
             RedeemError::NotApproved(_) => "approval_not_approved",
         }
     }
@@ -422,7 +425,11 @@ impl Store {
         } else if now_ms >= a.expires_ms {
             RedeemError::Expired
         } else {
-            RedeemError::NotApproved(a.status(now_ms).as_str())
+            match a.status(now_ms) {
+                // Said plainly, so the agent stops retrying a ticket that will never work.
+                Status::Denied => RedeemError::Denied,
+                other => RedeemError::NotApproved(other.as_str()),
+            }
         };
         Ok(Err(err))
     }
