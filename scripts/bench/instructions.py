@@ -31,10 +31,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procs import BenchError, Processes, http_get, wait_for_line  # noqa: E402
-from run import FILTER_KEY, ROOT, UPSTREAM_TOKEN, envoy_bin  # noqa: E402
+from run import FILTER_KEY, ROOT, UPSTREAM_TOKEN, envoy_bin, start_service  # noqa: E402
 
-VARIANTS = [("bare", "bare Envoy"), ("trivial", "trivial Wasm"),
-            ("native", "jwt_authn+rbac+lua"), ("airlock", "Airlock, audit off")]
+VARIANTS = [("bare", "bare Envoy"), ("trivial", "trivial Wasm"), ("native", "jwt_authn+rbac+lua"),
+            ("airlock", "Airlock, audit off"), ("airlock-audit", "Airlock, audit to the control service")]
 SCENARIOS = [("get", "GET", "/health", None), ("post", "POST", "/echo/tool", "post.json")]
 
 
@@ -46,6 +46,17 @@ def ports(bootstrap):
     if not listener or not upstream:
         raise BenchError(f"cannot find the listener and upstream ports in {bootstrap}")
     return int(listener.group(1)), int(upstream.group(1))
+
+
+def control_port(bootstrap):
+    """Port of the control service cluster when the plugin config ships audit records."""
+    text = open(bootstrap).read()
+    if '"audit"' not in text:
+        return None
+    match = re.search(r'name: "outbound\|8080\|\|control[^\n]*\n(?:.*\n)*?.*?port_value:\s*(\d+)', text)
+    if not match:
+        raise BenchError(f"{bootstrap} ships audit records but has no control service cluster")
+    return int(match.group(1))
 
 
 def bench_token(work):
@@ -85,9 +96,31 @@ def dumped_total(prefix, before):
     raise BenchError("callgrind wrote no dump")
 
 
-def measure_variant(procs, envoy, work, variant, token, n):
+# Under valgrind Envoy runs ~50x slower, so the timed run's 100 ms audit flush would ship
+# batches of a few records and count a whole batch's overhead against each. The measured
+# Envoy flushes every few seconds instead, close to the timed run's ~600 records per batch,
+# and is given the time to ship the measured requests' records before its counters are read.
+AUDIT_FLUSH_MS = 4000
+
+
+def with_slow_audit_flush(bootstrap):
+    text = open(bootstrap).read()
+    slowed, n = re.subn(r'"flush_interval_ms":\s*\d+', f'"flush_interval_ms": {AUDIT_FLUSH_MS}', text)
+    if n != 1:
+        raise BenchError(f"{bootstrap}: expected one audit flush_interval_ms, found {n}")
+    path = bootstrap.replace(".yaml", "-instructions.yaml")
+    with open(path, "w") as f:
+        f.write(slowed)
+    return path
+
+
+def measure_variant(procs, envoy, work, variant, token, n, audited):
     bootstrap = os.path.join(work, f"envoy-{variant}.yaml")
+    if audited:
+        bootstrap = with_slow_audit_flush(bootstrap)
     listen, _ = ports(bootstrap)
+    # Lets every audit record made so far reach the control service (a flush, then the call).
+    settle = (lambda: time.sleep(AUDIT_FLUSH_MS / 1000 * 1.5)) if audited else (lambda: None)
     prefix = os.path.join(work, f"callgrind.{variant}")
     for f in os.listdir(work):
         if f.startswith(os.path.basename(prefix)):
@@ -113,9 +146,11 @@ def measure_variant(procs, envoy, work, variant, token, n):
     for sid, method, path, body_name in SCENARIOS:
         body = os.path.join(work, body_name) if body_name else None
         h2load(listen, method, path, token, body, 100)
+        settle()
         before = set(os.listdir(work))
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
         h2load(listen, method, path, token, body, n)
+        settle()
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
         _, total = dumped_total(prefix, before)
         result[sid] = total // n
@@ -128,6 +163,8 @@ def main():
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench", "work"))
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench", "instructions.json"))
+    ap.add_argument("--variants", default=",".join(v for v, _ in VARIANTS),
+                    help="comma-separated subset of: " + ", ".join(v for v, _ in VARIANTS))
     args = ap.parse_args()
     for tool in ["valgrind", "callgrind_control", "h2load"]:
         if not shutil.which(tool):
@@ -144,22 +181,35 @@ def main():
             demo, "upstream", "--listen", f"127.0.0.1:{upstream_port}",
             "--db", os.path.join(work, "instructions-upstream.db"), "--threads", "1"])
         wait_for_line(up_log, "listening on", up, 30, "demo upstream")
-        for variant, label in VARIANTS:
+        service_bin = os.path.join(ROOT, "target", "release", "airlock")
+        chosen = args.variants.split(",")
+        unknown = set(chosen) - {v for v, _ in VARIANTS}
+        if unknown:
+            raise BenchError(f"unknown variants: {', '.join(sorted(unknown))}")
+        for variant, label in [(v, l) for v, l in VARIANTS if v in chosen]:
             print(f"[instructions] {label}: starting Envoy under callgrind", file=sys.stderr, flush=True)
-            results[variant] = measure_variant(procs, envoy, work, variant, token, args.requests)
+            port = control_port(os.path.join(work, f"envoy-{variant}.yaml"))
+            # Audit records go to a real control service, as in the timed run; the shipping
+            # (batches over dispatch_http_call) is part of what is counted.
+            service = start_service(procs, argparse.Namespace(load_cpus=None), work, service_bin, port) if port else None
+            results[variant] = measure_variant(procs, envoy, work, variant, token, args.requests, port is not None)
+            if service:
+                procs.stop(service["proc"])
             print(f"[instructions] {label}: {results[variant]}", file=sys.stderr, flush=True)
     finally:
         procs.stop_all()
     with open(args.out, "w") as f:
         json.dump({"requests": args.requests, "variants": results}, f, indent=2)
-    bare = results["bare"]
-    print(f"| Variant | GET instructions/request | + vs bare | POST instructions/request | + vs bare |")
+    bare = results.get("bare")
+    print("| Variant | GET instructions/request | + vs bare | POST instructions/request | + vs bare |")
     print("|---|---:|---:|---:|---:|")
     for variant, label in VARIANTS:
-        r = results[variant]
+        r = results.get(variant)
+        if not r:
+            continue
         cells = []
         for sid, *_ in SCENARIOS:
-            extra = "–" if variant == "bare" else f"+{r[sid] - bare[sid]:,}"
+            extra = "–" if variant == "bare" or not bare else f"+{r[sid] - bare[sid]:,}"
             cells += [f"{r[sid]:,}", extra]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
