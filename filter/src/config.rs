@@ -12,6 +12,7 @@ use crate::audit::{self, AuditConfig, AuditSpec};
 use crate::config_error::ConfigError;
 use crate::control::{self, Control, ControlSpec};
 use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
+use crate::flow::APPROVAL_ID_HEADER;
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
 use crate::policy::{self, Action, Policy, RuleSpec};
@@ -94,6 +95,9 @@ pub struct Config {
     /// Masks bodies in audit records and approval requests when the deciding rule has no
     /// profile of its own: every built-in detector, so no secret reaches the store.
     pub record_masker: MaskProfile,
+    /// What the client sent that never goes upstream: the token header, a ticket id and
+    /// every upstream credential header, deduplicated here so a request removes each once.
+    pub stripped_headers: Vec<String>,
 }
 
 impl Config {
@@ -133,7 +137,7 @@ impl Config {
             mask_profiles.push((name, compiled));
         }
         let upstreams = credentials::compile(spec.upstreams, "upstreams", env)?;
-        for (i, (_, cred)) in upstreams_headers(&upstreams).enumerate() {
+        for (i, cred) in upstreams.credential_headers().enumerate() {
             if cred == identity_headers.subject || cred == identity_headers.groups {
                 return Err(ConfigError::new(format!("upstreams[{i}].credential"), "credential header collides with an identity header"));
             }
@@ -154,6 +158,12 @@ impl Config {
         let all_detectors: MaskProfileSpec = serde_json::from_value(serde_json::json!({"detectors": ["all"]}))
             .map_err(|e| ConfigError::new("", format!("internal record masker: {e}")))?;
         let record_masker = mask::compile_profile(all_detectors, "")?;
+        let mut stripped_headers = vec![auth.header.clone(), APPROVAL_ID_HEADER.to_string()];
+        for header in upstreams.credential_headers() {
+            if !stripped_headers.iter().any(|h| h == header) {
+                stripped_headers.push(header.to_string());
+            }
+        }
 
         Ok(Config {
             dry_run: spec.dry_run,
@@ -167,16 +177,13 @@ impl Config {
             control,
             audit,
             record_masker,
+            stripped_headers,
         })
     }
 
     pub fn mask_profile(&self, index: usize) -> Option<&MaskProfile> {
         self.mask_profiles.get(index).map(|(_, p)| p)
     }
-}
-
-fn upstreams_headers(upstreams: &Upstreams) -> impl Iterator<Item = (usize, &str)> {
-    upstreams.credential_headers().enumerate()
 }
 
 fn check_limit(value: usize, field: &str) -> Result<usize, ConfigError> {

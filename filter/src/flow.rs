@@ -256,9 +256,7 @@ impl RequestFlow {
     fn strip_for_upstream(&mut self, host: &mut dyn Host) {
         let vm = Rc::clone(&self.vm);
         let config = &vm.config;
-        self.remove_if_sent(host, &config.auth.header);
-        self.remove_if_sent(host, APPROVAL_ID_HEADER);
-        for header in config.upstreams.credential_headers().filter(|h| *h != config.auth.header) {
+        for header in &config.stripped_headers {
             self.remove_if_sent(host, header);
         }
         if let Some(identity) = &self.identity {
@@ -1024,6 +1022,18 @@ mod tests {
         assert_eq!(host.header("x-airlock-groups"), Some("support"));
         assert_eq!(f.counter(&host, "allowed"), 1);
         assert_eq!(f.counter(&host, "rule.support.matched"), 1);
+    }
+
+    #[test]
+    fn headers_that_never_go_upstream_are_listed_once_at_load() {
+        // The bearer credential of both upstreams goes in `authorization`, the token header.
+        let extra = serde_json::json!({"upstreams": [
+            {"cluster": "db", "credential": {"type": "bearer", "token": {"value": "one"}}},
+            {"cluster": "crm", "credential": {"type": "bearer", "token": {"value": "two"}}},
+            {"cluster": "ops", "credential": {"type": "header", "name": "x-api-key", "value": {"value": "three"}}}
+        ]});
+        let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), extra));
+        assert_eq!(f.vm.config.stripped_headers, ["authorization", APPROVAL_ID_HEADER, "x-api-key"]);
     }
 
     #[test]

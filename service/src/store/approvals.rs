@@ -10,23 +10,9 @@ use sqlx::Row;
 
 use super::{parse_string_list, string_list_json, Bind, Store, StoreError};
 
-/// How the filter waits for the decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The filter holds the request open and long-polls for the decision.
-    Hold,
-    /// The client gets a ticket at once and retries; the retry redeems the approval.
-    Ticket,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Hold => "hold",
-            Mode::Ticket => "ticket",
-        }
-    }
-}
+/// How the filter waits for the decision: the filter's own type, so the two ends of the
+/// approvals API cannot drift apart on what a mode is called.
+pub use airlock_filter::approval::Mode;
 
 /// The status reported to callers. `Expired` is never stored: a pending approval whose
 /// deadline has passed reads as expired, which needs no background sweeper.
