@@ -92,6 +92,9 @@ pub struct AuditRecord<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// Session ids longer than this are cut: the service indexes and lists them.
+pub const MAX_SESSION_ID_BYTES: usize = 200;
+
 /// Cuts text to at most `max` bytes on a character boundary.
 pub fn excerpt(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -46,7 +46,7 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
     );
     let Some(sample) = sample else { return Ok(out) };
     let target = normalize::normalize_target(&sample.path).map_err(|e| ConfigError::new("sample.path", e.to_string()))?;
-    let identity = Identity { subject: sample.subject.clone(), groups: sample.groups.clone(), expires_at: u64::MAX };
+    let identity = Identity::new(sample.subject.clone(), sample.groups.clone(), u64::MAX);
     let names: Vec<String> = sample.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     let headers: HeaderList = names.iter().zip(&sample.headers).map(|(n, (_, v))| (n.as_str(), v.as_str())).collect();
     let facts = RequestFacts { method: &sample.method, target: &target, headers: &headers, identity: Some(&identity) };

@@ -85,7 +85,8 @@ pub struct RequestFlow {
     stage: Stage,
     started_ms: u64,
     token: Option<String>,
-    session_id: Option<String>,
+    /// The audit session the client named in the session header, if any.
+    session_header: Option<String>,
     identity: Option<Rc<Identity>>,
     target: Option<RequestTarget>,
     /// As the client sent them, less the identity headers only the filter may set.
@@ -128,7 +129,7 @@ impl RequestFlow {
             stage: Stage::Start,
             started_ms: 0,
             token: None,
-            session_id: None,
+            session_header: None,
             identity: None,
             target: None,
             headers: HeaderList::default(),
@@ -178,7 +179,7 @@ impl RequestFlow {
                 host.increment(vm.stats.audit_refused_requests, 1);
                 return self.refuse(host, Reply::new(Code::AuditUnavailable, "strict audit mode: requests are refused while audit records cannot be delivered"));
             }
-            self.session_id = self.header(&audit.session_header).map(|s| audit::excerpt(s, 200).to_string());
+            self.session_header = self.header(&audit.session_header).map(|s| audit::excerpt(s, audit::MAX_SESSION_ID_BYTES).to_string());
         }
 
         let token = match self.header(&vm.config.auth.header).map(jwt::bearer_token) {
@@ -228,13 +229,6 @@ impl RequestFlow {
 
     /// The caller is known: normalise the target and ask the policy.
     fn after_authentication(&mut self, host: &mut dyn Host) -> Next {
-        if self.vm.config.audit.is_some() && self.session_id.is_none() {
-            // No session header: one session per token, named by its subject and expiry
-            // (no second hash of the token on the hot path).
-            if let Some(identity) = &self.identity {
-                self.session_id = Some(audit::excerpt(&format!("tok-{}-{}", identity.subject, identity.expires_at), 200).to_string());
-            }
-        }
         match normalize::normalize_target(self.raw_path()) {
             Ok(target) => self.target = Some(target),
             Err(e) => {
@@ -262,7 +256,7 @@ impl RequestFlow {
         if let Some(identity) = &self.identity {
             host.set_request_header(&config.identity_headers.subject, &identity.subject);
             if !identity.groups.is_empty() {
-                host.set_request_header(&config.identity_headers.groups, &identity.groups.join(","));
+                host.set_request_header(&config.identity_headers.groups, identity.groups_header());
             }
         }
     }
@@ -270,6 +264,14 @@ impl RequestFlow {
     /// The first value of a request header, as read in the headers callback.
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name)
+    }
+
+    /// Sessions exist for audit: the one the client named, else one per token.
+    fn session_id(&self) -> &str {
+        if self.vm.config.audit.is_none() {
+            return "";
+        }
+        self.session_header.as_deref().or_else(|| self.identity.as_deref().map(Identity::token_session)).unwrap_or("")
     }
 
     fn method(&self) -> &str {
@@ -435,7 +437,6 @@ impl RequestFlow {
         let text = String::from_utf8_lossy(audit::excerpt_bytes(&body, MAX_APPROVAL_BODY)).into_owned();
         let (masked_body, _) = self.record_masker().mask_text(&text);
         let groups = self.identity.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
-        let session = self.session_id.clone().unwrap_or_default();
         let request = approval::CreateRequest {
             rule: self.rule_name(),
             subject: &subject,
@@ -445,7 +446,7 @@ impl RequestFlow {
             body: &masked_body,
             digest: &digest,
             reason: self.reason.as_deref(),
-            session_id: &session,
+            session_id: self.session_id(),
             mode: settings.mode.as_str(),
             ttl_seconds: settings.ttl_seconds,
             approvers: approval::Approvers { groups: &settings.approver_groups, required: settings.required },
@@ -838,7 +839,7 @@ impl RequestFlow {
             time_ms: self.started_ms,
             subject: self.identity.as_ref().map_or("", |i| i.subject.as_str()),
             groups: self.identity.as_ref().map_or(empty, |i| i.groups.as_slice()),
-            session_id: self.session_id.as_deref().unwrap_or(""),
+            session_id: self.session_id(),
             method,
             path: &path,
             request_body: request_body.as_deref(),

@@ -109,7 +109,7 @@ mod tests {
     use super::*;
 
     fn identity(n: usize) -> Rc<Identity> {
-        Rc::new(Identity { subject: format!("user-{n}"), groups: vec![], expires_at: 100 })
+        Rc::new(Identity::new(format!("user-{n}"), vec![], 100))
     }
 
     fn live_until(exp: u64) -> Validity {

@@ -112,7 +112,7 @@ impl ClaimRules {
         let subject = self.subject_of(claims).ok_or(AuthError::MissingSubject)?;
         let groups =
             self.groups.as_ref().and_then(|path| path.lookup(&claims.custom)).map(groups_of).unwrap_or_default();
-        Ok((Identity { subject, groups, expires_at: exp }, validity))
+        Ok((Identity::new(subject, groups, exp), validity))
     }
 
     fn subject_of(&self, claims: &Claims) -> Option<String> {

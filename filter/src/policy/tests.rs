@@ -29,7 +29,7 @@ fn config_error(rules: Value) -> ConfigError {
 }
 
 fn identity(subject: &str, groups: &[&str]) -> Identity {
-    Identity { subject: subject.into(), groups: groups.iter().map(|g| g.to_string()).collect(), expires_at: 0 }
+    Identity::new(subject.into(), groups.iter().map(|g| g.to_string()).collect(), 0)
 }
 
 /// A request under test; `decide` evaluates it.
