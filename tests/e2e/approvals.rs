@@ -44,6 +44,15 @@ fn customers_named(stack: &Stack, name: &str) -> usize {
     conn_rows.json().unwrap()["rows"].as_array().map_or(0, Vec::len)
 }
 
+/// Posts `sql` as the agent, redeeming `ticket` when given.
+fn post_sql(s: &Setup, sql: &str, ticket: Option<&str>) -> airlock_e2e::Reply {
+    let mut headers = vec![("authorization", s.auth.as_str())];
+    if let Some(t) = ticket {
+        headers.push(("x-airlock-approval-id", t));
+    }
+    s.stack.post_json("/sql", &headers, &json!({"sql": sql})).unwrap()
+}
+
 /// Sends the held request on a thread; the answer arrives when someone decides.
 fn send_in_background(stack: &Stack, auth: &str, sql: &str) -> std::thread::JoinHandle<(u16, Value, Instant)> {
     let url = stack.url("/sql");
@@ -136,13 +145,7 @@ fn control_service_killed_during_a_hold_fails_closed_within_the_deadline() {
 #[test]
 fn ticket_is_single_use_and_bound_to_the_exact_request() {
     let s = setup("ticket", 600);
-    let send = |sql: &str, ticket: Option<&str>| {
-        let mut headers = vec![("authorization", s.auth.as_str())];
-        if let Some(t) = ticket {
-            headers.push(("x-airlock-approval-id", t));
-        }
-        s.stack.post_json("/sql", &headers, &json!({"sql": sql})).unwrap()
-    };
+    let send = |sql: &str, ticket: Option<&str>| post_sql(&s, sql, ticket);
     let first = send(INSERT, None);
     assert_eq!(first.status, 202, "{}", first.text());
     let err = error_of(&first);
@@ -174,13 +177,7 @@ fn ticket_is_single_use_and_bound_to_the_exact_request() {
 #[test]
 fn denied_ticket_is_answered_as_denied_not_pending() {
     let s = setup("ticket", 600);
-    let send = |ticket: Option<&str>| {
-        let mut headers = vec![("authorization", s.auth.as_str())];
-        if let Some(t) = ticket {
-            headers.push(("x-airlock-approval-id", t));
-        }
-        s.stack.post_json("/sql", &headers, &json!({"sql": INSERT})).unwrap()
-    };
+    let send = |ticket: Option<&str>| post_sql(&s, INSERT, ticket);
     let first = send(None);
     assert_eq!(first.status, 202, "{}", first.text());
     let id = error_of(&first)["approval"]["id"].as_str().unwrap().to_string();
