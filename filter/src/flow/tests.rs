@@ -3,21 +3,12 @@ use super::*;
 use crate::approval::{self, APPROVAL_ID_HEADER};
 use crate::config::Config;
 use crate::host::mock::MockHost;
-use crate::stats::{DefineCounter, MetricId, Stats};
+use crate::stats::Stats;
 use base64::Engine as _;
 use jwt_simple::prelude::*;
 use std::collections::HashMap;
 
 const SECRET: &[u8] = b"a-test-hmac-secret-that-is-long-enough-for-hs256";
-
-#[derive(Default)]
-struct Names(HashMap<String, MetricId>);
-impl DefineCounter for Names {
-    fn define_counter(&mut self, name: &str) -> Option<MetricId> {
-        let next = self.0.len() as MetricId + 1;
-        Some(*self.0.entry(name.to_string()).or_insert(next))
-    }
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -65,15 +56,16 @@ fn standard_rules() -> serde_json::Value {
 
 struct Fixture {
     vm: Rc<VmState>,
-    names: HashMap<String, MetricId>,
+    /// Counter names as the configure step defined them.
+    names: HashMap<String, crate::stats::MetricId>,
 }
 
 impl Fixture {
     fn new(config: serde_json::Value) -> Fixture {
         let config = Config::from_json(config.to_string().as_bytes(), &|_| None).unwrap();
-        let mut names = Names::default();
-        let stats = Stats::define(&mut names, &config).unwrap();
-        Fixture { vm: Rc::new(VmState::new(config, stats, "test")), names: names.0 }
+        let mut definer = MockHost::default();
+        let stats = Stats::define(&mut definer, &config).unwrap();
+        Fixture { vm: Rc::new(VmState::new(config, stats, "test")), names: definer.metric_names }
     }
 
     fn standard() -> Fixture {
@@ -90,7 +82,7 @@ impl Fixture {
 }
 
 fn request(method: &str, path: &str, token: Option<&str>) -> MockHost {
-    let mut host = MockHost { now: now(), cluster: Some("db".into()), ..MockHost::default() };
+    let mut host = MockHost { now_ms: now() * 1000, cluster: Some("db".into()), ..MockHost::default() };
     host.request_headers = vec![(":method".into(), method.into()), (":path".into(), path.into()), ("x-request-id".into(), "req-1".into())];
     if let Some(t) = token {
         host.request_headers.push(("authorization".into(), format!("Bearer {t}")));
@@ -531,4 +523,69 @@ fn log_line_never_contains_query_string_or_token() {
     let all = host.logs.join("\n");
     assert!(all.contains("decision=denied_by_default"));
     assert!(!all.contains("sekrit") && !all.contains(&t));
+}
+
+#[test]
+fn approve_rule_without_body_conditions_runs_the_policy_once_and_binds_the_body() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+    host.request_body = br#"{"email":"x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    assert_eq!(f.counter(&host, "rule.writes-need-approval.matched"), 1, "the decision made without the body is kept, not taken again");
+    let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+    assert_eq!(created["digest"], approval::request_digest("PUT", "/customers/1", br#"{"email":"x"}"#, "alice"));
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved"})));
+    assert_eq!(host.resumed, 1);
+    assert_eq!(f.counter(&host, "rule.writes-need-approval.matched"), 1);
+    assert_eq!(f.counter(&host, "approvals.requested"), 1);
+}
+
+#[test]
+fn a_wait_answer_with_a_status_the_filter_does_not_know_fails_closed() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, true);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved-ish"})));
+    assert_eq!(host.resumed, 0);
+    assert_eq!(host.reply_status(), Some(503));
+}
+
+/// The records the filter queues are read by the service with the same wire type: every
+/// decision the filter writes must parse there, and the denials must be the ones the
+/// "request denied" alert fires on.
+#[test]
+fn every_recorded_decision_reads_back_as_the_services_audit_record() {
+    let f = Fixture::standard();
+    let cases: [(&str, &str, Option<&str>, bool, &str); 5] = [
+        ("GET", "/customers", Some("support"), true, "allow"),
+        ("POST", "/sql", Some("support"), false, "denied_by_rule"),
+        ("GET", "/customers", Some("guests"), true, "denied_by_default"),
+        ("GET", "/customers", None, true, "unauthenticated"),
+        ("DELETE", "/customers/1", Some("support"), true, "incomplete"),
+    ];
+    for (method, path, group, bodiless, _) in cases {
+        let mut flow = f.flow();
+        let t = group.map(|g| token("alice", &[g]));
+        let mut host = request(method, path, t.as_deref());
+        flow.on_request_headers(&mut host, bodiless);
+        if !bodiless {
+            host.request_body = br#"{"sql": "drop table customers"}"#.to_vec();
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, true);
+        }
+        flow.on_log(&mut host);
+    }
+    let (body, count) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+    assert_eq!(count, cases.len());
+    let batch: airlock_wire::AuditBatch = serde_json::from_str(&body).unwrap();
+    for (record, (.., expected)) in batch.records.iter().zip(cases) {
+        assert_eq!(record.decision.as_str(), expected);
+        assert_eq!(record.decision.is_denial(), expected.starts_with("denied_"), "{expected}");
+    }
 }
