@@ -13,6 +13,7 @@ use crate::config_error::ConfigError;
 use crate::control::{self, Control, ControlSpec};
 use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
 use crate::approval::APPROVAL_ID_HEADER;
+use crate::hold::{self, HoldConfig, HoldSpec};
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
 use crate::policy::{self, Action, Policy, RuleSpec};
@@ -28,6 +29,9 @@ struct PluginConfigSpec {
     /// letting unauthenticated traffic through would inject credentials for strangers.
     #[serde(default)]
     dry_run: bool,
+    /// How a request waits while its body is inspected (see `hold.rs`).
+    #[serde(default)]
+    hold: HoldSpec,
     auth: AuthSpec,
     #[serde(default = "default_request_body_limit")]
     request_body_limit_bytes: usize,
@@ -82,6 +86,7 @@ pub struct IdentityHeaders {
 
 pub struct Config {
     pub dry_run: bool,
+    pub hold: HoldConfig,
     pub auth: AuthConfig,
     pub request_body_limit: usize,
     pub response_body_limit: usize,
@@ -167,6 +172,7 @@ impl Config {
 
         Ok(Config {
             dry_run: spec.dry_run,
+            hold: hold::compile(spec.hold, "hold")?,
             auth,
             request_body_limit,
             response_body_limit,

@@ -11,6 +11,7 @@ pub mod control;
 pub mod credentials;
 pub mod flow;
 pub mod headers;
+pub mod hold;
 pub mod host;
 pub mod identity;
 pub mod jwt;

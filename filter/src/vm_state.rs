@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use crate::audit::AuditQueue;
 use crate::authenticate::{Authenticator, FetchCounters};
 use crate::config::Config;
+use crate::hold::HoldWatch;
 use crate::host::{Callout, Level, Runtime};
 use crate::stats::Stats;
 
@@ -16,6 +17,8 @@ pub struct VmState {
     pub config: Config,
     pub stats: Stats,
     pub auth: Authenticator,
+    /// Requests held for their body, watched until Envoy proves it delivers bodies.
+    pub holds: HoldWatch,
     pub audit: RefCell<AuditQueue>,
     /// Makes audit record ids unique across VMs and restarts: ingestion is idempotent by
     /// id, so two records must never share one.
@@ -33,6 +36,7 @@ impl VmState {
             config,
             stats,
             auth,
+            holds: HoldWatch::default(),
             audit: RefCell::new(AuditQueue::default()),
             record_prefix: instance.to_string(),
             record_seq: Cell::new(0),

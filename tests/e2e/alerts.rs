@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use airlock_e2e::control::{ControlService, DBA_BOB};
 use airlock_e2e::fixtures::{auth_for, builder_for, test_plugin_config};
-use airlock_e2e::webhook::WebhookReceiver;
+use airlock_e2e::recorder::Recorder;
 use airlock_e2e::TestKeys;
 use serde_json::{json, Value};
 
@@ -17,7 +17,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// The service's alert sinks: a generic webhook and a Slack-format one, both on `hooks`.
-fn sinks(hooks: &WebhookReceiver) -> String {
+fn sinks(hooks: &Recorder) -> String {
     format!(
         "\n[alerts]\ninitial_backoff_ms = 100\n\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = [\"request_denied\"]\n\n[[alerts.sinks]]\ntype = \"slack\"\nurl = \"{}\"\nevents = [\"request_denied\"]\n",
         hooks.url("/webhook"),
@@ -31,7 +31,7 @@ fn by_rule<'a>(alerts: &'a [Value], rule: &str) -> Option<&'a Value> {
 
 #[test]
 fn requests_denied_by_a_rule_and_by_default_each_raise_the_denied_alert() {
-    let hooks = WebhookReceiver::start().unwrap();
+    let hooks = Recorder::start().unwrap();
     let control = ControlService::start(&temp_dir("alerts"), &[DBA_BOB], &sinks(&hooks)).unwrap();
     let mut config = test_plugin_config();
     config["audit"]["flush_interval_ms"] = json!(200);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use airlock_demo::render::{render, FilterMode};
 use airlock_e2e::fixtures::{
-    env_secrets, istio_manifest_path, shipped_plugin_config, wait_first_fetch,
+    env_secrets, istio_documents, istio_filter, istio_plugin_config, istio_template, shipped_plugin_config, wait_first_fetch,
 };
 use airlock_e2e::*;
 use serde_json::{json, Value};
@@ -82,53 +82,35 @@ fn unknown_mask_profile_stops_envoy_and_the_log_names_the_rule() {
     );
 }
 
-/// The documents of the Istio manifest, as JSON values.
-fn istio_documents() -> Vec<Value> {
-    use serde::Deserialize as _;
-    let text = std::fs::read_to_string(istio_manifest_path()).unwrap();
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .collect()
-}
-
-fn wasm_plugin() -> Value {
-    istio_documents()
-        .into_iter()
-        .find(|d| d["kind"] == "WasmPlugin")
-        .expect("envoy/istio/wasmplugin.yaml has a WasmPlugin")
-}
-
 #[test]
 fn istio_manifest_carries_exactly_the_shipped_plugin_config() {
-    let plugin = wasm_plugin();
-    assert_eq!(plugin["apiVersion"], "extensions.istio.io/v1alpha1");
-    assert_eq!(
-        plugin["spec"]["pluginConfig"],
-        shipped_plugin_config().unwrap()
-    );
+    let manifest = istio_documents().unwrap();
+    assert_eq!(manifest[0]["apiVersion"], "networking.istio.io/v1alpha3");
+    assert_eq!(manifest[0]["kind"], "EnvoyFilter");
+    assert_eq!(istio_plugin_config().unwrap(), shipped_plugin_config().unwrap());
 }
 
 #[test]
-fn istio_manifest_fails_closed_and_takes_every_secret_from_the_host_environment() {
-    let plugin = wasm_plugin();
-    assert_eq!(plugin["spec"]["failStrategy"], "FAIL_CLOSE");
-    let env = plugin["spec"]["vmConfig"]["env"].as_array().unwrap();
-    for name in env_secrets(&plugin["spec"]["pluginConfig"]) {
-        assert!(
-            env.iter()
-                .any(|e| e["name"] == name.as_str() && e["valueFrom"] == "HOST"),
-            "{name} is read by the plugin config but not passed from the host: {env:?}"
-        );
+fn istio_filter_fails_closed_holds_in_envoy_and_takes_every_secret_from_the_host() {
+    let filter = istio_filter().unwrap();
+    let wasm = &filter["typed_config"]["config"];
+    assert_eq!(wasm["failure_policy"], "FAIL_CLOSED");
+    assert_eq!(wasm["allow_on_headers_stop_iteration"], true, "WasmPlugin cannot set this: the reason the manifest is an EnvoyFilter");
+    assert_eq!(wasm["root_id"], "airlock");
+    let keys = wasm["vm_config"]["environment_variables"]["host_env_keys"].as_array().unwrap();
+    for name in env_secrets(&istio_plugin_config().unwrap()) {
+        assert!(keys.iter().any(|k| k == name.as_str()), "{name} is read by the plugin config but not passed from the host: {keys:?}");
     }
 }
 
 #[test]
-fn istio_plugin_config_loads_in_envoy_and_answers_for_itself() {
-    let config = wasm_plugin()["spec"]["pluginConfig"].clone();
+fn istio_filter_config_loads_in_envoy_and_answers_for_itself() {
+    let config = istio_plugin_config().unwrap();
     let issuer = config["auth"]["issuers"][0].as_str().unwrap().to_string();
     let audience = config["auth"]["audiences"][0].as_str().unwrap().to_string();
     let keys = TestKeys::new();
-    let stack = builder_for(config, &keys).start().unwrap();
+    let dir = std::env::temp_dir().join(format!("airlock-e2e-istio-{}", std::process::id()));
+    let stack = builder_for(config, &keys).template(istio_template(&dir).unwrap()).start().unwrap();
     wait_first_fetch(stack.jwks());
 
     let anonymous = stack.get("/tables", &[]).unwrap();
@@ -177,8 +159,9 @@ fn shipped_envoy_bootstrap_fails_closed_and_holds_headers_until_the_decision() {
     assert_eq!(wasm["failure_policy"], "FAIL_CLOSED");
     assert_eq!(wasm["root_id"], "airlock");
     assert_eq!(wasm["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
-    // The buffer filter right after Airlock holds continued headers until the body decision.
-    assert_eq!(filters[index + 1]["name"], "envoy.filters.http.buffer");
+    // Envoy itself holds paused headers while the body reaches Airlock: no buffer filter.
+    assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
+    assert_eq!(filters[index + 1]["name"], "envoy.filters.http.router");
     assert_eq!(filters.last().unwrap()["name"], "envoy.filters.http.router");
     // The plugin config embedded in the bootstrap is the shipped one, parsed back intact.
     let embedded: Value =

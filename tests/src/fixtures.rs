@@ -33,12 +33,61 @@ pub fn shipped_plugin_config_path() -> PathBuf {
         .join("plugin-config.json")
 }
 
-/// `envoy/istio/wasmplugin.yaml` of this workspace.
+/// `envoy/istio/envoyfilter.yaml` of this workspace.
 pub fn istio_manifest_path() -> PathBuf {
     paths::workspace_root()
         .join("envoy")
         .join("istio")
-        .join("wasmplugin.yaml")
+        .join("envoyfilter.yaml")
+}
+
+/// The documents of the Istio manifest, as JSON values.
+pub fn istio_documents() -> Result<Vec<Value>, String> {
+    use serde::Deserialize as _;
+    let path = istio_manifest_path();
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).map_err(|e| format!("{}: {e}", path.display())))
+        .collect()
+}
+
+/// The HTTP filter the Istio manifest inserts (`patch.value` of its EnvoyFilter).
+pub fn istio_filter() -> Result<Value, String> {
+    istio_documents()?
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyFilter")
+        .map(|d| d["spec"]["configPatches"][0]["patch"]["value"].clone())
+        .ok_or_else(|| "the Istio manifest has no EnvoyFilter".to_string())
+}
+
+/// The plugin config the Istio manifest carries, parsed.
+pub fn istio_plugin_config() -> Result<Value, String> {
+    let filter = istio_filter()?;
+    let text = filter["typed_config"]["config"]["configuration"]["value"].as_str().ok_or("the EnvoyFilter has no plugin configuration")?;
+    serde_json::from_str(text).map_err(|e| format!("the EnvoyFilter's plugin configuration is not JSON: {e}"))
+}
+
+/// A bootstrap template like `envoy/envoy.yaml` whose Airlock filter is exactly the one
+/// the Istio manifest inserts, but for the module read from `{{WASM_PATH}}` instead of
+/// fetched: the plugin config is the manifest's own, not `{{PLUGIN_CONFIG}}`. Written
+/// into `dir`; returns its path.
+pub fn istio_template(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let mut filter = istio_filter()?;
+    filter["typed_config"]["config"]["vm_config"]["code"] = json!({"local": {"filename": "{{WASM_PATH}}"}});
+    let template = std::fs::read_to_string(paths::template_path()).map_err(|e| e.to_string())?;
+    let begin = template.find("# airlock-filter-begin").ok_or("no airlock-filter-begin marker")?;
+    let end = template.find("# airlock-filter-end").ok_or("no airlock-filter-end marker")?;
+    let indent = template.get(..begin).and_then(|t| t.rsplit('\n').next()).unwrap_or_default();
+    let replaced = format!(
+        "{}# airlock-filter-begin\n{indent}- {}\n{indent}{}",
+        template.get(..begin).unwrap_or_default(),
+        filter,
+        template.get(end..).unwrap_or_default()
+    );
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let path = dir.join("istio-envoy.yaml");
+    std::fs::write(&path, replaced).map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 /// The shipped plugin config, exactly as in the file.

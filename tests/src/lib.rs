@@ -28,7 +28,7 @@ pub mod raw;
 pub mod shared;
 pub mod stack;
 pub mod tokens;
-pub mod webhook;
+pub mod recorder;
 
 pub use fixtures::{
     auth_for, bearer, builder_for, config_with_rules, env_secrets, error_of, test_plugin_config,

@@ -122,7 +122,7 @@ fn run() -> Result<(), String> {
         host.request_body = sc.body.clone();
         host.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), sc.response_type.into()), ("content-length".into(), sc.response_body.len().to_string())];
         host.response_body = sc.response_body.clone();
-        let mut flow = RequestFlow::new(Rc::clone(&vm));
+        let mut flow = RequestFlow::new(Rc::clone(&vm), 1);
         let has_body = !sc.body.is_empty();
         flow.on_request_headers(host, !has_body);
         if has_body {

@@ -19,30 +19,39 @@ pub enum Progress {
 pub struct BodyBuffer {
     limit: usize,
     len: usize,
+    complete: bool,
 }
 
 impl BodyBuffer {
     pub fn new(limit: usize) -> BodyBuffer {
-        BodyBuffer { limit, len: 0 }
+        BodyBuffer { limit, len: 0, complete: false }
     }
 
     /// A body callback: `buffered` bytes so far.
     pub fn on_data(&mut self, buffered: usize, end_of_stream: bool) -> Progress {
         self.len = buffered;
-        match (buffered > self.limit, end_of_stream) {
+        self.complete |= end_of_stream;
+        self.progress()
+    }
+
+    /// The trailers callback: whatever is buffered is the whole body.
+    pub fn on_trailers(&mut self) -> Progress {
+        self.complete = true;
+        self.progress()
+    }
+
+    /// Where the body stands, from what the callbacks said so far.
+    pub fn progress(&self) -> Progress {
+        match (self.len > self.limit, self.complete) {
             (true, _) => Progress::OverLimit,
-            (false, true) => Progress::Complete(buffered),
+            (false, true) => Progress::Complete(self.len),
             (false, false) => Progress::Partial,
         }
     }
 
-    /// The trailers callback: whatever is buffered is the whole body.
-    pub fn on_trailers(&self) -> Progress {
-        if self.len > self.limit {
-            Progress::OverLimit
-        } else {
-            Progress::Complete(self.len)
-        }
+    /// Whether any of the body, or its end, has been seen.
+    pub fn started(&self) -> bool {
+        self.len > 0 || self.complete
     }
 }
 
@@ -63,7 +72,9 @@ mod tests {
     #[test]
     fn a_body_over_the_limit_is_reported_as_soon_as_it_is_seen() {
         let mut body = BodyBuffer::new(10);
+        assert!(!body.started());
         assert_eq!(body.on_data(11, false), Progress::OverLimit);
+        assert!(body.started());
         assert_eq!(body.on_trailers(), Progress::OverLimit);
         assert_eq!(BodyBuffer::new(10).on_data(10, true), Progress::Complete(10));
     }

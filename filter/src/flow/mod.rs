@@ -17,13 +17,13 @@
 //!                                         refusals ──────────────────▶ Finished
 //! ```
 //!
-//! Envoy's Wasm host turns "pause" in a headers callback into "stop everything": no body
-//! callback arrives until the filter resumes, and resuming sends the headers on. So when a
-//! decision needs the body, the headers callback *continues* and the body callbacks buffer
-//! until the decision. The shipped Envoy configs put Envoy's `buffer` filter right after
-//! Airlock so that continued headers wait there: nothing reaches the upstream before the
-//! decision. Whatever must never reach the upstream (the agent's token, spoofed identity
-//! headers) is removed in the headers callback, so that holds even without it.
+//! When a decision needs the body, the request is held (see `hold.rs`): with
+//! `allow_on_headers_stop_iteration` the headers callback pauses and Envoy still feeds the
+//! body, so nothing — no connection, no header, no injected credential — reaches the
+//! upstream before the decision; with the `buffer_filter` fallback the headers continue and
+//! Envoy's `buffer` filter after Airlock holds them. Either way, whatever must never reach
+//! the upstream (the agent's token, spoofed identity headers) is removed in the headers
+//! callback.
 
 mod approval;
 mod body;
@@ -42,6 +42,7 @@ use std::rc::Rc;
 use airlock_wire::Decision;
 
 use crate::authenticate::{unauthenticated, Authentication};
+use crate::hold::HoldBy;
 use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
@@ -62,7 +63,7 @@ enum State {
     /// Paused until the JWKS fetch `call` answers; then `token` is judged again.
     AwaitingKeys { call: u32, token: String },
     /// Buffering the request body for the decision.
-    AwaitingBody { caller: Caller, body: BodyBuffer, then: AfterBody },
+    AwaitingBody { caller: Caller, then: AfterBody },
     /// Paused until the control service answers `call`.
     AwaitingApproval { call: u32, pending: PendingApproval },
     /// Sent upstream; the response is masked with this profile, if any.
@@ -75,16 +76,34 @@ enum State {
 
 pub struct RequestFlow {
     vm: Rc<VmState>,
+    /// Envoy's id of this request's context: the root context's hold watch answers a
+    /// request by it.
+    context_id: u32,
     state: State,
     request: Request,
+    /// What the body callbacks said so far, whatever the state: with the hold in Envoy,
+    /// the body keeps arriving while a key fetch is in flight.
+    request_body: BodyBuffer,
     record: Record,
     /// The request headers have moved on: Envoy ignores changes to them from now on.
     headers_continued: bool,
+    /// The hold watch knows this request.
+    watched: bool,
 }
 
 impl RequestFlow {
-    pub fn new(vm: Rc<VmState>) -> Self {
-        RequestFlow { vm, state: State::Start, request: Request::default(), record: Record::default(), headers_continued: false }
+    pub fn new(vm: Rc<VmState>, context_id: u32) -> Self {
+        let request_body = BodyBuffer::new(vm.config.request_body_limit);
+        RequestFlow {
+            vm,
+            context_id,
+            state: State::Start,
+            request: Request::default(),
+            request_body,
+            record: Record::default(),
+            headers_continued: false,
+            watched: false,
+        }
     }
 
     // ---- Envoy's callbacks, in the order of a request's life ---------------------------
@@ -99,22 +118,14 @@ impl RequestFlow {
     }
 
     pub fn on_request_body(&mut self, host: &mut dyn Host, buffered: usize, end_of_stream: bool) -> Next {
-        let progress = match &mut self.state {
-            State::AwaitingBody { body, .. } => body.on_data(buffered, end_of_stream),
-            State::AwaitingKeys { .. } | State::AwaitingApproval { .. } => return Next::Pause,
-            _ => return Next::Continue,
-        };
+        let progress = self.request_body.on_data(buffered, end_of_stream);
         self.request_body_progress(host, progress)
     }
 
     /// With trailers (HTTP/2, gRPC) the last body callback never says end-of-stream: the
     /// trailers callback is where the body is known to be complete.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Next {
-        let progress = match &self.state {
-            State::AwaitingBody { body, .. } => body.on_trailers(),
-            State::AwaitingKeys { .. } | State::AwaitingApproval { .. } => return Next::Pause,
-            _ => return Next::Continue,
-        };
+        let progress = self.request_body.on_trailers();
         self.request_body_progress(host, progress)
     }
 
@@ -165,7 +176,7 @@ impl RequestFlow {
     }
 
     pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Next {
-        let progress = match &self.state {
+        let progress = match &mut self.state {
             State::MaskingResponse { body, .. } => body.on_trailers(),
             _ => return Next::Continue,
         };
@@ -174,6 +185,11 @@ impl RequestFlow {
 
     /// One log line and one audit record per request.
     pub fn on_log(&mut self, host: &mut dyn Host) {
+        if self.watched && self.vm.holds.finished(self.context_id) {
+            // The root context answered this request: Envoy never delivered its body.
+            self.record.decision = Some(Decision::Refused(Code::Misconfigured));
+            self.record.status = Code::Misconfigured.status();
+        }
         self.record.finish(&self.vm, host, &self.request);
     }
 
@@ -195,14 +211,33 @@ impl RequestFlow {
                 self.state = State::Finished;
                 Next::Pause
             }
-            Step::NeedsBody(caller, then) => {
-                // Continue: the body callbacks that follow buffer it. The headers get now
-                // what an allowed request needs; a refusal still answers before Envoy's
-                // buffer filter behind Airlock lets them reach the upstream.
-                self.continue_headers(host, !vm.config.mask_profiles.is_empty());
-                self.state = State::AwaitingBody { caller, body: BodyBuffer::new(vm.config.request_body_limit), then };
-                Next::Continue
-            }
+            Step::NeedsBody(caller, then) => match vm.config.hold.by {
+                // Paused, Envoy keeps feeding the body and sends nothing upstream. Some or
+                // all of it may have arrived already (during a key fetch).
+                HoldBy::Envoy => match self.request_body.progress() {
+                    Progress::Partial => {
+                        if !self.request_body.started() && !vm.holds.is_verified() {
+                            vm.holds.paused(self.context_id, self.request.started_ms);
+                            self.watched = true;
+                        }
+                        self.state = State::AwaitingBody { caller, then };
+                        Next::Pause
+                    }
+                    Progress::OverLimit => self.settle(host, Step::Refuse(body_too_large(&vm))),
+                    Progress::Complete(len) => {
+                        let step = self.body_complete(host, caller, then, len);
+                        self.settle(host, step)
+                    }
+                },
+                // Continue: the body callbacks that follow buffer it, while Envoy's buffer
+                // filter after Airlock holds the headers. They get now what an allowed
+                // request needs: they cannot change once they move on.
+                HoldBy::BufferFilter => {
+                    self.continue_headers(host, !vm.config.mask_profiles.is_empty());
+                    self.state = State::AwaitingBody { caller, then };
+                    Next::Continue
+                }
+            },
             Step::Approve(caller, rule) => {
                 let step = approval::start(&vm, host, &self.request, &caller, rule);
                 self.settle(host, step)
@@ -269,28 +304,40 @@ impl RequestFlow {
     }
 
     fn request_body_progress(&mut self, host: &mut dyn Host, progress: Progress) -> Next {
-        let vm = Rc::clone(&self.vm);
+        if !self.headers_continued {
+            // Body bytes while the headers are paused: Envoy holds headers for us.
+            self.vm.holds.body_arrived(self.context_id);
+            self.watched = false;
+        }
+        match self.state {
+            State::AwaitingBody { .. } => {}
+            // Paused for a callout: keep buffering; the answer decides what comes next.
+            State::AwaitingKeys { .. } | State::AwaitingApproval { .. } => return Next::Pause,
+            _ => return Next::Continue,
+        }
         let len = match progress {
             Progress::Partial => return Next::Pause,
-            Progress::OverLimit => {
-                let limit = vm.config.request_body_limit;
-                let message = format!("the request body must be inspected and is larger than the {limit}-byte inspection limit");
-                return self.settle(host, Step::Refuse(Reply::new(Code::RequestBodyTooLarge, message)));
-            }
+            Progress::OverLimit => return self.settle(host, Step::Refuse(body_too_large(&self.vm))),
             Progress::Complete(len) => len,
         };
-        let State::AwaitingBody { caller, then, .. } = std::mem::replace(&mut self.state, State::Finished) else {
+        let State::AwaitingBody { caller, then } = std::mem::replace(&mut self.state, State::Finished) else {
             return Next::Continue;
         };
+        let step = self.body_complete(host, caller, then, len);
+        self.settle(host, step)
+    }
+
+    /// The whole body is buffered: read it, then decide or ask for the approval.
+    fn body_complete(&mut self, host: &mut dyn Host, caller: Caller, then: AfterBody, len: usize) -> Step {
+        let vm = Rc::clone(&self.vm);
         self.request.body = Some(if len == 0 { Vec::new() } else { host.request_body(len).unwrap_or_default() });
-        let step = match then {
+        match then {
             AfterBody::Decide => {
                 let verdict = decide_on_body(&vm, host, &self.request, caller);
                 self.note(verdict)
             }
             AfterBody::Approve(rule) => Step::Approve(caller, rule),
-        };
-        self.settle(host, step)
+        }
     }
 
     /// Keeps what the policy decided for the record; the step goes on.
@@ -350,4 +397,9 @@ impl RequestFlow {
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         host.send_reply(reply.status(), &headers, &body);
     }
+}
+
+fn body_too_large(vm: &VmState) -> Reply {
+    let limit = vm.config.request_body_limit;
+    Reply::new(Code::RequestBodyTooLarge, format!("the request body must be inspected and is larger than the {limit}-byte inspection limit"))
 }

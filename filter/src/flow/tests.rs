@@ -68,6 +68,11 @@ impl Fixture {
         Fixture { vm: Rc::new(VmState::new(config, stats, "test")), names: definer.metric_names }
     }
 
+    /// The fallback for Envoy < 1.35: headers continue, Envoy's buffer filter holds them.
+    fn buffer_filter() -> Fixture {
+        Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"hold": {"by": "buffer_filter"}})))
+    }
+
     fn standard() -> Fixture {
         Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({})))
     }
@@ -77,7 +82,7 @@ impl Fixture {
     }
 
     fn flow(&self) -> RequestFlow {
-        RequestFlow::new(Rc::clone(&self.vm))
+        RequestFlow::new(Rc::clone(&self.vm), 1)
     }
 }
 
@@ -160,8 +165,8 @@ fn caller_no_rule_allows_gets_403_denied_by_default() {
 }
 
 #[test]
-fn body_rule_buffers_until_the_whole_body_is_seen_then_blocks() {
-    let f = Fixture::standard();
+fn with_the_buffer_filter_a_body_rule_buffers_until_the_whole_body_is_seen_then_blocks() {
+    let f = Fixture::buffer_filter();
     let mut flow = f.flow();
     let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
     // Continue: Envoy's buffer filter behind Airlock holds the headers; pausing here
@@ -181,8 +186,8 @@ fn body_rule_buffers_until_the_whole_body_is_seen_then_blocks() {
 }
 
 #[test]
-fn body_decision_completes_on_trailers_with_headers_finished_before_they_continued() {
-    let f = Fixture::standard();
+fn with_the_buffer_filter_a_body_decision_completes_on_trailers_with_headers_finished_before_they_continued() {
+    let f = Fixture::buffer_filter();
     let mut flow = f.flow();
     let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
     assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
@@ -312,7 +317,7 @@ fn redeeming_a_denied_ticket_says_denied_not_pending() {
 
 #[test]
 fn approval_of_a_request_with_a_body_reads_the_body_first() {
-    let f = Fixture::standard();
+    let f = Fixture::buffer_filter();
     let mut flow = f.flow();
     let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
     assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
@@ -484,7 +489,7 @@ fn declared_oversized_response_is_refused_while_status_can_still_change() {
 #[test]
 fn body_decision_after_a_key_fetch_resumes_so_the_body_can_arrive() {
     let remote = serde_json::json!({"remote": {"cluster": "jwks", "authority": "idp", "path": "/jwks"}});
-    let f = Fixture::new(config(remote, standard_rules(), serde_json::json!({})));
+    let f = Fixture::new(config(remote, standard_rules(), serde_json::json!({"hold": {"by": "buffer_filter"}})));
     let mut flow = f.flow();
     let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
     assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
@@ -527,7 +532,7 @@ fn log_line_never_contains_query_string_or_token() {
 
 #[test]
 fn approve_rule_without_body_conditions_runs_the_policy_once_and_binds_the_body() {
-    let f = Fixture::standard();
+    let f = Fixture::buffer_filter();
     let mut flow = f.flow();
     let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
     assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
@@ -588,4 +593,95 @@ fn every_recorded_decision_reads_back_as_the_services_audit_record() {
         assert_eq!(record.decision.as_str(), expected);
         assert_eq!(record.decision.is_denial(), expected.starts_with("denied_"), "{expected}");
     }
+}
+
+#[test]
+fn held_in_envoy_a_body_rule_pauses_the_headers_and_injects_nothing_before_the_decision() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause, "Envoy keeps the headers while the body comes");
+    assert_eq!(host.header("authorization"), None, "the agent's token is gone and no credential is in yet");
+    assert_eq!(host.header("x-airlock-subject"), Some("alice"));
+    host.request_body = br#"{"sql": "select"#.to_vec();
+    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
+    host.request_body = br#"{"sql": "select 1"}"#.to_vec();
+    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, true) }, Next::Continue);
+    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "allowed: the credential goes in as the headers move on");
+    assert_eq!(host.resumed, 0, "continuing from the body callback releases the headers");
+}
+
+#[test]
+fn held_in_envoy_a_denied_body_never_carries_the_upstream_credential() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, false);
+    host.request_body = br#"{"sql": "DROP TABLE customers"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    assert_eq!(host.reply_status(), Some(403));
+    assert_eq!(host.header("authorization"), None);
+}
+
+#[test]
+fn held_in_envoy_a_body_that_arrived_during_a_key_fetch_is_decided_when_the_keys_come() {
+    let remote = serde_json::json!({"remote": {"cluster": "jwks", "authority": "idp", "path": "/jwks"}});
+    let f = Fixture::new(config(remote, standard_rules(), serde_json::json!({})));
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    host.request_body = br#"{"sql": "drop table x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause, "kept while the keys are fetched");
+    flow.on_callout_response(&mut host, 1, Some(200), Some(jwks().to_string().into_bytes()));
+    assert_eq!(host.reply_json()["error"]["rule"], "no-drop");
+    assert_eq!(host.resumed, 0);
+}
+
+#[test]
+fn held_in_envoy_an_approval_holds_the_whole_request_until_granted() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    host.request_body = br#"{"email":"x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    assert_eq!(host.header("authorization"), None);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved"})));
+    assert_eq!(host.resumed, 1);
+    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"));
+}
+
+/// An Envoy whose Wasm PluginConfig lacks `allow_on_headers_stop_iteration` never calls
+/// the body callback of a paused request: the root context's watch answers it.
+#[test]
+fn a_held_request_whose_body_never_comes_is_recorded_as_answered_by_the_watch() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    let late = f.vm.holds.overdue(host.now_ms + 10_000, f.vm.config.hold.first_body_timeout_ms);
+    assert_eq!(late, vec![1]);
+    flow.on_log(&mut host);
+    let (body, _) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+    let batch: airlock_wire::AuditBatch = serde_json::from_str(&body).unwrap();
+    assert_eq!(batch.records[0].decision.as_str(), "airlock_misconfigured");
+    assert_eq!(batch.records[0].status, 500);
+}
+
+#[test]
+fn once_a_body_arrived_under_a_paused_header_slow_clients_are_not_watched() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, false);
+    flow.on_request_body(&mut host, 3, false);
+    assert!(f.vm.holds.is_verified());
+    let mut slow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    slow.on_request_headers(&mut host, false);
+    assert!(f.vm.holds.overdue(host.now_ms + 60_000, 10_000).is_empty());
 }

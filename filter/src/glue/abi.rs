@@ -38,6 +38,7 @@ extern "C" {
     fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         details: *const u8,
@@ -135,6 +136,12 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 pub fn resume_request() -> bool {
     // SAFETY: plain value call.
     unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) == OK }
+}
+
+/// Makes the following host calls act for another context (a request, from the root).
+pub fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: plain value call.
+    unsafe { proxy_set_effective_context(context_id) == OK }
 }
 
 pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> bool {

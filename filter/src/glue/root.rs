@@ -10,7 +10,10 @@ use super::abi;
 use super::envoy_host::{callout_response, EnvoyHost, CRITICAL, INFO};
 use super::http::AirlockHttp;
 use crate::config::Config;
+use crate::reply::{Code, Reply};
 use crate::flow::RequestFlow;
+use crate::hold::HoldBy;
+use crate::host::Runtime;
 use crate::stats::Stats;
 use crate::vm_state::VmState;
 
@@ -18,12 +21,42 @@ use crate::vm_state::VmState;
 /// `audit.flush_interval_ms`; both check their own due time on every tick.
 const MAX_TICK_MS: u64 = 1000;
 
-#[derive(Default)]
 pub struct AirlockRoot {
+    /// This root context's id, to switch back to after acting for a request context.
+    context_id: u32,
     vm: Option<Rc<VmState>>,
     /// The callout carrying the audit batch in flight, to tell its answer from a JWKS one.
     audit_call: Option<u32>,
 }
+
+impl AirlockRoot {
+    pub fn new(context_id: u32) -> AirlockRoot {
+        AirlockRoot { context_id, vm: None, audit_call: None }
+    }
+}
+
+/// Requests held for their body whose body never came, on a VM that has not yet seen
+/// Envoy deliver one: the Wasm `PluginConfig` most likely lacks
+/// `allow_on_headers_stop_iteration`. Each is answered 500 rather than left to hang.
+fn answer_stalled_holds(vm: &VmState, root_context_id: u32) {
+    let now = EnvoyHost.now_unix_ms();
+    let stalled = vm.holds.overdue(now, vm.config.hold.first_body_timeout_ms);
+    if stalled.is_empty() {
+        return;
+    }
+    let reply = Reply::new(Code::Misconfigured, STALLED_HOLD);
+    let body = reply.to_json(None);
+    let headers = [("content-type", "application/json"), ("cache-control", "no-store"), ("x-airlock-code", Code::Misconfigured.as_str())];
+    for id in &stalled {
+        if abi::set_effective_context(*id) {
+            abi::send_response(reply.status(), &headers, &body);
+        }
+    }
+    abi::set_effective_context(root_context_id);
+    abi::log(CRITICAL, &format!("airlock: {} held request(s) answered 500: {STALLED_HOLD}", stalled.len()));
+}
+
+const STALLED_HOLD: &str = "Envoy did not deliver the body of a request Airlock holds: set `allow_on_headers_stop_iteration: true` in the Wasm PluginConfig (Envoy >= 1.35), or use `hold.by: buffer_filter` with Envoy's buffer filter right after Airlock";
 
 impl Context for AirlockRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
@@ -58,9 +91,13 @@ impl RootContext for AirlockRoot {
             abi::log(CRITICAL, "airlock: the host refused to define counters");
             return false;
         };
+        // The hold watch needs the timer too: a request held on an Envoy that never
+        // delivers its body must be answered within `first_body_timeout_ms` (+ a tick).
+        let watch_holds = config.hold.by == HoldBy::Envoy;
         let tick_ms = match (&config.auth.remote, &config.audit) {
             (_, Some(audit)) => audit.flush_interval_ms.min(MAX_TICK_MS),
             (Some(_), None) => MAX_TICK_MS,
+            (None, None) if watch_holds => MAX_TICK_MS,
             (None, None) => 0,
         };
         // Start time plus a random value (WASI `random_get`, behind `RandomState`): VMs of
@@ -82,11 +119,13 @@ impl RootContext for AirlockRoot {
         if self.audit_call.is_none() {
             self.audit_call = vm.ship_audit(&mut host);
         }
+        // Last: answering a held request switches the effective context to it.
+        answer_stalled_holds(vm, self.context_id);
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let vm = self.vm.as_ref()?;
-        Some(Box::new(AirlockHttp::new(RequestFlow::new(Rc::clone(vm)))))
+        Some(Box::new(AirlockHttp::new(RequestFlow::new(Rc::clone(vm), context_id))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
