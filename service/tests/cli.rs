@@ -266,18 +266,35 @@ async fn hash_token_prints_the_sha256_used_in_the_config() {
 async fn check_config_validates_offline_and_evaluates_a_sample_request() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/plugin-config.json");
     let out = airlock(
-        &["check-config", shipped, "--method", "post", "--path", "/sql", "--subject", "alice", "--groups", "analyst",
-          "--body", r#"{"sql": "drop\n\ttable customers"}"#],
+        &[
+            "check-config",
+            shipped,
+            "--method",
+            "post",
+            "--path",
+            "/sql",
+            "--subject",
+            "alice",
+            "--groups",
+            "analyst",
+            "--body",
+            r#"{"sql": "drop\n\ttable customers"}"#,
+        ],
         &[],
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("config OK"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("decision: deny by rule `block-destructive-sql`"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("decision: deny by rule `block-destructive-sql`"),
+        "{}",
+        stdout(&out)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
     config["default_action"] = serde_json::json!("maybe");
     std::fs::write(&bad, config.to_string()).unwrap();
     let out = airlock(&["check-config", bad.to_str().unwrap()], &[]).await;

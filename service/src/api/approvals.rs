@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{int_param, SharedState};
+use super::caller::{Approver, FilterCaller};
+use super::params::int_param;
+use super::state::SharedState;
 use crate::alerts::Alert;
-use crate::config::{AlertEvent, Role};
+use crate::auth::Role;
+use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::ids::{is_approval_id, new_approval_id};
 use crate::store::approvals::{Approval, DecideError, Decision, Status};
@@ -74,11 +77,10 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
 
 /// `POST /v1/approvals` (filter): stores a pending approval and alerts approvers.
 pub async fn create(
+    _: FilterCaller,
     State(state): State<SharedState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.filter_key.check(&headers)?;
     let new = parse_json::<CreateApprovalRequest>(&body)?.validate()?;
     let id = new_approval_id().map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = now_ms();
@@ -116,12 +118,11 @@ pub async fn create(
 
 /// `GET /v1/approvals/{id}/wait?timeout_ms=N` (filter): long-poll until decided or timeout.
 pub async fn wait(
+    _: FilterCaller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.filter_key.check(&headers)?;
     checked_id(&id)?;
     let timeout_ms = int_param("timeout_ms", q.get("timeout_ms"))?.unwrap_or(DEFAULT_WAIT_MS);
     if timeout_ms < 0 {
@@ -161,12 +162,11 @@ pub async fn wait(
 
 /// `POST /v1/approvals/{id}/redeem` (filter, ticket mode): single-use consumption.
 pub async fn redeem(
+    _: FilterCaller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.filter_key.check(&headers)?;
     let req: RedeemRequest = parse_json(&body)?;
     check_digest("digest", &req.digest)?;
     let outcome = if is_approval_id(&id) {
@@ -192,11 +192,10 @@ pub async fn redeem(
 /// `GET /v1/approvals?status=pending&limit=N` (approver): approvals this caller may
 /// decide; auditors see all.
 pub async fn list(
+    Approver(who): Approver,
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let who = state.approvers.authenticate(&headers, Role::Approver)?;
     let status = match q.get("status").map(String::as_str) {
         None | Some("") | Some("all") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -221,11 +220,10 @@ pub async fn list(
 
 /// `GET /v1/approvals/{id}` (approver): the full request awaiting a decision.
 pub async fn show(
+    Approver(who): Approver,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let who = state.approvers.authenticate(&headers, Role::Approver)?;
     checked_id(&id)?;
     let a = state
         .store
@@ -247,12 +245,11 @@ fn not_an_approver(name: &str) -> ApiError {
 
 /// `POST /v1/approvals/{id}/decision` (approver): approve or deny, with a reason.
 pub async fn decide(
+    Approver(who): Approver,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let who = state.approvers.authenticate(&headers, Role::Approver)?;
     checked_id(&id)?;
     let req: DecisionRequest = parse_json(&body)?;
     let verdict = req.validate()?;

@@ -2,13 +2,13 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::SharedState;
+use super::caller::{Auditor, FilterCaller};
+use super::state::SharedState;
 use crate::alerts::Alert;
-use crate::config::{AlertEvent, Role};
+use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::store::audit::VerifyReport;
 use crate::time::now_ms;
@@ -21,11 +21,10 @@ fn is_denial(decision: &str) -> bool {
 
 /// `POST /v1/audit/batch`: idempotent by record id; returns how many were new.
 pub async fn ingest(
+    _: FilterCaller,
     State(state): State<SharedState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.filter_key.check(&headers)?;
     let batch: AuditBatch = parse_json(&body)?;
     batch.validate()?;
     let outcome = state.store.append_audit(&batch.records, now_ms()).await?;
@@ -56,9 +55,8 @@ pub async fn ingest(
 
 /// `GET /v1/audit/verify`: walks the chain.
 pub async fn verify(
+    _: Auditor,
     State(state): State<SharedState>,
-    headers: HeaderMap,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    state.approvers.authenticate(&headers, Role::Auditor)?;
     Ok(Json(state.store.verify_chain().await?))
 }

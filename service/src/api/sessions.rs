@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::SharedState;
-use crate::config::Role;
+use super::caller::Auditor;
+use super::params::int_param;
+use super::state::SharedState;
 use crate::error::ApiError;
 use crate::store::sessions::SessionFilter;
 use crate::time::rfc3339_ms;
@@ -36,17 +36,16 @@ fn instant_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiE
 
 /// `GET /v1/sessions?subject=&from=&to=&decision=&limit=`
 pub async fn list(
+    _: Auditor,
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.approvers.authenticate(&headers, Role::Auditor)?;
     let filter = SessionFilter {
         subject: q.get("subject").filter(|s| !s.is_empty()).cloned(),
         from_ms: instant_param("from", q.get("from"))?,
         to_ms: instant_param("to", q.get("to"))?,
         decision: q.get("decision").filter(|s| !s.is_empty()).cloned(),
-        limit: super::int_param("limit", q.get("limit"))?
+        limit: int_param("limit", q.get("limit"))?
             .unwrap_or(100)
             .clamp(1, 1000),
     };
@@ -67,11 +66,10 @@ pub async fn list(
 
 /// `GET /v1/sessions/{id}`: the session's records in order.
 pub async fn show(
+    _: Auditor,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.approvers.authenticate(&headers, Role::Auditor)?;
     let records = state.store.session_timeline(&id).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound {

@@ -1,82 +1,79 @@
-//! Caller authentication: the filter's shared key and approvers' bearer tokens.
+//! Approvers' and auditors' credentials: static bearer tokens from the config file, looked
+//! up by SHA-256 digest, plus OIDC JWTs when configured.
 //!
-//! Both are compared as SHA-256 digests. For the filter key the comparison is constant
-//! time, so response timing reveals nothing about how much of a guess was right. Approver
-//! tokens are looked up by digest: the lookup key is itself a hash, so timing can at most
-//! reveal bits of a digest, which does not help forge a token.
+//! The lookup key is itself a hash, so timing can at most reveal bits of a digest, which
+//! does not help forge a token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ApproverEntry, Role};
+use super::bearer::bearer;
+use super::oidc::OidcVerifier;
+use super::principal::{Principal, Role};
+use crate::config_error::ConfigError;
 use crate::error::ApiError;
-use crate::oidc::OidcVerifier;
 
-/// Shortest filter key accepted: shorter shared secrets are guessable.
-pub const MIN_FILTER_KEY_LEN: usize = 16;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
-    #[error("the filter key is empty: set --filter-key-file or AIRLOCK_FILTER_KEY")]
-    Empty,
-    #[error("the filter key is too short: use at least {MIN_FILTER_KEY_LEN} characters")]
-    TooShort,
+fn default_roles() -> Vec<Role> {
+    vec![Role::Approver]
 }
 
-/// The digest of the shared secret the filter presents.
-#[derive(Clone)]
-pub struct FilterKey {
-    digest: [u8; 32],
-}
-
-impl FilterKey {
-    /// Surrounding whitespace is ignored: key files usually end with a newline.
-    pub fn new(key: &str) -> Result<FilterKey, KeyError> {
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(KeyError::Empty);
-        }
-        if key.len() < MIN_FILTER_KEY_LEN {
-            return Err(KeyError::TooShort);
-        }
-        Ok(FilterKey {
-            digest: sha256(key.as_bytes()),
-        })
-    }
-
-    pub fn matches(&self, presented: &str) -> bool {
-        constant_time_eq(&self.digest, &sha256(presented.as_bytes()))
-    }
-
-    /// Succeeds when the request carries `authorization: Bearer <filter key>`.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match bearer(headers) {
-            Some(token) if self.matches(token) => Ok(()),
-            _ => Err(ApiError::Unauthorized),
-        }
-    }
-}
-
-/// An authenticated approver or auditor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+/// One `[[approvers]]` entry of the service config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverEntry {
     pub name: String,
+    /// Lowercase hex SHA-256 of the bearer token (`airlock hash-token` prints it), so the
+    /// config file never holds a usable credential.
+    pub token_sha256: String,
+    #[serde(default)]
     pub groups: Vec<String>,
+    #[serde(default = "default_roles")]
     pub roles: Vec<Role>,
 }
 
-impl Principal {
-    pub fn has_role(&self, role: Role) -> bool {
-        self.roles.contains(&role)
+/// Checks the `approvers` list of the config (and lower-cases the digests).
+pub fn validate_approvers(entries: &mut [ApproverEntry]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    let mut hashes = HashSet::new();
+    for (i, a) in entries.iter_mut().enumerate() {
+        let field = format!("approvers[{i}]");
+        if a.name.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                "must not be empty",
+            ));
+        }
+        if !names.insert(a.name.clone()) {
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                format!("approver `{}` is listed twice", a.name),
+            ));
+        }
+        a.token_sha256 = a.token_sha256.to_ascii_lowercase();
+        if a.token_sha256.len() != 64 || !a.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError::new(
+                format!("{field}.token_sha256"),
+                "must be 64 hex digits: the SHA-256 of the token (`airlock hash-token` prints it)",
+            ));
+        }
+        if !hashes.insert(a.token_sha256.clone()) {
+            return Err(ConfigError::new(
+                format!("{field}.token_sha256"),
+                "the same token is configured for two approvers",
+            ));
+        }
+        if a.roles.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.roles"),
+                "list at least one of `approver`, `auditor`",
+            ));
+        }
     }
-
-    /// Whether this principal belongs to any of `groups`.
-    pub fn in_any(&self, groups: &[String]) -> bool {
-        self.groups.iter().any(|g| groups.contains(g))
-    }
+    Ok(())
 }
 
 /// Approver credentials: static tokens by SHA-256 digest, plus OIDC JWTs when configured.
@@ -134,15 +131,12 @@ impl Approvers {
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
         let principal = self.principal(token)?;
         if !principal.has_role(role) {
-            let role_name = match role {
-                Role::Approver => "approver",
-                Role::Auditor => "auditor",
-            };
             return Err(ApiError::Forbidden {
                 code: "missing_role",
                 message: format!(
-                    "`{}` lacks the `{role_name}` role needed here",
-                    principal.name
+                    "`{}` lacks the `{}` role needed here",
+                    principal.name,
+                    role.as_str()
                 ),
             });
         }
@@ -160,34 +154,7 @@ impl Approvers {
 
 /// Lowercase hex SHA-256 of a token, the form approver tokens take in the config file.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(sha256(token.trim().as_bytes()))
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimizer from turning the fold into an early-exit compare.
-    std::hint::black_box(diff) == 0
-}
-
-/// The token of an `authorization: Bearer <token>` header (scheme case-insensitive).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = token.trim();
-    (!token.is_empty()).then_some(token)
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
 #[cfg(test)]
@@ -199,22 +166,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_str(auth).unwrap());
         h
-    }
-
-    #[test]
-    fn filter_key_accepts_only_the_exact_key() {
-        let k = FilterKey::new("0123456789abcdef-key\n").unwrap();
-        assert!(k.check(&headers("Bearer 0123456789abcdef-key")).is_ok());
-        assert!(k.check(&headers("bearer 0123456789abcdef-key")).is_ok());
-        assert!(k.check(&headers("Bearer 0123456789abcdef-ke")).is_err());
-        assert!(k.check(&headers("Basic 0123456789abcdef-key")).is_err());
-        assert!(k.check(&HeaderMap::new()).is_err());
-    }
-
-    #[test]
-    fn short_or_empty_filter_keys_are_refused() {
-        assert_eq!(FilterKey::new("  \n").err(), Some(KeyError::Empty));
-        assert_eq!(FilterKey::new("short").err(), Some(KeyError::TooShort));
     }
 
     #[test]
@@ -239,14 +190,5 @@ mod tests {
             a.authenticate(&headers("Bearer bob-token"), Role::Approver),
             Err(ApiError::Unauthorized)
         ));
-    }
-
-    #[test]
-    fn constant_time_eq_compares_every_byte() {
-        let a = [7u8; 32];
-        let mut b = a;
-        assert!(constant_time_eq(&a, &b));
-        b[31] = 8;
-        assert!(!constant_time_eq(&a, &b));
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{parse_string_list, string_list_json, Bind, Store, StoreError};
+use super::db::{parse_string_list, string_list_json, Bind, Store, StoreError};
 
 /// How the filter waits for the decision: the filter's own type, so the two ends of the
 /// approvals API cannot drift apart on what a mode is called.
@@ -291,7 +291,7 @@ impl Store {
             ),
         };
         let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals {filter} ORDER BY created_ms DESC, id LIMIT $1");
-        let rows = super::bind_all(sqlx::query(&sql), &binds)
+        let rows = super::db::bind_all(sqlx::query(&sql), &binds)
             .fetch_all(self.pool())
             .await?;
         let mut out = Vec::with_capacity(rows.len());

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use std::collections::HashSet;
 
-use super::{bind_all, parse_string_list, string_list_json, Bind, Store, StoreError};
+use super::db::{bind_all, parse_string_list, string_list_json, Bind, Store, StoreError};
 use crate::chain::{record_hash, AuditRecord, GENESIS_HASH};
 
 /// Outcome of one batch append.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::audit::{record_from_row, StoredRecord, RECORD_COLUMNS};
-use super::{bind_all, Bind, Store, StoreError};
+use super::db::{bind_all, Bind, Store, StoreError};
 
 /// Filters for listing sessions; all optional and combined with AND.
 #[derive(Debug, Clone, Default)]
