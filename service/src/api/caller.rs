@@ -16,14 +16,6 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct FilterCaller;
 
-/// A principal with the approver role.
-#[derive(Debug, Clone)]
-pub struct Approver(pub Arc<Principal>);
-
-/// A principal with the auditor role.
-#[derive(Debug, Clone)]
-pub struct Auditor(pub Arc<Principal>);
-
 impl FromRequestParts<SharedState> for FilterCaller {
     type Rejection = ApiError;
 
@@ -36,30 +28,33 @@ impl FromRequestParts<SharedState> for FilterCaller {
     }
 }
 
-impl FromRequestParts<SharedState> for Approver {
-    type Rejection = ApiError;
+/// An extractor for the principals that hold one role: `$name(pub Arc<Principal>)`.
+macro_rules! principal_with_role {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Arc<Principal>);
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &SharedState,
-    ) -> Result<Self, Self::Rejection> {
-        let who = state
-            .approvers
-            .authenticate(&parts.headers, Role::Approver)?;
-        Ok(Approver(who))
-    }
+        impl FromRequestParts<SharedState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &SharedState,
+            ) -> Result<Self, Self::Rejection> {
+                state.approvers.authenticate(&parts.headers, $role).map($name)
+            }
+        }
+    };
 }
 
-impl FromRequestParts<SharedState> for Auditor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &SharedState,
-    ) -> Result<Self, Self::Rejection> {
-        let who = state
-            .approvers
-            .authenticate(&parts.headers, Role::Auditor)?;
-        Ok(Auditor(who))
-    }
-}
+principal_with_role!(
+    /// A principal with the approver role.
+    Approver,
+    Role::Approver
+);
+principal_with_role!(
+    /// A principal with the auditor role.
+    Auditor,
+    Role::Auditor
+);

@@ -160,13 +160,7 @@ pub fn hash_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(auth: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_str(auth).unwrap());
-        h
-    }
+    use crate::auth::bearer::authorization as headers;
 
     #[test]
     fn approver_token_resolves_to_its_principal_and_role_is_enforced() {

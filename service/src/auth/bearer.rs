@@ -11,15 +11,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     airlock_filter::jwt::bearer_token(value).ok()
 }
 
+/// Request headers holding just `authorization: <value>`, for tests.
+#[cfg(test)]
+pub(crate) fn authorization(value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+        h.insert(axum::http::header::AUTHORIZATION, v);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn token_of(value: &str) -> Option<String> {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_str(value).unwrap());
-        bearer(&h).map(str::to_string)
+        bearer(&authorization(value)).map(str::to_string)
     }
 
     #[test]

@@ -70,13 +70,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(auth: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_str(auth).unwrap());
-        h
-    }
+    use crate::auth::bearer::authorization as headers;
 
     #[test]
     fn filter_key_accepts_only_the_exact_key() {

@@ -166,19 +166,6 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<KeySet, OidcError> {
     Ok(keys)
 }
 
-/// The algorithms approver JWTs may use: asymmetric only.
-const ACCEPTED_ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
 pub struct OidcVerifier {
     config: OidcConfig,
     name_claim: ClaimPath,
@@ -225,7 +212,8 @@ impl OidcVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, OidcError> {
         let meta = Token::decode_metadata(token).map_err(|_| OidcError::Malformed)?;
         let alg = Algorithm::from_name(meta.algorithm())
-            .filter(|a| ACCEPTED_ALGS.contains(a))
+            // Asymmetric only: an IdP's public key must never serve as an HMAC secret.
+            .filter(|a| !a.is_hmac())
             .ok_or_else(|| OidcError::Algorithm(truncate(meta.algorithm(), 16).to_string()))?;
         let keys = self.current_keys();
         let claims = keys
