@@ -5,9 +5,14 @@
 //! body, and the caller's subject), so an approved `SELECT` cannot be swapped for a
 //! `DROP` on retry, nor used by another caller.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::config_error::ConfigError;
+
+/// Header a client sends to redeem an approved ticket.
+pub const APPROVAL_ID_HEADER: &str = "x-airlock-approval-id";
+/// Header in which a caller may say why it needs an approval.
+pub const REASON_HEADER: &str = "x-airlock-reason";
 
 /// How long an approval may stay pending, unless a rule says otherwise.
 const DEFAULT_TTL_SECONDS: u64 = 300;
@@ -15,23 +20,8 @@ const DEFAULT_TTL_SECONDS: u64 = 300;
 pub const MAX_HOLD_SECONDS: u64 = 300;
 const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// The request waits, paused in Envoy, until a decision or the deadline.
-    Hold,
-    /// The client gets a ticket at once and retries with it once approved.
-    Ticket,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Hold => "hold",
-            Mode::Ticket => "ticket",
-        }
-    }
-}
+/// How a held request meets its approval; the service reads the same type.
+pub use airlock_wire::Mode;
 
 /// What to do when the control service cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -118,58 +108,6 @@ pub fn hex(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// `POST /v1/approvals` body.
-#[derive(Serialize)]
-pub struct CreateRequest<'a> {
-    pub rule: &'a str,
-    pub subject: &'a str,
-    pub groups: &'a [String],
-    pub method: &'a str,
-    pub path: &'a str,
-    pub body: &'a str,
-    pub digest: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'a str>,
-    pub session_id: &'a str,
-    pub mode: &'static str,
-    pub ttl_seconds: u64,
-    pub approvers: Approvers<'a>,
-}
-
-#[derive(Serialize)]
-pub struct Approvers<'a> {
-    pub groups: &'a [String],
-    pub required: u32,
-}
-
-/// The part of the service's answers the filter uses.
-#[derive(Debug, Deserialize)]
-pub struct ApprovalState {
-    pub id: String,
-    pub status: String,
-    #[serde(default)]
-    pub url: Option<String>,
-}
-
-/// The service's error answer (`{"error":{"code":...}}`).
-#[derive(Debug, Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorBody,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    code: String,
-}
-
-pub fn parse_state(body: &[u8]) -> Option<ApprovalState> {
-    serde_json::from_slice(body).ok()
-}
-
-pub fn parse_error_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error.code)
 }
 
 /// Approval ids are echoed into paths of calls to the service: accept only the

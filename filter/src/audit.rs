@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::config_error::ConfigError;
 
@@ -70,26 +70,6 @@ pub fn compile(spec: AuditSpec, field: &str) -> Result<Option<AuditConfig>, Conf
         max_body_bytes: spec.max_body_bytes,
         strict: spec.strict,
     }))
-}
-
-/// One request, as the control service stores it. Bodies are already masked.
-#[derive(Serialize, Debug)]
-pub struct AuditRecord<'a> {
-    pub id: String,
-    pub time_ms: u64,
-    pub subject: &'a str,
-    pub groups: &'a [String],
-    pub session_id: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub request_body: Option<&'a str>,
-    pub status: u32,
-    pub response_body: Option<&'a str>,
-    pub decision: &'a str,
-    pub rule: Option<&'a str>,
-    pub approval_id: Option<&'a str>,
-    pub latency_ms: u64,
-    pub reason: Option<&'a str>,
 }
 
 /// Session ids longer than this are cut: the service indexes and lists them.

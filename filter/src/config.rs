@@ -12,7 +12,7 @@ use crate::audit::{self, AuditConfig, AuditSpec};
 use crate::config_error::ConfigError;
 use crate::control::{self, Control, ControlSpec};
 use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
-use crate::flow::APPROVAL_ID_HEADER;
+use crate::approval::APPROVAL_ID_HEADER;
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
 use crate::policy::{self, Action, Policy, RuleSpec};

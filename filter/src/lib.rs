@@ -3,6 +3,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod authenticate;
 pub mod config;
 pub mod config_check;
 pub mod config_error;

@@ -6,97 +6,20 @@
 
 use serde::Serialize;
 
-/// What a client should do after this answer. Lets an agent tell "blocked, do not retry"
-/// from "pending, retry later" from "misconfigured" without knowing every code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Retry {
-    /// Policy said no: the same request will be refused again.
-    Never,
-    /// Get a new or valid token, then retry.
-    Reauthenticate,
-    /// Change the request (smaller body, valid target), then retry.
-    FixRequest,
-    /// A dependency of Airlock is down or busy: retry with backoff.
-    Later,
-    /// A human must approve first; retry with the approval id once approved.
-    AfterApproval,
-}
+use crate::approval::APPROVAL_ID_HEADER;
 
-/// Every answer Airlock produces, by stable code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    Unauthenticated,
-    DeniedByRule,
-    DeniedByDefault,
-    ApprovalPending,
-    ApprovalDenied,
-    ApprovalExpired,
-    ApprovalRejected,
-    AuditUnavailable,
-    InvalidRequestTarget,
-    RequestBodyTooLarge,
-    DependencyUnavailable,
-    ResponseTooLarge,
-    ResponseNotMaskable,
-    Misconfigured,
-}
-
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Unauthenticated => "unauthenticated",
-            Code::DeniedByRule => "denied_by_rule",
-            Code::DeniedByDefault => "denied_by_default",
-            Code::ApprovalPending => "approval_pending",
-            Code::ApprovalDenied => "approval_denied",
-            Code::ApprovalExpired => "approval_expired",
-            Code::ApprovalRejected => "approval_rejected",
-            Code::AuditUnavailable => "audit_unavailable",
-            Code::InvalidRequestTarget => "invalid_request_target",
-            Code::RequestBodyTooLarge => "request_body_too_large",
-            Code::DependencyUnavailable => "dependency_unavailable",
-            Code::ResponseTooLarge => "response_too_large",
-            Code::ResponseNotMaskable => "response_not_maskable",
-            Code::Misconfigured => "airlock_misconfigured",
-        }
-    }
-
-    pub fn status(self) -> u32 {
-        match self {
-            Code::Unauthenticated => 401,
-            Code::ApprovalPending => 202,
-            Code::DeniedByRule | Code::DeniedByDefault => 403,
-            Code::ApprovalDenied | Code::ApprovalExpired | Code::ApprovalRejected => 403,
-            Code::InvalidRequestTarget => 400,
-            Code::RequestBodyTooLarge => 413,
-            Code::DependencyUnavailable | Code::AuditUnavailable => 503,
-            Code::ResponseTooLarge | Code::ResponseNotMaskable => 502,
-            Code::Misconfigured => 500,
-        }
-    }
-
-    pub fn retry(self) -> Retry {
-        match self {
-            Code::Unauthenticated => Retry::Reauthenticate,
-            Code::DeniedByRule | Code::DeniedByDefault | Code::Misconfigured => Retry::Never,
-            Code::ResponseTooLarge | Code::ResponseNotMaskable => Retry::Never,
-            Code::ApprovalPending => Retry::AfterApproval,
-            Code::ApprovalDenied | Code::ApprovalRejected => Retry::Never,
-            // This approval is over; the same request may be submitted for a new one.
-            Code::ApprovalExpired => Retry::Never,
-            Code::InvalidRequestTarget | Code::RequestBodyTooLarge => Retry::FixRequest,
-            Code::DependencyUnavailable | Code::AuditUnavailable => Retry::Later,
-        }
-    }
-}
+/// The codes and retry hints are part of the contract with the control service too
+/// (an audit record's decision is the code of the answer): defined once, in the wire crate.
+pub use airlock_wire::{Code, Retry};
 
 /// A pending or decided approval, as shown to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApprovalRef {
     pub id: String,
     pub url: String,
-    pub status: String,
+    /// `pending`, `denied`, `expired` or `rejected` (the approval does not cover this
+    /// request, or was used already).
+    pub status: &'static str,
 }
 
 /// A reply about to be sent. Built only on refusal paths, so allocation here is fine.
@@ -107,7 +30,8 @@ pub struct Reply {
     /// A finer machine-readable reason, e.g. `token_expired` under `unauthenticated`.
     pub reason: Option<&'static str>,
     pub rule: Option<String>,
-    pub approval: Option<ApprovalRef>,
+    /// Boxed: most replies carry none, and a small `Reply` is cheap to return in a `Result`.
+    pub approval: Option<Box<ApprovalRef>>,
 }
 
 #[derive(Serialize)]
@@ -142,7 +66,7 @@ impl Reply {
     }
 
     pub fn with_approval(mut self, approval: ApprovalRef) -> Self {
-        self.approval = Some(approval);
+        self.approval = Some(Box::new(approval));
         self
     }
 
@@ -166,7 +90,7 @@ impl Reply {
                 retry: self.code.retry(),
                 reason: self.reason,
                 rule: self.rule.as_deref(),
-                approval: self.approval.as_ref(),
+                approval: self.approval.as_deref(),
                 request_id,
             },
         };
@@ -183,7 +107,7 @@ impl Reply {
             headers.push(("www-authenticate", "Bearer error=\"invalid_token\"".to_string()));
         }
         if let Some(a) = &self.approval {
-            headers.push(("x-airlock-approval-id", a.id.clone()));
+            headers.push((APPROVAL_ID_HEADER, a.id.clone()));
         }
         if matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable) {
             headers.push(("retry-after", "1".to_string()));

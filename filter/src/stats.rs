@@ -4,6 +4,7 @@
 //! increments a known id. Envoy shows them under `wasmcustom.airlock.*`.
 
 use crate::config::Config;
+use crate::reply::Code;
 
 pub type MetricId = u32;
 
@@ -85,5 +86,24 @@ impl Stats {
             stats.masked_values.push(ids);
         }
         Some(stats)
+    }
+
+    /// The counter of a refusal, by its code: every answer the filter gives is counted
+    /// once, in one place.
+    pub fn refusal(&self, code: Code) -> Option<MetricId> {
+        match code {
+            Code::Unauthenticated => Some(self.unauthenticated),
+            Code::DeniedByRule => Some(self.denied),
+            Code::DeniedByDefault => Some(self.denied_by_default),
+            Code::ApprovalDenied | Code::ApprovalExpired | Code::ApprovalRejected => Some(self.approvals_refused),
+            Code::AuditUnavailable => Some(self.audit_refused_requests),
+            Code::InvalidRequestTarget => Some(self.invalid_target),
+            Code::RequestBodyTooLarge => Some(self.request_body_over_limit),
+            Code::DependencyUnavailable => Some(self.dependency_unavailable),
+            Code::ResponseTooLarge => Some(self.response_over_limit),
+            Code::ResponseNotMaskable => Some(self.response_not_maskable),
+            // Pending is counted as `approvals.requested`; the flow logs a misconfiguration.
+            Code::ApprovalPending | Code::Misconfigured => None,
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod serve;
 pub mod shared;
 pub mod stack;
 pub mod tokens;
+pub mod webhook;
 
 pub use fixtures::{
     auth_for, bearer, builder_for, config_with_rules, env_secrets, error_of, test_plugin_config,

@@ -28,120 +28,18 @@
 //! `AIRLOCK_PROFILE_BODY=FILE` makes `mask-1m` mask that file instead of built-in rows
 //! (e.g. the demo upstream's `/large?bytes=1048576`, which the Envoy benchmark masks).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Instant;
 
 use airlock_filter::config::Config;
 use airlock_filter::flow::RequestFlow;
-use airlock_filter::headers::HeaderList;
-use airlock_filter::host::{Callout, Host, Level, Runtime};
-use airlock_filter::stats::{DefineCounter, MetricId, Stats};
+use airlock_filter::host::mock::MockHost;
+use airlock_filter::host::Level;
+use airlock_filter::stats::Stats;
 use airlock_filter::vm_state::VmState;
 use jwt_simple::prelude::*;
 
 const UPSTREAM_CLUSTER: &str = "outbound|8080||customer-db.agents.svc.cluster.local";
-
-/// Counts host calls by name; answers like Envoy for one request at a time.
-#[derive(Default)]
-struct CountingHost {
-    calls: RefCell<BTreeMap<&'static str, u64>>,
-    request_headers: Vec<(String, String)>,
-    request_body: Vec<u8>,
-    response_headers: Vec<(String, String)>,
-    response_body: Vec<u8>,
-    now_ms: u64,
-    next_metric: MetricId,
-    replies: u64,
-}
-
-impl CountingHost {
-    fn count(&self, what: &'static str) {
-        *self.calls.borrow_mut().entry(what).or_default() += 1;
-    }
-}
-
-impl DefineCounter for CountingHost {
-    fn define_counter(&mut self, _name: &str) -> Option<MetricId> {
-        self.next_metric += 1;
-        Some(self.next_metric)
-    }
-}
-
-impl Runtime for CountingHost {
-    fn now_unix_ms(&self) -> u64 {
-        self.count("get_current_time");
-        self.now_ms
-    }
-    fn dispatch(&mut self, _call: &Callout) -> Result<u32, String> {
-        self.count("dispatch_http_call");
-        Ok(1)
-    }
-    fn increment(&mut self, _metric: MetricId, _by: u64) {
-        self.count("increment_metric");
-    }
-    fn log_enabled(&self, level: Level) -> bool {
-        self.count("get_log_level");
-        level >= Level::Warn
-    }
-    fn log(&mut self, _level: Level, _message: &str) {
-        self.count("log");
-    }
-}
-
-impl Host for CountingHost {
-    fn request_headers(&self) -> HeaderList {
-        self.count("get_request_headers (all)");
-        // Sized up front, like the Wasm glue's parse of Envoy's serialized map.
-        let bytes = self.request_headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        let mut list = HeaderList::with_capacity(self.request_headers.len(), bytes);
-        for (n, v) in &self.request_headers {
-            list.push(n, v);
-        }
-        list
-    }
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.count("set_request_header");
-        self.request_headers.retain(|(n, _)| n != name);
-        self.request_headers.push((name.to_string(), value.to_string()));
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.count("remove_request_header");
-        self.request_headers.retain(|(n, _)| n != name);
-    }
-    fn request_body(&self, len: usize) -> Option<Vec<u8>> {
-        self.count("get_request_body");
-        Some(self.request_body.get(..len.min(self.request_body.len()))?.to_vec())
-    }
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.count("get_response_header");
-        self.response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
-    }
-    fn remove_response_header(&mut self, name: &str) {
-        self.count("remove_response_header");
-        self.response_headers.retain(|(n, _)| n != name);
-    }
-    fn response_body(&self, len: usize) -> Option<Vec<u8>> {
-        self.count("get_response_body");
-        Some(self.response_body.get(..len.min(self.response_body.len()))?.to_vec())
-    }
-    fn set_response_body(&mut self, _len: usize, body: &[u8]) {
-        self.count("set_response_body");
-        self.response_body = body.to_vec();
-    }
-    fn send_reply(&mut self, _status: u32, _headers: &[(&str, &str)], _body: &[u8]) {
-        self.count("send_local_response");
-        self.replies += 1;
-    }
-    fn resume_request(&mut self) {
-        self.count("resume_request");
-    }
-    fn upstream_cluster(&self) -> Option<String> {
-        self.count("get_property (cluster)");
-        Some(UPSTREAM_CLUSTER.to_string())
-    }
-}
 
 struct Scenario {
     method: &'static str,
@@ -204,7 +102,8 @@ fn run() -> Result<(), String> {
 
     let bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
     let config = Config::from_json(&bytes, &|_| Some("profile-dummy-secret-0123456789".to_string())).map_err(|e| e.to_string())?;
-    let mut host = CountingHost { now_ms, ..CountingHost::default() };
+    // The unit tests' mock host, counting host calls; logging as an Envoy at `warn`.
+    let mut host = MockHost { now_ms, cluster: Some(UPSTREAM_CLUSTER.to_string()), log_level: Level::Warn, ..MockHost::default() };
     let stats = Stats::define(&mut host, &config).ok_or("stats")?;
     let vm = Rc::new(VmState::new(config, stats, "profile"));
 
@@ -218,7 +117,7 @@ fn run() -> Result<(), String> {
         ("x-forwarded-proto".to_string(), "http".to_string()),
         ("x-request-id".to_string(), "6f1c2a4e-1d2b-4c3d-9e8f-0a1b2c3d4e5f".to_string()),
     ];
-    let one = |host: &mut CountingHost| {
+    let one = |host: &mut MockHost| {
         host.request_headers = request_headers.clone();
         host.request_body = sc.body.clone();
         host.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), sc.response_type.into()), ("content-length".into(), sc.response_body.len().to_string())];
@@ -240,7 +139,6 @@ fn run() -> Result<(), String> {
         one(&mut host);
     }
     host.calls.borrow_mut().clear();
-    host.replies = 0;
     let start = Instant::now();
     let cpu_start = thread_cpu_ns();
     for i in 0..n {
@@ -258,7 +156,7 @@ fn run() -> Result<(), String> {
         "scenario {} x {n}: {cpu_us} us CPU per request natively ({:.2} us wall; local replies: {})\nhost calls per request:\n",
         args.get(2).map_or("get", String::as_str),
         elapsed.as_secs_f64() * 1e6 / n as f64,
-        host.replies
+        calls_of(&host, "send_local_response")
     );
     let calls = host.calls.borrow();
     let total: u64 = calls.values().sum();
@@ -269,6 +167,10 @@ fn run() -> Result<(), String> {
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(())
+}
+
+fn calls_of(host: &MockHost, what: &str) -> u64 {
+    host.calls.borrow().get(what).copied().unwrap_or(0)
 }
 
 /// Nanoseconds this thread has run on a CPU (Linux schedstat): unlike wall time, not

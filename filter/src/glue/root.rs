@@ -11,9 +11,8 @@ use super::envoy_host::{callout_response, EnvoyHost, CRITICAL, INFO};
 use super::http::AirlockHttp;
 use crate::config::Config;
 use crate::flow::RequestFlow;
-use crate::host::{Level, Runtime};
 use crate::stats::Stats;
-use crate::vm_state::{FetchReason, VmState};
+use crate::vm_state::VmState;
 
 /// The timer's period: JWKS refreshes are due in seconds, audit flushes in
 /// `audit.flush_interval_ms`; both check their own due time on every tick.
@@ -39,7 +38,7 @@ impl Context for AirlockRoot {
                 self.audit_call = vm.ship_audit(&mut EnvoyHost);
             }
         } else {
-            vm.finish_key_fetch(&mut EnvoyHost, status, body.as_deref());
+            vm.auth.finish_fetch(&mut EnvoyHost, status, body.as_deref());
         }
     }
 }
@@ -79,12 +78,7 @@ impl RootContext for AirlockRoot {
     fn on_tick(&mut self) {
         let Some(vm) = &self.vm else { return };
         let mut host = EnvoyHost;
-        let now = host.now_unix_secs();
-        if vm.may_fetch(FetchReason::Refresh, now) {
-            if let Err(problem) = vm.start_key_fetch(&mut host) {
-                host.log(Level::Warn, &format!("airlock: {problem}"));
-            }
-        }
+        vm.auth.refresh(&mut host);
         if self.audit_call.is_none() {
             self.audit_call = vm.ship_audit(&mut host);
         }

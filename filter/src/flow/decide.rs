@@ -1,0 +1,84 @@
+//! The decision: the policy, run once per request on what is known so far, turned into
+//! the next step.
+
+use airlock_wire::Decision;
+
+use super::record::describe;
+use super::request::Request;
+use super::step::{AfterBody, Caller, Step};
+use crate::host::{Host, Level};
+use crate::policy::{Action, Body, Evaluation, RequestFacts};
+use crate::reply::{Code, Reply};
+use crate::vm_state::VmState;
+
+pub struct Verdict {
+    /// The deciding rule (index into the policy's rules); `None` for the default action.
+    pub rule: Option<usize>,
+    /// A dry-run rule, or the dry-run config, was reported as "would have refused".
+    pub dry_run_reported: bool,
+    pub step: Step,
+}
+
+/// Runs the policy. `body` is `NotRead` until the body is buffered; a rule that needs it
+/// then answers `NeedsBody`, and the policy runs again, once, on the whole body.
+pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Caller, body: Body) -> Verdict {
+    let config = &vm.config;
+    let body_read = !matches!(body, Body::NotRead);
+    let facts = RequestFacts { method: request.method(), target: &caller.target, headers: &request.headers, identity: Some(&caller.identity) };
+    let decision = match config.policy.evaluate(&facts, body) {
+        Evaluation::NeedBody => return Verdict { rule: None, dry_run_reported: false, step: Step::NeedsBody(caller, AfterBody::Decide) },
+        Evaluation::Decided(decision) => decision,
+    };
+    let rules = config.policy.rules();
+    let rule = decision.rule.and_then(|r| rules.iter().position(|x| std::ptr::eq(x, r)));
+    if let Some(id) = rule.and_then(|i| vm.stats.rule_matched.get(i)) {
+        host.increment(*id, 1);
+    }
+    let rule_name = decision.rule.map(|r| r.name());
+    let report = |host: &mut dyn Host, who: &str, would: &str| {
+        host.increment(vm.stats.dry_run_would_block, 1);
+        if host.log_enabled(Level::Info) {
+            let context = describe(rule_name, Some(&caller.identity), request, None);
+            host.log(Level::Info, &format!("airlock: dry-run: rule `{who}` would have answered {would} ({context})"));
+        }
+    };
+    // A dry-run rule that matched earlier did not decide (the policy went on to the real
+    // decision); it is reported as what it would have done.
+    let mut dry_run_reported = false;
+    if let Some(shadow) = decision.dry_run.filter(|r| r.action() != Action::Allow) {
+        report(host, shadow.name(), shadow.action().as_str());
+        dry_run_reported = true;
+    }
+    let refusal = match decision.action {
+        Action::Allow => return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow) },
+        Action::Deny => match rule_name {
+            Some(name) => Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name),
+            None => Reply::new(Code::DeniedByDefault, "no rule allows this request"),
+        },
+        Action::Approve => match (rule, config.dry_run) {
+            // The approval is bound to the exact body: read it before asking anyone.
+            (Some(index), false) if !body_read => return Verdict { rule, dry_run_reported, step: Step::NeedsBody(caller, AfterBody::Approve(index)) },
+            (Some(index), false) => return Verdict { rule, dry_run_reported, step: Step::Approve(caller, index) },
+            _ => Reply::new(Code::ApprovalPending, "this request needs human approval").with_rule(rule_name.unwrap_or("default")),
+        },
+    };
+    if config.dry_run {
+        report(host, rule_name.unwrap_or("default"), refusal.code.as_str());
+        return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow) };
+    }
+    Verdict { rule, dry_run_reported, step: Step::Refuse(refusal) }
+}
+
+/// The policy's view of a buffered body: parsed, not grepped, so JSON escapes such as
+/// `\u0044ROP` are decoded before any rule matches.
+pub fn decide_on_body(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Caller) -> Verdict {
+    let bytes = request.body_bytes();
+    if bytes.is_empty() {
+        return decide(vm, host, request, caller, Body::Empty);
+    }
+    match (serde_json::from_slice::<serde_json::Value>(bytes), std::str::from_utf8(bytes)) {
+        (Ok(json), _) => decide(vm, host, request, caller, Body::Json(&json)),
+        (Err(_), Ok(text)) => decide(vm, host, request, caller, Body::NotJson(text)),
+        (Err(_), Err(_)) => decide(vm, host, request, caller, Body::Unreadable),
+    }
+}

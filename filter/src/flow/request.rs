@@ -1,0 +1,114 @@
+//! What the filter knows of a request from its headers, read once, and the header
+//! changes made on the way upstream.
+//!
+//! Envoy's request header map is read in one host call in the headers callback and kept
+//! here: it is not reliably readable from later callbacks, and every single-header read
+//! is a crossing into Envoy and another back into the VM to allocate the value.
+
+use crate::approval::{APPROVAL_ID_HEADER, REASON_HEADER};
+use crate::audit;
+use crate::config::Config;
+use crate::headers::HeaderList;
+use crate::host::Host;
+use crate::identity::Identity;
+
+#[derive(Default)]
+pub struct Request {
+    pub started_ms: u64,
+    /// As the client sent them, less the identity headers only the filter may set.
+    pub headers: HeaderList,
+    /// The ticket a client retries with, read before the header is stripped.
+    pub ticket: Option<String>,
+    /// Why the caller says it needs this.
+    pub reason: Option<String>,
+    /// The audit session the client named, if any.
+    pub session_header: Option<String>,
+    /// The headers callback said end-of-stream: there is no body.
+    pub bodiless: bool,
+    /// The body once read: for the approval digest and the audit record.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Request {
+    /// Reads the headers and removes the identity headers a client may not set, also
+    /// from what rules see.
+    pub fn read(host: &mut dyn Host, config: &Config, started_ms: u64, end_of_stream: bool) -> Request {
+        let mut headers = host.request_headers();
+        for name in [&config.identity_headers.subject, &config.identity_headers.groups] {
+            if headers.get(name).is_some() {
+                host.remove_request_header(name);
+                headers.remove(name);
+            }
+        }
+        let ticket = headers.get(APPROVAL_ID_HEADER).map(str::to_string);
+        let reason = headers.get(REASON_HEADER).map(|r| audit::excerpt(r, 2000).to_string());
+        let session_header = config
+            .audit
+            .as_ref()
+            .and_then(|audit| headers.get(&audit.session_header))
+            .map(|s| audit::excerpt(s, audit::MAX_SESSION_ID_BYTES).to_string());
+        Request { started_ms, headers, ticket, reason, session_header, bodiless: end_of_stream, body: None }
+    }
+
+    /// The first value of a request header, as the client sent it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    pub fn method(&self) -> &str {
+        self.header(":method").unwrap_or_default()
+    }
+
+    /// Path and query exactly as sent.
+    pub fn raw_path(&self) -> &str {
+        self.header(":path").unwrap_or_default()
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.header("x-request-id")
+    }
+
+    /// The body as read, empty when there is none or it was not read.
+    pub fn body_bytes(&self) -> &[u8] {
+        self.body.as_deref().unwrap_or_default()
+    }
+
+    /// Sessions exist for audit: the one the client named, else one per token.
+    pub fn session_id<'a>(&'a self, config: &Config, identity: Option<&'a Identity>) -> &'a str {
+        if config.audit.is_none() {
+            return "";
+        }
+        self.session_header.as_deref().or_else(|| identity.map(Identity::token_session)).unwrap_or("")
+    }
+
+    /// Header changes that hold whatever the decision: the agent's token and any
+    /// credential the client sent never go upstream, and the identity the filter vouches
+    /// for is set. Rules still judged the headers as sent.
+    pub fn strip_for_upstream(&self, host: &mut dyn Host, config: &Config, identity: &Identity) {
+        for header in &config.stripped_headers {
+            if self.header(header).is_some() {
+                host.remove_request_header(header);
+            }
+        }
+        host.set_request_header(&config.identity_headers.subject, &identity.subject);
+        if !identity.groups.is_empty() {
+            host.set_request_header(&config.identity_headers.groups, identity.groups_header());
+        }
+    }
+}
+
+/// What the request needs just before its headers move on (Envoy ignores header changes
+/// after that): the upstream's own credential, and no compression when the response may
+/// be masked.
+pub fn complete_upstream_headers(host: &mut dyn Host, config: &Config, may_mask: bool) {
+    if !config.upstreams.is_empty() {
+        if let Some(cluster) = host.upstream_cluster() {
+            if let Some(cred) = config.upstreams.credential_for(&cluster) {
+                host.set_request_header(&cred.header, cred.value.expose());
+            }
+        }
+    }
+    if may_mask {
+        host.remove_request_header("accept-encoding");
+    }
+}

@@ -1,0 +1,591 @@
+//! The request flow against a mock host: one request at a time, callback by callback.
+use super::*;
+use crate::approval::{self, APPROVAL_ID_HEADER};
+use crate::config::Config;
+use crate::host::mock::MockHost;
+use crate::stats::Stats;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use std::collections::HashMap;
+
+const SECRET: &[u8] = b"a-test-hmac-secret-that-is-long-enough-for-hs256";
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn jwks() -> serde_json::Value {
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    serde_json::json!({"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": k}]})
+}
+
+fn token(sub: &str, groups: &[&str]) -> String {
+    let key = HS256Key::from_bytes(SECRET).with_key_id("k1");
+    let claims = Claims::with_custom_claims(serde_json::json!({"groups": groups}), Duration::from_secs(300))
+        .with_issuer("https://idp.test")
+        .with_audience("airlock")
+        .with_subject(sub);
+    key.authenticate(claims).unwrap()
+}
+
+fn config(jwks_source: serde_json::Value, rules: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({
+        "auth": {"issuers": ["https://idp.test"], "audiences": ["airlock"], "groups_claim": "groups", "jwks": jwks_source},
+        "request_body_limit_bytes": 64,
+        "response_body_limit_bytes": 256,
+        "mask_profiles": {"pii": {"detectors": ["email"]}},
+        "upstreams": [{"cluster": "db", "credential": {"type": "bearer", "token": {"value": "upstream-secret"}}}],
+        "control": {"cluster": "control", "authority": "control", "filter_key": {"value": "a-filter-key-of-16+chars"}},
+        "rules": rules,
+        "default_action": "deny"
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn standard_rules() -> serde_json::Value {
+    serde_json::json!([
+        {"name": "no-drop", "action": "deny", "when": {"methods": ["POST"], "body": [{"json_pointer": "/sql", "regex": "\\bdrop\\s+table\\b", "case_insensitive": true, "normalize": "sql"}]}},
+        {"name": "writes-need-approval", "action": "approve", "when": {"methods": ["PUT"]}, "approval": {"mode": "hold", "approvers": {"groups": ["dba"]}, "ttl_seconds": 60}},
+        {"name": "deletes-need-a-ticket", "action": "approve", "when": {"methods": ["DELETE"]}, "approval": {"mode": "ticket", "approvers": {"groups": ["dba"]}}},
+        {"name": "support", "action": "allow", "when": {"groups": {"any_of": ["support"]}}, "mask": "pii"}
+    ])
+}
+
+struct Fixture {
+    vm: Rc<VmState>,
+    /// Counter names as the configure step defined them.
+    names: HashMap<String, crate::stats::MetricId>,
+}
+
+impl Fixture {
+    fn new(config: serde_json::Value) -> Fixture {
+        let config = Config::from_json(config.to_string().as_bytes(), &|_| None).unwrap();
+        let mut definer = MockHost::default();
+        let stats = Stats::define(&mut definer, &config).unwrap();
+        Fixture { vm: Rc::new(VmState::new(config, stats, "test")), names: definer.metric_names }
+    }
+
+    fn standard() -> Fixture {
+        Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({})))
+    }
+
+    fn counter(&self, host: &MockHost, name: &str) -> u64 {
+        host.count(self.names[&format!("airlock.{name}")])
+    }
+
+    fn flow(&self) -> RequestFlow {
+        RequestFlow::new(Rc::clone(&self.vm))
+    }
+}
+
+fn request(method: &str, path: &str, token: Option<&str>) -> MockHost {
+    let mut host = MockHost { now_ms: now() * 1000, cluster: Some("db".into()), ..MockHost::default() };
+    host.request_headers = vec![(":method".into(), method.into()), (":path".into(), path.into()), ("x-request-id".into(), "req-1".into())];
+    if let Some(t) = token {
+        host.request_headers.push(("authorization".into(), format!("Bearer {t}")));
+    }
+    host
+}
+
+#[test]
+fn request_without_token_gets_401_json_and_is_counted() {
+    let f = Fixture::standard();
+    let mut host = request("GET", "/customers", None);
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Pause);
+    assert_eq!(host.reply_status(), Some(401));
+    let v = host.reply_json();
+    assert_eq!(v["error"]["code"], "unauthenticated");
+    assert_eq!(v["error"]["retry"], "reauthenticate");
+    assert_eq!(v["error"]["request_id"], "req-1");
+    assert_eq!(f.counter(&host, "unauthenticated"), 1);
+}
+
+#[test]
+fn allowed_request_swaps_agent_token_for_upstream_credential_and_sets_identity() {
+    let f = Fixture::standard();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    host.request_headers.push(("x-airlock-subject".into(), "root".into()));
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+    assert_eq!(host.reply, None);
+    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"));
+    assert_eq!(host.header("x-airlock-subject"), Some("alice"));
+    assert_eq!(host.header("x-airlock-groups"), Some("support"));
+    assert_eq!(f.counter(&host, "allowed"), 1);
+    assert_eq!(f.counter(&host, "rule.support.matched"), 1);
+}
+
+#[test]
+fn headers_that_never_go_upstream_are_listed_once_at_load() {
+    // The bearer credential of both upstreams goes in `authorization`, the token header.
+    let extra = serde_json::json!({"upstreams": [
+        {"cluster": "db", "credential": {"type": "bearer", "token": {"value": "one"}}},
+        {"cluster": "crm", "credential": {"type": "bearer", "token": {"value": "two"}}},
+        {"cluster": "ops", "credential": {"type": "header", "name": "x-api-key", "value": {"value": "three"}}}
+    ]});
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), extra));
+    assert_eq!(f.vm.config.stripped_headers, ["authorization", APPROVAL_ID_HEADER, "x-api-key"]);
+}
+
+#[test]
+fn header_rules_see_client_headers_but_not_spoofed_identity_headers() {
+    let mut rules = standard_rules();
+    rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "no-debug", "action": "deny", "when": {"headers": [{"name": "x-debug", "exact": "1"}]}}));
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    host.request_headers.push(("x-debug".into(), "1".into()));
+    f.flow().on_request_headers(&mut host, true);
+    assert_eq!(host.reply_json()["error"]["rule"], "no-debug");
+
+    // A rule on the identity header judges the filter's own value, never the client's.
+    let mut rules = standard_rules();
+    rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "spoof", "action": "deny", "when": {"headers": [{"name": "x-airlock-subject", "regex": "."}]}}));
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    host.request_headers.push(("x-airlock-subject".into(), "root".into()));
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+    assert_eq!(host.header("x-airlock-subject"), Some("alice"));
+}
+
+#[test]
+fn caller_no_rule_allows_gets_403_denied_by_default() {
+    let f = Fixture::standard();
+    let mut host = request("GET", "/customers", Some(&token("mallory", &["guests"])));
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Pause);
+    assert_eq!(host.reply_status(), Some(403));
+    assert_eq!(host.reply_json()["error"]["code"], "denied_by_default");
+    assert_eq!(f.counter(&host, "denied_by_default"), 1);
+}
+
+#[test]
+fn body_rule_buffers_until_the_whole_body_is_seen_then_blocks() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    // Continue: Envoy's buffer filter behind Airlock holds the headers; pausing here
+    // would stop the body callbacks too.
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "headers are completed before they move on: the agent token out, the upstream credential in");
+    assert_eq!(host.header("x-airlock-subject"), Some("alice"));
+    host.request_body = br#"{"sql": "DROP/**/"#.to_vec();
+    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
+    host.request_body = br#"{"sql": "DROP/**/TABLE customers"}"#.to_vec();
+    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, true) }, Next::Pause);
+    assert_eq!(host.reply_status(), Some(403));
+    let v = host.reply_json();
+    assert_eq!(v["error"]["rule"], "no-drop");
+    assert!(!String::from_utf8_lossy(&host.reply.as_ref().unwrap().2).contains("customers"), "reply must not echo the request");
+    assert_eq!(f.counter(&host, "denied"), 1);
+}
+
+#[test]
+fn body_decision_completes_on_trailers_with_headers_finished_before_they_continued() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+    host.request_headers_frozen = true;
+    host.request_body = br#"{"sql": "select 1"}"#.to_vec();
+    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
+    assert_eq!(flow.on_request_trailers(&mut host), Next::Continue);
+    assert_eq!(host.reply, None);
+    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "set before the headers continued");
+    assert_eq!(host.header("accept-encoding"), None);
+}
+
+#[test]
+fn body_over_inspection_limit_is_refused_not_passed() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, false);
+    host.request_body = vec![b' '; 65];
+    assert_eq!(flow.on_request_body(&mut host, 65, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(413));
+    assert_eq!(f.counter(&host, "request_body_over_limit"), 1);
+}
+
+fn json(v: serde_json::Value) -> Option<Vec<u8>> {
+    Some(v.to_string().into_bytes())
+}
+
+#[test]
+fn hold_mode_pauses_until_approved_then_forwards_with_credentials() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, true), Next::Pause);
+    assert_eq!(host.callouts[0], ("control".to_string(), "/v1/approvals".to_string()));
+    let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+    assert_eq!(created["rule"], "writes-need-approval");
+    assert_eq!(created["subject"], "alice");
+    assert_eq!(created["mode"], "hold");
+    assert_eq!(created["digest"].as_str().unwrap().len(), 64);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending", "url": "http://c/console#apr1"})));
+    assert!(host.callouts[1].1.starts_with("/v1/approvals/apr1/wait?timeout_ms="));
+    assert_eq!(host.resumed, 0);
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    assert_eq!(host.callouts.len(), 3, "a pending answer before the deadline polls again");
+    flow.on_callout_response(&mut host, 3, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved"})));
+    assert_eq!(host.resumed, 1);
+    assert_eq!(host.reply, None);
+    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"));
+    assert_eq!(f.counter(&host, "approvals.granted"), 1);
+}
+
+#[test]
+fn hold_mode_denial_is_403_with_the_approval_id() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, true);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "denied"})));
+    assert_eq!(host.resumed, 0);
+    let v = host.reply_json();
+    assert_eq!((v["error"]["code"].as_str(), v["error"]["approval"]["id"].as_str()), (Some("approval_denied"), Some("apr1")));
+}
+
+#[test]
+fn control_service_down_during_hold_fails_closed() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, true);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, None, None);
+    assert_eq!(host.resumed, 0);
+    assert_eq!(host.reply_status(), Some(503));
+    assert_eq!(f.counter(&host, "approvals.service_errors"), 1);
+}
+
+#[test]
+fn ticket_mode_answers_202_then_redeems_the_ticket_bound_to_the_request() {
+    let f = Fixture::standard();
+    let t = token("alice", &["support"]);
+    let mut host = request("DELETE", "/customers/1", Some(&t));
+    f.flow().on_request_headers(&mut host, true);
+    f.flow().on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})));
+    // A fresh flow never saw call 1: the answer is ignored.
+    assert_eq!(host.reply, None);
+
+    let mut flow = f.flow();
+    let mut host = request("DELETE", "/customers/1", Some(&t));
+    flow.on_request_headers(&mut host, true);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})));
+    assert_eq!(host.reply_status(), Some(202));
+    let v = host.reply_json();
+    assert_eq!(v["error"]["approval"]["id"], "apr9");
+    assert_eq!(v["error"]["retry"], "after_approval");
+
+    let mut flow = f.flow();
+    let mut retry = request("DELETE", "/customers/1", Some(&t));
+    retry.request_headers.push((APPROVAL_ID_HEADER.into(), "apr9".into()));
+    assert_eq!(flow.on_request_headers(&mut retry, true), Next::Pause);
+    assert_eq!(retry.callouts[0].1, "/v1/approvals/apr9/redeem");
+    let redeem: serde_json::Value = serde_json::from_slice(&retry.callout_bodies[0]).unwrap();
+    let original: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+    assert_eq!(redeem["digest"], original["digest"], "the retry is bound to the same digest");
+    flow.on_callout_response(&mut retry, 1, Some(409), json(serde_json::json!({"error": {"code": "approval_already_used"}})));
+    assert_eq!(retry.reply_json()["error"]["code"], "approval_rejected");
+}
+
+#[test]
+fn redeeming_a_denied_ticket_says_denied_not_pending() {
+    let f = Fixture::standard();
+    let t = token("alice", &["support"]);
+    let answers = [
+        (serde_json::json!({"error": {"code": "approval_denied"}}), 403, "approval_denied"),
+        (serde_json::json!({"error": {"code": "approval_not_approved"}}), 202, "approval_pending"),
+    ];
+    for (answer, status, code) in answers {
+        let mut flow = f.flow();
+        let mut retry = request("DELETE", "/customers/1", Some(&t));
+        retry.request_headers.push((APPROVAL_ID_HEADER.into(), "apr9".into()));
+        flow.on_request_headers(&mut retry, true);
+        flow.on_callout_response(&mut retry, 1, Some(409), json(answer));
+        assert_eq!((retry.reply_status(), retry.reply_json()["error"]["code"].as_str()), (Some(status), Some(code)));
+    }
+}
+
+#[test]
+fn approval_of_a_request_with_a_body_reads_the_body_first() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+    assert!(host.callouts.is_empty());
+    host.request_body = br#"{"email":"new@example.com"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+    assert!(!created["body"].as_str().unwrap().contains("new@example.com"), "approvers see masked bodies");
+    assert_ne!(created["digest"], serde_json::Value::String(approval::request_digest("PUT", "/customers/1", b"", "alice")));
+}
+
+#[test]
+fn every_request_leaves_one_masked_audit_record() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql?api_key=AKIAIOSFODNN7EXAMPLE", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, false);
+    host.request_body = br#"{"sql": "drop table customers -- by bob@example.com"}"#.to_vec();
+    let n = host.request_body.len();
+    flow.on_request_body(&mut host, n, true);
+    flow.on_log(&mut host);
+    let (body, count) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+    assert_eq!(count, 1);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let r = &v["records"][0];
+    assert_eq!(r["decision"], "denied_by_rule");
+    assert_eq!(r["rule"], "no-drop");
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["subject"], "alice");
+    assert!(r["session_id"].as_str().unwrap().starts_with("tok-alice-"));
+    assert!(!body.contains("AKIAIOSFODNN7EXAMPLE") && !body.contains("bob@example.com"), "{body}");
+    assert!(r["request_body"].as_str().unwrap().contains("drop table"));
+}
+
+#[test]
+fn dropped_audit_records_are_counted_and_logged_sparingly() {
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"audit": {"max_queued_records": 1}})));
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    for _ in 0..5 {
+        let mut flow = f.flow();
+        flow.on_request_headers(&mut host, true);
+        flow.on_log(&mut host);
+    }
+    assert_eq!(f.counter(&host, "audit.records"), 1);
+    assert_eq!(f.counter(&host, "audit.dropped"), 4);
+    let warnings = host.logs.iter().filter(|l| l.contains("records dropped so far")).count();
+    assert_eq!(warnings, 3, "drops 1, 2 and 4 are logged: {:?}", host.logs);
+}
+
+#[test]
+fn strict_audit_refuses_requests_while_records_cannot_be_delivered() {
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"audit": {"strict": true}})));
+    f.vm.audit.borrow_mut().push("{}".into(), 10);
+    f.vm.audit.borrow_mut().next_batch(0, 10);
+    f.vm.audit.borrow_mut().failed(0);
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    f.flow().on_request_headers(&mut host, true);
+    assert_eq!(host.reply_status(), Some(503));
+    assert_eq!(host.reply_json()["error"]["code"], "audit_unavailable");
+}
+
+#[test]
+fn dry_run_lets_a_denied_request_through_and_counts_it() {
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"dry_run": true})));
+    let mut host = request("GET", "/customers", Some(&token("mallory", &[])));
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+    assert_eq!(host.reply, None);
+    assert_eq!(f.counter(&host, "dry_run.would_block"), 1);
+    assert!(host.logs.iter().any(|l| l.contains("would have answered denied_by_default")));
+}
+
+#[test]
+fn remote_keys_are_fetched_on_first_request_then_the_request_resumes() {
+    let remote = serde_json::json!({"remote": {"cluster": "jwks", "authority": "idp", "path": "/jwks"}});
+    let f = Fixture::new(config(remote, standard_rules(), serde_json::json!({})));
+    let mut flow = f.flow();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, true), Next::Pause);
+    assert_eq!(host.callouts, vec![("jwks".to_string(), "/jwks".to_string())]);
+    flow.on_callout_response(&mut host, 1, Some(200), Some(jwks().to_string().into_bytes()));
+    assert_eq!(host.resumed, 1);
+    assert_eq!(host.reply, None);
+    assert_eq!(host.header("x-airlock-subject"), Some("alice"));
+    assert_eq!(f.counter(&host, "jwks.fetch_ok"), 1);
+}
+
+#[test]
+fn unreachable_jwks_fails_closed_with_503() {
+    let remote = serde_json::json!({"remote": {"cluster": "jwks", "authority": "idp", "path": "/jwks"}});
+    let f = Fixture::new(config(remote, standard_rules(), serde_json::json!({})));
+    let mut flow = f.flow();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, true);
+    flow.on_callout_response(&mut host, 1, None, None);
+    assert_eq!(host.resumed, 0);
+    assert_eq!(host.reply_status(), Some(503));
+    assert_eq!(host.reply_json()["error"]["retry"], "later");
+}
+
+fn allowed_masked_flow(f: &Fixture) -> (RequestFlow, MockHost) {
+    let mut flow = f.flow();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    host.request_headers.push(("accept-encoding".into(), "gzip".into()));
+    assert_eq!(flow.on_request_headers(&mut host, true), Next::Continue);
+    assert_eq!(host.header("accept-encoding"), None, "compression must be off for masked responses");
+    (flow, host)
+}
+
+#[test]
+fn masked_response_body_is_rewritten_and_content_length_dropped() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Continue);
+    assert!(host.response_header("content-length").is_none());
+    host.response_body = br#"{"email":"alice@example.com","id":7}"#.to_vec();
+    assert_eq!({ let n = host.response_body.len(); flow.on_response_body(&mut host, n, true) }, Next::Continue);
+    let v: serde_json::Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_ne!(v["email"], "alice@example.com");
+    assert_eq!(v["id"], 7);
+    assert_eq!(f.counter(&host, "masked.pii.email"), 1);
+}
+
+#[test]
+fn invalid_json_under_a_field_masking_profile_is_refused_not_masked_as_text() {
+    let mut c = config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({}));
+    c["mask_profiles"]["pii"]["fields"] = serde_json::json!(["password"]);
+    let f = Fixture::new(c);
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json".into())];
+    flow.on_response_headers(&mut host, false);
+    host.response_body = br#"{"password": "hunter2", oops"#.to_vec();
+    let n = host.response_body.len();
+    assert_eq!(flow.on_response_body(&mut host, n, true), Next::Pause);
+    assert_eq!(host.reply_json()["error"]["code"], "response_not_maskable");
+}
+
+#[test]
+fn compressed_response_on_masked_route_is_refused() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-encoding".into(), "gzip".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(502));
+    assert_eq!(host.reply_json()["error"]["code"], "response_not_maskable");
+}
+
+#[test]
+fn response_over_masking_limit_is_refused_not_sent_unmasked() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "text/plain".into())];
+    flow.on_response_headers(&mut host, false);
+    assert_eq!(flow.on_response_body(&mut host, 257, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(502));
+    assert_eq!(host.reply_json()["error"]["code"], "response_too_large");
+}
+
+#[test]
+fn declared_oversized_response_is_refused_while_status_can_still_change() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-length".into(), "100000".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(502));
+}
+
+#[test]
+fn body_decision_after_a_key_fetch_resumes_so_the_body_can_arrive() {
+    let remote = serde_json::json!({"remote": {"cluster": "jwks", "authority": "idp", "path": "/jwks"}});
+    let f = Fixture::new(config(remote, standard_rules(), serde_json::json!({})));
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    flow.on_callout_response(&mut host, 1, Some(200), Some(jwks().to_string().into_bytes()));
+    assert_eq!(host.resumed, 1);
+    host.request_body = br#"{"sql": "drop table x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    assert_eq!(host.reply_json()["error"]["rule"], "no-drop");
+}
+
+#[test]
+fn rule_level_dry_run_reports_and_evaluation_goes_on() {
+    let mut rules = standard_rules();
+    rules[0]["dry_run"] = serde_json::json!(true);
+    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, false);
+    host.request_body = br#"{"sql": "drop table x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Continue);
+    assert_eq!(host.reply, None);
+    assert_eq!(f.counter(&host, "dry_run.would_block"), 1);
+    assert_eq!(f.counter(&host, "rule.support.matched"), 1);
+}
+
+#[test]
+fn log_line_never_contains_query_string_or_token() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let t = token("alice", &["guests"]);
+    let mut host = request("GET", "/customers?api_key=sekrit", Some(&t));
+    flow.on_request_headers(&mut host, true);
+    flow.on_log(&mut host);
+    let all = host.logs.join("\n");
+    assert!(all.contains("decision=denied_by_default"));
+    assert!(!all.contains("sekrit") && !all.contains(&t));
+}
+
+#[test]
+fn approve_rule_without_body_conditions_runs_the_policy_once_and_binds_the_body() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
+    host.request_body = br#"{"email":"x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    assert_eq!(f.counter(&host, "rule.writes-need-approval.matched"), 1, "the decision made without the body is kept, not taken again");
+    let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
+    assert_eq!(created["digest"], approval::request_digest("PUT", "/customers/1", br#"{"email":"x"}"#, "alice"));
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved"})));
+    assert_eq!(host.resumed, 1);
+    assert_eq!(f.counter(&host, "rule.writes-need-approval.matched"), 1);
+    assert_eq!(f.counter(&host, "approvals.requested"), 1);
+}
+
+#[test]
+fn a_wait_answer_with_a_status_the_filter_does_not_know_fails_closed() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, true);
+    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
+    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved-ish"})));
+    assert_eq!(host.resumed, 0);
+    assert_eq!(host.reply_status(), Some(503));
+}
+
+/// The records the filter queues are read by the service with the same wire type: every
+/// decision the filter writes must parse there, and the denials must be the ones the
+/// "request denied" alert fires on.
+#[test]
+fn every_recorded_decision_reads_back_as_the_services_audit_record() {
+    let f = Fixture::standard();
+    let cases: [(&str, &str, Option<&str>, bool, &str); 5] = [
+        ("GET", "/customers", Some("support"), true, "allow"),
+        ("POST", "/sql", Some("support"), false, "denied_by_rule"),
+        ("GET", "/customers", Some("guests"), true, "denied_by_default"),
+        ("GET", "/customers", None, true, "unauthenticated"),
+        ("DELETE", "/customers/1", Some("support"), true, "incomplete"),
+    ];
+    for (method, path, group, bodiless, _) in cases {
+        let mut flow = f.flow();
+        let t = group.map(|g| token("alice", &[g]));
+        let mut host = request(method, path, t.as_deref());
+        flow.on_request_headers(&mut host, bodiless);
+        if !bodiless {
+            host.request_body = br#"{"sql": "drop table customers"}"#.to_vec();
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, true);
+        }
+        flow.on_log(&mut host);
+    }
+    let (body, count) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+    assert_eq!(count, cases.len());
+    let batch: airlock_wire::AuditBatch = serde_json::from_str(&body).unwrap();
+    for (record, (.., expected)) in batch.records.iter().zip(cases) {
+        assert_eq!(record.decision.as_str(), expected);
+        assert_eq!(record.decision.is_denial(), expected.starts_with("denied_"), "{expected}");
+    }
+}

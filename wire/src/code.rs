@@ -1,0 +1,177 @@
+//! Every answer the filter itself gives, by stable code: what an agent reads in
+//! `error.code`, and what an audit record's `decision` says for a refused request.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client should do after this answer. Lets an agent tell "blocked, do not retry"
+/// from "pending, retry later" from "misconfigured" without knowing every code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retry {
+    /// Policy said no: the same request will be refused again.
+    Never,
+    /// Get a new or valid token, then retry.
+    Reauthenticate,
+    /// Change the request (smaller body, valid target), then retry.
+    FixRequest,
+    /// A dependency of Airlock is down or busy: retry with backoff.
+    Later,
+    /// A human must approve first; retry with the approval id once approved.
+    AfterApproval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    DeniedByRule,
+    DeniedByDefault,
+    ApprovalPending,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalRejected,
+    AuditUnavailable,
+    InvalidRequestTarget,
+    RequestBodyTooLarge,
+    DependencyUnavailable,
+    ResponseTooLarge,
+    ResponseNotMaskable,
+    Misconfigured,
+}
+
+impl Code {
+    pub const ALL: [Code; 14] = [
+        Code::Unauthenticated,
+        Code::DeniedByRule,
+        Code::DeniedByDefault,
+        Code::ApprovalPending,
+        Code::ApprovalDenied,
+        Code::ApprovalExpired,
+        Code::ApprovalRejected,
+        Code::AuditUnavailable,
+        Code::InvalidRequestTarget,
+        Code::RequestBodyTooLarge,
+        Code::DependencyUnavailable,
+        Code::ResponseTooLarge,
+        Code::ResponseNotMaskable,
+        Code::Misconfigured,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "unauthenticated",
+            Code::DeniedByRule => "denied_by_rule",
+            Code::DeniedByDefault => "denied_by_default",
+            Code::ApprovalPending => "approval_pending",
+            Code::ApprovalDenied => "approval_denied",
+            Code::ApprovalExpired => "approval_expired",
+            Code::ApprovalRejected => "approval_rejected",
+            Code::AuditUnavailable => "audit_unavailable",
+            Code::InvalidRequestTarget => "invalid_request_target",
+            Code::RequestBodyTooLarge => "request_body_too_large",
+            Code::DependencyUnavailable => "dependency_unavailable",
+            Code::ResponseTooLarge => "response_too_large",
+            Code::ResponseNotMaskable => "response_not_maskable",
+            Code::Misconfigured => "airlock_misconfigured",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Code> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn status(self) -> u32 {
+        match self {
+            Code::Unauthenticated => 401,
+            Code::ApprovalPending => 202,
+            Code::DeniedByRule | Code::DeniedByDefault => 403,
+            Code::ApprovalDenied | Code::ApprovalExpired | Code::ApprovalRejected => 403,
+            Code::InvalidRequestTarget => 400,
+            Code::RequestBodyTooLarge => 413,
+            Code::DependencyUnavailable | Code::AuditUnavailable => 503,
+            Code::ResponseTooLarge | Code::ResponseNotMaskable => 502,
+            Code::Misconfigured => 500,
+        }
+    }
+
+    pub fn retry(self) -> Retry {
+        match self {
+            Code::Unauthenticated => Retry::Reauthenticate,
+            Code::DeniedByRule | Code::DeniedByDefault | Code::Misconfigured => Retry::Never,
+            Code::ResponseTooLarge | Code::ResponseNotMaskable => Retry::Never,
+            Code::ApprovalPending => Retry::AfterApproval,
+            Code::ApprovalDenied | Code::ApprovalRejected => Retry::Never,
+            // This approval is over; the same request may be submitted for a new one.
+            Code::ApprovalExpired => Retry::Never,
+            Code::InvalidRequestTarget | Code::RequestBodyTooLarge => Retry::FixRequest,
+            Code::DependencyUnavailable | Code::AuditUnavailable => Retry::Later,
+        }
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Code::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown code `{s}`")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_as_itself_and_no_two_share_a_name() {
+        let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(serde_json::from_str::<Code>(&json).unwrap(), code);
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Code::ALL.len());
+    }
+
+    /// Exhaustive on purpose: a new variant does not compile here until it has a place in
+    /// `Code::ALL`, which is what `parse` (and so the service) reads.
+    fn position(code: Code) -> usize {
+        match code {
+            Code::Unauthenticated => 0,
+            Code::DeniedByRule => 1,
+            Code::DeniedByDefault => 2,
+            Code::ApprovalPending => 3,
+            Code::ApprovalDenied => 4,
+            Code::ApprovalExpired => 5,
+            Code::ApprovalRejected => 6,
+            Code::AuditUnavailable => 7,
+            Code::InvalidRequestTarget => 8,
+            Code::RequestBodyTooLarge => 9,
+            Code::DependencyUnavailable => 10,
+            Code::ResponseTooLarge => 11,
+            Code::ResponseNotMaskable => 12,
+            Code::Misconfigured => 13,
+        }
+    }
+
+    #[test]
+    fn every_variant_is_listed_in_all() {
+        for (i, code) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(position(code), i);
+        }
+    }
+
+    #[test]
+    fn refusals_are_client_or_server_errors_and_pending_is_accepted() {
+        for code in Code::ALL {
+            let status = code.status();
+            assert!(status == 202 || (400..600).contains(&status), "{code:?} {status}");
+        }
+        assert_eq!(Code::ApprovalPending.retry(), Retry::AfterApproval);
+    }
+}
