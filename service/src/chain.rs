@@ -111,6 +111,22 @@ mod tests {
         assert_ne!(record_hash(&base, 1, &sample()), base);
     }
 
+    /// Pins the canonical form: chains stored by earlier versions must keep verifying, so
+    /// field order, number and string encoding of a record may never change.
+    #[test]
+    fn a_known_record_has_a_known_hash() {
+        let mut r = sample();
+        r.status = 403;
+        r.response_body = Some("{\"ok\":false}".into());
+        r.decision = "denied_by_rule".into();
+        r.rule = Some("no-deletes".into());
+        r.reason = Some("clean up é".into());
+        assert_eq!(
+            record_hash(GENESIS_HASH, 7, &r),
+            "51268a0121a858be6be886bb58f6ab83def5b279331be906fcf03510e433fb13"
+        );
+    }
+
     #[test]
     fn hash_is_lowercase_hex_sha256() {
         let h = record_hash(GENESIS_HASH, 1, &sample());
