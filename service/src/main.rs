@@ -157,6 +157,8 @@ enum SessionAction {
         from: Option<String>,
         #[arg(long)]
         to: Option<String>,
+        /// Only sessions with a record of this decision: allow, approved, denied_by_rule,
+        /// denied_by_default, unauthenticated, approval_denied, ...
         #[arg(long)]
         decision: Option<String>,
         #[arg(long)]

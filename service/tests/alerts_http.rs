@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use airlock_wire::{Code, Decision};
 use common::*;
 
 fn alerts_config(slack: &str, webhook: &str, pagerduty: &str) -> String {
@@ -92,8 +93,8 @@ async fn alerts_reach_every_sink_with_retry_and_without_leaking_secrets() {
     // an allowed one raises nothing.
     let (status, _) = s
         .ingest(&[
-            record("d1", "sess-x", 1, "deny", 403),
-            record("a1", "sess-x", 2, "allow", 200),
+            record("d1", "sess-x", 1, DENIED_BY_RULE, 403),
+            record("a1", "sess-x", 2, ALLOW, 200),
         ])
         .await;
     assert_eq!(status, 200);
@@ -104,7 +105,8 @@ async fn alerts_reach_every_sink_with_retry_and_without_leaking_secrets() {
     assert_eq!(h["details"]["rule"], "no-deletes");
     pagerduty.wait_for(2, Duration::from_secs(5)).await;
     // A retried batch does not alert twice.
-    s.ingest(&[record("d1", "sess-x", 1, "deny", 403)]).await;
+    s.ingest(&[record("d1", "sess-x", 1, DENIED_BY_RULE, 403)])
+        .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(webhook.seen().len(), 1);
     assert_eq!(pagerduty.seen().len(), 2);
@@ -123,6 +125,86 @@ async fn alerts_reach_every_sink_with_retry_and_without_leaking_secrets() {
             "secret {secret:?} leaked into the log:\n{log}"
         );
     }
+}
+
+/// A server whose only sink is a generic webhook for `request_denied`, and that receiver.
+async fn denied_alerts_to_a_webhook() -> (Server, Receiver) {
+    let webhook = Receiver::start(|_, _, _| 200).await;
+    let s = Server::start_with(ServerOptions {
+        extra_config: format!(
+            "[alerts]\ninitial_backoff_ms = 100\n\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nevents = [\"request_denied\"]\n",
+            webhook.url
+        ),
+        ..ServerOptions::default()
+    });
+    (s, webhook)
+}
+
+/// The decisions the filter really writes for policy blocks each raise the alert, naming
+/// the rule (or the default), the subject and the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_denied_by_a_rule_or_by_default_raise_the_denied_alert() {
+    let (s, webhook) = denied_alerts_to_a_webhook().await;
+    let (status, v) = s
+        .ingest(&[record("by-rule", "sess-d", 1, DENIED_BY_RULE, 403)])
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let by_rule = webhook.wait_for(1, Duration::from_secs(5)).await[0].json();
+    assert_eq!(by_rule["event"], "request_denied");
+    assert_eq!(by_rule["details"]["record_id"], "by-rule");
+    assert_eq!(by_rule["details"]["rule"], "no-deletes");
+    assert_eq!(by_rule["details"]["subject"], "agent-1");
+    assert_eq!(by_rule["details"]["path"], "/v1/items/by-rule");
+    assert_eq!(
+        by_rule["summary"],
+        "blocked POST /v1/items/by-rule by agent-1 (rule no-deletes)"
+    );
+
+    let (status, v) = s
+        .ingest(&[record("by-default", "sess-d", 2, DENIED_BY_DEFAULT, 403)])
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let by_default = webhook.wait_for(2, Duration::from_secs(5)).await[1].json();
+    assert_eq!(by_default["event"], "request_denied");
+    assert_eq!(by_default["details"]["record_id"], "by-default");
+    assert_eq!(by_default["details"]["rule"], serde_json::Value::Null);
+    assert_eq!(by_default["details"]["subject"], "agent-1");
+    assert_eq!(by_default["details"]["path"], "/v1/items/by-default");
+    assert_eq!(
+        by_default["summary"],
+        "blocked POST /v1/items/by-default by agent-1 (rule default)"
+    );
+}
+
+/// Other refusals are not policy denials: outages, approvals and bad tokens raise no
+/// "request denied" alert, and neither do allowed requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_decisions_raise_no_denied_alert() {
+    let (s, webhook) = denied_alerts_to_a_webhook().await;
+    let others = [
+        ALLOW,
+        Decision::Approved,
+        Decision::DryRunAllow,
+        Decision::Incomplete,
+        Decision::Refused(Code::Unauthenticated),
+        Decision::Refused(Code::ApprovalDenied),
+        Decision::Refused(Code::DependencyUnavailable),
+    ];
+    let batch: Vec<_> = others
+        .iter()
+        .enumerate()
+        .map(|(i, d)| record(&format!("o{i}"), "sess-o", i as i64, *d, 200))
+        .collect();
+    let (status, v) = s.ingest(&batch).await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(7)), "{v}");
+    // One denial after them: the first alert to arrive is that one.
+    s.ingest(&[record("last", "sess-o", 9, DENIED_BY_DEFAULT, 403)])
+        .await;
+    let seen = webhook.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen_all = webhook.seen();
+    assert_eq!(seen_all.len(), 1, "{seen_all:?}");
+    assert_eq!(seen[0].json()["details"]["record_id"], "last");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use airlock_wire::{ApprovalErrorCode, ApprovalStatus, RedeemApproval};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,11 +20,9 @@ use crate::auth::Role;
 use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::ids::{is_approval_id, new_approval_id};
-use crate::store::approvals::{Approval, DecideError, Decision, Status};
+use crate::store::approvals::{Approval, DecideError, Decision, RedeemError};
 use crate::time::{now_ms, rfc3339_ms};
-use crate::validate::{
-    check_digest, parse_json, CreateApprovalRequest, DecisionRequest, RedeemRequest,
-};
+use crate::validate::{check_digest, new_approval, parse_json, DecisionRequest};
 
 /// Default and maximum long-poll duration of `wait`.
 const DEFAULT_WAIT_MS: i64 = 30_000;
@@ -81,7 +80,7 @@ pub async fn create(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let new = parse_json::<CreateApprovalRequest>(&body)?.validate()?;
+    let new = new_approval(parse_json(&body)?)?;
     let id = new_approval_id().map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = now_ms();
     let a = state.store.create_approval(&id, &new, now).await?;
@@ -111,7 +110,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": a.id, "status": "pending", "url": url, "expires_at": rfc3339_ms(a.expires_ms), "expires_at_ms": a.expires_ms}),
+            json!({"id": a.id, "status": ApprovalStatus::Pending, "url": url, "expires_at": rfc3339_ms(a.expires_ms), "expires_at_ms": a.expires_ms}),
         ),
     ))
 }
@@ -144,7 +143,7 @@ pub async fn wait(
         let now = now_ms();
         let status = a.status(now);
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if status != Status::Pending || remaining.is_zero() {
+        if status != ApprovalStatus::Pending || remaining.is_zero() {
             return Ok(Json(status_view(&a, now)));
         }
         // Wake at the deadline, at expiry (to answer `expired` promptly), or to re-read.
@@ -167,7 +166,7 @@ pub async fn redeem(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: RedeemRequest = parse_json(&body)?;
+    let req: RedeemApproval = parse_json(&body)?;
     check_digest("digest", &req.digest)?;
     let outcome = if is_approval_id(&id) {
         state
@@ -175,15 +174,15 @@ pub async fn redeem(
             .redeem(&id, &req.digest, &req.subject, now_ms())
             .await?
     } else {
-        Err(crate::store::approvals::RedeemError::NotFound)
+        Err(RedeemError::NotFound)
     };
     match outcome {
         Ok(()) => {
             tracing::info!(approval_id = %id, "approval redeemed");
-            Ok(Json(json!({"status": "approved"})))
+            Ok(Json(json!({"status": ApprovalStatus::Approved})))
         }
         Err(e) => Err(ApiError::Conflict {
-            code: e.code(),
+            code: e.code().as_str(),
             message: e.to_string(),
         }),
     }
@@ -198,7 +197,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let status = match q.get("status").map(String::as_str) {
         None | Some("") | Some("all") => None,
-        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
             ApiError::invalid(
                 "status",
                 "must be pending, approved, denied, expired or all",
@@ -277,7 +276,7 @@ pub async fn decide(
         Err(DecideError::NotFound) => return Err(ApiError::approval_not_found(&id)),
         Err(DecideError::NotPending(s)) => {
             return Err(ApiError::Conflict {
-                code: "approval_not_pending",
+                code: ApprovalErrorCode::ApprovalNotPending.as_str(),
                 message: format!("the approval is already {}", s.as_str()),
             })
         }

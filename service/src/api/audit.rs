@@ -1,5 +1,6 @@
 //! Audit ingestion (filter) and chain verification (auditor).
 
+use airlock_wire::AuditBatch;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
@@ -12,12 +13,7 @@ use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::store::audit::VerifyReport;
 use crate::time::now_ms;
-use crate::validate::{parse_json, AuditBatch};
-
-/// Decisions that raise the "denied" alert.
-fn is_denial(decision: &str) -> bool {
-    matches!(decision, "deny" | "denied")
-}
+use crate::validate::{check_audit_batch, parse_json};
 
 /// `POST /v1/audit/batch`: idempotent by record id; returns how many were new.
 pub async fn ingest(
@@ -26,10 +22,12 @@ pub async fn ingest(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let batch: AuditBatch = parse_json(&body)?;
-    batch.validate()?;
+    check_audit_batch(&batch)?;
     let outcome = state.store.append_audit(&batch.records, now_ms()).await?;
     for r in outcome.stored.iter().filter_map(|&i| batch.records.get(i)) {
-        if is_denial(&r.decision) {
+        // A policy block (`denied_by_rule`, `denied_by_default`); other refusals (outages,
+        // approvals, bad requests) have alerts of their own or none.
+        if r.decision.is_denial() {
             state.alerter.raise(Alert {
                 event: AlertEvent::RequestDenied,
                 summary: format!(

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use airlock_wire::Decision;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -34,6 +35,19 @@ fn instant_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiE
     Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
+/// A decision as audit records carry it (`allow`, `denied_by_rule`, …).
+fn decision_param(value: Option<&String>) -> Result<Option<Decision>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    Decision::parse(v).map(Some).ok_or_else(|| {
+        ApiError::invalid(
+            "decision",
+            "must be a decision audit records carry, such as allow, approved, denied_by_rule, denied_by_default",
+        )
+    })
+}
+
 /// `GET /v1/sessions?subject=&from=&to=&decision=&limit=`
 pub async fn list(
     _: Auditor,
@@ -44,7 +58,7 @@ pub async fn list(
         subject: q.get("subject").filter(|s| !s.is_empty()).cloned(),
         from_ms: instant_param("from", q.get("from"))?,
         to_ms: instant_param("to", q.get("to"))?,
-        decision: q.get("decision").filter(|s| !s.is_empty()).cloned(),
+        decision: decision_param(q.get("decision"))?,
         limit: int_param("limit", q.get("limit"))?
             .unwrap_or(100)
             .clamp(1, 1000),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_e2e::serve::{AirlockServe, ServeOptions};
+use airlock_wire::{Code, Decision};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -235,14 +236,25 @@ impl Server {
     }
 }
 
-/// An audit record as the filter would send it.
-pub fn record(id: &str, session: &str, time_ms: i64, decision: &str, status: i64) -> Value {
+/// Decisions as the filter writes them (the wire crate's type: a made-up string such as
+/// `deny` does not compile here, so the tests send what the filter really sends).
+pub const ALLOW: Decision = Decision::Allow;
+pub const DENIED_BY_RULE: Decision = Decision::Refused(Code::DeniedByRule);
+pub const DENIED_BY_DEFAULT: Decision = Decision::Refused(Code::DeniedByDefault);
+
+/// An audit record as the filter would send it: a rule denial names rule `no-deletes`, a
+/// default denial no rule, anything else rule `reads`.
+pub fn record(id: &str, session: &str, time_ms: i64, decision: Decision, status: i64) -> Value {
+    let rule = match decision {
+        DENIED_BY_RULE => Some("no-deletes"),
+        DENIED_BY_DEFAULT => None,
+        _ => Some("reads"),
+    };
     json!({
         "id": id, "time_ms": time_ms, "subject": "agent-1", "groups": ["agents"], "session_id": session,
         "method": "POST", "path": format!("/v1/items/{id}"), "request_body": format!("{{\"n\":\"{id}\"}}"),
         "status": status, "response_body": "{\"ok\":true}", "decision": decision,
-        "rule": if decision == "deny" { "no-deletes" } else { "reads" }, "approval_id": null,
-        "latency_ms": 3, "reason": null
+        "rule": rule, "approval_id": null, "latency_ms": 3, "reason": null
     })
 }
 
