@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use airlock_wire::{Code, Decision};
 use common::*;
+use serde_json::{json, Value};
 
 fn alerts_config(slack: &str, webhook: &str, pagerduty: &str) -> String {
     format!(
@@ -145,35 +146,26 @@ async fn denied_alerts_to_a_webhook() -> (Server, Receiver) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_denied_by_a_rule_or_by_default_raise_the_denied_alert() {
     let (s, webhook) = denied_alerts_to_a_webhook().await;
-    let (status, v) = s
-        .ingest(&[record("by-rule", "sess-d", 1, DENIED_BY_RULE, 403)])
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let by_rule = webhook.wait_for(1, Duration::from_secs(5)).await[0].json();
-    assert_eq!(by_rule["event"], "request_denied");
-    assert_eq!(by_rule["details"]["record_id"], "by-rule");
-    assert_eq!(by_rule["details"]["rule"], "no-deletes");
-    assert_eq!(by_rule["details"]["subject"], "agent-1");
-    assert_eq!(by_rule["details"]["path"], "/v1/items/by-rule");
-    assert_eq!(
-        by_rule["summary"],
-        "blocked POST /v1/items/by-rule by agent-1 (rule no-deletes)"
-    );
-
-    let (status, v) = s
-        .ingest(&[record("by-default", "sess-d", 2, DENIED_BY_DEFAULT, 403)])
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let by_default = webhook.wait_for(2, Duration::from_secs(5)).await[1].json();
-    assert_eq!(by_default["event"], "request_denied");
-    assert_eq!(by_default["details"]["record_id"], "by-default");
-    assert_eq!(by_default["details"]["rule"], serde_json::Value::Null);
-    assert_eq!(by_default["details"]["subject"], "agent-1");
-    assert_eq!(by_default["details"]["path"], "/v1/items/by-default");
-    assert_eq!(
-        by_default["summary"],
-        "blocked POST /v1/items/by-default by agent-1 (rule default)"
-    );
+    let cases = [
+        ("by-rule", DENIED_BY_RULE, json!("no-deletes"), "no-deletes"),
+        ("by-default", DENIED_BY_DEFAULT, Value::Null, "default"),
+    ];
+    for (n, (id, decision, rule, named)) in cases.into_iter().enumerate() {
+        let (status, v) = s
+            .ingest(&[record(id, "sess-d", n as i64, decision, 403)])
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let alert = webhook.wait_for(n + 1, Duration::from_secs(5)).await[n].json();
+        assert_eq!(alert["event"], "request_denied", "{alert}");
+        assert_eq!(alert["details"]["record_id"], id);
+        assert_eq!(alert["details"]["rule"], rule);
+        assert_eq!(alert["details"]["subject"], "agent-1");
+        assert_eq!(alert["details"]["path"], format!("/v1/items/{id}"));
+        assert_eq!(
+            alert["summary"],
+            format!("blocked POST /v1/items/{id} by agent-1 (rule {named})")
+        );
+    }
 }
 
 /// Other refusals are not policy denials: outages, approvals and bad tokens raise no
