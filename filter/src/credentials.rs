@@ -12,13 +12,15 @@ use serde::Deserialize;
 
 use crate::config_error::ConfigError;
 
-/// A value that must never be printed: `Debug` shows only its length.
-#[derive(Clone, PartialEq, Eq)]
+/// A value that must never be printed: `Debug` shows only its length. Also the control
+/// service's type for the secrets in its own config (deserialized from a plain string).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
     }
 
     pub fn expose(&self) -> &str {

@@ -11,13 +11,15 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::config::{AlertEvent, AlertsConfig, SinkConfig, PAGERDUTY_EVENTS_URL};
+use crate::config::{AlertEvent, AlertsConfig, SinkConfig};
 
 /// Alerts waiting for the delivery task; beyond this, new alerts are dropped and counted.
 const QUEUE: usize = 4096;
 /// Deliveries in flight at once (each may be sleeping between retries).
 const IN_FLIGHT: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Where PagerDuty sinks send events unless their config names another URL.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
@@ -264,7 +266,7 @@ async fn deliver_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use airlock_filter::credentials::Secret;
 
     fn alert() -> Alert {
         Alert {

@@ -4,43 +4,17 @@
 //! link from one record's `prev_hash` to its predecessor's `hash`; truncating the tail is
 //! caught by comparing the last hash with the separately stored chain head.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first record: 64 zeros, so every link has the same shape.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One audit record as the filter sends it and as the store keeps it. Field order here is
-/// the canonical order: serde_json writes struct fields in declaration order, and strings
-/// with one fixed escaping, so the same values always give the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditRecord {
-    /// Unique id chosen by the filter; a retried batch repeats it and is not stored twice.
-    pub id: String,
-    pub time_ms: i64,
-    pub subject: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub session_id: String,
-    pub method: String,
-    pub path: String,
-    #[serde(default)]
-    pub request_body: Option<String>,
-    pub status: i64,
-    #[serde(default)]
-    pub response_body: Option<String>,
-    pub decision: String,
-    #[serde(default)]
-    pub rule: Option<String>,
-    #[serde(default)]
-    pub approval_id: Option<String>,
-    #[serde(default)]
-    pub latency_ms: i64,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
+/// One audit record as the filter sends it and as the store keeps it: the wire type, whose
+/// field order is the canonical order. serde_json writes struct fields in declaration
+/// order, and strings with one fixed escaping, so the same values always give the same
+/// bytes.
+pub type AuditRecord = airlock_wire::AuditRecord<'static>;
 
 /// The hashed form: the record plus its position, so moving a record changes its hash.
 #[derive(Serialize)]
@@ -64,20 +38,21 @@ pub fn record_hash(prev_hash: &str, seq: i64, record: &AuditRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_wire::{Code, Decision};
 
     fn sample() -> AuditRecord {
         AuditRecord {
             id: "r1".into(),
             time_ms: 1_700_000_000_000,
             subject: "agent-7".into(),
-            groups: vec!["ci".into()],
+            groups: vec!["ci".to_string()].into(),
             session_id: "s1".into(),
             method: "POST".into(),
             path: "/sql".into(),
             request_body: Some("SELECT 1".into()),
             status: 200,
             response_body: Some("{\"ok\":true}".into()),
-            decision: "allow".into(),
+            decision: Decision::Allow,
             rule: Some("reads".into()),
             approval_id: None,
             latency_ms: 12,
@@ -100,7 +75,7 @@ mod tests {
         r.response_body = Some("{\"ok\":false}".into());
         assert_ne!(record_hash(GENESIS_HASH, 1, &r), base);
         let mut r = sample();
-        r.groups.push("admin".into());
+        r.groups.to_mut().push("admin".into());
         assert_ne!(record_hash(GENESIS_HASH, 1, &r), base);
     }
 
@@ -109,6 +84,22 @@ mod tests {
         let base = record_hash(GENESIS_HASH, 1, &sample());
         assert_ne!(record_hash(GENESIS_HASH, 2, &sample()), base);
         assert_ne!(record_hash(&base, 1, &sample()), base);
+    }
+
+    /// Pins the canonical form: chains stored by earlier versions must keep verifying, so
+    /// field order, number and string encoding of a record may never change.
+    #[test]
+    fn a_known_record_has_a_known_hash() {
+        let mut r = sample();
+        r.status = 403;
+        r.response_body = Some("{\"ok\":false}".into());
+        r.decision = Decision::Refused(Code::DeniedByRule);
+        r.rule = Some("no-deletes".into());
+        r.reason = Some("clean up é".into());
+        assert_eq!(
+            record_hash(GENESIS_HASH, 7, &r),
+            "51268a0121a858be6be886bb58f6ab83def5b279331be906fcf03510e433fb13"
+        );
     }
 
     #[test]

@@ -3,89 +3,14 @@
 //! routing keys) may be `${ENV_VAR}` references, resolved at load and never logged.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
+use airlock_filter::credentials::Secret;
 use serde::Deserialize;
 
-/// A problem in the service config file, located by field path (`approvers[1].groups`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl ConfigError {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "invalid Airlock service config: {}", self.problem)
-        } else {
-            write!(
-                f,
-                "invalid Airlock service config at `{}`: {}",
-                self.field, self.problem
-            )
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// A string that must never reach a log line: `Debug` prints a placeholder.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// May list, inspect and decide approvals for their groups.
-    Approver,
-    /// May list sessions, read timelines, verify the chain and see every approval.
-    Auditor,
-}
-
-fn default_roles() -> Vec<Role> {
-    vec![Role::Approver]
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApproverEntry {
-    pub name: String,
-    /// Lowercase hex SHA-256 of the bearer token (`airlock hash-token` prints it), so the
-    /// config file never holds a usable credential.
-    pub token_sha256: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default = "default_roles")]
-    pub roles: Vec<Role>,
-}
+use crate::auth::oidc::OidcConfig;
+use crate::auth::{validate_approvers, ApproverEntry};
+use crate::config_error::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,8 +56,6 @@ pub enum SinkConfig {
         events: Vec<AlertEvent>,
     },
 }
-
-pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 impl SinkConfig {
     pub fn kind(&self) -> &'static str {
@@ -195,7 +118,7 @@ pub struct ServiceConfig {
     pub alerts: AlertsConfig,
     /// Optional sign-in of approvers with JWTs from an OIDC identity provider.
     #[serde(default)]
-    pub oidc: Option<crate::oidc::OidcConfig>,
+    pub oidc: Option<OidcConfig>,
 }
 
 impl ServiceConfig {
@@ -240,43 +163,7 @@ impl ServiceConfig {
                 ));
             }
         }
-        let mut names = std::collections::HashSet::new();
-        let mut hashes = std::collections::HashSet::new();
-        for (i, a) in self.approvers.iter_mut().enumerate() {
-            let field = format!("approvers[{i}]");
-            if a.name.trim().is_empty() {
-                return Err(ConfigError::new(
-                    format!("{field}.name"),
-                    "must not be empty",
-                ));
-            }
-            if !names.insert(a.name.clone()) {
-                return Err(ConfigError::new(
-                    format!("{field}.name"),
-                    format!("approver `{}` is listed twice", a.name),
-                ));
-            }
-            a.token_sha256 = a.token_sha256.to_ascii_lowercase();
-            if a.token_sha256.len() != 64 || !a.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                return Err(ConfigError::new(
-                    format!("{field}.token_sha256"),
-                    "must be 64 hex digits: the SHA-256 of the token (`airlock hash-token` prints it)",
-                ));
-            }
-            if !hashes.insert(a.token_sha256.clone()) {
-                return Err(ConfigError::new(
-                    format!("{field}.token_sha256"),
-                    "the same token is configured for two approvers",
-                ));
-            }
-            if a.roles.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{field}.roles"),
-                    "list at least one of `approver`, `auditor`",
-                ));
-            }
-        }
+        validate_approvers(&mut self.approvers)?;
         if let Some(o) = &self.oidc {
             o.validate("oidc")?;
         }
@@ -298,7 +185,7 @@ impl ServiceConfig {
                     severity,
                     ..
                 } => {
-                    *routing_key = Secret(expand_env(
+                    *routing_key = Secret::new(expand_env(
                         routing_key.expose(),
                         &format!("{field}.routing_key"),
                         env,
@@ -338,7 +225,7 @@ fn resolve_url(
             "must be an http:// or https:// URL",
         ));
     }
-    Ok(Secret(resolved))
+    Ok(Secret::new(resolved))
 }
 
 /// Replaces every `${NAME}` with the value of environment variable NAME. A missing
@@ -381,6 +268,7 @@ pub fn expand_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -2,6 +2,7 @@
 //! `{"error":{"code":"...","message":"...","field":"..."}}` so that the filter and agent
 //! loops can branch on `code`; messages say what to fix and never echo secrets.
 
+use airlock_wire::ApprovalErrorCode;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -42,7 +43,7 @@ impl ApiError {
 
     pub fn approval_not_found(id: &str) -> Self {
         ApiError::NotFound {
-            code: "approval_not_found",
+            code: ApprovalErrorCode::ApprovalNotFound.as_str(),
             what: format!("approval `{}`", truncate(id, 64)),
         }
     }

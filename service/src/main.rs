@@ -157,6 +157,8 @@ enum SessionAction {
         from: Option<String>,
         #[arg(long)]
         to: Option<String>,
+        /// Only sessions with a record of this decision: allow, approved, denied_by_rule,
+        /// denied_by_default, unauthenticated, approval_denied, ...
         #[arg(long)]
         decision: Option<String>,
         #[arg(long)]
@@ -286,14 +288,22 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
             Some(url) => commands::verify_database(&url).await?,
             None => commands::verify_http(&client(&remote)?).await?,
         }),
-        Command::CheckConfig { file, path, method, subject, groups, headers, body } => {
+        Command::CheckConfig {
+            file,
+            path,
+            method,
+            subject,
+            groups,
+            headers,
+            body,
+        } => {
             let bytes = std::fs::read(&file)
                 .map_err(|e| MainError::Usage(format!("cannot read {}: {e}", file.display())))?;
             let mut parsed = Vec::with_capacity(headers.len());
             for h in headers {
-                let (name, value) = h
-                    .split_once(':')
-                    .ok_or_else(|| MainError::Usage(format!("header `{h}` is not `name: value`")))?;
+                let (name, value) = h.split_once(':').ok_or_else(|| {
+                    MainError::Usage(format!("header `{h}` is not `name: value`"))
+                })?;
                 parsed.push((name.trim().to_string(), value.trim().to_string()));
             }
             let sample = path.map(|path| SampleRequest {

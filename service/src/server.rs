@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::alerts::Alerter;
 use crate::api::{router, AppState};
+use crate::auth::oidc::{load_keys, spawn_refresh, OidcVerifier};
 use crate::auth::{Approvers, FilterKey, KeyError};
-use crate::config::{ConfigError, ServiceConfig};
-use crate::oidc::{load_keys, spawn_refresh, KeySet, OidcVerifier};
+use crate::config::ServiceConfig;
+use crate::config_error::ConfigError;
 use crate::store::{Backend, Store, StoreError};
 use crate::waiters::Waiters;
 
@@ -70,10 +71,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             // JWTs are refused until a refresh succeeds.
             Err(e) => {
                 tracing::error!(error = %e, "JWKS not loaded; approver JWTs are refused until a refresh succeeds");
-                KeySet::default()
+                airlock_filter::jwt::KeySet::empty()
             }
         };
-        let verifier = Arc::new(OidcVerifier::new(oidc.clone(), keys));
+        let verifier = Arc::new(OidcVerifier::new(oidc.clone(), keys)?);
         spawn_refresh(Arc::clone(&verifier), client.clone());
         approvers = approvers.with_oidc(verifier);
     }

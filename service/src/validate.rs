@@ -2,11 +2,14 @@
 //! serde_path_to_error) and every semantic check names the field it rejects, so the
 //! filter's authors see at once which part of their call is wrong.
 
+use std::borrow::Cow;
+
+use airlock_wire::{AuditBatch, CreateApproval};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::store::approvals::{Mode, NewApproval, Verdict};
+use crate::store::approvals::{NewApproval, Verdict};
 
 /// Parses a JSON body into `T`, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -28,34 +31,6 @@ const MAX_GROUPS: usize = 256;
 const MAX_SHORT: usize = 256;
 const MAX_PATH: usize = 8192;
 const MAX_REASON: usize = 2000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApproversSpec {
-    pub groups: Vec<String>,
-    pub required: i64,
-}
-
-/// `POST /v1/approvals` body as the filter sends it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApprovalRequest {
-    pub rule: String,
-    pub subject: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    pub method: String,
-    pub path: String,
-    pub body: String,
-    pub digest: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub session_id: String,
-    pub mode: String,
-    pub ttl_seconds: i64,
-    pub approvers: ApproversSpec,
-}
 
 fn non_empty(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     if v.trim().is_empty() {
@@ -127,58 +102,58 @@ pub fn check_digest(field: &str, d: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl CreateApprovalRequest {
-    pub fn validate(self) -> Result<NewApproval, ApiError> {
-        non_empty("rule", &self.rule, MAX_SHORT)?;
-        non_empty("subject", &self.subject, 1024)?;
-        group_list("groups", &self.groups, true)?;
-        check_method("method", &self.method)?;
-        check_path("path", &self.path)?;
-        if self.body.chars().count() > MAX_BODY_CHARS {
-            return Err(ApiError::invalid(
-                "body",
-                format!("is longer than {MAX_BODY_CHARS} characters"),
-            ));
-        }
-        check_digest("digest", &self.digest)?;
-        if let Some(r) = &self.reason {
-            bounded("reason", r, MAX_REASON)?;
-        }
-        bounded("session_id", &self.session_id, MAX_SHORT)?;
-        let mode = match self.mode.as_str() {
-            "hold" => Mode::Hold,
-            "ticket" => Mode::Ticket,
-            _ => return Err(ApiError::invalid("mode", "must be `hold` or `ticket`")),
-        };
-        if !(1..=MAX_TTL_SECONDS).contains(&self.ttl_seconds) {
-            return Err(ApiError::invalid(
+/// Checks a `POST /v1/approvals` body and turns it into what the store keeps.
+pub fn new_approval(req: CreateApproval<'static>) -> Result<NewApproval, ApiError> {
+    non_empty("rule", &req.rule, MAX_SHORT)?;
+    non_empty("subject", &req.subject, 1024)?;
+    group_list("groups", &req.groups, true)?;
+    check_method("method", &req.method)?;
+    check_path("path", &req.path)?;
+    if req.body.chars().count() > MAX_BODY_CHARS {
+        return Err(ApiError::invalid(
+            "body",
+            format!("is longer than {MAX_BODY_CHARS} characters"),
+        ));
+    }
+    check_digest("digest", &req.digest)?;
+    if let Some(r) = &req.reason {
+        bounded("reason", r, MAX_REASON)?;
+    }
+    bounded("session_id", &req.session_id, MAX_SHORT)?;
+    let ttl_seconds = i64::try_from(req.ttl_seconds)
+        .ok()
+        .filter(|t| (1..=MAX_TTL_SECONDS).contains(t))
+        .ok_or_else(|| {
+            ApiError::invalid(
                 "ttl_seconds",
                 format!("must be between 1 and {MAX_TTL_SECONDS}"),
-            ));
-        }
-        group_list("approvers.groups", &self.approvers.groups, false)?;
-        if !(1..=32).contains(&self.approvers.required) {
-            return Err(ApiError::invalid(
-                "approvers.required",
-                "must be between 1 and 32",
-            ));
-        }
-        Ok(NewApproval {
-            rule: self.rule,
-            subject: self.subject,
-            groups: self.groups,
-            method: self.method,
-            path: self.path,
-            body: self.body,
-            digest: self.digest,
-            reason: self.reason.filter(|r| !r.trim().is_empty()),
-            session_id: self.session_id,
-            mode,
-            ttl_seconds: self.ttl_seconds,
-            approver_groups: self.approvers.groups,
-            required: self.approvers.required,
-        })
+            )
+        })?;
+    group_list("approvers.groups", &req.approvers.groups, false)?;
+    if !(1..=32).contains(&req.approvers.required) {
+        return Err(ApiError::invalid(
+            "approvers.required",
+            "must be between 1 and 32",
+        ));
     }
+    Ok(NewApproval {
+        rule: req.rule.into_owned(),
+        subject: req.subject.into_owned(),
+        groups: req.groups.into_owned(),
+        method: req.method.into_owned(),
+        path: req.path.into_owned(),
+        body: req.body.into_owned(),
+        digest: req.digest.into_owned(),
+        reason: req
+            .reason
+            .map(Cow::into_owned)
+            .filter(|r| !r.trim().is_empty()),
+        session_id: req.session_id.into_owned(),
+        mode: req.mode,
+        ttl_seconds,
+        approver_groups: req.approvers.groups.into_owned(),
+        required: i64::from(req.approvers.required),
+    })
 }
 
 /// `POST /v1/approvals/{id}/decision` body.
@@ -202,91 +177,73 @@ impl DecisionRequest {
     }
 }
 
-/// `POST /v1/approvals/{id}/redeem` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedeemRequest {
-    pub digest: String,
-    pub subject: String,
-}
-
-/// `POST /v1/audit/batch` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditBatch {
-    pub records: Vec<crate::chain::AuditRecord>,
-}
-
 pub const MAX_BATCH: usize = 5000;
 
-impl AuditBatch {
-    pub fn validate(&self) -> Result<(), ApiError> {
-        if self.records.len() > MAX_BATCH {
+/// Largest `time_ms` and `latency_ms` stored (the columns are signed 64-bit).
+const MAX_MS: u64 = i64::MAX.unsigned_abs();
+
+/// Checks a `POST /v1/audit/batch` body; problems name the record (`records[3].path`).
+/// The decision of each record is already known to be one the filter writes: anything
+/// else fails to parse, at `records[i].decision`.
+pub fn check_audit_batch(batch: &AuditBatch) -> Result<(), ApiError> {
+    if batch.records.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "records",
+            format!("has more than {MAX_BATCH} records; split the batch"),
+        ));
+    }
+    for (i, r) in batch.records.iter().enumerate() {
+        let f = |name: &str| format!("records[{i}].{name}");
+        non_empty(&f("id"), &r.id, MAX_SHORT)?;
+        for (name, ms) in [("time_ms", r.time_ms), ("latency_ms", r.latency_ms)] {
+            if ms > MAX_MS {
+                return Err(ApiError::invalid(
+                    f(name),
+                    format!("must be at most {MAX_MS}"),
+                ));
+            }
+        }
+        bounded(&f("subject"), &r.subject, 1024)?;
+        group_list(&f("groups"), &r.groups, true)?;
+        bounded(&f("session_id"), &r.session_id, MAX_SHORT)?;
+        check_method(&f("method"), &r.method)?;
+        check_path(&f("path"), &r.path)?;
+        if r.status > 999 {
             return Err(ApiError::invalid(
-                "records",
-                format!("has more than {MAX_BATCH} records; split the batch"),
+                f("status"),
+                "must be an HTTP status (0 when no response was sent)",
             ));
         }
-        for (i, r) in self.records.iter().enumerate() {
-            let f = |name: &str| format!("records[{i}].{name}");
-            non_empty(&f("id"), &r.id, MAX_SHORT)?;
-            if r.time_ms < 0 {
-                return Err(ApiError::invalid(f("time_ms"), "must not be negative"));
-            }
-            bounded(&f("subject"), &r.subject, 1024)?;
-            group_list(&f("groups"), &r.groups, true)?;
-            bounded(&f("session_id"), &r.session_id, MAX_SHORT)?;
-            check_method(&f("method"), &r.method)?;
-            check_path(&f("path"), &r.path)?;
-            if !(0..=999).contains(&r.status) {
-                return Err(ApiError::invalid(
-                    f("status"),
-                    "must be an HTTP status (0 when no response was sent)",
-                ));
-            }
-            let d = &r.decision;
-            if d.is_empty()
-                || d.len() > 32
-                || !d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        for (name, body) in [
+            ("request_body", &r.request_body),
+            ("response_body", &r.response_body),
+        ] {
+            if body
+                .as_ref()
+                .is_some_and(|b| b.chars().count() > MAX_BODY_CHARS)
             {
                 return Err(ApiError::invalid(
-                    f("decision"),
-                    "must be a lowercase word such as allow, deny, approve",
+                    f(name),
+                    format!("is longer than {MAX_BODY_CHARS} characters"),
                 ));
             }
-            if r.latency_ms < 0 {
-                return Err(ApiError::invalid(f("latency_ms"), "must not be negative"));
-            }
-            for (name, body) in [
-                ("request_body", &r.request_body),
-                ("response_body", &r.response_body),
-            ] {
-                if body
-                    .as_ref()
-                    .is_some_and(|b| b.chars().count() > MAX_BODY_CHARS)
-                {
-                    return Err(ApiError::invalid(
-                        f(name),
-                        format!("is longer than {MAX_BODY_CHARS} characters"),
-                    ));
-                }
-            }
-            for (name, v) in [("rule", &r.rule), ("approval_id", &r.approval_id)] {
-                if let Some(v) = v {
-                    bounded(&f(name), v, MAX_SHORT)?;
-                }
-            }
-            if let Some(v) = &r.reason {
-                bounded(&f("reason"), v, MAX_REASON)?;
+        }
+        for (name, v) in [("rule", &r.rule), ("approval_id", &r.approval_id)] {
+            if let Some(v) = v {
+                bounded(&f(name), v, MAX_SHORT)?;
             }
         }
-        Ok(())
+        if let Some(v) = &r.reason {
+            bounded(&f("reason"), v, MAX_REASON)?;
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_wire::Mode;
 
     fn valid() -> serde_json::Value {
         serde_json::json!({
@@ -299,8 +256,8 @@ mod tests {
 
     fn field_of(v: serde_json::Value) -> String {
         let bytes = serde_json::to_vec(&v).unwrap();
-        let err = parse_json::<CreateApprovalRequest>(&bytes)
-            .and_then(|r| r.validate())
+        let err = parse_json::<CreateApproval>(&bytes)
+            .and_then(new_approval)
             .unwrap_err();
         match err {
             ApiError::InvalidField { field, .. } => field,
@@ -311,10 +268,7 @@ mod tests {
     #[test]
     fn accepts_a_complete_approval_request() {
         let bytes = serde_json::to_vec(&valid()).unwrap();
-        let a = parse_json::<CreateApprovalRequest>(&bytes)
-            .unwrap()
-            .validate()
-            .unwrap();
+        let a = new_approval(parse_json(&bytes).unwrap()).unwrap();
         assert_eq!(a.mode, Mode::Hold);
         assert_eq!(a.required, 1);
     }
@@ -328,6 +282,8 @@ mod tests {
             ("digest", serde_json::json!("XYZ")),
             ("mode", serde_json::json!("later")),
             ("ttl_seconds", serde_json::json!(0)),
+            ("ttl_seconds", serde_json::json!(-5)),
+            ("ttl_seconds", serde_json::json!(u64::MAX)),
         ];
         for (name, bad) in cases {
             let mut v = valid();
@@ -378,9 +334,49 @@ mod tests {
         let body = br#"{"records":[{"id":"a","time_ms":1,"subject":"s","method":"GET","path":"/","status":200,"decision":"allow"},
                                     {"id":"b","time_ms":1,"subject":"s","method":"GET","path":"nope","status":200,"decision":"allow"}]}"#;
         let batch: AuditBatch = parse_json(body).unwrap();
-        match batch.validate().unwrap_err() {
+        match check_audit_batch(&batch).unwrap_err() {
             ApiError::InvalidField { field, .. } => assert_eq!(field, "records[1].path"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn batch_error(records: serde_json::Value) -> (String, String) {
+        let body = serde_json::to_vec(&serde_json::json!({ "records": records })).unwrap();
+        match parse_json::<AuditBatch>(&body).and_then(|b| check_audit_batch(&b)) {
+            Err(ApiError::InvalidField { field, problem }) => (field, problem),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn audit_batch_accepts_only_decisions_the_filter_writes() {
+        let record = |id: &str, decision: &str| {
+            serde_json::json!({"id": id, "time_ms": 1, "subject": "s", "method": "GET",
+                               "path": "/", "status": 403, "decision": decision})
+        };
+        let good = [
+            "allow",
+            "denied_by_rule",
+            "denied_by_default",
+            "approval_pending",
+        ];
+        let mut records: Vec<_> = good.iter().map(|d| record(d, d)).collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "records": records })).unwrap();
+        check_audit_batch(&parse_json(&body).unwrap()).unwrap();
+        // What the service once listened for is not a decision: the field is named.
+        records.push(record("x", "deny"));
+        let (field, problem) = batch_error(serde_json::Value::Array(records));
+        assert_eq!(field, "records[4].decision");
+        assert!(problem.contains("unknown decision `deny`"), "{problem}");
+    }
+
+    #[test]
+    fn audit_batch_refuses_times_beyond_the_stored_range() {
+        let (field, _) = batch_error(serde_json::json!([{"id": "a", "time_ms": u64::MAX,
+            "subject": "s", "method": "GET", "path": "/", "status": 200, "decision": "allow"}]));
+        assert_eq!(field, "records[0].time_ms");
+        let (field, _) = batch_error(serde_json::json!([{"id": "a", "time_ms": -1,
+            "subject": "s", "method": "GET", "path": "/", "status": 200, "decision": "allow"}]));
+        assert_eq!(field, "records[0].time_ms");
     }
 }

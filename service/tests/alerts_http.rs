@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use airlock_wire::{Code, Decision};
 use common::*;
+use serde_json::{json, Value};
 
 fn alerts_config(slack: &str, webhook: &str, pagerduty: &str) -> String {
     format!(
@@ -92,8 +94,8 @@ async fn alerts_reach_every_sink_with_retry_and_without_leaking_secrets() {
     // an allowed one raises nothing.
     let (status, _) = s
         .ingest(&[
-            record("d1", "sess-x", 1, "deny", 403),
-            record("a1", "sess-x", 2, "allow", 200),
+            record("d1", "sess-x", 1, DENIED_BY_RULE, 403),
+            record("a1", "sess-x", 2, ALLOW, 200),
         ])
         .await;
     assert_eq!(status, 200);
@@ -104,7 +106,8 @@ async fn alerts_reach_every_sink_with_retry_and_without_leaking_secrets() {
     assert_eq!(h["details"]["rule"], "no-deletes");
     pagerduty.wait_for(2, Duration::from_secs(5)).await;
     // A retried batch does not alert twice.
-    s.ingest(&[record("d1", "sess-x", 1, "deny", 403)]).await;
+    s.ingest(&[record("d1", "sess-x", 1, DENIED_BY_RULE, 403)])
+        .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(webhook.seen().len(), 1);
     assert_eq!(pagerduty.seen().len(), 2);
@@ -123,6 +126,77 @@ async fn alerts_reach_every_sink_with_retry_and_without_leaking_secrets() {
             "secret {secret:?} leaked into the log:\n{log}"
         );
     }
+}
+
+/// A server whose only sink is a generic webhook for `request_denied`, and that receiver.
+async fn denied_alerts_to_a_webhook() -> (Server, Receiver) {
+    let webhook = Receiver::start(|_, _, _| 200).await;
+    let s = Server::start_with(ServerOptions {
+        extra_config: format!(
+            "[alerts]\ninitial_backoff_ms = 100\n\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nevents = [\"request_denied\"]\n",
+            webhook.url
+        ),
+        ..ServerOptions::default()
+    });
+    (s, webhook)
+}
+
+/// The decisions the filter really writes for policy blocks each raise the alert, naming
+/// the rule (or the default), the subject and the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_denied_by_a_rule_or_by_default_raise_the_denied_alert() {
+    let (s, webhook) = denied_alerts_to_a_webhook().await;
+    let cases = [
+        ("by-rule", DENIED_BY_RULE, json!("no-deletes"), "no-deletes"),
+        ("by-default", DENIED_BY_DEFAULT, Value::Null, "default"),
+    ];
+    for (n, (id, decision, rule, named)) in cases.into_iter().enumerate() {
+        let (status, v) = s
+            .ingest(&[record(id, "sess-d", n as i64, decision, 403)])
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let alert = webhook.wait_for(n + 1, Duration::from_secs(5)).await[n].json();
+        assert_eq!(alert["event"], "request_denied", "{alert}");
+        assert_eq!(alert["details"]["record_id"], id);
+        assert_eq!(alert["details"]["rule"], rule);
+        assert_eq!(alert["details"]["subject"], "agent-1");
+        assert_eq!(alert["details"]["path"], format!("/v1/items/{id}"));
+        assert_eq!(
+            alert["summary"],
+            format!("blocked POST /v1/items/{id} by agent-1 (rule {named})")
+        );
+    }
+}
+
+/// Other refusals are not policy denials: outages, approvals and bad tokens raise no
+/// "request denied" alert, and neither do allowed requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_decisions_raise_no_denied_alert() {
+    let (s, webhook) = denied_alerts_to_a_webhook().await;
+    let others = [
+        ALLOW,
+        Decision::Approved,
+        Decision::DryRunAllow,
+        Decision::Incomplete,
+        Decision::Refused(Code::Unauthenticated),
+        Decision::Refused(Code::ApprovalDenied),
+        Decision::Refused(Code::DependencyUnavailable),
+    ];
+    let batch: Vec<_> = others
+        .iter()
+        .enumerate()
+        .map(|(i, d)| record(&format!("o{i}"), "sess-o", i as i64, *d, 200))
+        .collect();
+    let (status, v) = s.ingest(&batch).await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(7)), "{v}");
+    // One denial after them: the first alert to arrive is that one.
+    s.ingest(&[record("last", "sess-o", 9, DENIED_BY_DEFAULT, 403)])
+        .await;
+    let seen = webhook.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen_all = webhook.seen();
+    assert_eq!(seen_all.len(), 1, "{seen_all:?}");
+    assert_eq!(seen[0].json()["details"]["record_id"], "last");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,6 +398,40 @@ async fn filter_endpoints_require_the_filter_key() {
     assert_eq!(status, 401);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_endpoints_refuse_a_principal_without_the_approver_role() {
+    let s = Server::start();
+    let id = s
+        .create_approval(&approval_request("agent-9", 1, 60, "hold"))
+        .await;
+    let expected = json!({"error": {"code": "missing_role",
+        "message": "`audra` lacks the `approver` role needed here"}});
+    for (method, path, body) in [
+        ("GET", "/v1/approvals".to_string(), None),
+        ("GET", format!("/v1/approvals/{id}"), None),
+        (
+            "POST",
+            format!("/v1/approvals/{id}/decision"),
+            Some(json!({"decision": "approve", "reason": "audit"})),
+        ),
+    ] {
+        let (status, v) = call(method, &s.at(&path), Some(AUDRA), body.as_ref()).await;
+        assert_eq!((status, &v), (403, &expected), "{method} {path}");
+    }
+    // Checked before the body is read: an unauthenticated bad body is a 401, not a 400.
+    let (status, v) = call(
+        "POST",
+        &s.at(&format!("/v1/approvals/{id}/decision")),
+        None,
+        Some(&json!({"decision": "maybe"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+}
+
 trait WaitWithToken {
     async fn wait_with_token(&self, id: &str, token: Option<&str>) -> (u16, serde_json::Value);
 }

@@ -17,7 +17,7 @@ async fn seed(s: &Server, n: usize) {
                 &format!("r{i}"),
                 "sess-a",
                 1_700_000_000_000 + i as i64,
-                "allow",
+                ALLOW,
                 200,
             )
         })
@@ -43,7 +43,7 @@ async fn tamper(s: &Server, statements: &[&str]) {
 async fn audit_ingest_is_idempotent_by_record_id() {
     let s = Server::start();
     let batch: Vec<Value> = (1..=3)
-        .map(|i| record(&format!("r{i}"), "sess-a", 1000 + i, "allow", 200))
+        .map(|i| record(&format!("r{i}"), "sess-a", 1000 + i, ALLOW, 200))
         .collect();
     let (status, v) = s.ingest(&batch).await;
     assert_eq!(status, 200);
@@ -55,8 +55,8 @@ async fn audit_ingest_is_idempotent_by_record_id() {
         "a retried batch must not be stored twice"
     );
     let mut mixed = batch.clone();
-    mixed.push(record("r4", "sess-a", 1004, "allow", 200));
-    mixed.push(record("r4", "sess-a", 1004, "allow", 200));
+    mixed.push(record("r4", "sess-a", 1004, ALLOW, 200));
+    mixed.push(record("r4", "sess-a", 1004, ALLOW, 200));
     let (_, v) = s.ingest(&mixed).await;
     assert_eq!(v, json!({"accepted": 1, "duplicates": 4}));
     let report = s.verify().await;
@@ -67,12 +67,43 @@ async fn audit_ingest_is_idempotent_by_record_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_the_filter_never_writes_is_refused_by_field() {
+    let s = Server::start();
+    let mut batch: Vec<Value> = (0..4)
+        .map(|i| record(&format!("r{i}"), "sess-a", i, ALLOW, 200))
+        .collect();
+    batch[3]["decision"] = json!("deny");
+    let (status, v) = s.ingest(&batch).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_field");
+    assert_eq!(v["error"]["field"], "records[3].decision");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid `records[3].decision`: unknown decision `deny`"),
+        "{message}"
+    );
+    assert_eq!(s.verify().await["records"], 0);
+    // Listing sessions by a decision that does not exist is a mistake too, not "none".
+    let (status, v) = call(
+        "GET",
+        &s.at("/v1/sessions?decision=deny"),
+        Some(AUDRA),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["field"].as_str()),
+        (400, Some("decision"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_batch_is_refused_whole_and_names_the_record_field() {
     let s = Server::start();
-    let mut bad = record("r2", "sess-a", 1, "allow", 200);
+    let mut bad = record("r2", "sess-a", 1, ALLOW, 200);
     bad["status"] = json!(1200);
     let (status, v) = s
-        .ingest(&[record("r1", "sess-a", 1, "allow", 200), bad])
+        .ingest(&[record("r1", "sess-a", 1, ALLOW, 200), bad])
         .await;
     assert_eq!(status, 400);
     assert_eq!(v["error"]["field"], "records[1].status");
@@ -98,6 +129,27 @@ async fn verify_detects_an_altered_record() {
     assert_eq!(r["first_bad_seq"], 3);
     assert!(r["problem"].as_str().unwrap().contains("altered"), "{r}");
     assert_eq!(r["records"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_a_stored_decision_the_filter_never_writes() {
+    let s = Server::start();
+    seed(&s, 3).await;
+    tamper(
+        &s,
+        &["UPDATE audit_records SET decision = 'deny' WHERE seq = 2"],
+    )
+    .await;
+    let r = s.verify().await;
+    assert_eq!(
+        (r["ok"].as_bool(), r["first_bad_seq"].as_i64()),
+        (Some(false), Some(2))
+    );
+    let problem = r["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("record 2 is unreadable") && problem.contains("`deny`"),
+        "{problem}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,14 +202,14 @@ async fn verify_detects_reordered_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_group_records_and_filter_by_subject_time_and_decision() {
     let s = Server::start();
-    let mut other = record("o1", "sess-b", 5_000, "deny", 403);
+    let mut other = record("o1", "sess-b", 5_000, DENIED_BY_RULE, 403);
     other["subject"] = json!("agent-2");
     let batch = vec![
-        record("a1", "sess-a", 1_000, "allow", 200),
-        record("a2", "sess-a", 2_000, "allow", 500),
-        record("a3", "sess-a", 3_000, "deny", 403),
+        record("a1", "sess-a", 1_000, ALLOW, 200),
+        record("a2", "sess-a", 2_000, ALLOW, 500),
+        record("a3", "sess-a", 3_000, DENIED_BY_RULE, 403),
         other,
-        record("c1", "sess-c", 9_000, "allow", 200),
+        record("c1", "sess-c", 9_000, ALLOW, 200),
     ];
     assert_eq!(s.ingest(&batch).await.1["accepted"], 5);
 
@@ -183,7 +235,7 @@ async fn sessions_group_records_and_filter_by_subject_time_and_decision() {
         ),
         (Some(3), Some(1000), Some(3000))
     );
-    assert_eq!(a["decisions"], json!({"allow": 2, "deny": 1}));
+    assert_eq!(a["decisions"], json!({"allow": 2, "denied_by_rule": 1}));
 
     let (_, v) = call(
         "GET",
@@ -196,7 +248,7 @@ async fn sessions_group_records_and_filter_by_subject_time_and_decision() {
     assert_eq!(v["sessions"][0]["session_id"], "sess-b");
     let (_, v) = call(
         "GET",
-        &s.at("/v1/sessions?decision=deny&subject=agent-1"),
+        &s.at("/v1/sessions?decision=denied_by_rule&subject=agent-1"),
         Some(AUDRA),
         None,
     )
@@ -235,7 +287,7 @@ async fn sessions_group_records_and_filter_by_subject_time_and_decision() {
             .collect::<Vec<_>>(),
         ["a1", "a2", "a3"]
     );
-    assert_eq!(recs[2]["decision"], "deny");
+    assert_eq!(recs[2]["decision"], "denied_by_rule");
     assert_eq!(recs[0]["request_body"], "{\"n\":\"a1\"}");
     assert_eq!(recs[1]["prev_hash"], recs[0]["hash"]);
     let (status, _) = call("GET", &s.at("/v1/sessions/nope"), Some(AUDRA), None).await;
@@ -262,7 +314,7 @@ async fn ingest_rate_keeps_the_chain_valid() {
                     &format!("b{b}-{i}"),
                     &format!("sess-{}", i % 50),
                     1_000 + i as i64,
-                    "allow",
+                    ALLOW,
                     200,
                 )
             })

@@ -113,7 +113,7 @@ async fn cli_lists_shows_approves_and_denies() {
 async fn cli_verify_over_http_and_directly_on_the_database() {
     let mut s = Server::start();
     let records: Vec<_> = (1..=4)
-        .map(|i| record(&format!("r{i}"), "sess-v", i, "allow", 200))
+        .map(|i| record(&format!("r{i}"), "sess-v", i, ALLOW, 200))
         .collect();
     s.ingest(&records).await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
@@ -151,15 +151,17 @@ async fn cli_verify_over_http_and_directly_on_the_database() {
 async fn cli_lists_sessions_and_shows_a_timeline() {
     let s = Server::start();
     s.ingest(&[
-        record("x1", "sess-cli", 1_000, "allow", 200),
-        record("x2", "sess-cli", 2_000, "deny", 403),
+        record("x1", "sess-cli", 1_000, ALLOW, 200),
+        record("x2", "sess-cli", 2_000, DENIED_BY_RULE, 403),
     ])
     .await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
     let out = airlock(&["sessions", "list", "--subject", "agent-1"], &env).await;
     let text = stdout(&out);
     assert!(
-        text.contains("sess-cli") && text.contains("2 requests") && text.contains("\"deny\":1"),
+        text.contains("sess-cli")
+            && text.contains("2 requests")
+            && text.contains("\"denied_by_rule\":1"),
         "{text}"
     );
     let out = airlock(&["sessions", "show", "sess-cli"], &env).await;
@@ -167,17 +169,19 @@ async fn cli_lists_sessions_and_shows_a_timeline() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].contains("/v1/items/x1") && lines[0].contains("allow"));
-    assert!(lines[1].contains("/v1/items/x2") && lines[1].contains("deny (rule no-deletes)"));
+    assert!(
+        lines[1].contains("/v1/items/x2") && lines[1].contains("denied_by_rule (rule no-deletes)")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_reports_status_differences_against_another_target() {
     let s = Server::start();
     let batch = vec![
-        record("p1", "sess-r", 1, "allow", 200),
-        record("p2", "sess-r", 2, "allow", 200),
-        record("p3", "sess-r", 3, "allow", 404),
-        record("p4", "sess-r", 4, "deny", 403),
+        record("p1", "sess-r", 1, ALLOW, 200),
+        record("p2", "sess-r", 2, ALLOW, 200),
+        record("p3", "sess-r", 3, ALLOW, 404),
+        record("p4", "sess-r", 4, DENIED_BY_RULE, 403),
     ];
     s.ingest(&batch).await;
     // Staging differs on p2 (500 where production answered 200).
@@ -266,18 +270,35 @@ async fn hash_token_prints_the_sha256_used_in_the_config() {
 async fn check_config_validates_offline_and_evaluates_a_sample_request() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/plugin-config.json");
     let out = airlock(
-        &["check-config", shipped, "--method", "post", "--path", "/sql", "--subject", "alice", "--groups", "analyst",
-          "--body", r#"{"sql": "drop\n\ttable customers"}"#],
+        &[
+            "check-config",
+            shipped,
+            "--method",
+            "post",
+            "--path",
+            "/sql",
+            "--subject",
+            "alice",
+            "--groups",
+            "analyst",
+            "--body",
+            r#"{"sql": "drop\n\ttable customers"}"#,
+        ],
         &[],
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("config OK"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("decision: deny by rule `block-destructive-sql`"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("decision: deny by rule `block-destructive-sql`"),
+        "{}",
+        stdout(&out)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
     config["default_action"] = serde_json::json!("maybe");
     std::fs::write(&bad, config.to_string()).unwrap();
     let out = airlock(&["check-config", bad.to_str().unwrap()], &[]).await;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_service::chain::AuditRecord;
-use airlock_service::store::approvals::{Mode, NewApproval, RedeemError, Status, Verdict};
+use airlock_service::store::approvals::{NewApproval, RedeemError, Verdict};
 use airlock_service::store::Store;
+use airlock_wire::{ApprovalStatus, Decision, Mode};
 use common::*;
 use sqlx::Executor;
 
@@ -126,19 +127,19 @@ fn new_approval(subject: &str, required: i64, ttl_seconds: i64) -> NewApproval {
     }
 }
 
-fn audit(id: &str, n: i64) -> AuditRecord {
+fn audit(id: &str, n: u64) -> AuditRecord {
     AuditRecord {
-        id: id.into(),
+        id: id.to_string().into(),
         time_ms: n,
         subject: "agent".into(),
-        groups: vec!["g".into()],
-        session_id: format!("s{}", n % 3),
+        groups: vec!["g".to_string()].into(),
+        session_id: format!("s{}", n % 3).into(),
         method: "GET".into(),
-        path: format!("/items/{n}"),
+        path: format!("/items/{n}").into(),
         request_body: None,
         status: 200,
         response_body: Some("{}".into()),
-        decision: "allow".into(),
+        decision: Decision::Allow,
         rule: None,
         approval_id: None,
         latency_ms: 1,
@@ -157,12 +158,12 @@ async fn quorum_and_single_use(db: &Db) {
         )
         .await
         .unwrap();
-    assert_eq!(a.status(now), Status::Pending);
+    assert_eq!(a.status(now), ApprovalStatus::Pending);
     let a1 = store
         .decide(&a.id, "alice", Verdict::Approve, "ok", now + 1)
         .await
         .unwrap();
-    assert_eq!(a1.status(now + 1), Status::Pending);
+    assert_eq!(a1.status(now + 1), ApprovalStatus::Pending);
     assert!(store
         .decide(&a.id, "alice", Verdict::Approve, "again", now + 2)
         .await
@@ -171,7 +172,7 @@ async fn quorum_and_single_use(db: &Db) {
         .decide(&a.id, "bob", Verdict::Approve, "ok", now + 3)
         .await
         .unwrap();
-    assert_eq!(a2.status(now + 3), Status::Approved);
+    assert_eq!(a2.status(now + 3), ApprovalStatus::Approved);
     assert_eq!(a2.decisions.len(), 2);
     let digest = "d".repeat(64);
     assert_eq!(
@@ -219,7 +220,7 @@ async fn quorum_and_single_use(db: &Db) {
         .decide(&d.id, "bob", Verdict::Deny, "no", now + 2)
         .await
         .unwrap();
-    assert_eq!(d.status(now + 2), Status::Denied);
+    assert_eq!(d.status(now + 2), ApprovalStatus::Denied);
 
     let e = store
         .create_approval(
@@ -229,13 +230,13 @@ async fn quorum_and_single_use(db: &Db) {
         )
         .await
         .unwrap();
-    assert_eq!(e.status(now + 1000), Status::Expired);
+    assert_eq!(e.status(now + 1000), ApprovalStatus::Expired);
     assert!(store
         .decide(&e.id, "alice", Verdict::Approve, "late", now + 1000)
         .await
         .is_err());
     let pending = store
-        .list_approvals(Some(Status::Pending), now + 1000, 10)
+        .list_approvals(Some(ApprovalStatus::Pending), now + 1000, 10)
         .await
         .unwrap();
     assert!(pending.is_empty(), "expired approvals are not pending");
@@ -291,7 +292,7 @@ async fn concurrent_quorum(db: &Db) {
         a.unwrap();
         b.unwrap();
         let got = store.get_approval(&id).await.unwrap().unwrap();
-        assert_eq!(got.status(2), Status::Approved, "round {round}");
+        assert_eq!(got.status(2), ApprovalStatus::Approved, "round {round}");
     }
     store.close().await;
 }
@@ -419,10 +420,10 @@ async fn postgres_two_replicas_share_approvals_and_the_chain() {
     assert_eq!(statuses, [200, 409]);
 
     let batch_a: Vec<_> = (0..50)
-        .map(|i| record(&format!("a{i}"), "s", i, "allow", 200))
+        .map(|i| record(&format!("a{i}"), "s", i, ALLOW, 200))
         .collect();
     let batch_b: Vec<_> = (0..50)
-        .map(|i| record(&format!("b{i}"), "s", i, "allow", 200))
+        .map(|i| record(&format!("b{i}"), "s", i, ALLOW, 200))
         .collect();
     let (x, y) = tokio::join!(a.ingest(&batch_a), b.ingest(&batch_b));
     assert_eq!((x.0, y.0), (200, 200));

@@ -25,6 +25,7 @@ pub mod jwks;
 pub mod paths;
 pub mod process;
 pub mod raw;
+pub mod serve;
 pub mod shared;
 pub mod stack;
 pub mod tokens;

@@ -73,6 +73,11 @@ impl Algorithm {
         }
     }
 
+    /// HS256/384/512: a shared secret, not a public key.
+    pub fn is_hmac(self) -> bool {
+        self.min_hmac_key_len().is_some()
+    }
+
     /// RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
     pub(crate) fn min_hmac_key_len(self) -> Option<usize> {
         match self {
@@ -133,6 +138,13 @@ mod tests {
         assert_eq!(Algorithm::from_name("rs256"), None);
         assert_eq!(Algorithm::from_name("none"), None);
         assert_eq!(Algorithm::from_name("ES512"), None);
+    }
+
+    #[test]
+    fn only_the_hs_family_is_hmac() {
+        let hmac = Algorithm::ALL.into_iter().filter(|a| a.is_hmac());
+        let names: Vec<&str> = hmac.map(Algorithm::name).collect();
+        assert_eq!(names, ["HS256", "HS384", "HS512"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ const TYPED_CLAIMS: [&str; 8] = ["iat", "exp", "nbf", "iss", "sub", "aud", "jti"
 
 /// A claim name that may be a dotted path into nested objects (`realm_access.roles`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ClaimPath {
+pub struct ClaimPath {
     full: String,
     /// Empty when `full` has no dot.
     segments: Vec<String>,
@@ -26,7 +26,7 @@ pub(crate) struct ClaimPath {
 
 impl ClaimPath {
     /// `Err` carries the problem for the caller to attach to its field.
-    pub(crate) fn parse(name: &str) -> Result<ClaimPath, &'static str> {
+    pub fn parse(name: &str) -> Result<ClaimPath, &'static str> {
         if name.is_empty() {
             return Err("must not be empty");
         }
@@ -38,7 +38,7 @@ impl ClaimPath {
         Ok(ClaimPath { full: name.to_owned(), segments })
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.full
     }
 
@@ -50,7 +50,7 @@ impl ClaimPath {
     /// The claim's value. A top-level member whose name is the whole path wins over the
     /// nested walk, so namespaced claims such as `https://example.com/roles` (which
     /// contain dots) work as written.
-    fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+    pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
         if let Some(v) = claims.get(&self.full) {
             return Some(v);
         }
@@ -133,7 +133,7 @@ impl ClaimRules {
 /// An array of strings (other elements ignored) or a space-separated string (OAuth `scope`
 /// style). Anything else yields no groups: a groups claim of an unexpected shape must not
 /// grant anything, and it is not worth refusing the caller over.
-fn groups_of(value: &Value) -> Vec<String> {
+pub fn groups_of(value: &Value) -> Vec<String> {
     match value {
         Value::Array(items) => {
             items.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned).collect()

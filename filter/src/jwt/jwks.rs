@@ -34,7 +34,7 @@ const JWK_B64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Claims as jwt-simple hands them over: registered claims typed, the rest in a map.
-pub(crate) type Claims = JWTClaims<Map<String, Value>>;
+pub type Claims = JWTClaims<Map<String, Value>>;
 
 /// The verification keys of one issuer (or several), ready to use.
 #[derive(Default)]
@@ -125,7 +125,7 @@ impl KeySet {
 
     /// Keys a token may have been signed with: those whose `kid` equals the token's (keys
     /// published without `kid` also qualify), or every key when the token has no `kid`.
-    pub(crate) fn named<'a>(&'a self, kid: Option<&'a str>) -> impl Iterator<Item = &'a Jwk> + 'a {
+    pub fn named<'a>(&'a self, kid: Option<&'a str>) -> impl Iterator<Item = &'a Jwk> + 'a {
         self.keys.iter().filter(move |k| match (kid, k.kid.as_deref()) {
             (Some(wanted), Some(have)) => wanted == have,
             _ => true,
@@ -158,7 +158,7 @@ enum Skip {
 }
 
 /// One verification key.
-pub(crate) struct Jwk {
+pub struct Jwk {
     kid: Option<String>,
     /// The JWK's own `alg`: when present, the only algorithm this key verifies.
     alg: Option<Algorithm>,
@@ -217,19 +217,20 @@ impl Material {
 }
 
 impl Jwk {
-    pub(crate) fn kid(&self) -> Option<&str> {
+    pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
 
     /// True when this key may verify a token signed with `alg`.
-    pub(crate) fn supports(&self, alg: Algorithm) -> bool {
+    pub fn supports(&self, alg: Algorithm) -> bool {
         self.alg.is_none_or(|own| own == alg) && self.material.admits(alg)
     }
 
     /// Checks the signature with this key and decodes the claims. jwt-simple re-checks
     /// that the header's `alg` is the one of the key wrapper used, so the dispatch below
-    /// cannot be steered by the token either.
-    pub(crate) fn verify(
+    /// cannot be steered by the token either. `options` decide which claims jwt-simple
+    /// checks itself (the filter switches its time checks off, see `verify.rs`).
+    pub fn verify(
         &self,
         alg: Algorithm,
         token: &str,

@@ -28,9 +28,10 @@ use serde::Deserialize;
 use crate::config_error::ConfigError;
 
 pub use alg::{Algorithm, AlgorithmSet};
-use claims::{ClaimPath, ClaimRules};
+use claims::ClaimRules;
+pub use claims::{groups_of, ClaimPath};
 pub use error::{AuthError, JwksError};
-pub use jwks::{KeySet, MAX_JWKS_BYTES, MAX_KEYS};
+pub use jwks::{Claims, Jwk, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 pub use verify::{bearer_token, Verifier, MAX_CANDIDATE_KEYS, MAX_TOKEN_BYTES};
 
 /// Largest accepted `clock_skew_seconds`: more would keep expired tokens alive for long.

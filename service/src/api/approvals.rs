@@ -4,23 +4,25 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use airlock_wire::{ApprovalErrorCode, ApprovalStatus, RedeemApproval};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{int_param, SharedState};
+use super::caller::{Approver, FilterCaller};
+use super::params::int_param;
+use super::state::SharedState;
 use crate::alerts::Alert;
-use crate::config::{AlertEvent, Role};
+use crate::auth::Role;
+use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::ids::{is_approval_id, new_approval_id};
-use crate::store::approvals::{Approval, DecideError, Decision, Status};
+use crate::store::approvals::{Approval, DecideError, Decision, RedeemError};
 use crate::time::{now_ms, rfc3339_ms};
-use crate::validate::{
-    check_digest, parse_json, CreateApprovalRequest, DecisionRequest, RedeemRequest,
-};
+use crate::validate::{check_digest, new_approval, parse_json, DecisionRequest};
 
 /// Default and maximum long-poll duration of `wait`.
 const DEFAULT_WAIT_MS: i64 = 30_000;
@@ -74,12 +76,11 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
 
 /// `POST /v1/approvals` (filter): stores a pending approval and alerts approvers.
 pub async fn create(
+    _: FilterCaller,
     State(state): State<SharedState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.filter_key.check(&headers)?;
-    let new = parse_json::<CreateApprovalRequest>(&body)?.validate()?;
+    let new = new_approval(parse_json(&body)?)?;
     let id = new_approval_id().map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = now_ms();
     let a = state.store.create_approval(&id, &new, now).await?;
@@ -109,19 +110,18 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": a.id, "status": "pending", "url": url, "expires_at": rfc3339_ms(a.expires_ms), "expires_at_ms": a.expires_ms}),
+            json!({"id": a.id, "status": ApprovalStatus::Pending, "url": url, "expires_at": rfc3339_ms(a.expires_ms), "expires_at_ms": a.expires_ms}),
         ),
     ))
 }
 
 /// `GET /v1/approvals/{id}/wait?timeout_ms=N` (filter): long-poll until decided or timeout.
 pub async fn wait(
+    _: FilterCaller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.filter_key.check(&headers)?;
     checked_id(&id)?;
     let timeout_ms = int_param("timeout_ms", q.get("timeout_ms"))?.unwrap_or(DEFAULT_WAIT_MS);
     if timeout_ms < 0 {
@@ -143,7 +143,7 @@ pub async fn wait(
         let now = now_ms();
         let status = a.status(now);
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if status != Status::Pending || remaining.is_zero() {
+        if status != ApprovalStatus::Pending || remaining.is_zero() {
             return Ok(Json(status_view(&a, now)));
         }
         // Wake at the deadline, at expiry (to answer `expired` promptly), or to re-read.
@@ -161,13 +161,12 @@ pub async fn wait(
 
 /// `POST /v1/approvals/{id}/redeem` (filter, ticket mode): single-use consumption.
 pub async fn redeem(
+    _: FilterCaller,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.filter_key.check(&headers)?;
-    let req: RedeemRequest = parse_json(&body)?;
+    let req: RedeemApproval = parse_json(&body)?;
     check_digest("digest", &req.digest)?;
     let outcome = if is_approval_id(&id) {
         state
@@ -175,15 +174,15 @@ pub async fn redeem(
             .redeem(&id, &req.digest, &req.subject, now_ms())
             .await?
     } else {
-        Err(crate::store::approvals::RedeemError::NotFound)
+        Err(RedeemError::NotFound)
     };
     match outcome {
         Ok(()) => {
             tracing::info!(approval_id = %id, "approval redeemed");
-            Ok(Json(json!({"status": "approved"})))
+            Ok(Json(json!({"status": ApprovalStatus::Approved})))
         }
         Err(e) => Err(ApiError::Conflict {
-            code: e.code(),
+            code: e.code().as_str(),
             message: e.to_string(),
         }),
     }
@@ -192,14 +191,13 @@ pub async fn redeem(
 /// `GET /v1/approvals?status=pending&limit=N` (approver): approvals this caller may
 /// decide; auditors see all.
 pub async fn list(
+    Approver(who): Approver,
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let who = state.approvers.authenticate(&headers, Role::Approver)?;
     let status = match q.get("status").map(String::as_str) {
         None | Some("") | Some("all") => None,
-        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
             ApiError::invalid(
                 "status",
                 "must be pending, approved, denied, expired or all",
@@ -221,11 +219,10 @@ pub async fn list(
 
 /// `GET /v1/approvals/{id}` (approver): the full request awaiting a decision.
 pub async fn show(
+    Approver(who): Approver,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let who = state.approvers.authenticate(&headers, Role::Approver)?;
     checked_id(&id)?;
     let a = state
         .store
@@ -247,12 +244,11 @@ fn not_an_approver(name: &str) -> ApiError {
 
 /// `POST /v1/approvals/{id}/decision` (approver): approve or deny, with a reason.
 pub async fn decide(
+    Approver(who): Approver,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let who = state.approvers.authenticate(&headers, Role::Approver)?;
     checked_id(&id)?;
     let req: DecisionRequest = parse_json(&body)?;
     let verdict = req.validate()?;
@@ -280,7 +276,7 @@ pub async fn decide(
         Err(DecideError::NotFound) => return Err(ApiError::approval_not_found(&id)),
         Err(DecideError::NotPending(s)) => {
             return Err(ApiError::Conflict {
-                code: "approval_not_pending",
+                code: ApprovalErrorCode::ApprovalNotPending.as_str(),
                 message: format!("the approval is already {}", s.as_str()),
             })
         }

@@ -1,36 +1,33 @@
 //! Audit ingestion (filter) and chain verification (auditor).
 
+use airlock_wire::AuditBatch;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::SharedState;
+use super::caller::{Auditor, FilterCaller};
+use super::state::SharedState;
 use crate::alerts::Alert;
-use crate::config::{AlertEvent, Role};
+use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::store::audit::VerifyReport;
 use crate::time::now_ms;
-use crate::validate::{parse_json, AuditBatch};
-
-/// Decisions that raise the "denied" alert.
-fn is_denial(decision: &str) -> bool {
-    matches!(decision, "deny" | "denied")
-}
+use crate::validate::{check_audit_batch, parse_json};
 
 /// `POST /v1/audit/batch`: idempotent by record id; returns how many were new.
 pub async fn ingest(
+    _: FilterCaller,
     State(state): State<SharedState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.filter_key.check(&headers)?;
     let batch: AuditBatch = parse_json(&body)?;
-    batch.validate()?;
+    check_audit_batch(&batch)?;
     let outcome = state.store.append_audit(&batch.records, now_ms()).await?;
     for r in outcome.stored.iter().filter_map(|&i| batch.records.get(i)) {
-        if is_denial(&r.decision) {
+        // A policy block (`denied_by_rule`, `denied_by_default`); other refusals (outages,
+        // approvals, bad requests) have alerts of their own or none.
+        if r.decision.is_denial() {
             state.alerter.raise(Alert {
                 event: AlertEvent::RequestDenied,
                 summary: format!(
@@ -56,9 +53,8 @@ pub async fn ingest(
 
 /// `GET /v1/audit/verify`: walks the chain.
 pub async fn verify(
+    _: Auditor,
     State(state): State<SharedState>,
-    headers: HeaderMap,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    state.approvers.authenticate(&headers, Role::Auditor)?;
     Ok(Json(state.store.verify_chain().await?))
 }

@@ -1,47 +1,26 @@
-//! HTTP API: routes, shared state and JSON views.
+//! HTTP API: the routes. Handlers, shared state and the caller extractors live in the
+//! submodules; none of them imports this file.
 
 pub mod approvals;
 pub mod audit;
+mod caller;
 pub mod console;
+mod params;
 pub mod sessions;
-
-use std::sync::Arc;
-use std::time::Duration;
+mod state;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::alerts::Alerter;
-use crate::auth::{Approvers, FilterKey};
 use crate::error::ApiError;
-use crate::store::Store;
-use crate::waiters::Waiters;
+
+pub use caller::{Approver, Auditor, FilterCaller};
+pub use state::{AppState, SharedState};
 
 /// Largest request body accepted (audit batches carry masked bodies).
 pub const BODY_LIMIT: usize = 16 << 20;
-
-pub struct AppState {
-    pub store: Store,
-    pub filter_key: FilterKey,
-    pub approvers: Approvers,
-    pub alerter: Alerter,
-    pub waiters: Waiters,
-    /// Base URL for links in answers and alerts, without a trailing slash.
-    pub public_url: String,
-    /// How often a long-poll re-reads the store; `None` relies on in-process wake-ups only
-    /// (enough for one SQLite-backed process; replicas on PostgreSQL need the re-read).
-    pub poll_interval: Option<Duration>,
-}
-
-impl AppState {
-    pub fn console_link(&self, approval_id: &str) -> String {
-        format!("{}/console#/approvals/{approval_id}", self.public_url)
-    }
-}
-
-pub type SharedState = Arc<AppState>;
 
 pub fn router(state: SharedState) -> Router {
     Router::new()
@@ -67,15 +46,4 @@ pub fn router(state: SharedState) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
-}
-
-/// Parses an optional integer query parameter, naming it when malformed.
-pub(crate) fn int_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::invalid(name, "must be an integer"))
-        })
-        .transpose()
 }

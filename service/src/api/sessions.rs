@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 
+use airlock_wire::Decision;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::SharedState;
-use crate::config::Role;
+use super::caller::Auditor;
+use super::params::int_param;
+use super::state::SharedState;
 use crate::error::ApiError;
 use crate::store::sessions::SessionFilter;
 use crate::time::rfc3339_ms;
@@ -34,19 +35,31 @@ fn instant_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiE
     Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
+/// A decision as audit records carry it (`allow`, `denied_by_rule`, …).
+fn decision_param(value: Option<&String>) -> Result<Option<Decision>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    Decision::parse(v).map(Some).ok_or_else(|| {
+        ApiError::invalid(
+            "decision",
+            "must be a decision audit records carry, such as allow, approved, denied_by_rule, denied_by_default",
+        )
+    })
+}
+
 /// `GET /v1/sessions?subject=&from=&to=&decision=&limit=`
 pub async fn list(
+    _: Auditor,
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.approvers.authenticate(&headers, Role::Auditor)?;
     let filter = SessionFilter {
         subject: q.get("subject").filter(|s| !s.is_empty()).cloned(),
         from_ms: instant_param("from", q.get("from"))?,
         to_ms: instant_param("to", q.get("to"))?,
-        decision: q.get("decision").filter(|s| !s.is_empty()).cloned(),
-        limit: super::int_param("limit", q.get("limit"))?
+        decision: decision_param(q.get("decision"))?,
+        limit: int_param("limit", q.get("limit"))?
             .unwrap_or(100)
             .clamp(1, 1000),
     };
@@ -67,11 +80,10 @@ pub async fn list(
 
 /// `GET /v1/sessions/{id}`: the session's records in order.
 pub async fn show(
+    _: Auditor,
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.approvers.authenticate(&headers, Role::Auditor)?;
     let records = state.store.session_timeline(&id).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound {

@@ -2,11 +2,12 @@
 //! copy of the upstream) and reports where the response status differs from the record.
 //!
 //! What is sent is what was recorded: method, path and the *masked* request body. Records
-//! the filter denied are skipped unless asked for, so a replay cannot run on staging what
-//! policy blocked in production.
+//! of requests the filter refused (or never decided) are skipped unless asked for, so a
+//! replay cannot run on staging what was blocked in production.
 
 use std::time::Duration;
 
+use airlock_wire::Decision;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -55,8 +56,13 @@ fn parse_header(
     Ok((name, value))
 }
 
-fn is_denied(decision: &str) -> bool {
-    matches!(decision, "deny" | "denied")
+/// Whether a recorded request went to the upstream. The rest (refused by the filter for
+/// any reason, or never decided) are what `--include-denied` is about.
+fn reached_upstream(decision: &str) -> bool {
+    matches!(
+        Decision::parse(decision),
+        Some(Decision::Allow | Decision::Approved | Decision::DryRunAllow)
+    )
 }
 
 /// Runs the replay and prints one line per request plus a summary; returns whether any
@@ -92,7 +98,7 @@ pub async fn replay(client: &Client, opts: &ReplayOptions) -> Result<bool, CliEr
     let mut skipped = 0usize;
     for r in records {
         let decision = r["decision"].as_str().unwrap_or_default();
-        if is_denied(decision) && !opts.include_denied {
+        if !reached_upstream(decision) && !opts.include_denied {
             skipped += 1;
             continue;
         }
@@ -168,6 +174,24 @@ mod tests {
         assert_eq!(n.as_str(), "authorization");
         assert_eq!(v.to_str().unwrap(), "Bearer x");
         assert!(parse_header("no-colon").is_err());
+    }
+
+    #[test]
+    fn only_requests_that_reached_the_upstream_are_replayed_by_default() {
+        for d in ["allow", "approved", "dry_run_allow"] {
+            assert!(reached_upstream(d), "{d}");
+        }
+        for d in [
+            "denied_by_rule",
+            "denied_by_default",
+            "unauthenticated",
+            "approval_denied",
+            "approval_pending",
+            "incomplete",
+            "something-else",
+        ] {
+            assert!(!reached_upstream(d), "{d}");
+        }
     }
 
     #[test]

@@ -4,47 +4,12 @@
 //! (`status = 'pending'`, `used = 0`), so concurrent callers, in this process or in other
 //! replicas, cannot both win: the database decides, and the loser sees 0 rows affected.
 
+use airlock_wire::{ApprovalErrorCode, ApprovalStatus, Mode};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{parse_string_list, string_list_json, Bind, Store, StoreError};
-
-/// How the filter waits for the decision: the filter's own type, so the two ends of the
-/// approvals API cannot drift apart on what a mode is called.
-pub use airlock_filter::approval::Mode;
-
-/// The status reported to callers. `Expired` is never stored: a pending approval whose
-/// deadline has passed reads as expired, which needs no background sweeper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pending,
-    Approved,
-    Denied,
-    Expired,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Approved => "approved",
-            Status::Denied => "denied",
-            Status::Expired => "expired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "pending" => Some(Status::Pending),
-            "approved" => Some(Status::Approved),
-            "denied" => Some(Status::Denied),
-            "expired" => Some(Status::Expired),
-            _ => None,
-        }
-    }
-}
+use super::db::{parse_string_list, string_list_json, Bind, Store, StoreError};
 
 /// An approver's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +65,7 @@ pub struct Approval {
     pub digest: String,
     pub reason: Option<String>,
     pub session_id: String,
-    pub mode: String,
+    pub mode: Mode,
     pub approver_groups: Vec<String>,
     pub required: i64,
     stored_status: String,
@@ -113,12 +78,12 @@ pub struct Approval {
 
 impl Approval {
     /// The status at `now`: a pending approval past its deadline is expired.
-    pub fn status(&self, now_ms: i64) -> Status {
-        match Status::parse(&self.stored_status) {
-            Some(Status::Pending) if now_ms >= self.expires_ms => Status::Expired,
+    pub fn status(&self, now_ms: i64) -> ApprovalStatus {
+        match ApprovalStatus::parse(&self.stored_status) {
+            Some(ApprovalStatus::Pending) if now_ms >= self.expires_ms => ApprovalStatus::Expired,
             Some(s) => s,
             // Unknown text can only come from a hand-edited row: never treat it as approved.
-            None => Status::Denied,
+            None => ApprovalStatus::Denied,
         }
     }
 }
@@ -129,7 +94,7 @@ pub enum DecideError {
     #[error("approval not found")]
     NotFound,
     #[error("approval is already {}", .0.as_str())]
-    NotPending(Status),
+    NotPending(ApprovalStatus),
     #[error("this approver has already decided on this approval")]
     AlreadyDecided,
     #[error(transparent)]
@@ -154,14 +119,14 @@ pub enum RedeemError {
 }
 
 impl RedeemError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ApprovalErrorCode {
         match self {
-            RedeemError::NotFound => "approval_not_found",
-            RedeemError::DigestMismatch => "approval_digest_mismatch",
-            RedeemError::AlreadyUsed => "approval_already_used",
-            RedeemError::Expired => "approval_expired",
-            RedeemError::Denied => "approval_denied",
-            RedeemError::NotApproved(_) => "approval_not_approved",
+            RedeemError::NotFound => ApprovalErrorCode::ApprovalNotFound,
+            RedeemError::DigestMismatch => ApprovalErrorCode::ApprovalDigestMismatch,
+            RedeemError::AlreadyUsed => ApprovalErrorCode::ApprovalAlreadyUsed,
+            RedeemError::Expired => ApprovalErrorCode::ApprovalExpired,
+            RedeemError::Denied => ApprovalErrorCode::ApprovalDenied,
+            RedeemError::NotApproved(_) => ApprovalErrorCode::ApprovalNotApproved,
         }
     }
 }
@@ -182,7 +147,12 @@ fn approval_from_row(row: &AnyRow) -> Result<Approval, StoreError> {
         digest: row.try_get("digest")?,
         reason: row.try_get("reason")?,
         session_id: row.try_get("session_id")?,
-        mode: row.try_get("mode")?,
+        mode: {
+            let mode: String = row.try_get("mode")?;
+            Mode::parse(&mode).ok_or_else(|| {
+                StoreError::Corrupt("column `mode` is neither `hold` nor `ticket`".into())
+            })?
+        },
         approver_groups: parse_string_list(
             "approver_groups_json",
             &row.try_get::<String, _>("approver_groups_json")?,
@@ -271,17 +241,17 @@ impl Store {
     /// Approvals in `status` (all when `None`), newest first, at most `limit`.
     pub async fn list_approvals(
         &self,
-        status: Option<Status>,
+        status: Option<ApprovalStatus>,
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<Approval>, StoreError> {
         let (filter, binds): (&str, Vec<Bind>) = match status {
             None => ("", vec![Bind::I64(limit)]),
-            Some(Status::Pending) => (
+            Some(ApprovalStatus::Pending) => (
                 "WHERE status = 'pending' AND expires_ms > $2",
                 vec![Bind::I64(limit), Bind::I64(now_ms)],
             ),
-            Some(Status::Expired) => (
+            Some(ApprovalStatus::Expired) => (
                 "WHERE status = 'pending' AND expires_ms <= $2",
                 vec![Bind::I64(limit), Bind::I64(now_ms)],
             ),
@@ -291,7 +261,7 @@ impl Store {
             ),
         };
         let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals {filter} ORDER BY created_ms DESC, id LIMIT $1");
-        let rows = super::bind_all(sqlx::query(&sql), &binds)
+        let rows = super::db::bind_all(sqlx::query(&sql), &binds)
             .fetch_all(self.pool())
             .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -348,7 +318,7 @@ impl Store {
             return Err(DecideError::AlreadyDecided);
         }
         let new_status = match verdict {
-            Verdict::Deny => Some(Status::Denied),
+            Verdict::Deny => Some(ApprovalStatus::Denied),
             Verdict::Approve => {
                 let row = sqlx::query(
                     "SELECT COUNT(*) AS n, (SELECT required FROM approvals WHERE id = $1) AS required \
@@ -360,7 +330,7 @@ impl Store {
                 .map_err(StoreError::from)?;
                 let n: i64 = row.try_get("n").map_err(StoreError::from)?;
                 let required: i64 = row.try_get("required").map_err(StoreError::from)?;
-                (n >= required).then_some(Status::Approved)
+                (n >= required).then_some(ApprovalStatus::Approved)
             }
         };
         if let Some(status) = new_status {
@@ -413,7 +383,7 @@ impl Store {
         } else {
             match a.status(now_ms) {
                 // Said plainly, so the agent stops retrying a ticket that will never work.
-                Status::Denied => RedeemError::Denied,
+                ApprovalStatus::Denied => RedeemError::Denied,
                 other => RedeemError::NotApproved(other.as_str()),
             }
         };

@@ -1,12 +1,14 @@
 //! The audit log: idempotent, hash-chained appends and chain verification.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use airlock_wire::Decision;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use std::collections::HashSet;
-
-use super::{bind_all, parse_string_list, string_list_json, Bind, Store, StoreError};
+use super::db::{bind_all, parse_string_list, string_list_json, Bind, Store, StoreError};
 use crate::chain::{record_hash, AuditRecord, GENESIS_HASH};
 
 /// Outcome of one batch append.
@@ -45,29 +47,55 @@ pub(crate) const RECORD_COLUMNS: &str =
      response_body, decision, rule, approval_id, latency_ms, reason, prev_hash, hash, received_ms";
 
 pub(crate) fn record_from_row(row: &AnyRow) -> Result<StoredRecord, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> { Ok(row.try_get(name)?) };
+    let opt_text = |name: &str| -> Result<Option<Cow<'static, str>>, StoreError> {
+        Ok(row.try_get::<Option<String>, _>(name)?.map(Cow::Owned))
+    };
+    let decision = text("decision")?;
     Ok(StoredRecord {
         seq: row.try_get("seq")?,
         record: AuditRecord {
-            id: row.try_get("id")?,
-            time_ms: row.try_get("time_ms")?,
-            subject: row.try_get("subject")?,
-            groups: parse_string_list("groups_json", &row.try_get::<String, _>("groups_json")?)?,
-            session_id: row.try_get("session_id")?,
-            method: row.try_get("method")?,
-            path: row.try_get("path")?,
-            request_body: row.try_get("request_body")?,
-            status: row.try_get("status")?,
-            response_body: row.try_get("response_body")?,
-            decision: row.try_get("decision")?,
-            rule: row.try_get("rule")?,
-            approval_id: row.try_get("approval_id")?,
-            latency_ms: row.try_get("latency_ms")?,
-            reason: row.try_get("reason")?,
+            id: text("id")?.into(),
+            time_ms: unsigned(row, "time_ms")?,
+            subject: text("subject")?.into(),
+            groups: parse_string_list("groups_json", &text("groups_json")?)?.into(),
+            session_id: text("session_id")?.into(),
+            method: text("method")?.into(),
+            path: text("path")?.into(),
+            request_body: opt_text("request_body")?,
+            status: unsigned(row, "status")?,
+            response_body: opt_text("response_body")?,
+            decision: Decision::parse(&decision).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "column `decision` holds `{}`, not a decision the filter writes",
+                    decision.chars().take(40).collect::<String>()
+                ))
+            })?,
+            rule: opt_text("rule")?,
+            approval_id: opt_text("approval_id")?,
+            latency_ms: unsigned(row, "latency_ms")?,
+            reason: opt_text("reason")?,
         },
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
+        prev_hash: text("prev_hash")?,
+        hash: text("hash")?,
         received_ms: row.try_get("received_ms")?,
     })
+}
+
+/// A BIGINT column that holds a non-negative number of the record's type.
+fn unsigned<T: TryFrom<i64>>(row: &AnyRow, column: &str) -> Result<T, StoreError> {
+    T::try_from(row.try_get::<i64, _>(column)?)
+        .map_err(|_| StoreError::Corrupt(format!("column `{column}` is out of range")))
+}
+
+fn opt_text(v: &Option<Cow<'static, str>>) -> Bind {
+    Bind::OptText(v.as_deref().map(str::to_string))
+}
+
+/// The BIGINT form of a record's number. Batches are checked to fit before they are
+/// appended, so this never saturates for what the API accepts.
+fn signed(v: impl Into<u64>) -> i64 {
+    i64::try_from(v.into()).unwrap_or(i64::MAX)
 }
 
 /// Records per multi-row INSERT: 19 parameters each stays far below SQLite's and
@@ -107,7 +135,7 @@ impl Store {
             let mut seen = HashSet::new();
             records
                 .iter()
-                .map(|r| r.id.as_str())
+                .map(|r| r.id.as_ref())
                 .filter(|id| seen.insert(*id))
                 .collect()
         };
@@ -132,28 +160,28 @@ impl Store {
         let mut stored = Vec::new();
         let mut rows: Vec<Vec<Bind>> = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            if !known.insert(r.id.clone()) {
+            if !known.insert(r.id.to_string()) {
                 continue;
             }
             seq += 1;
             let hash = record_hash(&prev, seq, r);
             rows.push(vec![
                 Bind::I64(seq),
-                Bind::Text(r.id.clone()),
-                Bind::I64(r.time_ms),
-                Bind::Text(r.subject.clone()),
+                Bind::Text(r.id.to_string()),
+                Bind::I64(signed(r.time_ms)),
+                Bind::Text(r.subject.to_string()),
                 Bind::Text(string_list_json(&r.groups)),
-                Bind::Text(r.session_id.clone()),
-                Bind::Text(r.method.clone()),
-                Bind::Text(r.path.clone()),
-                Bind::OptText(r.request_body.clone()),
-                Bind::I64(r.status),
-                Bind::OptText(r.response_body.clone()),
-                Bind::Text(r.decision.clone()),
-                Bind::OptText(r.rule.clone()),
-                Bind::OptText(r.approval_id.clone()),
-                Bind::I64(r.latency_ms),
-                Bind::OptText(r.reason.clone()),
+                Bind::Text(r.session_id.to_string()),
+                Bind::Text(r.method.to_string()),
+                Bind::Text(r.path.to_string()),
+                opt_text(&r.request_body),
+                Bind::I64(signed(r.status)),
+                opt_text(&r.response_body),
+                Bind::Text(r.decision.as_str().to_string()),
+                opt_text(&r.rule),
+                opt_text(&r.approval_id),
+                Bind::I64(signed(r.latency_ms)),
+                opt_text(&r.reason),
                 Bind::Text(prev.clone()),
                 Bind::Text(hash.clone()),
                 Bind::I64(now_ms),

@@ -4,7 +4,7 @@
 
 use sqlx::{Executor, Row};
 
-use super::{Backend, Store, StoreError};
+use super::db::{Backend, Store, StoreError};
 use crate::chain::GENESIS_HASH;
 
 /// Arbitrary constant naming Airlock's migration lock among PostgreSQL advisory locks.

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use airlock_wire::Decision;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::audit::{record_from_row, StoredRecord, RECORD_COLUMNS};
-use super::{bind_all, Bind, Store, StoreError};
+use super::db::{bind_all, Bind, Store, StoreError};
 
 /// Filters for listing sessions; all optional and combined with AND.
 #[derive(Debug, Clone, Default)]
@@ -17,7 +18,7 @@ pub struct SessionFilter {
     /// Only records at or before this instant (Unix ms) are counted.
     pub to_ms: Option<i64>,
     /// Only sessions with at least one record of this decision.
-    pub decision: Option<String>,
+    pub decision: Option<Decision>,
     pub limit: i64,
 }
 
@@ -28,7 +29,7 @@ pub struct SessionSummary {
     pub first_ms: i64,
     pub last_ms: i64,
     pub count: i64,
-    /// Number of records per decision, e.g. `{"allow": 3, "deny": 1}`.
+    /// Number of records per decision, e.g. `{"allow": 3, "denied_by_rule": 1}`.
     pub decisions: BTreeMap<String, i64>,
 }
 
@@ -59,7 +60,7 @@ impl Store {
         if let Some(d) = &filter.decision {
             push(
                 "session_id IN (SELECT session_id FROM audit_records WHERE decision = ?)",
-                Bind::Text(d.clone()),
+                Bind::Text(d.as_str().to_string()),
                 &mut binds,
             );
         }

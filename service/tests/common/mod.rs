@@ -1,14 +1,15 @@
-//! Shared harness for the end-to-end tests: spawns the real `airlock` binary on a free
-//! loopback port with a temporary SQLite file, and offers HTTP helpers plus a local
-//! receiver that records what alert sinks or replay targets are sent.
+//! Shared harness of the service's HTTP tests: the real `airlock` binary on a free
+//! loopback port with a temporary SQLite file (started by `airlock_e2e::serve`, the same
+//! harness the end-to-end tests use), async HTTP helpers, and a local receiver that
+//! records what alert sinks or replay targets are sent.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use airlock_e2e::serve::{AirlockServe, ServeOptions};
+use airlock_wire::{Code, Decision};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -54,13 +55,13 @@ fn approvers_toml() -> String {
         .collect()
 }
 
-/// A running `airlock serve` child process; killed on drop.
+/// A running `airlock serve` (started by the shared harness `airlock_e2e::serve`) with a
+/// fresh temp dir; killed on drop.
 pub struct Server {
-    child: Child,
+    serve: AirlockServe,
     pub url: String,
     pub dir: tempfile::TempDir,
     pub db_path: PathBuf,
-    log: Arc<Mutex<String>>,
 }
 
 #[derive(Default)]
@@ -79,79 +80,28 @@ impl Server {
 
     pub fn start_with(opts: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let db_path = dir.path().join("airlock.db");
-        let config_path = dir.path().join("airlock.toml");
-        std::fs::write(
-            &config_path,
-            format!("{}{}", approvers_toml(), opts.extra_config),
-        )
-        .unwrap();
-        let key_path = dir.path().join("filter.key");
-        std::fs::write(&key_path, format!("{FILTER_KEY}\n")).unwrap();
-        let database = opts
-            .database
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", db_path.display()));
-        Server::spawn(dir, db_path, &database, &config_path, &key_path, &opts.env)
-    }
-
-    fn spawn(
-        dir: tempfile::TempDir,
-        db_path: PathBuf,
-        database: &str,
-        config: &Path,
-        key: &Path,
-        env: &[(String, String)],
-    ) -> Server {
         // AIRLOCK_TEST_BIN runs the suite against another build (e.g. --release for timing).
         let bin = std::env::var("AIRLOCK_TEST_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_airlock").to_string());
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .arg("--config")
-            .arg(config)
-            .arg("--filter-key-file")
-            .arg(key)
-            .env_remove("AIRLOCK_FILTER_KEY")
-            .env("AIRLOCK_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("airlock: listening on ") {
-                    let _ = tx.send(rest.to_string());
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start; log:\n{}", log.lock().unwrap());
-            }
-        };
+        let serve = AirlockServe::start(ServeOptions {
+            dir: dir.path().to_path_buf(),
+            config_toml: format!("{}{}", approvers_toml(), opts.extra_config),
+            filter_key: FILTER_KEY.to_string(),
+            database: opts.database,
+            env: opts.env,
+            bin: Some(bin.into()),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         Server {
-            child,
-            url,
+            url: serve.base_url(),
+            db_path: dir.path().join("airlock.db"),
+            serve,
             dir,
-            db_path,
-            log,
         }
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.serve.log()
     }
 
     pub fn database_url(&self) -> String {
@@ -160,14 +110,7 @@ impl Server {
 
     /// Stops the server (so tests can edit its SQLite file without contention).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
+        self.serve.kill();
     }
 }
 
@@ -293,14 +236,25 @@ impl Server {
     }
 }
 
-/// An audit record as the filter would send it.
-pub fn record(id: &str, session: &str, time_ms: i64, decision: &str, status: i64) -> Value {
+/// Decisions as the filter writes them (the wire crate's type: a made-up string such as
+/// `deny` does not compile here, so the tests send what the filter really sends).
+pub const ALLOW: Decision = Decision::Allow;
+pub const DENIED_BY_RULE: Decision = Decision::Refused(Code::DeniedByRule);
+pub const DENIED_BY_DEFAULT: Decision = Decision::Refused(Code::DeniedByDefault);
+
+/// An audit record as the filter would send it: a rule denial names rule `no-deletes`, a
+/// default denial no rule, anything else rule `reads`.
+pub fn record(id: &str, session: &str, time_ms: i64, decision: Decision, status: i64) -> Value {
+    let rule = match decision {
+        DENIED_BY_RULE => Some("no-deletes"),
+        DENIED_BY_DEFAULT => None,
+        _ => Some("reads"),
+    };
     json!({
         "id": id, "time_ms": time_ms, "subject": "agent-1", "groups": ["agents"], "session_id": session,
         "method": "POST", "path": format!("/v1/items/{id}"), "request_body": format!("{{\"n\":\"{id}\"}}"),
         "status": status, "response_body": "{\"ok\":true}", "decision": decision,
-        "rule": if decision == "deny" { "no-deletes" } else { "reads" }, "approval_id": null,
-        "latency_ms": 3, "reason": null
+        "rule": rule, "approval_id": null, "latency_ms": 3, "reason": null
     })
 }
 

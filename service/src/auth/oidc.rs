@@ -1,21 +1,26 @@
 //! Optional OIDC sign-in for approvers and auditors: a bearer JWT from the organisation's
-//! identity provider, verified with jwt-simple (pure Rust) against a JWKS loaded from a
-//! file or URL (refreshed periodically). `iss`, `aud` and `exp` are required; only
-//! asymmetric algorithms are accepted (no `none`, no HMAC, so a public key can never be
-//! misused as an HMAC secret). The approver's name and groups come from configurable claims.
+//! identity provider, verified against a JWKS loaded from a file or URL (refreshed
+//! periodically). `iss`, `aud` and `exp` are required; only asymmetric algorithms are
+//! accepted (no `none`, no HMAC, so a public key can never be misused as an HMAC secret).
+//! The approver's name and groups come from configurable claims.
+//!
+//! The JWKS parsing, key selection, signature check and claim paths are the filter's own
+//! (`airlock_filter::jwt`); this module adds what differs for approvers: jwt-simple checks
+//! issuer, audience and time here, and the token names a principal with roles.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use base64::Engine;
-use jwt_simple::prelude::*;
+use airlock_filter::jwt::{groups_of, Algorithm, ClaimPath, JwksError, KeySet, MAX_CANDIDATE_KEYS};
+use jwt_simple::prelude::{Token, VerificationOptions};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::auth::Principal;
-use crate::config::{ConfigError, Role};
+use super::principal::{Principal, Role};
+use crate::config_error::ConfigError;
+use crate::error::truncate;
 
 fn default_name_claim() -> String {
     "sub".to_string()
@@ -97,6 +102,12 @@ impl OidcConfig {
                 "must be at most 600",
             ));
         }
+        for (name, path) in [
+            ("name_claim", &self.name_claim),
+            ("groups_claim", &self.groups_claim),
+        ] {
+            claim_path(path, &format!("{field}.{name}"))?;
+        }
         if self.refresh_seconds < 10 {
             return Err(ConfigError::new(
                 format!("{field}.refresh_seconds"),
@@ -107,10 +118,17 @@ impl OidcConfig {
     }
 }
 
+/// A claim name of the config as the filter's claim path; `field` names it in errors.
+fn claim_path(name: &str, field: &str) -> Result<ClaimPath, ConfigError> {
+    ClaimPath::parse(name).map_err(|problem| ConfigError::new(field, problem))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OidcError {
     #[error("the JWKS is not valid JSON with a `keys` array")]
     BadJwks,
+    #[error("the JWKS is larger than {0} bytes")]
+    TooLarge(usize),
     #[error("the JWKS holds no usable RSA, EC (P-256/P-384) or Ed25519 signing key")]
     NoKeys,
     #[error("the token is not a well-formed JWT")]
@@ -125,157 +143,40 @@ pub enum OidcError {
     NoName(String),
 }
 
-/// Public key material from one JWK.
-#[derive(Clone)]
-enum Material {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    P256(Vec<u8>),
-    P384(Vec<u8>),
-    Ed25519(Vec<u8>),
-}
-
-#[derive(Clone)]
-struct Jwk {
-    kid: Option<String>,
-    material: Material,
-}
-
-/// Signing keys parsed from a JWKS document.
-#[derive(Clone, Default)]
-pub struct KeySet {
-    keys: Vec<Jwk>,
-}
-
-fn b64(v: &Value) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(v.as_str()?.trim_end_matches('='))
-        .ok()
-}
-
-fn ec_point(k: &Value) -> Option<Vec<u8>> {
-    let (x, y) = (b64(&k["x"])?, b64(&k["y"])?);
-    let mut point = Vec::with_capacity(1 + x.len() + y.len());
-    point.push(4);
-    point.extend_from_slice(&x);
-    point.extend_from_slice(&y);
-    Some(point)
-}
-
-impl KeySet {
-    /// Parses a JWKS, keeping the signature keys this module can use and skipping others
-    /// (symmetric keys, encryption keys, unknown curves).
-    pub fn parse(bytes: &[u8]) -> Result<KeySet, OidcError> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|_| OidcError::BadJwks)?;
-        let list = doc["keys"].as_array().ok_or(OidcError::BadJwks)?;
-        let mut keys = Vec::new();
-        for k in list {
-            if k["use"].as_str().is_some_and(|u| u != "sig") {
-                continue;
-            }
-            let material = match (k["kty"].as_str(), k["crv"].as_str()) {
-                (Some("RSA"), _) => b64(&k["n"])
-                    .zip(b64(&k["e"]))
-                    .map(|(n, e)| Material::Rsa { n, e }),
-                (Some("EC"), Some("P-256")) => ec_point(k).map(Material::P256),
-                (Some("EC"), Some("P-384")) => ec_point(k).map(Material::P384),
-                (Some("OKP"), Some("Ed25519")) => b64(&k["x"]).map(Material::Ed25519),
-                _ => None,
-            };
-            if let Some(material) = material {
-                keys.push(Jwk {
-                    kid: k["kid"].as_str().map(str::to_string),
-                    material,
-                });
-            }
+impl From<JwksError> for OidcError {
+    fn from(e: JwksError) -> OidcError {
+        match e {
+            JwksError::TooLarge { limit } => OidcError::TooLarge(limit),
+            JwksError::NoUsableKey { .. } => OidcError::NoKeys,
+            JwksError::NotJson
+            | JwksError::MissingKeys
+            | JwksError::TooManyKeys { .. }
+            | JwksError::BadKey { .. } => OidcError::BadJwks,
         }
-        if keys.is_empty() {
-            return Err(OidcError::NoKeys);
-        }
-        Ok(KeySet { keys })
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
-type VerifiedClaims = JWTClaims<Map<String, Value>>;
-
-/// Verifies `token` with `material` under algorithm `alg`; `None` when they do not fit.
-fn verify_with(
-    alg: &str,
-    material: &Material,
-    token: &str,
-    opts: &VerificationOptions,
-) -> Option<VerifiedClaims> {
-    let o = Some(opts.clone());
-    match (alg, material) {
-        ("RS256", Material::Rsa { n, e }) => RS256PublicKey::from_components(n, e)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("RS384", Material::Rsa { n, e }) => RS384PublicKey::from_components(n, e)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("RS512", Material::Rsa { n, e }) => RS512PublicKey::from_components(n, e)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("PS256", Material::Rsa { n, e }) => PS256PublicKey::from_components(n, e)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("PS384", Material::Rsa { n, e }) => PS384PublicKey::from_components(n, e)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("PS512", Material::Rsa { n, e }) => PS512PublicKey::from_components(n, e)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("ES256", Material::P256(p)) => ES256PublicKey::from_bytes(p)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("ES384", Material::P384(p)) => ES384PublicKey::from_bytes(p)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        ("EdDSA", Material::Ed25519(p)) => Ed25519PublicKey::from_bytes(p)
-            .ok()?
-            .verify_token(token, o)
-            .ok(),
-        _ => None,
+/// Parses a JWKS with the filter's parser, which skips keys it cannot use (symmetric,
+/// encryption, unknown curves, malformed); each skipped key is logged.
+pub fn parse_jwks(bytes: &[u8]) -> Result<KeySet, OidcError> {
+    let keys = KeySet::from_jwks_json(bytes)?;
+    for skipped in keys.skipped() {
+        tracing::info!(key = %skipped, "JWKS key skipped");
     }
-}
-
-const ACCEPTED_ALGS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
-
-/// Follows a dotted path (`realm_access.roles`) into the claims.
-fn claim<'a>(custom: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut cur = custom.get(parts.next()?)?;
-    for p in parts {
-        cur = cur.get(p)?;
-    }
-    Some(cur)
+    Ok(keys)
 }
 
 pub struct OidcVerifier {
     config: OidcConfig,
+    name_claim: ClaimPath,
+    groups_claim: ClaimPath,
     options: VerificationOptions,
     keys: RwLock<Arc<KeySet>>,
 }
 
 impl OidcVerifier {
-    pub fn new(config: OidcConfig, keys: KeySet) -> OidcVerifier {
+    /// Fails only on a claim name `OidcConfig::validate` would have refused.
+    pub fn new(config: OidcConfig, keys: KeySet) -> Result<OidcVerifier, ConfigError> {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from([config.issuer.clone()])),
             allowed_audiences: Some(HashSet::from([config.audience.clone()])),
@@ -284,11 +185,13 @@ impl OidcVerifier {
             )),
             ..VerificationOptions::default()
         };
-        OidcVerifier {
+        Ok(OidcVerifier {
+            name_claim: claim_path(&config.name_claim, "oidc.name_claim")?,
+            groups_claim: claim_path(&config.groups_claim, "oidc.groups_claim")?,
             config,
             options,
             keys: RwLock::new(Arc::new(keys)),
-        }
+        })
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -308,41 +211,35 @@ impl OidcVerifier {
     /// The principal a valid token names.
     pub fn verify(&self, token: &str) -> Result<Principal, OidcError> {
         let meta = Token::decode_metadata(token).map_err(|_| OidcError::Malformed)?;
-        let alg = meta.algorithm();
-        if !ACCEPTED_ALGS.contains(&alg) {
-            return Err(OidcError::Algorithm(
-                crate::error::truncate(alg, 16).to_string(),
-            ));
-        }
+        let alg = Algorithm::from_name(meta.algorithm())
+            // Asymmetric only: an IdP's public key must never serve as an HMAC secret.
+            .filter(|a| !a.is_hmac())
+            .ok_or_else(|| OidcError::Algorithm(truncate(meta.algorithm(), 16).to_string()))?;
         let keys = self.current_keys();
-        let kid = meta.key_id();
         let claims = keys
-            .keys
-            .iter()
-            .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
-            .find_map(|k| verify_with(alg, &k.material, token, &self.options))
+            .named(meta.key_id())
+            .filter(|k| k.supports(alg))
+            .take(MAX_CANDIDATE_KEYS)
+            .find_map(|k| k.verify(alg, token, self.options.clone()).ok())
             .ok_or(OidcError::Signature)?;
         if claims.expires_at.is_none() {
             return Err(OidcError::NoExpiry);
         }
-        let name = if self.config.name_claim == "sub" {
+        let name = if self.name_claim.as_str() == "sub" {
             claims.subject.clone()
         } else {
-            claim(&claims.custom, &self.config.name_claim)
+            self.name_claim
+                .lookup(&claims.custom)
                 .and_then(Value::as_str)
                 .map(str::to_string)
         }
         .filter(|n| !n.is_empty())
         .ok_or_else(|| OidcError::NoName(self.config.name_claim.clone()))?;
-        let groups: Vec<String> = match claim(&claims.custom, &self.config.groups_claim) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-            _ => Vec::new(),
-        };
+        let groups = self
+            .groups_claim
+            .lookup(&claims.custom)
+            .map(groups_of)
+            .unwrap_or_default();
         let mut roles = vec![Role::Approver];
         if groups
             .iter()
@@ -363,7 +260,7 @@ pub async fn load_keys(config: &OidcConfig, client: &reqwest::Client) -> Result<
     if let Some(path) = &config.jwks_file {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read oidc.jwks_file {}: {e}", path.display()))?;
-        return KeySet::parse(&bytes).map_err(|e| format!("oidc.jwks_file: {e}"));
+        return parse_jwks(&bytes).map_err(|e| format!("oidc.jwks_file: {e}"));
     }
     let url = config
         .jwks_url
@@ -384,7 +281,7 @@ pub async fn load_keys(config: &OidcConfig, client: &reqwest::Client) -> Result<
         .bytes()
         .await
         .map_err(|e| format!("cannot read oidc.jwks_url: {}", e.without_url()))?;
-    KeySet::parse(&bytes).map_err(|e| format!("oidc.jwks_url: {e}"))
+    parse_jwks(&bytes).map_err(|e| format!("oidc.jwks_url: {e}"))
 }
 
 /// Re-fetches a `jwks_url` every `refresh_seconds`, keeping the old keys on failure.
@@ -409,6 +306,8 @@ pub fn spawn_refresh(verifier: Arc<OidcVerifier>, client: reqwest::Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use jwt_simple::prelude::*;
     use serde_json::json;
 
     fn config() -> OidcConfig {
@@ -433,7 +332,7 @@ mod tests {
             {"kty": "oct", "k": "c2VjcmV0"},
             {"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "x": enc(&point[1..33]), "y": enc(&point[33..])}
         ]});
-        let keys = KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+        let keys = parse_jwks(jwks.to_string().as_bytes()).unwrap();
         (kp, keys)
     }
 
@@ -446,7 +345,7 @@ mod tests {
     #[test]
     fn valid_token_yields_name_groups_and_roles_from_claims() {
         let (kp, keys) = es256();
-        let v = OidcVerifier::new(config(), keys);
+        let v = OidcVerifier::new(config(), keys).unwrap();
         let token = kp
             .sign(claims(
                 json!({"email": "alice@example.com", "realm_access": {"roles": ["dba", "audit"]}}),
@@ -461,7 +360,7 @@ mod tests {
     #[test]
     fn wrong_audience_issuer_or_expired_tokens_are_refused() {
         let (kp, keys) = es256();
-        let v = OidcVerifier::new(config(), keys);
+        let v = OidcVerifier::new(config(), keys).unwrap();
         let body = json!({"email": "a@example.com"});
         let t = kp
             .sign(claims(body.clone()).with_audience("other"))
@@ -482,7 +381,7 @@ mod tests {
     #[test]
     fn tokens_from_another_key_none_or_hmac_are_refused() {
         let (_, keys) = es256();
-        let v = OidcVerifier::new(config(), keys);
+        let v = OidcVerifier::new(config(), keys).unwrap();
         let other = ES256KeyPair::generate().with_key_id("k1");
         let t = other
             .sign(claims(json!({"email": "a@example.com"})))
@@ -512,10 +411,8 @@ mod tests {
         let c = kp.public_key().to_components();
         let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let jwks = json!({"keys": [{"kty": "RSA", "kid": "r1", "n": enc(&c.n), "e": enc(&c.e)}]});
-        let v = OidcVerifier::new(
-            config(),
-            KeySet::parse(jwks.to_string().as_bytes()).unwrap(),
-        );
+        let v =
+            OidcVerifier::new(config(), parse_jwks(jwks.to_string().as_bytes()).unwrap()).unwrap();
         let t = kp.sign(claims(json!({"email": "r@example.com"}))).unwrap();
         assert_eq!(v.verify(&t).unwrap().name, "r@example.com");
         // The same RSA key cannot be used under a different algorithm family.
@@ -529,7 +426,7 @@ mod tests {
     #[test]
     fn missing_name_claim_is_refused() {
         let (kp, keys) = es256();
-        let v = OidcVerifier::new(config(), keys);
+        let v = OidcVerifier::new(config(), keys).unwrap();
         let t = kp.sign(claims(json!({"groups": ["dba"]}))).unwrap();
         assert_eq!(v.verify(&t), Err(OidcError::NoName("email".into())));
     }
@@ -537,10 +434,37 @@ mod tests {
     #[test]
     fn jwks_without_signing_keys_is_an_error() {
         assert_eq!(
-            KeySet::parse(br#"{"keys":[{"kty":"oct","k":"eA"}]}"#).err(),
+            parse_jwks(br#"{"keys":[{"kty":"oct","k":"eA"}]}"#).err(),
             Some(OidcError::NoKeys)
         );
-        assert_eq!(KeySet::parse(b"[]").err(), Some(OidcError::BadJwks));
+        assert_eq!(parse_jwks(b"[]").err(), Some(OidcError::BadJwks));
+    }
+
+    #[test]
+    fn config_refuses_claim_paths_the_filter_would_refuse() {
+        let mut c = config();
+        c.groups_claim = "realm_access..roles".into();
+        let err = c.validate("oidc").unwrap_err();
+        assert_eq!(err.field, "oidc.groups_claim");
+        c.groups_claim = "groups".into();
+        c.name_claim = String::new();
+        assert_eq!(c.validate("oidc").unwrap_err().field, "oidc.name_claim");
+    }
+
+    #[test]
+    fn namespaced_groups_claim_with_dots_is_read_as_written() {
+        let (kp, keys) = es256();
+        let mut c = config();
+        c.groups_claim = "https://idp.example/groups".into();
+        let v = OidcVerifier::new(c, keys).unwrap();
+        let t = kp
+            .sign(claims(
+                json!({"email": "a@example.com", "https://idp.example/groups": "dba audit"}),
+            ))
+            .unwrap();
+        let p = v.verify(&t).unwrap();
+        assert_eq!(p.groups, vec!["dba".to_string(), "audit".to_string()]);
+        assert!(p.has_role(Role::Auditor));
     }
 
     #[test]

@@ -1,0 +1,31 @@
+//! What every handler shares: the store, the callers' credentials, alerting, long-poll
+//! wake-ups and the public URL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::alerts::Alerter;
+use crate::auth::{Approvers, FilterKey};
+use crate::store::Store;
+use crate::waiters::Waiters;
+
+pub struct AppState {
+    pub store: Store,
+    pub filter_key: FilterKey,
+    pub approvers: Approvers,
+    pub alerter: Alerter,
+    pub waiters: Waiters,
+    /// Base URL for links in answers and alerts, without a trailing slash.
+    pub public_url: String,
+    /// How often a long-poll re-reads the store; `None` relies on in-process wake-ups only
+    /// (enough for one SQLite-backed process; replicas on PostgreSQL need the re-read).
+    pub poll_interval: Option<Duration>,
+}
+
+impl AppState {
+    pub fn console_link(&self, approval_id: &str) -> String {
+        format!("{}/console#/approvals/{approval_id}", self.public_url)
+    }
+}
+
+pub type SharedState = Arc<AppState>;
