@@ -217,7 +217,10 @@ impl StackBuilder {
         values.insert("CONTROL_PORT".into(), control_port.to_string());
         if let (Some(w), Some(c)) = (&wasm, plugin_config) {
             values.insert("WASM_PATH".into(), w.display().to_string());
-            values.insert("PLUGIN_CONFIG".into(), c);
+            // A template may carry its own plugin config (the Istio manifest's filter).
+            if template.contains("{{PLUGIN_CONFIG}}") {
+                values.insert("PLUGIN_CONFIG".into(), c);
+            }
         }
         values.extend(self.values.clone());
         let mode = if self.bare {
