@@ -137,8 +137,12 @@ struct Slot {
     key: Key,
     loc: Loc,
     val: Val,
+    /// The decoded delta, as a range of `Texts::decoded`.
+    text: (usize, usize),
     /// The released (masked) text, as a range of `Texts::released`.
     out: (usize, usize),
+    /// Index of the text's entry (valid until entries are removed at the end).
+    entry: usize,
 }
 
 /// Which texts a message ends.
@@ -241,6 +245,7 @@ pub(super) struct Texts {
     blanked: Vec<u8>,
     decoded: String,
     released: String,
+    splices: Vec<(usize, usize, usize)>,
     main: Vec<u8>,
 }
 
@@ -320,6 +325,10 @@ impl Texts {
             return Ok(None);
         }
         self.collect(data);
+        if self.slots.len() > cx.limits.max_texts {
+            return Err(StreamError::TooManyTexts { limit: cx.limits.max_texts });
+        }
+        self.dedup_slots();
         if self.slots.is_empty() && self.closes.is_empty() {
             return match cx.profile.mask_json(data) {
                 Ok((masked, counts)) => {
@@ -351,24 +360,23 @@ impl Texts {
 
         // Decode every delta before changing any state.
         self.decoded.clear();
-        let mut ranges = Vec::with_capacity(self.slots.len());
-        for s in &self.slots {
+        for s in &mut self.slots {
             let Some(text) = scan::decode(data, &s.val) else { return Ok(None) };
             let start = self.decoded.len();
             self.decoded.push_str(&text);
-            ranges.push((start, self.decoded.len()));
+            s.text = (start, self.decoded.len());
         }
 
         // Feed each delta to its text; release what can be released (all of it if the
         // message also ends the text).
         self.released.clear();
-        for (n, range) in ranges.into_iter().enumerate() {
+        for n in 0..self.slots.len() {
             let Some(slot) = self.slots.get(n) else { continue };
-            let key = slot.key.clone();
-            let closes = self.closes.iter().any(|c| c.covers(&key));
-            let i = self.entry(&key, cx)?;
+            let closes = self.closes.iter().any(|c| c.covers(&slot.key));
+            let text = slot.text;
+            let i = self.entry(&slot.key.clone(), cx)?;
             let start = self.released.len();
-            if let (Some(e), Some(text)) = (self.entries.get_mut(i), self.decoded.get(range.0..range.1)) {
+            if let (Some(e), Some(text)) = (self.entries.get_mut(i), self.decoded.get(text.0..text.1)) {
                 e.tail.push(text);
                 if closes {
                     e.tail.flush(cx.profile, cx.counts, &mut self.released);
@@ -378,40 +386,31 @@ impl Texts {
             }
             if let Some(slot) = self.slots.get_mut(n) {
                 slot.out = (start, self.released.len());
+                slot.entry = i;
             }
         }
 
         // Put the released text where "" is in the masked message.
         let _ = scan::scan(&masked, &mut self.scan_out);
-        let mut splices: Vec<(usize, usize, usize)> = Vec::with_capacity(self.slots.len());
+        self.splices.clear();
         for s in &self.slots {
-            let here = s.loc.find(&self.scan_out).filter(Val::is_empty_str);
-            match here {
-                Some(v) => splices.push((v.start, s.out.0, s.out.1)),
-                None => {
-                    if let Some(e) = self.entries.iter_mut().find(|e| e.key == s.key) {
-                        e.by_structure = true;
-                    }
-                }
+            let Some(e) = self.entries.get_mut(s.entry) else { continue };
+            match s.loc.find(&self.scan_out).filter(Val::is_empty_str) {
+                Some(v) => self.splices.push((v.start, s.out.0, s.out.1)),
+                None => e.by_structure = true,
             }
-            if let Some(e) = self.entries.iter_mut().find(|e| e.key == s.key) {
-                e.event.clear();
-                e.event.push_str(event);
-                e.member = match s.loc {
-                    Loc::DeltaPartialJson => "partial_json",
-                    Loc::DeltaThinking => "thinking",
-                    _ => "text",
-                };
-                e.template.clear();
-                if masked.len() <= MAX_TEMPLATE_BYTES {
-                    e.template.extend_from_slice(&masked);
-                }
-            }
+            e.event.clear();
+            e.event.push_str(event);
+            e.member = match s.loc {
+                Loc::DeltaPartialJson => "partial_json",
+                Loc::DeltaThinking => "thinking",
+                _ => "text",
+            };
         }
-        splices.sort_unstable();
+        self.splices.sort_unstable();
         self.main.clear();
         let mut copied = 0;
-        for (at, from, to) in splices {
+        for &(at, from, to) in &self.splices {
             self.main.extend_from_slice(masked.get(copied..at).unwrap_or_default());
             self.main.push(b'"');
             scan::write_escaped(&mut self.main, self.released.get(from..to).unwrap_or_default());
@@ -419,6 +418,22 @@ impl Texts {
             copied = at + 2;
         }
         self.main.extend_from_slice(masked.get(copied..).unwrap_or_default());
+
+        // The masked message is the template of its texts' made messages (moved into the
+        // last one's entry, copied for the others).
+        let mut masked = Some(masked).filter(|m| m.len() <= MAX_TEMPLATE_BYTES);
+        for (n, s) in self.slots.iter().enumerate().rev() {
+            let Some(e) = self.entries.get_mut(s.entry) else { continue };
+            match masked.take() {
+                Some(m) if n == 0 => e.template = m,
+                Some(m) => {
+                    e.template.clear();
+                    e.template.extend_from_slice(&m);
+                    masked = Some(m);
+                }
+                None => e.template.clear(),
+            }
+        }
 
         // Texts this message ends and that had no delta in it: made messages first.
         let closes = std::mem::take(&mut self.closes);
@@ -476,7 +491,7 @@ impl Texts {
             return;
         }
         let slot = |key: Key, loc: Loc, val: Option<Val>| {
-            val.filter(Val::is_str).map(|val| Slot { key, loc, val, out: (0, 0) })
+            val.filter(Val::is_str).map(|val| Slot { key, loc, val, text: (0, 0), out: (0, 0), entry: 0 })
         };
         let ty = m.type_.as_ref().and_then(|v| scan::decode(src, v));
         let ty = ty.as_deref().unwrap_or("");
@@ -567,9 +582,12 @@ impl Texts {
                 self.closes.push(Close::All(Some(Family::Ollama)));
             }
         }
+    }
 
-        // The same text twice in one message (duplicate members, choices with the same
-        // index): the later one wins, as in the client's parse.
+    /// The same text twice in one message (duplicate members, choices with the same
+    /// index): the later one wins, as in the client's parse. Quadratic: the caller bounds
+    /// the number of slots first.
+    fn dedup_slots(&mut self) {
         let mut n = 0;
         while n < self.slots.len() {
             let dup = self.slots.iter().skip(n + 1).any(|s| self.slots.get(n).is_some_and(|t| t.key == s.key));

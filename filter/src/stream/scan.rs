@@ -224,7 +224,7 @@ impl<'a> Parser<'a> {
 
     /// Walks the members of the object at the current position, calling `f` with each
     /// decoded name; `f` must consume the member's value.
-    fn members(&mut self, mut f: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+    fn members(&mut self, mut f: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         self.ws();
         if self.peek() == b'}' {
@@ -234,10 +234,18 @@ impl<'a> Parser<'a> {
         loop {
             self.ws();
             let key = self.string()?;
-            let name = decode(self.b, &key)?;
+            let raw = self.b.get(key.start + 1..key.end - 1)?;
+            // Names are compared as bytes; only an escaped one is decoded first.
+            let decoded;
+            let name = if key.kind == (Kind::Str { escaped: true }) {
+                decoded = decode(self.b, &key)?;
+                decoded.as_bytes()
+            } else {
+                raw
+            };
             self.eat(b':')?;
             self.ws();
-            f(self, &name)?;
+            f(self, name)?;
             self.ws();
             match self.peek() {
                 b',' => self.i += 1,
@@ -276,7 +284,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Calls `f` if the value here is an object, else skips it.
-    fn object_or_skip(&mut self, f: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<Val> {
+    fn object_or_skip(&mut self, f: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<Val> {
         let start = self.i;
         if self.peek() == b'{' {
             self.members(f)?;
@@ -289,12 +297,12 @@ impl<'a> Parser<'a> {
     fn top(&mut self, m: &mut Message) -> Option<()> {
         self.members(|p, name| {
             let slot = match name {
-                "jsonrpc" => {
+                b"jsonrpc" => {
                     m.jsonrpc = true;
                     p.skip()?;
                     return Some(());
                 }
-                "choices" => {
+                b"choices" => {
                     m.choices.clear();
                     if p.peek() == b'[' {
                         return p.elements(|p, pos| p.choice(m, pos));
@@ -302,17 +310,17 @@ impl<'a> Parser<'a> {
                     p.skip()?;
                     return Some(());
                 }
-                "delta" => {
+                b"delta" => {
                     m.delta_type = None;
                     m.delta_text = None;
                     m.delta_partial_json = None;
                     m.delta_thinking = None;
                     let v = p.object_or_skip(|p, name| {
                         let slot = match name {
-                            "type" => &mut m.delta_type,
-                            "text" => &mut m.delta_text,
-                            "partial_json" => &mut m.delta_partial_json,
-                            "thinking" => &mut m.delta_thinking,
+                            b"type" => &mut m.delta_type,
+                            b"text" => &mut m.delta_text,
+                            b"partial_json" => &mut m.delta_partial_json,
+                            b"thinking" => &mut m.delta_thinking,
                             _ => return p.skip().map(drop),
                         };
                         *slot = Some(p.skip()?);
@@ -321,13 +329,13 @@ impl<'a> Parser<'a> {
                     m.delta = Some(v);
                     return Some(());
                 }
-                "content_block" => {
+                b"content_block" => {
                     m.block_type = None;
                     m.block_text = None;
                     p.object_or_skip(|p, name| {
                         let slot = match name {
-                            "type" => &mut m.block_type,
-                            "text" => &mut m.block_text,
+                            b"type" => &mut m.block_type,
+                            b"text" => &mut m.block_text,
                             _ => return p.skip().map(drop),
                         };
                         *slot = Some(p.skip()?);
@@ -335,13 +343,13 @@ impl<'a> Parser<'a> {
                     })?;
                     return Some(());
                 }
-                "message" => {
+                b"message" => {
                     m.message_content = None;
                     m.message_thinking = None;
                     p.object_or_skip(|p, name| {
                         let slot = match name {
-                            "content" => &mut m.message_content,
-                            "thinking" => &mut m.message_thinking,
+                            b"content" => &mut m.message_content,
+                            b"thinking" => &mut m.message_thinking,
                             _ => return p.skip().map(drop),
                         };
                         *slot = Some(p.skip()?);
@@ -349,17 +357,17 @@ impl<'a> Parser<'a> {
                     })?;
                     return Some(());
                 }
-                "type" => &mut m.type_,
-                "index" => &mut m.index,
-                "item_id" => &mut m.item_id,
-                "output_index" => &mut m.output_index,
-                "content_index" => &mut m.content_index,
-                "summary_index" => &mut m.summary_index,
-                "model" => &mut m.model,
-                "created_at" => &mut m.created_at,
-                "done" => &mut m.done,
-                "response" => &mut m.response,
-                "thinking" => &mut m.thinking,
+                b"type" => &mut m.type_,
+                b"index" => &mut m.index,
+                b"item_id" => &mut m.item_id,
+                b"output_index" => &mut m.output_index,
+                b"content_index" => &mut m.content_index,
+                b"summary_index" => &mut m.summary_index,
+                b"model" => &mut m.model,
+                b"created_at" => &mut m.created_at,
+                b"done" => &mut m.done,
+                b"response" => &mut m.response,
+                b"thinking" => &mut m.thinking,
                 _ => return p.skip().map(drop),
             };
             *slot = Some(p.skip()?);
@@ -374,10 +382,10 @@ impl<'a> Parser<'a> {
         let mut c = Choice { pos, ..Choice::default() };
         self.members(|p, name| {
             let slot = match name {
-                "index" => &mut c.index,
-                "finish_reason" => &mut c.finish_reason,
-                "text" => &mut c.text,
-                "delta" => {
+                b"index" => &mut c.index,
+                b"finish_reason" => &mut c.finish_reason,
+                b"text" => &mut c.text,
+                b"delta" => {
                     c.content = None;
                     c.reasoning_content = None;
                     c.reasoning = None;
@@ -385,11 +393,11 @@ impl<'a> Parser<'a> {
                     c.tools.clear();
                     p.object_or_skip(|p, name| {
                         let slot = match name {
-                            "content" => &mut c.content,
-                            "reasoning_content" => &mut c.reasoning_content,
-                            "reasoning" => &mut c.reasoning,
-                            "refusal" => &mut c.refusal,
-                            "tool_calls" => {
+                            b"content" => &mut c.content,
+                            b"reasoning_content" => &mut c.reasoning_content,
+                            b"reasoning" => &mut c.reasoning,
+                            b"refusal" => &mut c.refusal,
+                            b"tool_calls" => {
                                 c.tools.clear();
                                 if p.peek() == b'[' {
                                     return p.elements(|p, pos| p.tool(&mut c.tools, pos));
@@ -418,14 +426,14 @@ impl<'a> Parser<'a> {
         }
         let mut t = Tool { pos, ..Tool::default() };
         self.members(|p, name| match name {
-            "index" => {
+            b"index" => {
                 t.index = Some(p.skip()?);
                 Some(())
             }
-            "function" => {
+            b"function" => {
                 t.arguments = None;
                 p.object_or_skip(|p, name| {
-                    if name == "arguments" {
+                    if name == b"arguments" {
                         t.arguments = Some(p.skip()?);
                         Some(())
                     } else {

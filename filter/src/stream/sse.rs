@@ -132,7 +132,11 @@ impl Sse {
         if line.is_empty() {
             return self.dispatch(cx, out);
         }
-        let line = String::from_utf8_lossy(line);
+        // (`from_utf8` first: its ASCII fast path is much quicker than the lossy decoder.)
+        let line = match std::str::from_utf8(line) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         if let Some(comment) = line.strip_prefix(':') {
             self.scratch.clear();
             mask_line(cx, comment, &mut self.scratch);

@@ -358,9 +358,16 @@ fn label(b: &[u8], start: usize) -> Label {
     }
 }
 
+/// The first `needle` (which starts with `-`, rare in text) at or after `from`.
 fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    let hay = b.get(from..)?;
-    hay.windows(needle.len()).position(|w| w == needle).map(|p| from + p)
+    let mut at = from;
+    loop {
+        at += b.get(at..)?.iter().position(|&c| c == b'-')?;
+        if b.get(at..).is_some_and(|rest| rest.starts_with(needle)) {
+            return Some(at);
+        }
+        at += 1;
+    }
 }
 
 /// Where private-key blocks are, mirroring the detector: a `-----BEGIN ` with a private

@@ -169,3 +169,21 @@ fn a_tail_growing_byte_by_byte_costs_linear_time() {
     assert_eq!(out.len(), 40_001);
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
 }
+
+#[test]
+fn a_message_with_more_deltas_than_open_texts_allowed_fails_before_any_work() {
+    let p = all();
+    let choices: Vec<Value> = (0..100).map(|i| json!({"index": i, "delta": {"content": "x"}})).collect();
+    let msg = format!("data: {}\n\n", json!({ "choices": choices }));
+    assert_eq!(run(StreamKind::Sse, &p, &[msg.as_bytes()]).unwrap_err(), StreamError::TooManyTexts { limit: 64 });
+}
+
+#[test]
+fn content_types_name_their_framing() {
+    assert_eq!(StreamKind::from_content_type("text/event-stream"), Some(StreamKind::Sse));
+    assert_eq!(StreamKind::from_content_type("Text/Event-Stream; charset=utf-8"), Some(StreamKind::Sse));
+    assert_eq!(StreamKind::from_content_type("application/x-ndjson"), Some(StreamKind::Ndjson));
+    assert_eq!(StreamKind::from_content_type("application/jsonl"), Some(StreamKind::Ndjson));
+    assert_eq!(StreamKind::from_content_type("application/json"), None);
+    assert_eq!(StreamKind::from_content_type("text/plain"), None);
+}

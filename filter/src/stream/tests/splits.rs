@@ -92,7 +92,28 @@ fn chat_stream_bytes_split_in_two_at_every_offset() {
 }
 
 #[test]
-fn chat_stream_bytes_split_in_three() {
+fn chat_stream_bytes_split_in_three_at_every_pair_of_offsets_in_the_value() {
+    let p = all();
+    for (_, value) in VALUES {
+        let (text, stream) = value_split_stream(value);
+        // The value's bytes in the stream: its two halves, in two events.
+        let mid = value.len() / 2;
+        let mid = (mid..).find(|&i| value.is_char_boundary(i)).unwrap();
+        let (a, b) = value.split_at(mid);
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        let (ja, jb) = (json(a), json(b));
+        let (ja, jb) = (&ja[1..ja.len() - 1], &jb[1..jb.len() - 1]);
+        let at_a = stream.find(ja).unwrap();
+        let at_b = stream[at_a + ja.len()..].find(jb).unwrap() + at_a + ja.len();
+        let cuts: Vec<usize> = (at_a..=at_a + ja.len()).chain(at_b..=at_b + jb.len()).collect();
+        for c in pairs(&cuts) {
+            check_chat_bytes(&p, &text, &stream, &c);
+        }
+    }
+}
+
+#[test]
+fn chat_stream_bytes_split_in_three_anywhere() {
     let p = all();
     for value in ["alice@example.com", "4111 1111 1111 1111", VALUES[VALUES.len() - 1].1] {
         let (text, stream) = value_split_stream(value);
@@ -101,6 +122,29 @@ fn chat_stream_bytes_split_in_three() {
             check_chat_bytes(&p, &text, &stream, &c);
         }
     }
+}
+
+#[test]
+fn text_without_spaces_in_non_latin_script_streams_and_masks_nearby_values() {
+    // Rule 3: long runs without ASCII separators are cut after non-ASCII characters
+    // away from any `@`, so they stream; a value amid them is still masked whole.
+    let p = all();
+    let cjk = "这是一个没有空格的很长的中文句子用来测试流式脱敏是否会持续输出文本".repeat(3);
+    let text = format!("{cjk}，邮箱 alice@example.com 和卡号 4111 1111 1111 1111，{cjk}");
+    for cut in inner_boundaries(&text).into_iter().step_by(2) {
+        check_chat(&p, &text, &pieces(&text, &[cut]));
+    }
+    let deltas: Vec<&str> = pieces(&text, &inner_boundaries(&text).into_iter().step_by(4).collect::<Vec<_>>());
+    let mut m = StreamMasker::new(StreamKind::Sse, StreamLimits::default());
+    let mut out = Vec::new();
+    let mut most = 0;
+    for d in &deltas {
+        m.push(&p, chat_chunk(0, d).as_bytes(), &mut out).unwrap();
+        most = most.max(m.held_bytes());
+    }
+    assert!(most < 400, "held up to {most} bytes");
+    m.finish(&p, &mut out).unwrap();
+    assert_eq!(chat_content(&String::from_utf8(out).unwrap()), whole(&p, &text));
 }
 
 /// Plain (non-JSON) SSE data: the client joins the data of the events.
@@ -123,7 +167,7 @@ fn plain_sse_data_split_in_two_and_three() {
         for cut in inner_boundaries(&text) {
             check_plain(&p, &text, &pieces(&text, &[cut]));
         }
-        for cuts in pairs(&around_value(&text, value)).step_by(3) {
+        for cuts in pairs(&around_value(&text, value)) {
             check_plain(&p, &text, &pieces(&text, &cuts));
         }
     }
