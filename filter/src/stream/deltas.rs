@@ -230,7 +230,8 @@ struct Entry {
     event: String,
     /// Anthropic: the delta member (`text`, `partial_json`, `thinking`).
     member: &'static str,
-    /// Masking by structure replaces this text's member: its text is never sent.
+    /// Masking by structure replaced this text's member in its last message: its text
+    /// is not sent (the replacement is, in its place).
     by_structure: bool,
 }
 
@@ -340,8 +341,17 @@ impl Texts {
             };
         }
 
-        // The message with every delta replaced by "", masked.
+        // Decode every delta before changing any state (a bad escape: not JSON).
         self.slots.sort_by_key(|s| s.val.start);
+        self.decoded.clear();
+        for s in &mut self.slots {
+            let Some(text) = scan::decode(data, &s.val) else { return Ok(None) };
+            let start = self.decoded.len();
+            self.decoded.push_str(&text);
+            s.text = (start, self.decoded.len());
+        }
+
+        // The message with every delta replaced by "", masked.
         self.blanked.clear();
         let mut copied = 0;
         for s in &self.slots {
@@ -357,15 +367,6 @@ impl Texts {
             }
             Err(e) => return not_json(e),
         };
-
-        // Decode every delta before changing any state.
-        self.decoded.clear();
-        for s in &mut self.slots {
-            let Some(text) = scan::decode(data, &s.val) else { return Ok(None) };
-            let start = self.decoded.len();
-            self.decoded.push_str(&text);
-            s.text = (start, self.decoded.len());
-        }
 
         // Feed each delta to its text; release what can be released (all of it if the
         // message also ends the text).
@@ -395,9 +396,12 @@ impl Texts {
         self.splices.clear();
         for s in &self.slots {
             let Some(e) = self.entries.get_mut(s.entry) else { continue };
-            match s.loc.find(&self.scan_out).filter(Val::is_empty_str) {
-                Some(v) => self.splices.push((v.start, s.out.0, s.out.1)),
-                None => e.by_structure = true,
+            // Not "" any more: masking by structure replaced the member (the latest
+            // message decides what happens to the text's end).
+            let here = s.loc.find(&self.scan_out).filter(Val::is_empty_str);
+            e.by_structure = here.is_none();
+            if let Some(v) = here {
+                self.splices.push((v.start, s.out.0, s.out.1));
             }
             e.event.clear();
             e.event.push_str(event);
