@@ -76,9 +76,6 @@ impl Ndjson {
         if line.iter().all(|c| matches!(c, b' ' | b'\t' | b'\r')) {
             return Ok(());
         }
-        if std::str::from_utf8(line).is_err() {
-            return Err(StreamError::NotMaskable(crate::mask::MaskError::InvalidUtf8));
-        }
         match self.texts.message(cx, line, "", Framing::Ndjson, out)? {
             Some(json) => {
                 out.extend_from_slice(json);
