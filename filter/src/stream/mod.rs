@@ -31,6 +31,15 @@
 //! Fail closed: every error ([`StreamError`]) means nothing more may be sent from this
 //! stream (the caller ends it); the masker then refuses every further call. What a call
 //! that fails had written to `out` is removed. Nothing is ever released unmasked.
+//!
+//! For the response-body callback: choose the kind once from the response's
+//! `content-type` ([`StreamKind::from_content_type`]), drop `content-length` (the masked
+//! body differs in size), then on every callback replace the bytes that arrived with what
+//! [`StreamMasker::push`] appends (often less, sometimes more: held-back text is released
+//! later), calling [`StreamMasker::finish`] at end of stream; add
+//! [`StreamMasker::take_counts`] to the counters. On an error, send nothing more: for SSE
+//! an `event: error` with the reply JSON can end the stream (it is a complete event, so
+//! the client is not left with a partial one), then reset or close it.
 
 mod deltas;
 mod ndjson;

@@ -4,9 +4,10 @@
 //! - Lines end with CRLF, LF or CR, and may be split across chunks at any byte (a CR at the
 //!   end of a chunk may be the first half of a CRLF). One leading byte order mark is
 //!   dropped.
-//! - `data:` lines are joined with `\n`; `event:`, `id:` (ignored if it contains NUL) and
-//!   `retry:` (digits only) are kept; other fields are dropped, as clients ignore them. One
-//!   space after the colon is dropped. An event ends at a blank line; an event the stream
+//! - `data:` lines are joined with `\n`; `event:` and `id:` (ignored if it contains NUL)
+//!   are kept, masked on their own; `retry:` is kept if it is digits only and masks to
+//!   itself; other fields are dropped, as clients ignore them. One space after the colon
+//!   is dropped. An event ends at a blank line; an event the stream
 //!   ends in the middle of is discarded, as clients discard it.
 //! - Comments (`:` lines) are masked on their own and written at once (keep-alives keep
 //!   flowing).
@@ -269,9 +270,14 @@ fn write_fields(
         out.push(b'\n');
     }
     if let Some(retry) = retry {
-        out.extend_from_slice(b"retry: ");
-        out.extend_from_slice(retry.as_bytes());
-        out.push(b'\n');
+        // Digits only, but a 16-digit card is digits too: dropped if anything is masked.
+        let mut masked = String::new();
+        mask_line(cx, retry, &mut masked);
+        if masked == *retry {
+            out.extend_from_slice(b"retry: ");
+            out.extend_from_slice(retry.as_bytes());
+            out.push(b'\n');
+        }
     }
     if alone {
         out.push(b'\n');

@@ -107,3 +107,13 @@ fn private_key_split_over_events_is_held_until_its_end_line() {
         .collect();
     assert_eq!(texts, ["key:", "", "", "[REDACTED:private_key]\n", "done"]);
 }
+
+#[test]
+fn single_line_fields_are_masked_on_their_own() {
+    let out =
+        mask_all(b"id: alice@example.com\nevent: 123-45-6789\nretry: 4111111111111111\ndata: {}\n\nretry: 1500\n\n");
+    assert!(!out.contains("alice@") && !out.contains("4111") && !out.contains("6789"), "{out}");
+    let e = &client_events(&out)[0];
+    assert_eq!((e.id.as_str(), e.event.as_str()), ("[REDACTED:email]", "[REDACTED:us_ssn]"));
+    assert!(out.ends_with("retry: 1500\n\n"), "{out}");
+}
