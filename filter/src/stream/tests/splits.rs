@@ -271,3 +271,30 @@ fn tool_call_arguments_are_joined_per_call() {
         assert_eq!(got, whole(&p, args));
     }
 }
+
+#[test]
+fn ndjson_bytes_split_in_two_at_every_offset() {
+    let p = all();
+    // Rows masked whole, and an Ollama stream whose value is split across two lines.
+    let rows = "{\"email\":\"alice@example.com\",\"card\":\"4111 1111 1111 1111\"}\r\n\n[\"+1 415 555 0134\",4111111111111111]\n";
+    let expected_rows = "{\"email\":\"[REDACTED:email]\",\"card\":\"[REDACTED:credit_card]\"}\n\n[\"[REDACTED:phone]\",\"[REDACTED:credit_card]\"]\n";
+    for cut in 1..rows.len() {
+        assert_eq!(
+            concat(&run(StreamKind::Ndjson, &p, &split_at(rows.as_bytes(), &[cut])).unwrap()),
+            expected_rows,
+            "cut {cut}"
+        );
+    }
+    for (_, value) in VALUES {
+        let text = sentence(value);
+        let mid = text.find(value).unwrap() + value.len() / 2;
+        let mid = (mid..).find(|&i| text.is_char_boundary(i)).unwrap();
+        let body = apis::ollama_stream(&[&text[..mid], &text[mid..]]);
+        for cut in 1..body.len() {
+            let out = concat(&run(StreamKind::Ndjson, &p, &split_at(body.as_bytes(), &[cut])).unwrap());
+            let got = apis::ollama_text(&out);
+            assert_no_raw(&got, &|| format!("cut {cut}"));
+            assert_eq!(got, whole(&p, &text), "cut {cut}");
+        }
+    }
+}
