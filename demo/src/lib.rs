@@ -2,6 +2,8 @@
 //!
 //! - [`upstream`]: the service an agent calls (PII-rich customers, real SQL execution,
 //!   echo, gzip / large / streamed bodies).
+//! - [`llm`]: an OpenAI-compatible chat completion endpoint streaming PII split across
+//!   chunks, and an NDJSON endpoint (for streaming-masking tests).
 //! - [`idp`]: a loopback-only demo identity provider (ES256 JWKS + token minting).
 //! - [`render`]: fills `envoy/envoy.yaml`, optionally without the Airlock filter.
 //!
@@ -10,6 +12,7 @@
 pub mod cli;
 pub mod db;
 pub mod idp;
+pub mod llm;
 pub mod pii;
 pub mod render;
 pub mod upstream;

@@ -65,6 +65,8 @@ pub fn router(db: Db) -> Result<Router, String> {
         .route("/gzip", get(gzip))
         .route("/large", get(large))
         .route("/stream", get(stream))
+        .route("/v1/chat/completions", post(crate::llm::chat_completions))
+        .route("/ndjson", get(crate::llm::ndjson))
         .fallback(|| async {
             json_error(
                 StatusCode::NOT_FOUND,

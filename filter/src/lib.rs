@@ -20,6 +20,7 @@ pub mod normalize;
 pub mod policy;
 pub mod reply;
 pub mod stats;
+pub mod stream;
 pub mod vm_state;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,471 @@
+//! The held-back tail of a streamed text: which prefix of the text received so far can be
+//! masked and released now, because nothing that arrives later can turn it (or part of
+//! it) into a detection.
+//!
+//! # The rule
+//!
+//! A text is cut only at a *safe boundary*: a position `c` such that no detection of any
+//! possible continuation of the text contains both byte `c - 1` and byte `c`, and such
+//! that the detections left of `c` do not depend on what follows it (nor those right of
+//! it on what precedes it). Masking `text[..c]` on its own then masks every detection
+//! that lies in it, and the rest is masked later, together with what arrives next, so a
+//! value split across chunks or events is always masked whole.
+//!
+//! With the built-in detectors only, `c` is a safe boundary when the byte before it is:
+//!
+//! 1. a *hard* separator: an ASCII control character (`\n`, `\t`, …) or one of
+//!    `! " $ ' * , / : < = > ? [ ] ^ ` { | } ~`. No built-in detection contains one, so
+//!    none can straddle it; and every look-ahead or look-behind of a detector (`end_ok`,
+//!    the e-mail walk-back, grouped numbers) stops at the first such byte. `\`, `&`, `#`
+//!    and `;` are deliberately *not* separators, so that a value written with JSON or
+//!    HTML escapes (`alice\u0040example.com`, `alice&#64;example.com`) is never cut in
+//!    the middle should the detectors decode escapes in text;
+//! 2. a space that cannot be inside a grouped number or IBAN: the detections containing a
+//!    space (cards `4111 1111 …`, SSNs `123 45 6789`, phones `(415) 555-0134`,
+//!    `+1 415 555 0134`, grouped IBANs `GB82 WEST 1234 …`) only have digits, `)` or a
+//!    group of at most four upper-case letters and digits right before a space. So a
+//!    space is a boundary when the byte before it is not `)` and the ASCII word right
+//!    before it (letters and digits) is empty, contains a lower-case letter, or contains
+//!    an upper-case letter and is longer than four characters (`Hello ␣`, `NOTICE ␣`,
+//!    `, ␣` are boundaries; `4111 ␣`, `WEST ␣`, `(415) ␣` are not). A space is also a
+//!    boundary once the byte after it has arrived and is not a digit, an upper-case
+//!    letter or `(`, which every group after a space starts with (`0134 ␣now`);
+//! 3. the last byte of a non-ASCII character, when no `@` is within 320 bytes before or
+//!    64 bytes after it and at least 65 bytes have arrived after it. Only e-mail
+//!    addresses contain non-ASCII characters (internationalised local parts and domains);
+//!    an address has a local part of at most 64 bytes before its `@` and a domain of at
+//!    most 253 after it, so no address can straddle such a position. This keeps long
+//!    texts in scripts without spaces (Chinese, Japanese) streaming.
+//!
+//! A private key (`-----BEGIN … PRIVATE KEY-----` up to its `-----END … PRIVATE
+//! KEY-----`) can contain any byte, so the text is never cut inside a complete block, nor
+//! anywhere after the start of a block whose end has not arrived yet (or of a header that
+//! may still become one): the detector masks a key without its end line to the end of the
+//! text, and the lines after a cut would otherwise escape it.
+//!
+//! So in prose only the last, unfinished word is held back (`alice` may become
+//! `alice@example.com`), with digits and grouped values until their group ends, and a
+//! private key until its end line.
+//!
+//! Custom detectors are regular expressions that may match anything, so with any in the
+//! profile the text is only cut after a line feed (`\n`) (and still never inside a
+//! private key): a custom pattern is assumed not to match across a line break in streamed
+//! text. Lines longer than the held-back cap end the stream (fail closed).
+
+use std::borrow::Cow;
+
+use crate::mask::{MaskProfile, FIELD_KIND};
+
+use super::Counter;
+
+/// How text may be cut before masking, from the detectors of the profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CutRule {
+    /// Built-in detectors only: safe boundaries as described in the module docs.
+    Builtin,
+    /// Custom detectors present: after line feeds only.
+    Lines,
+}
+
+/// Names of the built-in detectors whose shapes the [`CutRule::Builtin`] rule knows. A
+/// kind not listed here (a custom detector, or a built-in added later) selects the
+/// conservative [`CutRule::Lines`].
+const KNOWN_BUILTINS: [&str; 8] = ["email", "credit_card", "us_ssn", "phone", "iban", "jwt", "api_key", "private_key"];
+
+impl CutRule {
+    pub(super) fn for_profile(profile: &MaskProfile) -> CutRule {
+        let known = |k: &String| k == FIELD_KIND || KNOWN_BUILTINS.contains(&k.as_str());
+        if profile.kinds().iter().all(known) {
+            CutRule::Builtin
+        } else {
+            CutRule::Lines
+        }
+    }
+}
+
+/// The text of one stream that has arrived but not been released yet.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    pending: String,
+    /// Positions `1..=checked` of `pending` were found not to be safe boundaries by an
+    /// earlier scan; only positions after `checked` (and the last few before it, which
+    /// rule 3 may accept now that more text arrived) are looked at again. Keeps a long
+    /// tail that grows byte by byte from costing quadratic time.
+    checked: usize,
+    /// Whether `pending` may hold a `-----BEGIN ` (then blocks are located on each scan).
+    pem: bool,
+}
+
+impl Tail {
+    pub(super) fn push(&mut self, text: &str) {
+        self.pending.push_str(text);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Masks the part of the pending text that is safe to release, appends it to `out`,
+    /// and keeps the rest.
+    pub(super) fn release(&mut self, profile: &MaskProfile, rule: CutRule, counts: &mut Counter, out: &mut String) {
+        let b = self.pending.as_bytes();
+        if !self.pem {
+            self.pem = find(b, self.checked.saturating_sub(BEGIN.len()), BEGIN).is_some();
+        }
+        let (cut, hi) = scan(b, rule, self.checked, self.pem);
+        self.checked = hi - cut;
+        if cut == 0 {
+            return;
+        }
+        if let Some(head) = self.pending.get(..cut) {
+            mask_into(profile, head, counts, out);
+        }
+        self.pending.drain(..cut);
+        if self.pem {
+            self.pem = find(self.pending.as_bytes(), 0, BEGIN).is_some();
+        }
+    }
+
+    /// Masks all of the pending text (the text has ended) and appends it to `out`.
+    pub(super) fn flush(&mut self, profile: &MaskProfile, counts: &mut Counter, out: &mut String) {
+        mask_into(profile, &self.pending, counts, out);
+        self.pending.clear();
+        self.checked = 0;
+        self.pem = false;
+    }
+}
+
+pub(super) fn mask_into(profile: &MaskProfile, text: &str, counts: &mut Counter, out: &mut String) {
+    if text.is_empty() {
+        return;
+    }
+    let (masked, found) = profile.mask_text(text);
+    counts.add(&found);
+    match masked {
+        Cow::Borrowed(s) => out.push_str(s),
+        Cow::Owned(s) => out.push_str(&s),
+    }
+}
+
+/// The largest `c` such that `text[..c]` can be masked and released now (see the module
+/// docs). Always a character boundary.
+#[cfg(test)]
+pub(super) fn safe_cut(text: &str, rule: CutRule) -> usize {
+    scan(text.as_bytes(), rule, 0, true).0
+}
+
+/// The largest safe boundary of `b`, looking only at positions after `checked` (minus
+/// rule 3's margin), and the position up to which the scan looked (the start of a private
+/// key still arriving, else the end). `pem`: whether `b` may contain a `-----BEGIN `.
+fn scan(b: &[u8], rule: CutRule, checked: usize, pem: bool) -> (usize, usize) {
+    let keys = if pem { private_keys(b) } else { PrivateKeys::default() };
+    let hi = keys.live.unwrap_or(b.len());
+    let lo = checked.saturating_sub(LOCAL_MAX + 1).min(hi);
+    let mut at = AtFinder::new(b);
+    let mut i = hi;
+    while i > lo {
+        if let Some(start) = keys.inside_block(i) {
+            i = start;
+            continue;
+        }
+        let ok = match rule {
+            CutRule::Lines => byte(b, i - 1) == b'\n',
+            CutRule::Builtin => builtin_cut(b, i, &mut at),
+        };
+        if ok {
+            return (i, hi);
+        }
+        i -= 1;
+    }
+    (0, hi)
+}
+
+fn byte(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
+}
+
+/// Whether no built-in detection can contain the byte: see rule 1 of the module docs.
+pub(super) fn is_hard(c: u8) -> bool {
+    c < 0x20
+        || c == 0x7f
+        || matches!(
+            c,
+            b'!' | b'"'
+                | b'$'
+                | b'\''
+                | b'*'
+                | b','
+                | b'/'
+                | b':'
+                | b'<'
+                | b'='
+                | b'>'
+                | b'?'
+                | b'['
+                | b']'
+                | b'^'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        )
+}
+
+/// Whether `i` (with `0 < i ≤ len`) is a safe boundary for the built-in detectors.
+fn builtin_cut(b: &[u8], i: usize, at: &mut AtFinder) -> bool {
+    let c = byte(b, i - 1);
+    if is_hard(c) {
+        return true;
+    }
+    if c == b' ' {
+        return space_cut(b, i - 1);
+    }
+    // The last byte of a non-ASCII character: `i` is a character boundary.
+    if c >= 0x80 && (i == b.len() || !is_continuation(byte(b, i))) {
+        return non_ascii_cut(b, i, at);
+    }
+    false
+}
+
+fn is_continuation(c: u8) -> bool {
+    (0x80..0xc0).contains(&c)
+}
+
+/// Rule 2: whether a cut right after the space at `s` is safe.
+fn space_cut(b: &[u8], s: usize) -> bool {
+    if b.get(s + 1).is_some_and(|&n| !(n.is_ascii_digit() || n.is_ascii_uppercase() || n == b'(')) {
+        return true;
+    }
+    let Some(p) = s.checked_sub(1) else { return true };
+    let prev = byte(b, p);
+    if prev == b')' {
+        return false;
+    }
+    if !prev.is_ascii_alphanumeric() {
+        return true;
+    }
+    let word = b.get(..s).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric());
+    let (mut len, mut lower, mut upper) = (0usize, false, false);
+    for c in word {
+        len += 1;
+        lower |= c.is_ascii_lowercase();
+        upper |= c.is_ascii_uppercase();
+    }
+    lower || (upper && len > 4)
+}
+
+/// Longest e-mail local part (before the `@`), as the detector bounds it.
+const LOCAL_MAX: usize = 64;
+/// Bytes looked at before a non-ASCII boundary: more than an `@` and a 253-byte domain.
+const DOMAIN_REACH: usize = 320;
+
+/// Rule 3: whether the boundary `i` after a non-ASCII character is safe.
+fn non_ascii_cut(b: &[u8], i: usize, at: &mut AtFinder) -> bool {
+    let hi = i + LOCAL_MAX + 1;
+    if hi > b.len() {
+        return false;
+    }
+    at.last_below(hi).is_none_or(|a| a + DOMAIN_REACH < i)
+}
+
+/// Finds the last `@` before a position, for positions queried in decreasing order (as
+/// the backward scan does) in amortised linear time.
+struct AtFinder<'a> {
+    b: &'a [u8],
+    /// `(hi, answer)` of the last query.
+    cached: Option<(usize, Option<usize>)>,
+}
+
+impl<'a> AtFinder<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        AtFinder { b, cached: None }
+    }
+
+    fn last_below(&mut self, hi: usize) -> Option<usize> {
+        let found = match self.cached {
+            // The last `@` below a larger bound is also the last below `hi` if it is below.
+            Some((h, found)) if h >= hi && found.is_none_or(|a| a < hi) => found,
+            Some((h, Some(a))) if h >= hi => self.search(a.min(hi)),
+            _ => self.search(hi),
+        };
+        self.cached = Some((hi, found));
+        found
+    }
+
+    fn search(&self, hi: usize) -> Option<usize> {
+        self.b.get(..hi.min(self.b.len()))?.iter().rposition(|&c| c == b'@')
+    }
+}
+
+/// Private keys in a text: complete blocks (never cut inside) and the start of the first
+/// block whose end has not arrived (nothing is released from there on).
+#[derive(Debug, Default)]
+struct PrivateKeys {
+    blocks: Vec<(usize, usize)>,
+    live: Option<usize>,
+}
+
+impl PrivateKeys {
+    /// The start of the complete block that `i` is strictly inside of, if any.
+    fn inside_block(&self, i: usize) -> Option<usize> {
+        self.blocks.iter().find(|&&(s, e)| s < i && i < e).map(|&(s, _)| s)
+    }
+}
+
+const BEGIN: &[u8] = b"-----BEGIN ";
+const END: &[u8] = b"-----END ";
+const DASHES: &[u8] = b"-----";
+/// Longest PEM label the detector reads.
+const LABEL_MAX: usize = 64;
+
+/// How far a PEM label starting at `start` has got.
+enum Label {
+    /// Names a private key and is closed by `-----`; the offset just past the dashes.
+    Key(usize),
+    /// The text ends before the label (or its dashes) is complete, and it may still name a key.
+    Open,
+    /// Cannot name a private key whatever follows.
+    Dead,
+}
+
+fn label(b: &[u8], start: usize) -> Label {
+    let rest = b.get(start..).unwrap_or_default();
+    let run = rest
+        .iter()
+        .take(LABEL_MAX + 1)
+        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || **c == b' ')
+        .count();
+    if run == rest.len() {
+        return if run <= LABEL_MAX { Label::Open } else { Label::Dead };
+    }
+    let len = run.min(LABEL_MAX);
+    let name = rest.get(..len).unwrap_or_default();
+    if !(name.ends_with(b"PRIVATE KEY") || name.ends_with(b"PRIVATE KEY BLOCK")) {
+        return Label::Dead;
+    }
+    let after = rest.get(len..).unwrap_or_default();
+    if after.starts_with(DASHES) {
+        Label::Key(start + len + DASHES.len())
+    } else if DASHES.starts_with(after) {
+        Label::Open
+    } else {
+        Label::Dead
+    }
+}
+
+/// The first `needle` (which starts with `-`, rare in text) at or after `from`.
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let mut at = from;
+    loop {
+        at += b.get(at..)?.iter().position(|&c| c == b'-')?;
+        if b.get(at..).is_some_and(|rest| rest.starts_with(needle)) {
+            return Some(at);
+        }
+        at += 1;
+    }
+}
+
+/// Where private-key blocks are, mirroring the detector: a `-----BEGIN ` with a private
+/// key label, through the first `-----END ` with one.
+fn private_keys(b: &[u8]) -> PrivateKeys {
+    let mut keys = PrivateKeys::default();
+    let mut from = 0;
+    while let Some(p) = find(b, from, BEGIN) {
+        let header_end = match label(b, p + BEGIN.len()) {
+            Label::Key(end) => end,
+            Label::Open => {
+                keys.live = Some(p);
+                return keys;
+            }
+            Label::Dead => {
+                from = p + 1;
+                continue;
+            }
+        };
+        let mut search = header_end;
+        let end = loop {
+            let Some(q) = find(b, search, END) else { break None };
+            match label(b, q + END.len()) {
+                Label::Key(end) => break Some(end),
+                Label::Open => break None,
+                Label::Dead => search = q + END.len(),
+            }
+        };
+        match end {
+            Some(end) => {
+                keys.blocks.push((p, end));
+                from = end;
+            }
+            None => {
+                keys.live = Some(p);
+                return keys;
+            }
+        }
+    }
+    // A `-----BEGIN ` still arriving: the tail after the last safe boundary holds it
+    // anyway (dashes and letters are never boundaries).
+    keys
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn cut(s: &str) -> &str {
+        &s[..safe_cut(s, CutRule::Builtin)]
+    }
+
+    #[test]
+    fn prose_is_released_up_to_the_last_word() {
+        assert_eq!(cut("Hello world, this is"), "Hello world, this ");
+        assert_eq!(cut("Hello world, "), "Hello world, ");
+        assert_eq!(cut("Hello world."), "Hello ");
+        assert_eq!(cut("line one\nline"), "line one\n");
+        assert_eq!(cut("word"), "");
+    }
+
+    #[test]
+    fn grouped_numbers_and_ibans_are_held_until_their_group_ends() {
+        assert_eq!(cut("card 4111 1111 "), "card ");
+        assert_eq!(cut("call (415) "), "call ");
+        assert_eq!(cut("iban GB82 WEST "), "iban ");
+        assert_eq!(cut("iban GB82 WEST 1234 done "), "iban GB82 WEST 1234 done ");
+        assert_eq!(cut("SHOUTING WORDS "), "SHOUTING WORDS ");
+        assert_eq!(cut("I AM "), "");
+    }
+
+    #[test]
+    fn a_private_key_is_held_from_its_header_until_its_end_line() {
+        let head = "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIE AAAA\nabc ";
+        assert_eq!(cut(head), "key:\n");
+        assert_eq!(cut("key:\n-----BEGIN RSA PRI"), "key:\n");
+        let full = format!("{head}\n-----END RSA PRIVATE KEY-----\nafter ");
+        assert_eq!(cut(&full), full);
+        let no_newline = format!("{head}\n-----END RSA PRIVATE KEY-----");
+        assert_eq!(cut(&no_newline), "key:\n", "not cut inside the complete block");
+        assert_eq!(cut("-----BEGIN CERTIFICATE-----\nMIIBxyz "), "-----BEGIN CERTIFICATE-----\nMIIBxyz ");
+    }
+
+    #[test]
+    fn non_ascii_text_is_cut_away_from_any_at_sign() {
+        let cjk = "这是一个很长的中文句子没有空格".repeat(4);
+        let c = safe_cut(&cjk, CutRule::Builtin);
+        assert!(c > 0 && c + 65 <= cjk.len(), "{c}");
+        let with_at = format!("{cjk}@{cjk}");
+        let c = safe_cut(&with_at, CutRule::Builtin);
+        let at = with_at.find('@').unwrap();
+        assert!(c + 65 <= at || c > at + 320, "{c} vs @ at {at}");
+    }
+
+    #[test]
+    fn lines_rule_cuts_after_line_feeds_only() {
+        assert_eq!(&"a b, c\nd e"[..safe_cut("a b, c\nd e", CutRule::Lines)], "a b, c\n");
+        assert_eq!(safe_cut("a b, c d", CutRule::Lines), 0);
+    }
+}
