@@ -43,6 +43,7 @@ use airlock_wire::Decision;
 
 use crate::authenticate::{unauthenticated, Authentication};
 use crate::hold::HoldBy;
+use crate::stream::{StreamLimits, StreamMasker};
 use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
@@ -68,8 +69,13 @@ enum State {
     AwaitingApproval { call: u32, pending: PendingApproval },
     /// Sent upstream; the response is masked with this profile, if any.
     Forwarded { mask: Option<usize> },
-    /// Buffering the response body to mask it whole.
-    MaskingResponse { profile: usize, is_json: bool, body: BodyBuffer },
+    /// Buffering the response body to mask it whole; with the hold in Envoy its headers
+    /// wait too (`held`), so the status and `content-length` can still be set.
+    MaskingResponse { profile: usize, is_json: bool, body: BodyBuffer, held: bool },
+    /// Masking a streamed response chunk by chunk.
+    StreamingResponse { profile: usize, masker: Box<StreamMasker> },
+    /// A response that could not be masked was cut: nothing more of it passes.
+    Severed,
     /// Answered by the filter, or the response needs nothing more.
     Finished,
 }
@@ -160,9 +166,11 @@ impl RequestFlow {
         let State::Forwarded { mask: Some(profile) } = self.state else {
             return Next::Continue;
         };
-        match response::plan(&self.vm, host, end_of_stream) {
+        let is_head = self.request.method().eq_ignore_ascii_case("HEAD");
+        match response::plan(&self.vm, host, end_of_stream, is_head) {
             Plan::PassThrough => Next::Continue,
             Plan::Buffer { is_json } => self.settle(host, Step::MaskResponse { profile, is_json }),
+            Plan::Stream(kind) => self.settle(host, Step::StreamResponse { profile, kind }),
             Plan::Refuse(reply) => self.settle(host, Step::Refuse(reply)),
         }
     }
@@ -170,6 +178,14 @@ impl RequestFlow {
     pub fn on_response_body(&mut self, host: &mut dyn Host, buffered: usize, end_of_stream: bool) -> Next {
         let progress = match &mut self.state {
             State::MaskingResponse { body, .. } => body.on_data(buffered, end_of_stream),
+            State::StreamingResponse { profile, masker } => {
+                let masked = response::mask_chunk(&self.vm, host, *profile, masker, buffered, end_of_stream);
+                return self.streamed(host, masked, end_of_stream);
+            }
+            State::Severed => {
+                host.set_response_body(buffered, &[]);
+                return Next::Continue;
+            }
             _ => return Next::Continue,
         };
         self.response_body_progress(host, progress)
@@ -178,6 +194,9 @@ impl RequestFlow {
     pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Next {
         let progress = match &mut self.state {
             State::MaskingResponse { body, .. } => body.on_trailers(),
+            // Held-back text can no longer be sent after the body: it is dropped, which
+            // loses the stream's last words but never leaks them.
+            State::StreamingResponse { .. } => return self.settle(host, Step::Finished),
             _ => return Next::Continue,
         };
         self.response_body_progress(host, progress)
@@ -208,7 +227,10 @@ impl RequestFlow {
             }
             Step::Refuse(reply) => {
                 self.refuse(host, &reply);
-                self.state = State::Finished;
+                // On the response side the body may still flow (Envoy resets a stream whose
+                // headers are gone when answered; until then nothing more passes).
+                let responding = matches!(self.state, State::Forwarded { .. } | State::MaskingResponse { .. } | State::StreamingResponse { .. });
+                self.state = if responding { State::Severed } else { State::Finished };
                 Next::Pause
             }
             Step::NeedsBody(caller, then) => match vm.config.hold.by {
@@ -254,7 +276,19 @@ impl RequestFlow {
                 Next::Pause
             }
             Step::MaskResponse { profile, is_json } => {
-                self.state = State::MaskingResponse { profile, is_json, body: BodyBuffer::new(vm.config.response_body_limit) };
+                // With the hold in Envoy the headers wait for the masked body: a refusal
+                // gets its real status, and the masked body its real length.
+                let held = vm.config.hold.by == HoldBy::Envoy;
+                self.state = State::MaskingResponse { profile, is_json, body: BodyBuffer::new(vm.config.response_body_limit), held };
+                if held {
+                    Next::Pause
+                } else {
+                    Next::Continue
+                }
+            }
+            Step::StreamResponse { profile, kind } => {
+                let masker = Box::new(StreamMasker::new(kind, StreamLimits::default()));
+                self.state = State::StreamingResponse { profile, masker };
                 Next::Continue
             }
             Step::Finished => {
@@ -350,7 +384,7 @@ impl RequestFlow {
     /// The last changes before the request headers move on, made once.
     fn continue_headers(&mut self, host: &mut dyn Host, may_mask: bool) {
         if !self.headers_continued {
-            complete_upstream_headers(host, &self.vm.config, may_mask);
+            complete_upstream_headers(host, &self.vm.config, &self.request, may_mask);
             self.headers_continued = true;
         }
     }
@@ -363,14 +397,35 @@ impl RequestFlow {
             Progress::OverLimit => return self.settle(host, Step::Refuse(response::too_large())),
             Progress::Complete(len) => len,
         };
-        let State::MaskingResponse { profile, is_json, .. } = self.state else {
+        let State::MaskingResponse { profile, is_json, held, .. } = self.state else {
             return Next::Continue;
         };
         match response::mask(&self.vm, host, profile, is_json, len) {
             Ok(masked) => {
+                if held {
+                    host.set_response_header("content-length", &masked.len.to_string());
+                }
                 self.record.masked_values = masked.values;
                 self.record.masked_response = masked.excerpt;
                 self.settle(host, Step::Finished)
+            }
+            Err(reply) => self.settle(host, Step::Refuse(reply)),
+        }
+    }
+
+    /// After a chunk of a streamed response: counted, and the stream cut on an error.
+    fn streamed(&mut self, host: &mut dyn Host, masked: Result<u64, Reply>, end_of_stream: bool) -> Next {
+        match masked {
+            Ok(values) => {
+                if values > 0 && self.record.masked_values == 0 {
+                    host.increment(self.vm.stats.masked_responses, 1);
+                }
+                self.record.masked_values += values;
+                if end_of_stream {
+                    self.settle(host, Step::Finished)
+                } else {
+                    Next::Continue
+                }
             }
             Err(reply) => self.settle(host, Step::Refuse(reply)),
         }

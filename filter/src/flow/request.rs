@@ -98,9 +98,10 @@ impl Request {
 }
 
 /// What the request needs just before its headers move on (Envoy ignores header changes
-/// after that): the upstream's own credential, and no compression when the response may
-/// be masked.
-pub fn complete_upstream_headers(host: &mut dyn Host, config: &Config, may_mask: bool) {
+/// after that): the upstream's own credential, and, when the response may be masked, no
+/// compression and no `Range` (a fragment cannot be masked: the whole body is fetched
+/// and masked instead).
+pub fn complete_upstream_headers(host: &mut dyn Host, config: &Config, request: &Request, may_mask: bool) {
     if !config.upstreams.is_empty() {
         if let Some(cluster) = host.upstream_cluster() {
             if let Some(cred) = config.upstreams.credential_for(&cluster) {
@@ -109,6 +110,10 @@ pub fn complete_upstream_headers(host: &mut dyn Host, config: &Config, may_mask:
         }
     }
     if may_mask {
-        host.remove_request_header("accept-encoding");
+        for name in ["accept-encoding", "range"] {
+            if request.header(name).is_some() {
+                host.remove_request_header(name);
+            }
+        }
     }
 }

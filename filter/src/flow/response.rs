@@ -1,10 +1,12 @@
 //! The response phase on a masked route: refuse what cannot be masked while the status
-//! can still change, then buffer the body and mask it whole.
+//! can still change; then mask streams (SSE, NDJSON) as they arrive, and buffer any other
+//! body to mask it whole.
 
 use crate::audit;
 use crate::host::Host;
 use crate::mask::MaskError;
 use crate::reply::{Code, Reply};
+use crate::stream::{StreamKind, StreamMasker};
 use crate::vm_state::VmState;
 
 /// What to do with a response whose request was forwarded under a mask profile.
@@ -13,11 +15,18 @@ pub enum Plan {
     PassThrough,
     /// Buffer the body; `content-length` is gone, since masking changes the size.
     Buffer { is_json: bool },
+    /// Mask the body as it streams; `content-length` is gone.
+    Stream(StreamKind),
     Refuse(Reply),
 }
 
 /// The headers callback: the last moment the status can change.
-pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool) -> Plan {
+pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: bool) -> Plan {
+    if is_head {
+        // The length a GET would get is the unmasked body's: it must not be told.
+        host.remove_response_header("content-length");
+        return Plan::PassThrough;
+    }
     if end_of_stream {
         return Plan::PassThrough;
     }
@@ -26,13 +35,26 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool) -> Plan {
             return Plan::Refuse(Reply::new(Code::ResponseNotMaskable, "the upstream answered with a compressed body, which cannot be masked"));
         }
     }
+    let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
+    if let Some(kind) = StreamKind::from_content_type(&content_type) {
+        host.remove_response_header("content-length");
+        return Plan::Stream(kind);
+    }
+    if let Some(charset) = charset(&content_type).filter(|c| !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii")) {
+        return Plan::Refuse(not_maskable(&format!("the response's charset `{charset}` cannot be masked")));
+    }
     let declared = host.response_header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|len| len > vm.config.response_body_limit) {
         return Plan::Refuse(too_large());
     }
-    let is_json = host.response_header("content-type").is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    let is_json = content_type.contains("json");
     host.remove_response_header("content-length");
     Plan::Buffer { is_json }
+}
+
+/// The `charset` parameter of a lower-cased `content-type`, unquoted.
+fn charset(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| p.trim().strip_prefix("charset=")).map(|c| c.trim_matches('"').trim().to_string())
 }
 
 /// The body arrived over the limit. Its headers are gone already: Envoy turns the reply
@@ -44,6 +66,8 @@ pub fn too_large() -> Reply {
 /// What masking did, for the log line and the audit record.
 pub struct Masked {
     pub values: u64,
+    /// The body's length now (what `content-length` must say).
+    pub len: usize,
     /// The masked body as the audit record keeps it (cut to `audit.max_body_bytes`).
     pub excerpt: Option<String>,
 }
@@ -55,7 +79,7 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
         return Err(Reply::new(Code::Misconfigured, "the rule names a mask profile that does not exist"));
     };
     if len == 0 {
-        return Ok(Masked { values: 0, excerpt: None });
+        return Ok(Masked { values: 0, len: 0, excerpt: None });
     }
     let Some(body) = host.response_body(len) else {
         return Err(not_maskable("the response body could not be read for masking"));
@@ -93,9 +117,42 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
         host.set_response_body(len, &out);
     }
     let excerpt = config.audit.as_ref().map(|a| String::from_utf8_lossy(audit::excerpt_bytes(&out, a.max_body_bytes)).into_owned());
-    Ok(Masked { values: counts.total(), excerpt })
+    let len = if counts.total() > 0 { out.len() } else { len };
+    Ok(Masked { values: counts.total(), len, excerpt })
 }
 
 fn not_maskable(message: &str) -> Reply {
     Reply::new(Code::ResponseNotMaskable, message)
+}
+
+/// One chunk of a streamed response (`len` bytes as Envoy hands them over), masked and
+/// written back in its place: often shorter (held back until it cannot become part of a
+/// detection), sometimes longer (what was held is released). Returns the values masked.
+pub fn mask_chunk(vm: &VmState, host: &mut dyn Host, profile: usize, masker: &mut StreamMasker, len: usize, end_of_stream: bool) -> Result<u64, Reply> {
+    let Some(mask) = vm.config.mask_profile(profile) else {
+        return Err(Reply::new(Code::Misconfigured, "the rule names a mask profile that does not exist"));
+    };
+    let chunk = if len == 0 { Vec::new() } else { host.response_body(len).unwrap_or_default() };
+    let mut out = Vec::with_capacity(chunk.len() + 64);
+    let mut done = masker.push(mask, &chunk, &mut out);
+    if done.is_ok() && end_of_stream {
+        done = masker.finish(mask, &mut out);
+    }
+    if let Err(e) = done {
+        // Nothing of this chunk passes; the reply then cuts the stream.
+        host.set_response_body(len, &[]);
+        return Err(Reply::new(e.code(), format!("the streamed response cannot be masked safely: {e}")));
+    }
+    if out != chunk {
+        host.set_response_body(len, &out);
+    }
+    let counts = masker.take_counts();
+    if let Some(ids) = vm.stats.masked_values.get(profile) {
+        for (kind, n) in counts.iter() {
+            if let Some(id) = ids.get(kind) {
+                host.increment(*id, n);
+            }
+        }
+    }
+    Ok(counts.total())
 }

@@ -12,6 +12,7 @@ use crate::approval::ApprovalSettings;
 use crate::identity::Identity;
 use crate::normalize::RequestTarget;
 use crate::reply::Reply;
+use crate::stream::StreamKind;
 
 /// An authenticated caller and the target it asked for: what the policy judges.
 pub struct Caller {
@@ -35,6 +36,8 @@ pub enum Step {
     NeedsApproval { call: u32, pending: PendingApproval },
     /// The response is to be masked: buffer its body.
     MaskResponse { profile: usize, is_json: bool },
+    /// The response streams (SSE, NDJSON): mask it chunk by chunk as it passes.
+    StreamResponse { profile: usize, kind: StreamKind },
     /// Nothing more to do: the rest of the response passes.
     Finished,
 }

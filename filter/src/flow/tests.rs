@@ -428,8 +428,8 @@ fn allowed_masked_flow(f: &Fixture) -> (RequestFlow, MockHost) {
 }
 
 #[test]
-fn masked_response_body_is_rewritten_and_content_length_dropped() {
-    let f = Fixture::standard();
+fn with_the_buffer_filter_a_masked_response_body_is_rewritten_and_content_length_dropped() {
+    let f = Fixture::buffer_filter();
     let (mut flow, mut host) = allowed_masked_flow(&f);
     host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
     assert_eq!(flow.on_response_headers(&mut host, false), Next::Continue);
@@ -684,4 +684,94 @@ fn once_a_body_arrived_under_a_paused_header_slow_clients_are_not_watched() {
     let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
     slow.on_request_headers(&mut host, false);
     assert!(f.vm.holds.overdue(host.now_ms + 60_000, 10_000).is_empty());
+}
+
+#[test]
+fn held_in_envoy_a_masked_response_keeps_its_headers_until_masked_and_gets_its_real_length() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause, "the headers wait for the masked body");
+    host.response_body = br#"{"email":"alice@example.com","id":7}"#.to_vec();
+    assert_eq!({ let n = host.response_body.len(); flow.on_response_body(&mut host, n, true) }, Next::Continue);
+    let length: usize = host.response_header("content-length").unwrap().parse().unwrap();
+    assert_eq!(length, host.response_body.len());
+    assert!(!String::from_utf8_lossy(&host.response_body).contains("alice@"));
+}
+
+#[test]
+fn held_in_envoy_a_response_that_cannot_be_masked_gets_a_real_502() {
+    let mut c = config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({}));
+    c["mask_profiles"]["pii"]["fields"] = serde_json::json!(["password"]);
+    let f = Fixture::new(c);
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    host.response_body = br#"{"password": "hunter2", oops"#.to_vec();
+    let n = host.response_body.len();
+    assert_eq!(flow.on_response_body(&mut host, n, true), Next::Pause);
+    assert_eq!(host.reply_status(), Some(502));
+    assert_eq!(flow.on_response_body(&mut host, 5, true), Next::Continue);
+    assert!(host.response_body.is_empty(), "after a refusal nothing more of the response passes");
+}
+
+#[test]
+fn a_head_on_a_masked_route_does_not_tell_the_unmasked_length() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("HEAD", "/customers", Some(&token("alice", &["support"])));
+    flow.on_request_headers(&mut host, true);
+    host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "4096".into())];
+    assert_eq!(flow.on_response_headers(&mut host, true), Next::Continue);
+    assert_eq!(host.response_header("content-length"), None);
+}
+
+#[test]
+fn a_range_request_on_a_masked_route_fetches_the_whole_body_to_mask() {
+    let f = Fixture::standard();
+    let mut flow = f.flow();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    host.request_headers.push(("range".into(), "bytes=0-99".into()));
+    flow.on_request_headers(&mut host, true);
+    assert_eq!(host.header("range"), None);
+}
+
+#[test]
+fn a_response_in_a_charset_the_masker_cannot_read_is_refused() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json; charset=UTF-16".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(502));
+    assert!(host.reply_json()["error"]["message"].as_str().unwrap().contains("utf-16"));
+}
+
+#[test]
+fn an_llm_stream_on_a_masked_route_is_masked_as_it_passes_even_split_inside_a_value() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "text/event-stream".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Continue, "streams are not held");
+    let events = [
+        r#"data: {"choices":[{"index":0,"delta":{"content":"write to alice@exa"},"finish_reason":null}]}"#,
+        r#"data: {"choices":[{"index":0,"delta":{"content":"mple.com today "},"finish_reason":null}]}"#,
+        r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        "data: [DONE]",
+    ];
+    let mut client = String::new();
+    for (i, event) in events.iter().enumerate() {
+        host.response_body = format!("{event}\n\n").into_bytes();
+        let n = host.response_body.len();
+        assert_eq!(flow.on_response_body(&mut host, n, i == events.len() - 1), Next::Continue);
+        client.push_str(&String::from_utf8(host.response_body.clone()).unwrap());
+    }
+    let joined: String = client
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert!(!joined.contains("alice@") && !joined.contains("example.com"), "{joined}");
+    assert!(joined.contains("write to ") && joined.contains("today"), "{joined}");
+    assert_eq!(f.counter(&host, "masked.pii.email"), 1);
 }

@@ -76,6 +76,10 @@ impl Host for EnvoyHost {
         abi::remove_header(abi::MAP_RESPONSE_HEADERS, name);
     }
 
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        abi::set_header(abi::MAP_RESPONSE_HEADERS, name, value);
+    }
+
     fn response_body(&self, len: usize) -> Option<Vec<u8>> {
         abi::buffer(abi::BUFFER_RESPONSE_BODY, len)
     }

@@ -117,6 +117,12 @@ impl Host for MockHost {
         self.response_headers.retain(|(n, _)| n != name);
     }
 
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.called("set_response_header");
+        self.response_headers.retain(|(n, _)| n != name);
+        self.response_headers.push((name.to_string(), value.to_string()));
+    }
+
     fn response_body(&self, len: usize) -> Option<Vec<u8>> {
         self.called("get_response_body");
         Some(self.response_body.get(..len.min(self.response_body.len()))?.to_vec())

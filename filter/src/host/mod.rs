@@ -55,6 +55,8 @@ pub trait Host: Runtime {
 
     fn response_header(&self, name: &str) -> Option<String>;
     fn remove_response_header(&mut self, name: &str);
+    /// Only takes effect while the response headers are held (paused).
+    fn set_response_header(&mut self, name: &str, value: &str);
     fn response_body(&self, len: usize) -> Option<Vec<u8>>;
     fn set_response_body(&mut self, len: usize, body: &[u8]);
 

@@ -51,6 +51,7 @@ mod text;
 use std::fmt;
 
 use crate::mask::{MaskCounts, MaskError, MaskProfile};
+use crate::reply::Code;
 use tail::CutRule;
 
 /// How a response body is framed.
@@ -124,12 +125,10 @@ pub enum StreamError {
 impl StreamError {
     /// The reply code of the answer an agent gets (`response_too_large` for limits,
     /// else `response_not_maskable`).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            StreamError::EventTooLarge { .. } | StreamError::HeldTooLarge { .. } | StreamError::TooManyTexts { .. } => {
-                "response_too_large"
-            }
-            _ => "response_not_maskable",
+            StreamError::EventTooLarge { .. } | StreamError::HeldTooLarge { .. } | StreamError::TooManyTexts { .. } => Code::ResponseTooLarge,
+            _ => Code::ResponseNotMaskable,
         }
     }
 }

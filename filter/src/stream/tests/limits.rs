@@ -17,7 +17,7 @@ fn an_event_over_the_buffer_limit_fails_and_the_masker_stays_failed() {
     m.push(&p, big.as_bytes(), &mut out).unwrap();
     let err = m.push(&p, format!("\ndata: {}\n", "y".repeat(60)).as_bytes(), &mut out).unwrap_err();
     assert_eq!(err, StreamError::EventTooLarge { limit: 100 });
-    assert_eq!(err.code(), "response_too_large");
+    assert_eq!(err.code(), crate::reply::Code::ResponseTooLarge);
     assert_eq!(out, before, "a failing push appends nothing");
     assert_eq!(m.push(&p, b"\n", &mut out), Err(err));
     assert_eq!(m.finish(&p, &mut out), Err(err));
