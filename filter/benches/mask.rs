@@ -1,5 +1,6 @@
 //! Throughput of response masking on dense-PII JSON (1 KB, 64 KB, 1 MB), a PII-free JSON
-//! body of the same shape, and plain text. A plain `harness = false` bench (no extra
+//! body of the same shape, a PII-free body of identifiers (hashes, ids, barcodes), and
+//! plain text. The `masked` column on the PII-free bodies counts false positives. A plain `harness = false` bench (no extra
 //! dependencies, so it also builds for wasm32-wasip1 and runs under a Wasm runtime):
 //!
 //!     cargo bench -p airlock-filter --bench mask
@@ -100,13 +101,61 @@ fn record(r: &mut Lcg, i: usize, pii: bool) -> String {
     }
 }
 
+/// A record without PII made of the identifiers real APIs return next to it, where a
+/// detector that looks inside words could see a card, an SSN or a phone: hashes, UUIDs,
+/// letter-prefixed order and invoice numbers (`INV` + date + sequence), EAN-13 barcodes,
+/// millisecond timestamps, SKUs, camera file names, IPs, versions and base64, plus prose
+/// with Unicode punctuation. The false-positive corpus of the glued-letters rule.
+fn id_record(r: &mut Lcg, i: usize) -> String {
+    const HEX: &[u8] = b"0123456789abcdef";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const UP: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut pick = |set: &[u8], n: usize| -> String {
+        (0..n).map(|_| char::from(*set.get((r.next() as usize) % set.len()).unwrap())).collect()
+    };
+    let sha = pick(HEX, 40);
+    let uuid = format!("{}-{}-4{}-a{}-{}", pick(HEX, 8), pick(HEX, 4), pick(HEX, 3), pick(HEX, 3), pick(HEX, 12));
+    let tracking = pick(UP, 16);
+    let blob = pick(B64, 44);
+    let up_hex = pick(HEX, 32).to_uppercase();
+    format!(
+        concat!(
+            r#"{{"id":{i},"sha":"{sha}","uuid":"{uuid}","order":"ORD{order}","invoice":"INV{date}{seq}","#,
+            r#""ean":"{ean}","sku":"SKU{sku}XL","tracking":"1Z{tracking}","epoch_ms":{ms},"#,
+            r#""file":"IMG_{date}_{time}.jpg","ip":"10.{a}.{b}.{c}","version":"v{a}.{b}.{c}-rc{i}","#,
+            r#""etag":"W/{up_hex}","blob":"{blob}","#,
+            r#""note":"Batch {i}—shipped to depot {a}… «ok», ref #{seq}; build {date}.{time} (≈{b} items)."}}"#
+        ),
+        i = i,
+        sha = sha,
+        uuid = uuid,
+        order = r.digits(12),
+        date = format!("2024{:02}{:02}", r.range(1, 12), r.range(1, 28)),
+        seq = r.digits(6),
+        ean = format!("{}{}", r.range(2, 6), r.digits(12)),
+        sku = r.digits(8),
+        tracking = tracking,
+        ms = 1_700_000_000_000 + r.range(0, 99_999_999_999),
+        time = r.digits(6),
+        a = r.range(0, 255),
+        b = r.range(0, 255),
+        c = r.range(0, 255),
+        up_hex = up_hex,
+        blob = blob,
+    )
+}
+
 /// A JSON array of records, as close to `size` bytes as whole records allow (at least one).
 fn body(size: usize, pii: bool) -> String {
+    records(size, |r, i| record(r, i, pii))
+}
+
+fn records(size: usize, mut record: impl FnMut(&mut Lcg, usize) -> String) -> String {
     let mut r = Lcg(42);
     let mut out = String::from("[");
     let mut i = 0;
     loop {
-        let rec = record(&mut r, i, pii);
+        let rec = record(&mut r, i);
         if i > 0 && out.len() + rec.len() + 2 > size {
             break;
         }
@@ -200,6 +249,7 @@ fn main() {
     cases.push(("json dense PII, +fields/pointer/custom, 1 MB".into(), &all_fields, dense_1m.clone()));
     cases.push(("json without PII, all detectors, 1 MB".into(), &all, clean_1m.clone()));
     cases.push(("json without PII, fields only, 1 MB".into(), &fields_only, clean_1m));
+    cases.push(("json without PII, identifiers, 1 MB".into(), &all, records(1024 * 1024, id_record)));
 
     println!("{:<44} {:>10} {:>10} {:>8}", "case", "bytes", "MB/s", "masked");
     for (label, p, input) in cases.iter().filter(|c| wanted(&c.0)) {

@@ -21,6 +21,7 @@
 mod custom;
 mod detectors;
 mod json;
+mod matches;
 mod paths;
 
 use std::borrow::Cow;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 use crate::config_error::ConfigError;
 use custom::CustomDetector;
 use detectors::{Builtin, Detectors};
+use matches::{Found, Matches, Pending, Sources, ALL_CUSTOM};
 use paths::Pointers;
 
 /// JSON nesting deeper than this is refused ([`MaskError::TooDeep`]) rather than walked:
@@ -40,9 +42,6 @@ pub const MAX_DEPTH: usize = 128;
 /// Custom detectors per profile. Each one is a regex search over every string, so the
 /// bound keeps per-request cost predictable (and each fits a bit of a `u32`).
 pub const MAX_CUSTOM_DETECTORS: usize = 16;
-
-/// Every custom detector (see [`MaskProfile::detections`]).
-const ALL_CUSTOM: u32 = u32::MAX;
 
 const MAX_REPLACEMENT_LEN: usize = 256;
 
@@ -270,10 +269,7 @@ impl MaskProfile {
         self.replacements.get(slot)
     }
 
-    /// The first detection of `s` and an iterator over the rest, or `None` when `s` has
-    /// none (the common case, which then costs only the built-in scan). `custom` has bit
-    /// `i` set for each custom detector to run; `pending` is the caller's look-ahead
-    /// storage for them, one slot per custom detector (left alone when none runs).
+    /// The first detection of `s` and an iterator over the rest; see [`matches::detections`].
     #[inline]
     fn detections<'p, 's, 'c>(
         &'p self,
@@ -281,20 +277,13 @@ impl MaskProfile {
         custom: u32,
         pending: &'c mut [Pending],
     ) -> Option<(Found, Matches<'p, 's, 'c>)> {
-        let custom = if self.custom.is_empty() { 0 } else { custom };
-        let builtin = if custom == 0 {
-            let h = self.detectors.find(s, 0)?;
-            Pending::At(Found { start: h.start, end: h.end, slot: self.builtin_slot(h.kind) })
-        } else {
-            Pending::Stale
+        let sources = Sources {
+            detectors: &self.detectors,
+            custom: &self.custom,
+            builtin_slots: &self.builtin_slots,
+            fallback_slot: self.field_slot,
         };
-        let pending = if custom == 0 { &mut [] } else { pending.get_mut(..self.custom.len()).unwrap_or_default() };
-        for (i, slot) in pending.iter_mut().enumerate() {
-            *slot = if custom & (1 << i) == 0 { Pending::Exhausted } else { Pending::Stale };
-        }
-        let mut matches = Matches { profile: self, s, pos: 0, builtin, custom: pending };
-        let first = matches.next()?;
-        Some((first, matches))
+        matches::detections(sources, s, custom, pending)
     }
 
     /// Custom detectors (bit per index) that may match in the escape-free strings of a
@@ -327,73 +316,6 @@ impl MaskProfile {
 /// Bit of a name length in [`MaskProfile::field_lengths`] (63 stands for 63 and longer).
 fn length_bit(len: usize) -> u64 {
     1 << len.min(63)
-}
-
-/// One chosen detection: byte range and counter slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Found {
-    start: usize,
-    end: usize,
-    slot: usize,
-}
-
-/// The next detection of one source (built-ins, or one custom regex) at or after the
-/// iterator position; `Stale` means "search again from the current position".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    Stale,
-    Exhausted,
-    At(Found),
-}
-
-impl Pending {
-    /// Keeps a detection that is still ahead of `pos`, otherwise searches again.
-    fn refresh(self, pos: usize, search: impl FnOnce() -> Option<Found>) -> Pending {
-        match self {
-            Pending::At(f) if f.start >= pos => self,
-            Pending::Exhausted => self,
-            _ => search().map_or(Pending::Exhausted, Pending::At),
-        }
-    }
-}
-
-/// Non-overlapping detections of a string in order: leftmost wins, then longest, then
-/// built-ins before custom detectors. Each source is searched lazily and searched again
-/// only when the chosen detection overlaps what it had found.
-struct Matches<'p, 's, 'c> {
-    profile: &'p MaskProfile,
-    s: &'s str,
-    pos: usize,
-    builtin: Pending,
-    /// One per custom detector, in profile order.
-    custom: &'c mut [Pending],
-}
-
-impl Iterator for Matches<'_, '_, '_> {
-    type Item = Found;
-
-    fn next(&mut self) -> Option<Found> {
-        let (p, s, pos) = (self.profile, self.s, self.pos);
-        self.builtin = self.builtin.refresh(pos, || {
-            p.detectors.find(s, pos).map(|h| Found { start: h.start, end: h.end, slot: p.builtin_slot(h.kind) })
-        });
-        let mut best = match self.builtin {
-            Pending::At(f) => Some(f),
-            _ => None,
-        };
-        for (c, pending) in p.custom.iter().zip(self.custom.iter_mut()) {
-            *pending = pending.refresh(pos, || c.find(s, pos).map(|(start, end)| Found { start, end, slot: c.slot }));
-            if let Pending::At(f) = *pending {
-                let better = best.is_none_or(|b| f.start < b.start || (f.start == b.start && f.end > b.end));
-                if better {
-                    best = Some(f);
-                }
-            }
-        }
-        let found = best?;
-        self.pos = found.end;
-        Some(found)
-    }
 }
 
 /// How many values of each kind were masked, aligned with [`MaskProfile::kinds`].
