@@ -775,3 +775,16 @@ fn an_llm_stream_on_a_masked_route_is_masked_as_it_passes_even_split_inside_a_va
     assert!(joined.contains("write to ") && joined.contains("today"), "{joined}");
     assert_eq!(f.counter(&host, "masked.pii.email"), 1);
 }
+
+#[test]
+fn a_json_labelled_body_that_is_not_json_is_masked_as_text_when_the_profile_needs_no_structure() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json".into())];
+    flow.on_response_headers(&mut host, false);
+    host.response_body = b"oops, not json: alice@example.com".to_vec();
+    let n = host.response_body.len();
+    assert_eq!(flow.on_response_body(&mut host, n, true), Next::Continue);
+    assert_eq!(host.reply, None);
+    assert_eq!(String::from_utf8(host.response_body.clone()).unwrap(), "oops, not json: [REDACTED:email]");
+}

@@ -224,15 +224,16 @@ fn check_replacement(template: &str) -> Result<(), String> {
 }
 
 impl MaskProfile {
-    /// Every kind this profile can count: enabled built-ins (canonical order), custom
-    /// detectors (config order), then `field`. The index is the counter slot.
     /// Whether some values are masked by their place in a JSON document (`fields`,
     /// `pointers`): text masking cannot do that, so a body that claims to be JSON but is
-    /// not must be refused rather than masked as text.
+    /// not must be refused rather than masked as text. (Not `kinds()`: the `field` kind
+    /// is always listed, so that its counter exists.)
     pub fn masks_by_structure(&self) -> bool {
-        self.kinds.iter().any(|k| k == FIELD_KIND)
+        !self.fields.is_empty() || !self.pointers.is_empty()
     }
 
+    /// Every kind this profile can count: enabled built-ins (canonical order), custom
+    /// detectors (config order), then `field`. The index is the counter slot.
     pub fn kinds(&self) -> &[String] {
         &self.kinds
     }

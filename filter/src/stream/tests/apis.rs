@@ -350,15 +350,9 @@ fn other_members_of_a_delta_chunk_are_masked_structure_aware() {
 fn json_shaped_data_that_is_not_json_is_text_unless_the_profile_masks_by_structure() {
     let stream = "data: {not json alice@example.com\n\ndata: [1, 2\n\n";
     let p = all();
-    // (`masks_by_structure` currently reports every profile as masking by structure; the
-    // text path is checked whenever it does not.)
-    if !p.masks_by_structure() {
-        let out = mask_sse(&p, stream);
-        assert_eq!(
-            client_events(&out).iter().map(|e| e.data.as_str()).collect::<String>(),
-            "{not json [REDACTED:email][1, 2"
-        );
-    }
+    assert!(!p.masks_by_structure());
+    let out = mask_sse(&p, stream);
+    assert_eq!(client_events(&out).iter().map(|e| e.data.as_str()).collect::<String>(), "{not json [REDACTED:email][1, 2");
     let p = profile(json!({"detectors":["all"],"fields":["password"]}));
     assert_eq!(run(StreamKind::Sse, &p, &[stream.as_bytes()]).unwrap_err(), StreamError::InvalidJson);
 }
