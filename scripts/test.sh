@@ -9,6 +9,17 @@ cd "$root"
 bash scripts/setup.sh
 AIRLOCK_SKIP_SETUP=1 bash scripts/build.sh
 
+echo "[test] rustfmt (rustfmt.toml: 120 columns) and no line over 120 characters" >&2
+cargo fmt --all --check
+cargo fmt --manifest-path bench/flow-profile/Cargo.toml --check
+python3 - <<'PY'
+import subprocess, sys
+files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "*.rs"], capture_output=True, text=True, check=True).stdout.split()
+long = [f"{f}:{n}" for f in files for n, line in enumerate(open(f, encoding="utf-8"), 1) if len(line.rstrip("\n")) > 120]
+if long:
+    sys.exit("lines over 120 characters (rustfmt cannot break these; split them by hand):\n  " + "\n  ".join(long))
+PY
+
 echo "[test] clippy (filter for wasm32, then the whole workspace)" >&2
 cargo clippy --quiet -p airlock-filter --target wasm32-wasip1 --release -- -D warnings
 cargo clippy --quiet --workspace --all-targets -- -D warnings

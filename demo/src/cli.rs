@@ -83,81 +83,41 @@ pub fn run(args: &[String], out: &mut dyn std::io::Write) -> Result<(), CliError
         return Err(usage("missing subcommand: upstream, idp or render-envoy"));
     };
     match cmd.as_str() {
-        "-h" | "--help" | "help" => out
-            .write_all(HELP.as_bytes())
-            .map_err(|e| CliError::Failed(e.to_string())),
+        "-h" | "--help" | "help" => out.write_all(HELP.as_bytes()).map_err(|e| CliError::Failed(e.to_string())),
         "upstream" => {
             let opts = parse(rest, &["--listen", "--db", "--threads"], &[])?;
-            let listen = addr(
-                opts.one("--listen")?
-                    .ok_or_else(|| usage("upstream needs --listen ADDR"))?,
-            )?;
-            let db = PathBuf::from(
-                opts.one("--db")?
-                    .ok_or_else(|| usage("upstream needs --db PATH"))?,
-            );
+            let listen = addr(opts.one("--listen")?.ok_or_else(|| usage("upstream needs --listen ADDR"))?)?;
+            let db = PathBuf::from(opts.one("--db")?.ok_or_else(|| usage("upstream needs --db PATH"))?);
             let threads = match opts.one("--threads")? {
-                Some(t) => Some(
-                    t.parse::<usize>()
-                        .map_err(|_| usage("--threads must be a number"))?,
-                ),
+                Some(t) => Some(t.parse::<usize>().map_err(|_| usage("--threads must be a number"))?),
                 None => None,
             };
-            crate::upstream::run(UpstreamOptions {
-                listen,
-                db,
-                threads,
-            })
-            .map_err(CliError::Failed)
+            crate::upstream::run(UpstreamOptions { listen, db, threads }).map_err(CliError::Failed)
         }
         "idp" => {
             let opts = parse(rest, &["--listen", "--issuer", "--audience"], &[])?;
-            let listen = addr(
-                opts.one("--listen")?
-                    .ok_or_else(|| usage("idp needs --listen ADDR"))?,
-            )?;
+            let listen = addr(opts.one("--listen")?.ok_or_else(|| usage("idp needs --listen ADDR"))?)?;
             let issuer = opts.one("--issuer")?.unwrap_or(DEFAULT_ISSUER).to_string();
-            let audience = opts
-                .one("--audience")?
-                .unwrap_or(DEFAULT_AUDIENCE)
-                .to_string();
-            crate::idp::run(IdpOptions {
-                listen,
-                issuer,
-                audience,
-            })
-            .map_err(CliError::Failed)
+            let audience = opts.one("--audience")?.unwrap_or(DEFAULT_AUDIENCE).to_string();
+            crate::idp::run(IdpOptions { listen, issuer, audience }).map_err(CliError::Failed)
         }
         "render-envoy" => {
-            let opts = parse(
-                rest,
-                &["--template", "--plugin-config", "--set"],
-                &["--bare"],
-            )?;
+            let opts = parse(rest, &["--template", "--plugin-config", "--set"], &["--bare"])?;
             let rendered = render_envoy(&opts)?;
-            out.write_all(rendered.as_bytes())
-                .map_err(|e| CliError::Failed(e.to_string()))
+            out.write_all(rendered.as_bytes()).map_err(|e| CliError::Failed(e.to_string()))
         }
         other => Err(usage(format!("unknown subcommand {other:?}"))),
     }
 }
 
 fn render_envoy(opts: &Opts) -> Result<String, CliError> {
-    let template_path = opts
-        .one("--template")?
-        .ok_or_else(|| usage("render-envoy needs --template FILE"))?;
+    let template_path = opts.one("--template")?.ok_or_else(|| usage("render-envoy needs --template FILE"))?;
     let template = std::fs::read_to_string(template_path)
         .map_err(|e| CliError::Failed(format!("cannot read template {template_path}: {e}")))?;
-    let mode = if opts.flags.contains(&"--bare") {
-        FilterMode::Bare
-    } else {
-        FilterMode::WithFilter
-    };
+    let mode = if opts.flags.contains(&"--bare") { FilterMode::Bare } else { FilterMode::WithFilter };
     let mut values = BTreeMap::new();
     for set in opts.all("--set") {
-        let (name, value) = set
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--set {set:?} is not NAME=VALUE")))?;
+        let (name, value) = set.split_once('=').ok_or_else(|| usage(format!("--set {set:?} is not NAME=VALUE")))?;
         if values.insert(name.to_string(), value.to_string()).is_some() {
             return Err(usage(format!("--set {name} given twice")));
         }
@@ -165,23 +125,17 @@ fn render_envoy(opts: &Opts) -> Result<String, CliError> {
     if let Some(path) = opts.one("--plugin-config")? {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Failed(format!("cannot read plugin config {path}: {e}")))?;
-        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-            CliError::Failed(format!("plugin config {path} is not valid JSON: {e}"))
-        })?;
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| CliError::Failed(format!("plugin config {path} is not valid JSON: {e}")))?;
         if values.insert("PLUGIN_CONFIG".to_string(), text).is_some() {
             return Err(usage("give the plugin config either with --plugin-config or --set PLUGIN_CONFIG=, not both"));
         }
     }
-    render(&template, &values, mode)
-        .map_err(|e| CliError::Failed(format!("cannot render {template_path}: {e}")))
+    render(&template, &values, mode).map_err(|e| CliError::Failed(format!("cannot render {template_path}: {e}")))
 }
 
 fn addr(s: &str) -> Result<SocketAddr, CliError> {
-    s.parse().map_err(|_| {
-        usage(format!(
-            "{s:?} is not an IP:PORT address, e.g. 127.0.0.1:8080"
-        ))
-    })
+    s.parse().map_err(|_| usage(format!("{s:?} is not an IP:PORT address, e.g. 127.0.0.1:8080")))
 }
 
 /// Parsed `--name value` options (repeatable) and bare flags.
@@ -193,10 +147,7 @@ struct Opts<'a> {
 impl<'a> Opts<'a> {
     fn all(&self, name: &str) -> impl Iterator<Item = &'a str> + '_ {
         let name = name.to_string();
-        self.values
-            .iter()
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, v)| *v)
+        self.values.iter().filter(move |(n, _)| *n == name).map(|(_, v)| *v)
     }
 
     fn one(&self, name: &str) -> Result<Option<&'a str>, CliError> {
@@ -209,15 +160,8 @@ impl<'a> Opts<'a> {
     }
 }
 
-fn parse<'a>(
-    args: &'a [String],
-    valued: &[&'static str],
-    flags: &[&'static str],
-) -> Result<Opts<'a>, CliError> {
-    let mut opts = Opts {
-        values: Vec::new(),
-        flags: Vec::new(),
-    };
+fn parse<'a>(args: &'a [String], valued: &[&'static str], flags: &[&'static str]) -> Result<Opts<'a>, CliError> {
+    let mut opts = Opts { values: Vec::new(), flags: Vec::new() };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -227,10 +171,7 @@ fn parse<'a>(
         if let Some(known) = valued.iter().find(|v| **v == name) {
             let value = match inline {
                 Some(v) => v,
-                None => it
-                    .next()
-                    .ok_or_else(|| usage(format!("{name} needs a value")))?
-                    .as_str(),
+                None => it.next().ok_or_else(|| usage(format!("{name} needs a value")))?.as_str(),
             };
             opts.values.push((known, value));
         } else if let Some(flag) = flags.iter().find(|f| **f == arg.as_str()) {
@@ -282,34 +223,16 @@ mod tests {
     #[test]
     fn render_envoy_names_the_missing_placeholders() {
         let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/envoy.yaml");
-        let err = run(
-            &args(&[
-                "render-envoy",
-                "--template",
-                template,
-                "--set",
-                "ADMIN_PORT=1",
-            ]),
-            &mut Vec::new(),
-        )
-        .unwrap_err();
+        let err = run(&args(&["render-envoy", "--template", template, "--set", "ADMIN_PORT=1"]), &mut Vec::new())
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("LISTEN_PORT")
-                && msg.contains("PLUGIN_CONFIG")
-                && msg.contains("WASM_PATH"),
-            "{msg}"
-        );
+        assert!(msg.contains("LISTEN_PORT") && msg.contains("PLUGIN_CONFIG") && msg.contains("WASM_PATH"), "{msg}");
         assert_eq!(err.exit_code(), 1);
     }
 
     #[test]
     fn rejects_unknown_arguments_and_non_loopback_idp() {
-        let err = run(
-            &args(&["upstream", "--listen", "127.0.0.1:0", "--bogus"]),
-            &mut Vec::new(),
-        )
-        .unwrap_err();
+        let err = run(&args(&["upstream", "--listen", "127.0.0.1:0", "--bogus"]), &mut Vec::new()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--bogus"));
         let err = run(&args(&["idp", "--listen", "0.0.0.0:0"]), &mut Vec::new()).unwrap_err();

@@ -52,17 +52,14 @@ impl Db {
     pub fn open(path: &Path, pool: usize) -> Result<Db, DbError> {
         let mut conns = Vec::with_capacity(pool.max(1));
         for _ in 0..pool.max(1) {
-            let conn = Connection::open(path)
-                .map_err(|e| DbError(format!("cannot open database {}: {e}", path.display())))?;
+            let conn =
+                Connection::open(path).map_err(|e| DbError(format!("cannot open database {}: {e}", path.display())))?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conns.push(Mutex::new(conn));
         }
-        let db = Db {
-            conns,
-            next: AtomicUsize::new(0),
-        };
+        let db = Db { conns, next: AtomicUsize::new(0) };
         db.seed()?;
         Ok(db)
     }
@@ -75,12 +72,11 @@ impl Db {
             let tx = conn.transaction()?;
             {
                 let mut stmt = tx.prepare(
-                    "INSERT INTO customers (id, name, email, phone, card, ssn, iban, notes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO customers (id, name, email, phone, card, ssn, iban, notes) VALUES (?1, ?2, ?3, ?4, \
+                        ?5, ?6, ?7, ?8)",
                 )?;
                 for c in seed_customers() {
-                    stmt.execute(rusqlite::params![
-                        c.id, c.name, c.email, c.phone, c.card, c.ssn, c.iban, c.notes
-                    ])?;
+                    stmt.execute(rusqlite::params![c.id, c.name, c.email, c.phone, c.card, c.ssn, c.iban, c.notes])?;
                 }
             }
             tx.commit()?;
@@ -108,9 +104,8 @@ impl Db {
     /// All customers ordered by id.
     pub fn customers(&self) -> Result<Vec<Customer>, DbError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, name, email, phone, card, ssn, iban, notes FROM customers ORDER BY id",
-        )?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id, name, email, phone, card, ssn, iban, notes FROM customers ORDER BY id")?;
         let rows = stmt.query_map([], row_to_customer)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -118,9 +113,8 @@ impl Db {
     /// One customer, or `None` if there is no row with that id.
     pub fn customer(&self, id: i64) -> Result<Option<Customer>, DbError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, name, email, phone, card, ssn, iban, notes FROM customers WHERE id = ?1",
-        )?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id, name, email, phone, card, ssn, iban, notes FROM customers WHERE id = ?1")?;
         let mut rows = stmt.query_map([id], row_to_customer)?;
         Ok(rows.next().transpose()?)
     }
@@ -216,8 +210,7 @@ mod tests {
     use super::*;
 
     fn temp_db(name: &str) -> (Db, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("airlock-demo-db-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("airlock-demo-db-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.db");
@@ -239,23 +232,15 @@ mod tests {
     #[test]
     fn select_returns_columns_and_rows() {
         let (db, dir) = temp_db("select");
-        let out = db
-            .run_sql("SELECT id, name FROM customers WHERE id <= 2 ORDER BY id")
-            .unwrap();
-        assert_eq!(
-            out,
-            json!({"columns": ["id", "name"], "rows": [[1, "Alice Martin"], [2, "Bob Chen"]]})
-        );
+        let out = db.run_sql("SELECT id, name FROM customers WHERE id <= 2 ORDER BY id").unwrap();
+        assert_eq!(out, json!({"columns": ["id", "name"], "rows": [[1, "Alice Martin"], [2, "Bob Chen"]]}));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn stacked_statements_really_run_and_drop_the_table() {
         let (db, dir) = temp_db("stacked");
-        assert_eq!(
-            db.run_sql("SELECT 1; DROP TABLE customers").unwrap(),
-            json!({"changes": 0})
-        );
+        assert_eq!(db.run_sql("SELECT 1; DROP TABLE customers").unwrap(), json!({"changes": 0}));
         assert!(db.tables().unwrap().is_empty());
         assert!(db.customers().is_err());
         std::fs::remove_dir_all(dir).unwrap();
@@ -264,11 +249,7 @@ mod tests {
     #[test]
     fn update_reports_changed_rows_and_errors_are_reported() {
         let (db, dir) = temp_db("update");
-        assert_eq!(
-            db.run_sql("UPDATE customers SET notes = 'x' WHERE id < 4")
-                .unwrap(),
-            json!({"changes": 3})
-        );
+        assert_eq!(db.run_sql("UPDATE customers SET notes = 'x' WHERE id < 4").unwrap(), json!({"changes": 3}));
         let err = db.run_sql("SELEC nonsense").unwrap_err();
         assert!(err.to_string().contains("syntax error"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

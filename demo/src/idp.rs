@@ -46,7 +46,8 @@ struct Idp {
 pub fn run(opts: IdpOptions) -> Result<(), String> {
     if !opts.listen.ip().is_loopback() {
         return Err(format!(
-            "the demo IdP issues tokens to anyone who asks, so it only listens on loopback; {} is not a loopback address",
+            "the demo IdP issues tokens to anyone who asks, so it only listens on loopback; {} is not a loopback \
+                address",
             opts.listen.ip()
         ));
     }
@@ -62,10 +63,7 @@ pub fn run(opts: IdpOptions) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let app = router(opts.issuer, opts.audience, addr)?;
         announce("idp", addr)?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
     })
 }
 
@@ -73,21 +71,12 @@ pub fn run(opts: IdpOptions) -> Result<(), String> {
 /// document's `jwks_uri`.
 pub fn router(issuer: String, audience: String, listen: SocketAddr) -> Result<Router, String> {
     let key = ES256KeyPair::generate();
-    let kid = format!(
-        "demo-es256-{}",
-        key.public_key().jwk_thumbprint().get(..16).unwrap_or("key")
-    );
+    let kid = format!("demo-es256-{}", key.public_key().jwk_thumbprint().get(..16).unwrap_or("key"));
     let key = key.with_key_id(&kid);
     let jwk: Value = serde_json::from_str(&key.public_key().with_key_id(&kid).to_jwk())
         .map_err(|e| format!("cannot export the demo key: {e}"))?;
     let jwks = json!({ "keys": [jwk] }).to_string();
-    let idp = Arc::new(Idp {
-        key,
-        jwks,
-        issuer,
-        audience,
-        listen,
-    });
+    let idp = Arc::new(Idp { key, jwks, issuer, audience, listen });
     Ok(Router::new()
         .route("/.well-known/jwks.json", get(jwks_doc))
         .route("/.well-known/openid-configuration", get(discovery))
@@ -96,11 +85,7 @@ pub fn router(issuer: String, audience: String, listen: SocketAddr) -> Result<Ro
 }
 
 async fn jwks_doc(State(idp): State<Arc<Idp>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        idp.jwks.clone(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], idp.jwks.clone()).into_response()
 }
 
 async fn discovery(State(idp): State<Arc<Idp>>) -> Response {
@@ -109,11 +94,7 @@ async fn discovery(State(idp): State<Arc<Idp>>) -> Response {
         "jwks_uri": format!("http://{}/.well-known/jwks.json", idp.listen),
         "id_token_signing_alg_values_supported": ["ES256"],
     });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        doc.to_string(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
 }
 
 /// `GET /token?sub=alice&groups=support,dba&ttl=600` → the compact JWT as text/plain.
@@ -125,18 +106,10 @@ async fn token(State(idp): State<Arc<Idp>>, Query(q): Query<HashMap<String, Stri
     let ttl = match q.get("ttl").map(|t| t.parse::<u64>()) {
         None => 600,
         Some(Ok(t)) if (1..=MAX_TTL_SECS).contains(&t) => t,
-        Some(_) => {
-            return bad(format!(
-                "`ttl` must be a number of seconds from 1 to {MAX_TTL_SECS}"
-            ))
-        }
+        Some(_) => return bad(format!("`ttl` must be a number of seconds from 1 to {MAX_TTL_SECS}")),
     };
-    let groups: Vec<&str> = q.get("groups").map_or_else(Vec::new, |g| {
-        g.split(',')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-            .collect()
-    });
+    let groups: Vec<&str> =
+        q.get("groups").map_or_else(Vec::new, |g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).collect());
     let mut custom = serde_json::Map::new();
     custom.insert("groups".into(), json!(groups));
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
@@ -145,10 +118,6 @@ async fn token(State(idp): State<Arc<Idp>>, Query(q): Query<HashMap<String, Stri
         .with_subject(sub);
     match idp.key.sign(claims) {
         Ok(t) => ([(header::CONTENT_TYPE, "text/plain")], format!("{t}\n")).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot sign: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot sign: {e}\n")).into_response(),
     }
 }

@@ -46,21 +46,13 @@ const DEFAULT_DELAY_MS: u64 = 20;
 pub fn chat_pii() -> Vec<(&'static str, String)> {
     let mut pii = Vec::new();
     for (n, c) in seed_customers().into_iter().take(2).enumerate() {
-        pii.extend([
-            ("email", c.email),
-            ("phone", c.phone),
-            ("credit_card", c.card),
-            ("us_ssn", c.ssn),
-        ]);
+        pii.extend([("email", c.email), ("phone", c.phone), ("credit_card", c.card), ("us_ssn", c.ssn)]);
         if n == 0 {
             pii.push(("iban", c.iban));
         }
     }
     pii.push(("api_key", "AKIAIOSFODNN7EXAMPLE".to_string()));
-    pii.push((
-        "api_key",
-        "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z".to_string(),
-    ));
+    pii.push(("api_key", "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z".to_string()));
     pii
 }
 
@@ -105,25 +97,16 @@ pub struct ChatOptions {
 /// client-facing message.
 pub fn chat_options(body: &Value, query: &HashMap<String, String>) -> Result<ChatOptions, String> {
     let get = |name: &str| -> Option<Value> {
-        body.get(name)
-            .cloned()
-            .or_else(|| query.get(name).map(|s| Value::String(s.clone())))
+        body.get(name).cloned().or_else(|| query.get(name).map(|s| Value::String(s.clone())))
     };
     let uint = |name: &str, default: usize, max: usize| -> Result<usize, String> {
         let bad = || format!("{name} must be an integer from 0 to {max}");
         match get(name) {
             None | Some(Value::Null) => Ok(default),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| n <= max)
-                .ok_or_else(bad),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n <= max)
-                .ok_or_else(bad),
+            Some(Value::Number(n)) => {
+                n.as_u64().and_then(|n| usize::try_from(n).ok()).filter(|&n| n <= max).ok_or_else(bad)
+            }
+            Some(Value::String(s)) => s.trim().parse::<usize>().ok().filter(|&n| n <= max).ok_or_else(bad),
             Some(_) => Err(bad()),
         }
     };
@@ -151,11 +134,7 @@ pub fn chat_options(body: &Value, query: &HashMap<String, String>) -> Result<Cha
     let text = match get("demo_text") {
         None | Some(Value::Null) => chat_text(),
         Some(Value::String(s)) if s.chars().count() <= MAX_TEXT_CHARS => s,
-        Some(_) => {
-            return Err(format!(
-                "demo_text must be a string of at most {MAX_TEXT_CHARS} characters"
-            ))
-        }
+        Some(_) => return Err(format!("demo_text must be a string of at most {MAX_TEXT_CHARS} characters")),
     };
     let stream = match get("stream") {
         None | Some(Value::Null) => false,
@@ -163,15 +142,8 @@ pub fn chat_options(body: &Value, query: &HashMap<String, String>) -> Result<Cha
         Some(Value::String(s)) => s == "true",
         Some(_) => return Err("stream must be a boolean".into()),
     };
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("airlock-demo")
-        .to_string();
+    let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("airlock-demo").to_string();
     Ok(ChatOptions {
         model,
         stream,
@@ -189,14 +161,8 @@ pub fn chat_options(body: &Value, query: &HashMap<String, String>) -> Result<Cha
 pub fn split_content(text: &str, chunk_size: usize, split_at: Option<&[usize]>) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let mut cuts: Vec<usize> = match split_at {
-        Some(at) => at
-            .iter()
-            .copied()
-            .filter(|&c| c > 0 && c < chars.len())
-            .collect(),
-        None => (1..chars.len())
-            .filter(|c| c % chunk_size.max(1) == 0)
-            .collect(),
+        Some(at) => at.iter().copied().filter(|&c| c > 0 && c < chars.len()).collect(),
+        None => (1..chars.len()).filter(|c| c % chunk_size.max(1) == 0).collect(),
     };
     cuts.sort_unstable();
     cuts.dedup();
@@ -212,9 +178,7 @@ pub fn split_content(text: &str, chunk_size: usize, split_at: Option<&[usize]>) 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Word-ish token counts, for the `usage` member.
@@ -236,11 +200,11 @@ pub fn chat_events(opts: &ChatOptions, id: &str, created: u64, messages: &Value)
             "system_fingerprint": "fp_airlock_demo", "choices": choices,
         })
     };
-    let choice = |delta: Value, finish: Value| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
-    let mut events = vec![chunk(choice(
-        json!({ "role": "assistant", "content": "" }),
-        Value::Null,
-    ))];
+    let choice = |delta: Value, finish: Value| {
+        json!([{ "index": 0, "delta": delta, "logprobs": null,
+        "finish_reason": finish }])
+    };
+    let mut events = vec![chunk(choice(json!({ "role": "assistant", "content": "" }), Value::Null))];
     for piece in split_content(&opts.text, opts.chunk_size, opts.split_at.as_deref()) {
         events.push(chunk(choice(json!({ "content": piece }), Value::Null)));
     }
@@ -273,35 +237,19 @@ pub fn chat_completion(opts: &ChatOptions, id: &str, created: u64, messages: &Va
 
 fn openai_error(status: StatusCode, message: &str) -> Response {
     let body = json!({ "error": { "message": message, "type": "invalid_request_error", "param": null, "code": null } });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(
-    Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
+pub async fn chat_completions(Query(query): Query<HashMap<String, String>>, body: Bytes) -> Response {
     let req: Value = if body.is_empty() {
         json!({})
     } else {
         match serde_json::from_slice(&body) {
             Ok(v @ Value::Object(_)) => v,
-            Ok(_) => {
-                return openai_error(
-                    StatusCode::BAD_REQUEST,
-                    "the request body must be a JSON object",
-                )
-            }
+            Ok(_) => return openai_error(StatusCode::BAD_REQUEST, "the request body must be a JSON object"),
             Err(e) => {
-                return openai_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the request body is not valid JSON: {e}"),
-                )
+                return openai_error(StatusCode::BAD_REQUEST, &format!("the request body is not valid JSON: {e}"))
             }
         }
     };
@@ -314,17 +262,9 @@ pub async fn chat_completions(
     let messages = req.get("messages").cloned().unwrap_or(Value::Null);
     if !opts.stream {
         let body = chat_completion(&opts, &id, created, &messages).to_string();
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
-    let writes = cut_writes(
-        chat_events(&opts, &id, created, &messages),
-        opts.write_bytes,
-    );
+    let writes = cut_writes(chat_events(&opts, &id, created, &messages), opts.write_bytes);
     streamed(writes, opts.delay, "text/event-stream")
 }
 
@@ -348,16 +288,13 @@ fn cut_writes(events: Vec<String>, write_bytes: usize) -> Vec<Bytes> {
 
 /// A chunked response writing `writes` one by one with `delay` between them.
 fn streamed(writes: Vec<Bytes>, delay: Duration, content_type: &'static str) -> Response {
-    let body = futures_util::stream::unfold(
-        (writes.into_iter(), true),
-        move |(mut it, first)| async move {
-            let write = it.next()?;
-            if !first && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((Ok::<Bytes, Infallible>(write), (it, false)))
-        },
-    );
+    let body = futures_util::stream::unfold((writes.into_iter(), true), move |(mut it, first)| async move {
+        let write = it.next()?;
+        if !first && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<Bytes, Infallible>(write), (it, false)))
+    });
     (
         StatusCode::OK,
         [
@@ -425,19 +362,10 @@ pub async fn ndjson(Query(q): Query<HashMap<String, String>>, _body: Bytes) -> R
         Ok(p) => p,
         Err(msg) => {
             let body = json!({ "error": msg }).to_string();
-            return (
-                StatusCode::BAD_REQUEST,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         }
     };
-    streamed(
-        ndjson_writes(rows, write_bytes),
-        Duration::from_millis(delay_ms as u64),
-        "application/x-ndjson",
-    )
+    streamed(ndjson_writes(rows, write_bytes), Duration::from_millis(delay_ms as u64), "application/x-ndjson")
 }
 
 #[cfg(test)]

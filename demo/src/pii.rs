@@ -90,11 +90,7 @@ pub fn seed_customers() -> Vec<Customer> {
                 "{}.{}@{}",
                 first.to_lowercase(),
                 last.to_lowercase(),
-                if i % 3 == 2 {
-                    "example.org"
-                } else {
-                    "example.com"
-                }
+                if i % 3 == 2 { "example.org" } else { "example.com" }
             );
             Customer {
                 id: n,
@@ -103,10 +99,7 @@ pub fn seed_customers() -> Vec<Customer> {
                 phone: phone(i),
                 card: (*card).to_string(),
                 ssn: ssn(i),
-                iban: IBANS
-                    .get(i)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| generated_iban(i)),
+                iban: IBANS.get(i).map(|s| s.to_string()).unwrap_or_else(|| generated_iban(i)),
                 notes: note(i, first),
             }
         })
@@ -138,10 +131,7 @@ fn generated_iban(i: usize) -> String {
 fn note(i: usize, first: &str) -> String {
     match i % 5 {
         0 => format!("VIP. Call back on (415) 555-01{:02} before 5pm.", 50 + i),
-        1 => format!(
-            "Asked to use backup email {}.alt@example.net for invoices.",
-            first.to_lowercase()
-        ),
+        1 => format!("Asked to use backup email {}.alt@example.net for invoices.", first.to_lowercase()),
         2 => "Disputed a charge on card 4111-1111-1111-1111 in March.".to_string(),
         3 => format!("Verified identity with SSN {} on file.", ssn(i + 1)),
         _ => "Prefers paper statements.".to_string(),
@@ -185,9 +175,7 @@ pub fn ssn_valid(s: &str) -> bool {
         return false;
     };
     let num = |p: &str, len: usize| -> Option<u32> {
-        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| p.parse().ok())
-            .flatten()
+        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
     };
     match (num(area, 3), num(group, 2), num(serial, 4)) {
         (Some(a), Some(g), Some(s)) => a != 0 && a != 666 && a < 900 && g != 0 && s != 0,
@@ -201,11 +189,7 @@ fn iban_mod97(rearranged: &str) -> Option<u32> {
     let mut rem: u32 = 0;
     for c in rearranged.chars() {
         let v = c.to_digit(36)?;
-        rem = if v >= 10 {
-            (rem * 100 + v) % 97
-        } else {
-            (rem * 10 + v) % 97
-        };
+        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
     }
     Some(rem)
 }
@@ -244,9 +228,7 @@ mod tests {
         for c in seed_customers() {
             assert!(ssn_valid(&c.ssn), "{} invalid", c.ssn);
         }
-        assert!(
-            !ssn_valid("666-12-3456") && !ssn_valid("123-00-4567") && !ssn_valid("912-12-3456")
-        );
+        assert!(!ssn_valid("666-12-3456") && !ssn_valid("123-00-4567") && !ssn_valid("912-12-3456"));
     }
 
     #[test]
@@ -259,14 +241,8 @@ mod tests {
 
     #[test]
     fn computes_known_iban_check_digits() {
-        assert_eq!(
-            iban_from_bban("DE", "370400440532013000").as_deref(),
-            Some("DE89370400440532013000")
-        );
-        assert_eq!(
-            iban_from_bban("GB", "WEST12345698765432").as_deref(),
-            Some("GB82WEST12345698765432")
-        );
+        assert_eq!(iban_from_bban("DE", "370400440532013000").as_deref(), Some("DE89370400440532013000"));
+        assert_eq!(iban_from_bban("GB", "WEST12345698765432").as_deref(), Some("GB82WEST12345698765432"));
     }
 
     #[test]

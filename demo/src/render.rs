@@ -27,10 +27,7 @@ pub enum FilterMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RenderError {
     /// Placeholders left without a value and/or values for names the template lacks.
-    Placeholders {
-        missing: Vec<String>,
-        unknown: Vec<String>,
-    },
+    Placeholders { missing: Vec<String>, unknown: Vec<String> },
     /// `{{` without a closing `}}` on the same line.
     Unterminated { line: usize },
     /// A placeholder name that is not `UPPER_SNAKE_CASE`.
@@ -65,13 +62,13 @@ impl fmt::Display for RenderError {
             RenderError::Unterminated { line } => {
                 write!(f, "line {line}: `{{{{` without a closing `}}}}`")
             }
-            RenderError::BadName { line, name } => write!(
-                f,
-                "line {line}: placeholder name {name:?} is not UPPER_SNAKE_CASE (A-Z, 0-9, _)"
-            ),
+            RenderError::BadName { line, name } => {
+                write!(f, "line {line}: placeholder name {name:?} is not UPPER_SNAKE_CASE (A-Z, 0-9, _)")
+            }
             RenderError::MultiLineInline { line, name } => write!(
                 f,
-                "line {line}: the value of {name} spans several lines, so the placeholder must stand alone on its line (inside a `|` block scalar)"
+                "line {line}: the value of {name} spans several lines, so the placeholder must stand alone on its \
+                    line (inside a `|` block scalar)"
             ),
             RenderError::Markers { line, problem } => {
                 write!(f, "line {line}: filter section markers: {problem}")
@@ -101,20 +98,11 @@ pub fn placeholders(template: &str) -> Result<BTreeSet<String>, RenderError> {
 /// indentation of the placeholder's line, which must contain nothing else. In
 /// [`FilterMode::Bare`] the filter section is dropped, and placeholders that only occur
 /// there (WASM_PATH, PLUGIN_CONFIG) need no value; giving them one is not an error.
-pub fn render(
-    template: &str,
-    values: &BTreeMap<String, String>,
-    mode: FilterMode,
-) -> Result<String, RenderError> {
+pub fn render(template: &str, values: &BTreeMap<String, String>, mode: FilterMode) -> Result<String, RenderError> {
     let all = placeholders(template)?;
-    let unknown: Vec<String> = values
-        .keys()
-        .filter(|k| !all.contains(*k))
-        .cloned()
-        .collect();
+    let unknown: Vec<String> = values.keys().filter(|k| !all.contains(*k)).cloned().collect();
 
-    let mut out =
-        String::with_capacity(template.len() + values.values().map(String::len).sum::<usize>());
+    let mut out = String::with_capacity(template.len() + values.values().map(String::len).sum::<usize>());
     let mut missing = BTreeSet::new();
     let mut in_filter: Option<usize> = None;
     let mut saw_filter = false;
@@ -124,19 +112,13 @@ pub fn render(
         let trimmed = line.trim();
         if trimmed == FILTER_BEGIN {
             if in_filter.is_some() {
-                return Err(RenderError::Markers {
-                    line: lineno,
-                    problem: "nested begin marker",
-                });
+                return Err(RenderError::Markers { line: lineno, problem: "nested begin marker" });
             }
             in_filter = Some(lineno);
             saw_filter = true;
         } else if trimmed == FILTER_END {
             if in_filter.take().is_none() {
-                return Err(RenderError::Markers {
-                    line: lineno,
-                    problem: "end marker without a begin marker",
-                });
+                return Err(RenderError::Markers { line: lineno, problem: "end marker without a begin marker" });
             }
             if mode == FilterMode::Bare {
                 continue;
@@ -148,10 +130,7 @@ pub fn render(
         render_line(line, lineno, values, &mut missing, &mut out)?;
     }
     if let Some(line) = in_filter {
-        return Err(RenderError::Markers {
-            line,
-            problem: "begin marker without an end marker",
-        });
+        return Err(RenderError::Markers { line, problem: "begin marker without an end marker" });
     }
     if mode == FilterMode::Bare && !saw_filter {
         return Err(RenderError::Markers {
@@ -160,10 +139,7 @@ pub fn render(
         });
     }
     if !missing.is_empty() || !unknown.is_empty() {
-        return Err(RenderError::Placeholders {
-            missing: missing.into_iter().collect(),
-            unknown,
-        });
+        return Err(RenderError::Placeholders { missing: missing.into_iter().collect(), unknown });
     }
     Ok(out)
 }
@@ -201,10 +177,7 @@ fn render_line(
             Token::Text(text) => out.push_str(text),
             Token::Placeholder(name) => match values.get(name) {
                 Some(value) if value.contains('\n') => {
-                    return Err(RenderError::MultiLineInline {
-                        line: lineno,
-                        name: name.to_string(),
-                    })
+                    return Err(RenderError::MultiLineInline { line: lineno, name: name.to_string() })
                 }
                 Some(value) => out.push_str(value),
                 None => {
@@ -232,15 +205,10 @@ fn scan_line(line: &str, lineno: usize) -> Result<Vec<Token<'_>>, RenderError> {
         let (before, after_open) = rest.split_at(open);
         tokens.push(Token::Text(before));
         let inner = after_open.get(2..).unwrap_or("");
-        let close = inner
-            .find("}}")
-            .ok_or(RenderError::Unterminated { line: lineno })?;
+        let close = inner.find("}}").ok_or(RenderError::Unterminated { line: lineno })?;
         let (name, after) = inner.split_at(close);
         if !is_valid_name(name) {
-            return Err(RenderError::BadName {
-                line: lineno,
-                name: name.to_string(),
-            });
+            return Err(RenderError::BadName { line: lineno, name: name.to_string() });
         }
         tokens.push(Token::Placeholder(name));
         rest = after.get(2..).unwrap_or("");
@@ -261,30 +229,22 @@ mod tests {
     use super::*;
 
     fn vals(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    const TEMPLATE: &str = "port: {{PORT}}\nfilters:\n# airlock-filter-begin\n- wasm: \"{{WASM_PATH}}\"\n  value: |\n    {{PLUGIN_CONFIG}}\n# airlock-filter-end\n- router\n";
+    const TEMPLATE: &str = "port: {{PORT}}\nfilters:\n# airlock-filter-begin\n- wasm: \"{{WASM_PATH}}\"\n  value: \
+        |\n    {{PLUGIN_CONFIG}}\n# airlock-filter-end\n- router\n";
 
     #[test]
     fn indents_every_line_of_a_block_value_to_the_placeholder_column() {
         let out = render(
             TEMPLATE,
-            &vals(&[
-                ("PORT", "80"),
-                ("WASM_PATH", "/a.wasm"),
-                ("PLUGIN_CONFIG", "{\n  \"a\": 1,\n\n  \"b\": 2\n}\n"),
-            ]),
+            &vals(&[("PORT", "80"), ("WASM_PATH", "/a.wasm"), ("PLUGIN_CONFIG", "{\n  \"a\": 1,\n\n  \"b\": 2\n}\n")]),
             FilterMode::WithFilter,
         )
         .unwrap();
         assert!(
-            out.contains(
-                "  value: |\n    {\n      \"a\": 1,\n\n      \"b\": 2\n    }\n# airlock-filter-end"
-            ),
+            out.contains("  value: |\n    {\n      \"a\": 1,\n\n      \"b\": 2\n    }\n# airlock-filter-end"),
             "{out}"
         );
         assert!(out.starts_with("port: 80\n"));
@@ -298,12 +258,7 @@ mod tests {
 
     #[test]
     fn bare_mode_accepts_values_for_placeholders_of_the_dropped_section() {
-        let out = render(
-            TEMPLATE,
-            &vals(&[("PORT", "1"), ("WASM_PATH", "/x")]),
-            FilterMode::Bare,
-        )
-        .unwrap();
+        let out = render(TEMPLATE, &vals(&[("PORT", "1"), ("WASM_PATH", "/x")]), FilterMode::Bare).unwrap();
         assert!(!out.contains("/x"));
     }
 
@@ -318,67 +273,32 @@ mod tests {
             }
         );
         let msg = err.to_string();
-        assert!(
-            msg.contains("PLUGIN_CONFIG, PORT, WASM_PATH") && msg.contains("PORTT"),
-            "{msg}"
-        );
+        assert!(msg.contains("PLUGIN_CONFIG, PORT, WASM_PATH") && msg.contains("PORTT"), "{msg}");
     }
 
     #[test]
     fn rejects_multi_line_value_next_to_other_text() {
-        let err = render(
-            "a: {{X}}\n",
-            &vals(&[("X", "1\n2")]),
-            FilterMode::WithFilter,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            RenderError::MultiLineInline {
-                line: 1,
-                name: "X".into()
-            }
-        );
+        let err = render("a: {{X}}\n", &vals(&[("X", "1\n2")]), FilterMode::WithFilter).unwrap_err();
+        assert_eq!(err, RenderError::MultiLineInline { line: 1, name: "X".into() });
     }
 
     #[test]
     fn rejects_unterminated_and_lowercase_placeholders() {
-        assert_eq!(
-            placeholders("ok\na: {{X\n").unwrap_err(),
-            RenderError::Unterminated { line: 2 }
-        );
-        assert!(matches!(
-            placeholders("{{x}}").unwrap_err(),
-            RenderError::BadName { line: 1, .. }
-        ));
+        assert_eq!(placeholders("ok\na: {{X\n").unwrap_err(), RenderError::Unterminated { line: 2 });
+        assert!(matches!(placeholders("{{x}}").unwrap_err(), RenderError::BadName { line: 1, .. }));
     }
 
     #[test]
     fn rejects_unbalanced_filter_markers() {
-        let err = render(
-            "# airlock-filter-begin\na\n",
-            &BTreeMap::new(),
-            FilterMode::Bare,
-        )
-        .unwrap_err();
+        let err = render("# airlock-filter-begin\na\n", &BTreeMap::new(), FilterMode::Bare).unwrap_err();
         assert!(matches!(err, RenderError::Markers { line: 1, .. }));
-        let err = render(
-            "a\n  # airlock-filter-end\n",
-            &BTreeMap::new(),
-            FilterMode::WithFilter,
-        )
-        .unwrap_err();
+        let err = render("a\n  # airlock-filter-end\n", &BTreeMap::new(), FilterMode::WithFilter).unwrap_err();
         assert!(matches!(err, RenderError::Markers { line: 2, .. }));
     }
 
     #[test]
     fn substitutes_several_placeholders_on_one_line() {
-        let out = render(
-            "{{A}}:{{B}}/{{A}}\n",
-            &vals(&[("A", "h"), ("B", "1")]),
-            FilterMode::WithFilter,
-        )
-        .unwrap();
+        let out = render("{{A}}:{{B}}/{{A}}\n", &vals(&[("A", "h"), ("B", "1")]), FilterMode::WithFilter).unwrap();
         assert_eq!(out, "h:1/h\n");
     }
 
@@ -388,15 +308,7 @@ mod tests {
         let names: Vec<String> = placeholders(template).unwrap().into_iter().collect();
         assert_eq!(
             names,
-            [
-                "ADMIN_PORT",
-                "CONTROL_PORT",
-                "JWKS_PORT",
-                "LISTEN_PORT",
-                "PLUGIN_CONFIG",
-                "UPSTREAM_PORT",
-                "WASM_PATH"
-            ]
+            ["ADMIN_PORT", "CONTROL_PORT", "JWKS_PORT", "LISTEN_PORT", "PLUGIN_CONFIG", "UPSTREAM_PORT", "WASM_PATH"]
         );
         let bare = render(
             template,
@@ -410,9 +322,6 @@ mod tests {
             FilterMode::Bare,
         )
         .unwrap();
-        assert!(
-            !bare.contains("envoy.extensions.filters.http.wasm")
-                && bare.contains("envoy.filters.http.router")
-        );
+        assert!(!bare.contains("envoy.extensions.filters.http.wasm") && bare.contains("envoy.filters.http.router"));
     }
 }

@@ -48,11 +48,7 @@ type Shared = Arc<AppState>;
 
 /// Builds the router over an opened database. Public so tests can serve it in-process.
 pub fn router(db: Db) -> Result<Router, String> {
-    let state = Arc::new(AppState {
-        db,
-        gzip_customers: gzip_customers()?,
-        text: Bytes::from(pii_text()),
-    });
+    let state = Arc::new(AppState { db, gzip_customers: gzip_customers()?, text: Bytes::from(pii_text()) });
     Ok(Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/customers", get(list_customers))
@@ -67,12 +63,7 @@ pub fn router(db: Db) -> Result<Router, String> {
         .route("/stream", get(stream))
         .route("/v1/chat/completions", post(crate::llm::chat_completions))
         .route("/ndjson", get(crate::llm::ndjson))
-        .fallback(|| async {
-            json_error(
-                StatusCode::NOT_FOUND,
-                "no such endpoint: see `airlock-demo --help`",
-            )
-        })
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint: see `airlock-demo --help`") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state))
 }
@@ -85,14 +76,8 @@ pub fn run(opts: UpstreamOptions) -> Result<(), String> {
     if let Some(n) = opts.threads {
         builder.worker_threads(n.max(1));
     }
-    let runtime = builder
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let pool = opts
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .clamp(2, 8);
+    let runtime = builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let pool = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(2, 8);
     let db = Db::open(&opts.db, pool).map_err(|e| e.to_string())?;
     let app = router(db)?;
     runtime.block_on(async move {
@@ -106,19 +91,14 @@ pub fn run(opts: UpstreamOptions) -> Result<(), String> {
             // Small JSON answers: do not let Nagle hold them back behind delayed ACKs.
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
     })
 }
 
 /// Prints the one line the e2e harness waits for, and flushes it at once.
 pub(crate) fn announce(what: &str, addr: SocketAddr) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "airlock-demo {what} listening on {addr}")
-        .and_then(|_| out.flush())
-        .map_err(|e| e.to_string())
+    writeln!(out, "airlock-demo {what} listening on {addr}").and_then(|_| out.flush()).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -127,15 +107,7 @@ pub(crate) async fn shutdown_signal() {
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        bytes,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -156,12 +128,7 @@ async fn list_customers(State(st): State<Shared>, _body: Bytes) -> Response {
                 customers: &'a [Customer],
             }
             match serde_json::to_vec(&Body { customers: &rows }) {
-                Ok(bytes) => (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    bytes,
-                )
-                    .into_response(),
+                Ok(bytes) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
@@ -191,35 +158,17 @@ async fn sql(State(st): State<Shared>, body: Bytes) -> Response {
     let sql = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(mut o)) => match o.remove("sql") {
             Some(Value::String(s)) => s,
-            _ => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "body must be {\"sql\": \"...\"} with a string",
-                )
-            }
+            _ => return json_error(StatusCode::BAD_REQUEST, "body must be {\"sql\": \"...\"} with a string"),
         },
-        Ok(_) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "body must be a JSON object {\"sql\": \"...\"}",
-            )
-        }
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("body is not valid JSON: {e}"),
-            )
-        }
+        Ok(_) => return json_error(StatusCode::BAD_REQUEST, "body must be a JSON object {\"sql\": \"...\"}"),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("body is not valid JSON: {e}")),
     };
     // Arbitrary SQL can take a while: keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || st.db.run_sql(&sql)).await;
     match result {
         Ok(Ok(v)) => json_response(StatusCode::OK, &v),
         Ok(Err(e)) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("SQL task failed: {e}"),
-        ),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("SQL task failed: {e}")),
     }
 }
 
@@ -239,9 +188,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
             }
         }
     }
-    let path = uri
-        .path_and_query()
-        .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
     json_response(
         StatusCode::OK,
         &json!({
@@ -255,34 +202,21 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 async fn text(State(st): State<Shared>, _body: Bytes) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        st.text.clone(),
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], st.text.clone()).into_response()
 }
 
 /// Always gzip, whatever the client accepts: a filter must not let compressed PII through.
 async fn gzip(State(st): State<Shared>, _body: Bytes) -> Response {
     (
         StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CONTENT_ENCODING, "gzip"),
-        ],
+        [(header::CONTENT_TYPE, "application/json"), (header::CONTENT_ENCODING, "gzip")],
         st.gzip_customers.clone(),
     )
         .into_response()
 }
 
 /// A numeric query parameter; the error is the client-facing message.
-fn query_usize(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: usize,
-    max: usize,
-) -> Result<usize, String> {
+fn query_usize(q: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, String> {
     match q.get(name) {
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
@@ -297,15 +231,8 @@ async fn large(Query(q): Query<HashMap<String, String>>, _body: Bytes) -> Respon
         Ok(n) => n,
         Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
     };
-    let body = tokio::task::spawn_blocking(move || large_body(bytes))
-        .await
-        .unwrap_or_default();
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let body = tokio::task::spawn_blocking(move || large_body(bytes)).await.unwrap_or_default();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `{"customers":[...],"pad":"xxx"}` of exactly `n` bytes when `n >= 25` (smaller `n`
@@ -359,25 +286,16 @@ async fn stream(Query(q): Query<HashMap<String, String>>, _body: Bytes) -> Respo
         Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
     };
     let chunks = sse_chunks(events);
-    let body = futures_util::stream::unfold(
-        (chunks.into_iter(), true),
-        move |(mut it, first)| async move {
-            let chunk = it.next()?;
-            if !first && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((
-                Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)),
-                (it, false),
-            ))
-        },
-    );
+    let body = futures_util::stream::unfold((chunks.into_iter(), true), move |(mut it, first)| async move {
+        let chunk = it.next()?;
+        if !first && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)), (it, false)))
+    });
     (
         StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
         Body::from_stream(body),
     )
         .into_response()
@@ -422,8 +340,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 }
 
 fn gzip_customers() -> Result<Bytes, String> {
-    let json =
-        serde_json::to_vec(&json!({ "customers": seed_customers() })).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&json!({ "customers": seed_customers() })).map_err(|e| e.to_string())?;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(&json).map_err(|e| e.to_string())?;
     enc.finish().map(Bytes::from).map_err(|e| e.to_string())
@@ -442,9 +359,11 @@ pub fn pii_text() -> String {
     }
     s.push_str("\nDeploy notes\n");
     s.push_str("aws_access_key_id = AKIAIOSFODNN7EXAMPLE\n");
-    s.push_str(
-        "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkZW1vLWFnZW50IiwibmFtZSI6IkRlbW8ifQ.c2lnbmF0dXJlLW5vdC12YWxpZC1kZW1vLW9ubHk\n",
-    );
+    s.push_str(concat!(
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9",
+        ".eyJzdWIiOiJkZW1vLWFnZW50IiwibmFtZSI6IkRlbW8ifQ",
+        ".c2lnbmF0dXJlLW5vdC12YWxpZC1kZW1vLW9ubHk\n"
+    ));
     s.push_str("-----BEGIN PRIVATE KEY-----\n");
     s.push_str("MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAZGVtby1vbmx5LW5v\n");
     s.push_str("dC1hLXJlYWwta2V5LWZpbGxlci1jb250ZW50LWZvci1tYXNraW5nLXRlc3Rz\n");
@@ -476,9 +395,7 @@ mod tests {
         let whole: String = chunks.concat();
         let first = &seed_customers()[0];
         assert!(whole.contains(&first.email) && whole.contains(&first.card));
-        assert!(chunks
-            .iter()
-            .all(|c| !c.contains(&first.email) && !c.contains(&first.card)));
+        assert!(chunks.iter().all(|c| !c.contains(&first.email) && !c.contains(&first.card)));
         assert!(whole.ends_with("data: [DONE]\n\n"));
     }
 
@@ -487,9 +404,7 @@ mod tests {
         use std::io::Read as _;
         let gz = gzip_customers().unwrap();
         let mut json = String::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_string(&mut json)
-            .unwrap();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut json).unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["customers"][0]["email"], "alice.martin@example.com");
     }

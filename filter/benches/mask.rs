@@ -1,7 +1,8 @@
 //! Throughput of response masking on dense-PII JSON (1 KB, 64 KB, 1 MB), a PII-free JSON
 //! body of the same shape, a PII-free body of identifiers (hashes, ids, barcodes), and
-//! plain text. The `masked` column on the PII-free bodies counts false positives. A plain `harness = false` bench (no extra
-//! dependencies, so it also builds for wasm32-wasip1 and runs under a Wasm runtime):
+//! plain text. The `masked` column on the PII-free bodies counts false positives. A plain
+//! `harness = false` bench (no extra dependencies, so it also builds for wasm32-wasip1 and
+//! runs under a Wasm runtime):
 //!
 //!     cargo bench -p airlock-filter --bench mask
 //!

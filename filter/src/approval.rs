@@ -67,7 +67,10 @@ pub struct ApprovalSettings {
 pub fn compile(spec: ApprovalSpec, field: &str) -> Result<ApprovalSettings, ConfigError> {
     let groups = spec.approvers.groups;
     if groups.is_empty() || groups.iter().any(|g| g.trim().is_empty()) {
-        return Err(ConfigError::new(format!("{field}.approvers.groups"), "name at least one approver group, none empty"));
+        return Err(ConfigError::new(
+            format!("{field}.approvers.groups"),
+            "name at least one approver group, none empty",
+        ));
     }
     if spec.approvers.required == 0 {
         return Err(ConfigError::new(format!("{field}.approvers.required"), "must be at least 1"));
@@ -77,7 +80,10 @@ pub fn compile(spec: ApprovalSpec, field: &str) -> Result<ApprovalSettings, Conf
     if ttl == 0 || ttl > max {
         return Err(ConfigError::new(
             format!("{field}.ttl_seconds"),
-            format!("must be between 1 and {max} for {} mode (Envoy's route timeouts bound a hold)", spec.mode.as_str()),
+            format!(
+                "must be between 1 and {max} for {} mode (Envoy's route timeouts bound a hold)",
+                spec.mode.as_str()
+            ),
         ));
     }
     Ok(ApprovalSettings {
@@ -136,16 +142,26 @@ mod tests {
 
     #[test]
     fn hold_ttl_is_bounded_by_the_envoy_timeouts() {
-        let err = compile(spec(serde_json::json!({"mode": "hold", "approvers": {"groups": ["dba"]}, "ttl_seconds": 3600})), "rules[0].approval").unwrap_err();
+        let err = compile(
+            spec(serde_json::json!({"mode": "hold", "approvers": {"groups": ["dba"]}, "ttl_seconds": 3600})),
+            "rules[0].approval",
+        )
+        .unwrap_err();
         assert_eq!(err.field, "rules[0].approval.ttl_seconds");
-        assert!(compile(spec(serde_json::json!({"mode": "ticket", "approvers": {"groups": ["dba"]}, "ttl_seconds": 3600})), "x").is_ok());
+        assert!(compile(
+            spec(serde_json::json!({"mode": "ticket", "approvers": {"groups": ["dba"]}, "ttl_seconds": 3600})),
+            "x"
+        )
+        .is_ok());
     }
 
     #[test]
     fn approvers_need_a_group_and_a_positive_quorum() {
         let err = compile(spec(serde_json::json!({"mode": "hold", "approvers": {"groups": []}})), "a").unwrap_err();
         assert_eq!(err.field, "a.approvers.groups");
-        let err = compile(spec(serde_json::json!({"mode": "hold", "approvers": {"groups": ["dba"], "required": 0}})), "a").unwrap_err();
+        let err =
+            compile(spec(serde_json::json!({"mode": "hold", "approvers": {"groups": ["dba"], "required": 0}})), "a")
+                .unwrap_err();
         assert_eq!(err.field, "a.approvers.required");
     }
 

@@ -54,14 +54,22 @@ pub fn compile(spec: AuditSpec, field: &str) -> Result<Option<AuditConfig>, Conf
         return Ok(None);
     }
     let check = |ok: bool, sub: &str, problem: &str| {
-        if ok { Ok(()) } else { Err(ConfigError::new(format!("{field}.{sub}"), problem)) }
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::new(format!("{field}.{sub}"), problem))
+        }
     };
     check((1..=5000).contains(&spec.batch_size), "batch_size", "must be between 1 and 5000")?;
     check((100..=60_000).contains(&spec.flush_interval_ms), "flush_interval_ms", "must be between 100 and 60000")?;
     check((1..=1_000_000).contains(&spec.max_queued_records), "max_queued_records", "must be between 1 and 1000000")?;
     check(spec.max_body_bytes <= 1 << 20, "max_body_bytes", "must be at most 1048576")?;
     let header = spec.session_header.to_ascii_lowercase();
-    check(!header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "session_header", "not a valid header name")?;
+    check(
+        !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+        "session_header",
+        "not a valid header name",
+    )?;
     Ok(Some(AuditConfig {
         session_header: header,
         batch_size: spec.batch_size,
@@ -160,7 +168,8 @@ impl AuditQueue {
     pub fn failed(&mut self, now_ms: u64) {
         self.in_flight = 0;
         self.failing = true;
-        self.backoff_ms = if self.backoff_ms == 0 { FIRST_BACKOFF_MS } else { (self.backoff_ms * 2).min(MAX_BACKOFF_MS) };
+        self.backoff_ms =
+            if self.backoff_ms == 0 { FIRST_BACKOFF_MS } else { (self.backoff_ms * 2).min(MAX_BACKOFF_MS) };
         self.retry_at_ms = now_ms + self.backoff_ms;
     }
 }

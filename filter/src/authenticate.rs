@@ -100,23 +100,37 @@ impl Authenticator {
                 Ok(call) => Authentication::Fetching(call),
                 Err(problem) => {
                     rt.log(Level::Warn, &format!("airlock: {problem}"));
-                    Authentication::Refused(Reply::new(Code::DependencyUnavailable, "the token signing keys cannot be fetched"))
+                    Authentication::Refused(Reply::new(
+                        Code::DependencyUnavailable,
+                        "the token signing keys cannot be fetched",
+                    ))
                 }
             };
         }
         if reason == FetchReason::NoKeys && self.remote.is_some() {
-            return Authentication::Refused(Reply::new(Code::DependencyUnavailable, "the token signing keys are not available yet"));
+            return Authentication::Refused(Reply::new(
+                Code::DependencyUnavailable,
+                "the token signing keys are not available yet",
+            ));
         }
         Authentication::Refused(unauthenticated(&err))
     }
 
     /// The answer to the fetch `authenticate` started for `token`: keys taken (or the
     /// failure noted), then the token judged on what is there now, without another fetch.
-    pub fn keys_arrived(&self, rt: &mut dyn Runtime, status: Option<u32>, body: Option<&[u8]>, token: &str) -> Result<Rc<Identity>, Reply> {
+    pub fn keys_arrived(
+        &self,
+        rt: &mut dyn Runtime,
+        status: Option<u32>,
+        body: Option<&[u8]>,
+        token: &str,
+    ) -> Result<Rc<Identity>, Reply> {
         self.finish_fetch(rt, status, body);
         match self.verify(token, rt.now_unix_secs()) {
             Ok(identity) => Ok(identity),
-            Err(_) if !self.has_keys() => Err(Reply::new(Code::DependencyUnavailable, "the token signing keys cannot be fetched")),
+            Err(_) if !self.has_keys() => {
+                Err(Reply::new(Code::DependencyUnavailable, "the token signing keys cannot be fetched"))
+            }
             Err(e) => Err(unauthenticated(&e)),
         }
     }
@@ -139,7 +153,9 @@ impl Authenticator {
             keys.in_flight = keys.in_flight.saturating_sub(1);
         }
         let parsed = match (status, body) {
-            (Some(200), Some(body)) => KeySet::from_jwks_json(body).map(|k| (k, fingerprint(body))).map_err(|e| e.to_string()),
+            (Some(200), Some(body)) => {
+                KeySet::from_jwks_json(body).map(|k| (k, fingerprint(body))).map_err(|e| e.to_string())
+            }
             (Some(200), None) => Err("empty JWKS body".to_string()),
             (Some(other), _) => Err(format!("JWKS endpoint answered HTTP {other}")),
             (None, _) => Err("JWKS endpoint unreachable or timed out".to_string()),
@@ -212,7 +228,9 @@ impl Authenticator {
             timeout_ms: remote.timeout_ms,
         };
         let now = rt.now_unix_secs();
-        let token = rt.dispatch(&call).map_err(|e| format!("JWKS fetch from cluster `{}` failed to start: {e}", remote.cluster))?;
+        let token = rt
+            .dispatch(&call)
+            .map_err(|e| format!("JWKS fetch from cluster `{}` failed to start: {e}", remote.cluster))?;
         let mut keys = self.keys.borrow_mut();
         keys.in_flight += 1;
         keys.last_fetch_started = Some(now);

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::approval::APPROVAL_ID_HEADER;
 use crate::audit::{self, AuditConfig, AuditSpec};
 use crate::config_error::ConfigError;
 use crate::control::{self, Control, ControlSpec};
 use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
-use crate::approval::APPROVAL_ID_HEADER;
 use crate::hold::{self, HoldConfig, HoldSpec};
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
@@ -144,7 +144,10 @@ impl Config {
         let upstreams = credentials::compile(spec.upstreams, "upstreams", env)?;
         for (i, cred) in upstreams.credential_headers().enumerate() {
             if cred == identity_headers.subject || cred == identity_headers.groups {
-                return Err(ConfigError::new(format!("upstreams[{i}].credential"), "credential header collides with an identity header"));
+                return Err(ConfigError::new(
+                    format!("upstreams[{i}].credential"),
+                    "credential header collides with an identity header",
+                ));
             }
         }
         let names: Vec<&str> = mask_profiles.iter().map(|(n, _)| n.as_str()).collect();
@@ -152,12 +155,20 @@ impl Config {
         let control = spec.control.map(|c| control::compile(c, "control", env)).transpose()?;
         let audit = match (&control, spec.audit) {
             (Some(_), audit) => audit::compile(audit.unwrap_or_default(), "audit")?,
-            (None, Some(_)) => return Err(ConfigError::new("audit", "auditing ships records to the control service: configure `control` too")),
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "audit",
+                    "auditing ships records to the control service: configure `control` too",
+                ))
+            }
             (None, None) => None,
         };
         if control.is_none() {
             if let Some(i) = policy.rules().iter().position(|r| r.approval().is_some()) {
-                return Err(ConfigError::new(format!("rules[{i}].approval"), "approvals are held by the control service: configure `control`"));
+                return Err(ConfigError::new(
+                    format!("rules[{i}].approval"),
+                    "approvals are held by the control service: configure `control`",
+                ));
             }
         }
         let all_detectors: MaskProfileSpec = serde_json::from_value(serde_json::json!({"detectors": ["all"]}))
@@ -210,6 +221,5 @@ fn check_header_name(name: String, field: &str) -> Result<String, ConfigError> {
 
 /// Names that end up in Envoy stat names.
 pub fn valid_stat_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
 }

@@ -45,7 +45,8 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
         if config.audit.is_some() { "on" } else { "off" },
     );
     let Some(sample) = sample else { return Ok(out) };
-    let target = normalize::normalize_target(&sample.path).map_err(|e| ConfigError::new("sample.path", e.to_string()))?;
+    let target =
+        normalize::normalize_target(&sample.path).map_err(|e| ConfigError::new("sample.path", e.to_string()))?;
     let identity = Identity::new(sample.subject.clone(), sample.groups.clone(), u64::MAX);
     let names: Vec<String> = sample.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     let headers: HeaderList = names.iter().zip(&sample.headers).map(|(n, (_, v))| (n.as_str(), v.as_str())).collect();
@@ -57,19 +58,34 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
         (Ok(json), false) => Body::Json(json),
         (Err(_), false) => Body::NotJson(bytes),
     };
-    let _ = writeln!(out, "request: {} {} (normalised path {}) as {} in [{}]", sample.method, sample.path, target.path, sample.subject, sample.groups.join(", "));
+    let _ = writeln!(
+        out,
+        "request: {} {} (normalised path {}) as {} in [{}]",
+        sample.method,
+        sample.path,
+        target.path,
+        sample.subject,
+        sample.groups.join(", ")
+    );
     match config.policy.evaluate(&facts, body) {
         Evaluation::NeedBody => {
             let _ = writeln!(out, "decision: needs the request body (give one with --body)");
         }
         Evaluation::Decided(d) => {
             if let Some(shadow) = d.dry_run {
-                let _ = writeln!(out, "dry-run rule `{}` would have answered {}", shadow.name(), shadow.action().as_str());
+                let _ =
+                    writeln!(out, "dry-run rule `{}` would have answered {}", shadow.name(), shadow.action().as_str());
             }
             let rule = d.rule.map_or("(default action)".to_string(), |r| format!("rule `{}`", r.name()));
             let _ = write!(out, "decision: {} by {rule}", d.action.as_str());
             if let Some(a) = d.rule.and_then(|r| r.approval()) {
-                let _ = write!(out, "; approval in {} mode by {} of [{}]", a.mode.as_str(), a.required, a.approver_groups.join(", "));
+                let _ = write!(
+                    out,
+                    "; approval in {} mode by {} of [{}]",
+                    a.mode.as_str(),
+                    a.required,
+                    a.approver_groups.join(", ")
+                );
             }
             if let Some(p) = d.rule.and_then(|r| r.mask_profile()).and_then(|i| config.mask_profiles.get(i)) {
                 let _ = write!(out, "; responses masked with profile `{}`", p.0);
@@ -104,14 +120,25 @@ mod tests {
 
     #[test]
     fn shipped_config_blocks_drop_table_offline_as_in_envoy() {
-        let out = check(&shipped(), Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"DROP/**/TABLE customers"}"#)))).unwrap();
+        let out = check(
+            &shipped(),
+            Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"DROP/**/TABLE customers"}"#))),
+        )
+        .unwrap();
         assert!(out.contains("decision: deny by rule `block-destructive-sql`"), "{out}");
     }
 
     #[test]
     fn offline_check_names_the_approval_and_the_mask_profile() {
-        let out = check(&shipped(), Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"UPDATE customers SET name='x'"}"#)))).unwrap();
-        assert!(out.contains("approve by rule `sql-writes-need-approval`; approval in hold mode by 1 of [dba]"), "{out}");
+        let out = check(
+            &shipped(),
+            Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"UPDATE customers SET name='x'"}"#))),
+        )
+        .unwrap();
+        assert!(
+            out.contains("approve by rule `sql-writes-need-approval`; approval in hold mode by 1 of [dba]"),
+            "{out}"
+        );
         let out = check(&shipped(), Some(&sample("GET", "/customers/7", &["support"], None))).unwrap();
         assert!(out.contains("allow by rule `support-reads-customers`; responses masked with profile `pii`"), "{out}");
     }

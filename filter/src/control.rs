@@ -41,7 +41,10 @@ pub fn compile(spec: ControlSpec, field: &str, env: EnvLookup) -> Result<Control
     }
     let key = credentials::resolve(spec.filter_key, &format!("{field}.filter_key"), env)?;
     if key.expose().len() < 16 {
-        return Err(ConfigError::new(format!("{field}.filter_key"), "must be at least 16 characters (the service refuses shorter keys)"));
+        return Err(ConfigError::new(
+            format!("{field}.filter_key"),
+            "must be at least 16 characters (the service refuses shorter keys)",
+        ));
     }
     Ok(Control {
         cluster: spec.cluster,

@@ -117,8 +117,7 @@ pub fn resolve(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Secret, 
 }
 
 fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn compile_credential(spec: CredentialSpec, field: &str, env: EnvLookup) -> Result<Credential, ConfigError> {
@@ -153,7 +152,10 @@ pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<
             return Err(ConfigError::new(format!("{here}.cluster"), "cluster name is empty"));
         }
         if by_cluster.iter().any(|(c, _)| *c == spec.cluster) {
-            return Err(ConfigError::new(format!("{here}.cluster"), format!("cluster `{}` is listed twice", spec.cluster)));
+            return Err(ConfigError::new(
+                format!("{here}.cluster"),
+                format!("cluster `{}` is listed twice", spec.cluster),
+            ));
         }
         let credential = compile_credential(spec.credential, &format!("{here}.credential"), env)?;
         by_cluster.push((spec.cluster, credential));
@@ -175,7 +177,9 @@ mod tests {
 
     #[test]
     fn bearer_credential_becomes_authorization_header() {
-        let u = compile_json(r#"[{"cluster":"db","credential":{"type":"bearer","token":{"value":"s3cr3t"}}}]"#, &no_env).unwrap();
+        let u =
+            compile_json(r#"[{"cluster":"db","credential":{"type":"bearer","token":{"value":"s3cr3t"}}}]"#, &no_env)
+                .unwrap();
         let c = u.credential_for("db").unwrap();
         assert_eq!(c.header, "authorization");
         assert_eq!(c.value.expose(), "Bearer s3cr3t");
@@ -184,34 +188,48 @@ mod tests {
 
     #[test]
     fn basic_credential_is_base64_of_user_and_password() {
-        let u = compile_json(r#"[{"cluster":"db","credential":{"type":"basic","username":"svc","password":{"value":"pw"}}}]"#, &no_env).unwrap();
+        let u = compile_json(
+            r#"[{"cluster":"db","credential":{"type":"basic","username":"svc","password":{"value":"pw"}}}]"#,
+            &no_env,
+        )
+        .unwrap();
         assert_eq!(u.credential_for("db").unwrap().value.expose(), "Basic c3ZjOnB3");
     }
 
     #[test]
     fn header_credential_reads_environment_variable() {
         let env = |name: &str| (name == "DB_KEY").then(|| "from-env".to_string());
-        let u = compile_json(r#"[{"cluster":"db","credential":{"type":"header","name":"X-Api-Key","value":{"env":"DB_KEY"}}}]"#, &env).unwrap();
+        let u = compile_json(
+            r#"[{"cluster":"db","credential":{"type":"header","name":"X-Api-Key","value":{"env":"DB_KEY"}}}]"#,
+            &env,
+        )
+        .unwrap();
         let c = u.credential_for("db").unwrap();
         assert_eq!((c.header.as_str(), c.value.expose()), ("x-api-key", "from-env"));
     }
 
     #[test]
     fn missing_environment_variable_names_field_but_not_a_value() {
-        let err = compile_json(r#"[{"cluster":"db","credential":{"type":"bearer","token":{"env":"NOPE"}}}]"#, &no_env).unwrap_err();
+        let err = compile_json(r#"[{"cluster":"db","credential":{"type":"bearer","token":{"env":"NOPE"}}}]"#, &no_env)
+            .unwrap_err();
         assert_eq!(err.field, "upstreams[0].credential.token.env");
         assert!(err.problem.contains("NOPE"));
     }
 
     #[test]
     fn secret_debug_output_never_shows_the_value() {
-        let u = compile_json(r#"[{"cluster":"db","credential":{"type":"bearer","token":{"value":"hunter2"}}}]"#, &no_env).unwrap();
+        let u =
+            compile_json(r#"[{"cluster":"db","credential":{"type":"bearer","token":{"value":"hunter2"}}}]"#, &no_env)
+                .unwrap();
         assert!(!format!("{u:?}").contains("hunter2"));
     }
 
     #[test]
     fn rejects_duplicate_cluster_and_bad_header_name() {
-        let dup = r#"[{"cluster":"a","credential":{"type":"bearer","token":{"value":"x"}}},{"cluster":"a","credential":{"type":"bearer","token":{"value":"y"}}}]"#;
+        let dup = concat!(
+            r#"[{"cluster":"a","credential":{"type":"bearer","token":{"value":"x"}}},{"cluster":"a","#,
+            r#""credential":{"type":"bearer","token":{"value":"y"}}}]"#
+        );
         assert_eq!(compile_json(dup, &no_env).unwrap_err().field, "upstreams[1].cluster");
         let bad = r#"[{"cluster":"a","credential":{"type":"header","name":"x key","value":{"value":"y"}}}]"#;
         assert_eq!(compile_json(bad, &no_env).unwrap_err().field, "upstreams[0].credential.name");
@@ -219,7 +237,9 @@ mod tests {
 
     #[test]
     fn rejects_secret_with_newline_that_would_split_headers() {
-        let err = compile_json(r#"[{"cluster":"a","credential":{"type":"bearer","token":{"value":"x\r\ny: z"}}}]"#, &no_env).unwrap_err();
+        let err =
+            compile_json(r#"[{"cluster":"a","credential":{"type":"bearer","token":{"value":"x\r\ny: z"}}}]"#, &no_env)
+                .unwrap_err();
         assert_eq!(err.field, "upstreams[0].credential.token");
     }
 }

@@ -82,7 +82,8 @@ mod tests {
 
     #[test]
     fn repeated_headers_keep_every_value_in_order() {
-        let list: HeaderList = [(":path", "/a"), ("x-tag", "one"), ("accept", "*/*"), ("x-tag", "two")].into_iter().collect();
+        let list: HeaderList =
+            [(":path", "/a"), ("x-tag", "one"), ("accept", "*/*"), ("x-tag", "two")].into_iter().collect();
         assert_eq!(list.get("x-tag"), Some("one"));
         assert_eq!(list.values("x-tag").collect::<Vec<_>>(), ["one", "two"]);
         assert_eq!(list.get("x-missing"), None);
@@ -99,7 +100,8 @@ mod tests {
 
     #[test]
     fn removed_headers_are_gone_with_all_their_values() {
-        let mut list: HeaderList = [("x-airlock-subject", "root"), ("host", "h"), ("x-airlock-subject", "admin")].into_iter().collect();
+        let mut list: HeaderList =
+            [("x-airlock-subject", "root"), ("host", "h"), ("x-airlock-subject", "admin")].into_iter().collect();
         list.remove("x-airlock-subject");
         assert_eq!(list.iter().collect::<Vec<_>>(), [("host", "h")]);
     }

@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn hold_settings_are_checked_with_the_field_named() {
-        let spec: HoldSpec = serde_json::from_value(serde_json::json!({"by": "buffer_filter", "first_body_timeout_ms": 5})).unwrap();
+        let spec: HoldSpec =
+            serde_json::from_value(serde_json::json!({"by": "buffer_filter", "first_body_timeout_ms": 5})).unwrap();
         assert_eq!(compile(spec, "hold").unwrap_err().field, "hold.first_body_timeout_ms");
         let spec: HoldSpec = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(compile(spec, "hold").unwrap().by, HoldBy::Envoy);

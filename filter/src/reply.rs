@@ -95,9 +95,8 @@ impl Reply {
             },
         };
         // Serialising plain strings and numbers cannot fail; keep a valid JSON fallback anyway.
-        serde_json::to_vec(&envelope).unwrap_or_else(|_| {
-            br#"{"error":{"code":"airlock_misconfigured","retry":"never"}}"#.to_vec()
-        })
+        serde_json::to_vec(&envelope)
+            .unwrap_or_else(|_| br#"{"error":{"code":"airlock_misconfigured","retry":"never"}}"#.to_vec())
     }
 
     /// Headers sent with the reply besides `content-type`.

@@ -31,7 +31,10 @@ impl VmState {
     /// `instance` should differ between VMs (e.g. start time in nanoseconds and the root
     /// context id).
     pub fn new(mut config: Config, stats: Stats, instance: &str) -> Self {
-        let auth = Authenticator::new(&mut config.auth, FetchCounters { ok: stats.jwks_fetch_ok, failed: stats.jwks_fetch_failed });
+        let auth = Authenticator::new(
+            &mut config.auth,
+            FetchCounters { ok: stats.jwks_fetch_ok, failed: stats.jwks_fetch_failed },
+        );
         VmState {
             config,
             stats,
@@ -91,7 +94,10 @@ impl VmState {
             drop(queue);
             rt.increment(self.stats.audit_ship_failed, 1);
             let why = status.map_or_else(|| "unreachable or timed out".to_string(), |s| format!("answered HTTP {s}"));
-            rt.log(Level::Warn, &format!("airlock: audit delivery failed (control service {why}); {waiting} records kept for retry"));
+            rt.log(
+                Level::Warn,
+                &format!("airlock: audit delivery failed (control service {why}); {waiting} records kept for retry"),
+            );
             false
         }
     }

@@ -72,11 +72,7 @@ pub fn payload(sink: &SinkConfig, alert: &Alert) -> Value {
             "link": alert.link,
             "details": alert.details,
         }),
-        SinkConfig::Pagerduty {
-            routing_key,
-            severity,
-            ..
-        } => {
+        SinkConfig::Pagerduty { routing_key, severity, .. } => {
             let mut body = json!({
                 "routing_key": routing_key.expose(),
                 "event_action": "trigger",
@@ -100,9 +96,7 @@ pub fn payload(sink: &SinkConfig, alert: &Alert) -> Value {
 
 /// Slack mrkdwn treats `<`, `>` and `&` as control characters.
 fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {
@@ -112,17 +106,13 @@ fn truncate_chars(s: &str, max: usize) -> String {
 fn sink_url(sink: &SinkConfig) -> &str {
     match sink {
         SinkConfig::Slack { url, .. } | SinkConfig::Webhook { url, .. } => url.expose(),
-        SinkConfig::Pagerduty { url, .. } => {
-            url.as_ref().map_or(PAGERDUTY_EVENTS_URL, |u| u.expose())
-        }
+        SinkConfig::Pagerduty { url, .. } => url.as_ref().map_or(PAGERDUTY_EVENTS_URL, |u| u.expose()),
     }
 }
 
 /// Delay before retry number `retry` (1-based): initial × 2^(retry-1), capped.
 pub fn backoff(initial_ms: u64, retry: u32) -> Duration {
-    let factor = 1u64
-        .checked_shl(retry.saturating_sub(1))
-        .unwrap_or(u64::MAX);
+    let factor = 1u64.checked_shl(retry.saturating_sub(1)).unwrap_or(u64::MAX);
     Duration::from_millis(initial_ms.saturating_mul(factor)).min(MAX_BACKOFF)
 }
 
@@ -135,10 +125,7 @@ pub struct Alerter {
 impl Alerter {
     /// An alerter that discards everything (no sinks configured).
     pub fn disabled() -> Alerter {
-        Alerter {
-            tx: None,
-            dropped: AtomicU64::new(0),
-        }
+        Alerter { tx: None, dropped: AtomicU64::new(0) }
     }
 
     /// Starts the delivery task on the current Tokio runtime.
@@ -148,10 +135,7 @@ impl Alerter {
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(deliver_all(Arc::new(config), client, rx));
-        Alerter {
-            tx: Some(tx),
-            dropped: AtomicU64::new(0),
-        }
+        Alerter { tx: Some(tx), dropped: AtomicU64::new(0) }
     }
 
     /// Queues `alert` without waiting.
@@ -159,10 +143,7 @@ impl Alerter {
         let Some(tx) = &self.tx else { return };
         if tx.try_send(alert).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(
-                dropped_total = n,
-                "alert queue full or closed: alert dropped"
-            );
+            tracing::warn!(dropped_total = n, "alert queue full or closed: alert dropped");
         }
     }
 
@@ -171,11 +152,7 @@ impl Alerter {
     }
 }
 
-async fn deliver_all(
-    config: Arc<AlertsConfig>,
-    client: reqwest::Client,
-    mut rx: mpsc::Receiver<Alert>,
-) {
+async fn deliver_all(config: Arc<AlertsConfig>, client: reqwest::Client, mut rx: mpsc::Receiver<Alert>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(alert) = rx.recv().await {
         let alert = Arc::new(alert);
@@ -189,15 +166,7 @@ async fn deliver_all(
             let (config, client, alert) = (Arc::clone(&config), client.clone(), Arc::clone(&alert));
             tokio::spawn(async move {
                 if let Some(sink) = config.sinks.get(index) {
-                    deliver_one(
-                        &client,
-                        sink,
-                        index,
-                        &alert,
-                        config.max_attempts,
-                        config.initial_backoff_ms,
-                    )
-                    .await;
+                    deliver_one(&client, sink, index, &alert, config.max_attempts, config.initial_backoff_ms).await;
                 }
                 drop(permit);
             });
@@ -221,19 +190,12 @@ async fn deliver_one(
         let outcome = client.post(sink_url(sink)).json(&body).send().await;
         let retryable = match outcome {
             Ok(resp) if resp.status().is_success() => {
-                tracing::info!(
-                    sink = kind,
-                    sink_index = index,
-                    event,
-                    attempt,
-                    "alert delivered"
-                );
+                tracing::info!(sink = kind, sink_index = index, event, attempt, "alert delivered");
                 return;
             }
             Ok(resp) => {
                 let status = resp.status();
-                let retry =
-                    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+                let retry = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
                 tracing::warn!(
                     sink = kind,
                     sink_index = index,
@@ -246,7 +208,8 @@ async fn deliver_one(
             }
             Err(e) => {
                 // without_url: the URL of a webhook is itself a credential.
-                tracing::warn!(sink = kind, sink_index = index, event, attempt, error = %e.without_url(), "alert delivery failed");
+                tracing::warn!(sink = kind, sink_index = index, event, attempt, error = %e.without_url(),
+                    "alert delivery failed");
                 true
             }
         };
@@ -255,12 +218,7 @@ async fn deliver_one(
         }
         tokio::time::sleep(backoff(initial_ms, attempt)).await;
     }
-    tracing::error!(
-        sink = kind,
-        sink_index = index,
-        event,
-        "alert not delivered; giving up"
-    );
+    tracing::error!(sink = kind, sink_index = index, event, "alert not delivered; giving up");
 }
 
 #[cfg(test)]
@@ -280,20 +238,11 @@ mod tests {
 
     #[test]
     fn slack_message_has_blocks_with_an_approve_link() {
-        let sink = SinkConfig::Slack {
-            url: Secret::new("https://hooks/x"),
-            events: vec![],
-        };
+        let sink = SinkConfig::Slack { url: Secret::new("https://hooks/x"), events: vec![] };
         let p = payload(&sink, &alert());
         assert_eq!(p["blocks"][0]["type"], "section");
-        assert!(p["blocks"][0]["text"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("&lt;x&gt;"));
-        assert_eq!(
-            p["blocks"][1]["elements"][0]["url"],
-            "https://airlock.example/console#/approvals/apr_1"
-        );
+        assert!(p["blocks"][0]["text"]["text"].as_str().unwrap().contains("&lt;x&gt;"));
+        assert_eq!(p["blocks"][1]["elements"][0]["url"], "https://airlock.example/console#/approvals/apr_1");
         assert_eq!(p["text"], "agent <x> asks to run POST /sql");
     }
 
@@ -311,19 +260,13 @@ mod tests {
         assert_eq!(p["dedup_key"], "airlock:apr_1");
         assert_eq!(p["payload"]["severity"], "critical");
         assert_eq!(p["payload"]["source"], "airlock");
-        assert!(p["payload"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains("POST /sql"));
+        assert!(p["payload"]["summary"].as_str().unwrap().contains("POST /sql"));
         assert_eq!(sink_url(&sink), PAGERDUTY_EVENTS_URL);
     }
 
     #[test]
     fn generic_webhook_carries_event_name_and_details() {
-        let sink = SinkConfig::Webhook {
-            url: Secret::new("http://h"),
-            events: vec![],
-        };
+        let sink = SinkConfig::Webhook { url: Secret::new("http://h"), events: vec![] };
         let p = payload(&sink, &alert());
         assert_eq!(p["event"], "approval_pending");
         assert_eq!(p["details"]["rule"], "prod-writes");

@@ -62,10 +62,7 @@ mod tests {
 
     #[test]
     fn same_record_same_position_gives_same_hash() {
-        assert_eq!(
-            record_hash(GENESIS_HASH, 1, &sample()),
-            record_hash(GENESIS_HASH, 1, &sample())
-        );
+        assert_eq!(record_hash(GENESIS_HASH, 1, &sample()), record_hash(GENESIS_HASH, 1, &sample()));
     }
 
     #[test]
@@ -106,8 +103,6 @@ mod tests {
     fn hash_is_lowercase_hex_sha256() {
         let h = record_hash(GENESIS_HASH, 1, &sample());
         assert_eq!(h.len(), 64);
-        assert!(h
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 }

@@ -124,25 +124,15 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Reads, parses, resolves `${ENV}` references and validates a config file.
     pub fn load(path: &Path) -> Result<ServiceConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                "",
-                format!("cannot read config file {}: {e}", path.display()),
-            )
-        })?;
-        let is_json = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read config file {}: {e}", path.display())))?;
+        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let env: HashMap<String, String> = std::env::vars().collect();
         Self::parse(&text, is_json, &env)
     }
 
     /// Parses config text; `env` supplies `${NAME}` values (a map, so tests need no globals).
-    pub fn parse(
-        text: &str,
-        is_json: bool,
-        env: &HashMap<String, String>,
-    ) -> Result<ServiceConfig, ConfigError> {
+    pub fn parse(text: &str, is_json: bool, env: &HashMap<String, String>) -> Result<ServiceConfig, ConfigError> {
         let mut cfg: ServiceConfig = if is_json {
             let de = &mut serde_json::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de)
@@ -157,10 +147,7 @@ impl ServiceConfig {
     fn resolve_and_validate(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         if let Some(u) = &self.public_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(ConfigError::new(
-                    "public_url",
-                    "must start with http:// or https://",
-                ));
+                return Err(ConfigError::new("public_url", "must start with http:// or https://"));
             }
         }
         validate_approvers(&mut self.approvers)?;
@@ -168,10 +155,7 @@ impl ServiceConfig {
             o.validate("oidc")?;
         }
         if self.alerts.max_attempts == 0 {
-            return Err(ConfigError::new(
-                "alerts.max_attempts",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("alerts.max_attempts", "must be at least 1"));
         }
         for (i, sink) in self.alerts.sinks.iter_mut().enumerate() {
             let field = format!("alerts.sinks[{i}]");
@@ -179,22 +163,10 @@ impl ServiceConfig {
                 SinkConfig::Slack { url, .. } | SinkConfig::Webhook { url, .. } => {
                     *url = resolve_url(url, &format!("{field}.url"), env)?;
                 }
-                SinkConfig::Pagerduty {
-                    routing_key,
-                    url,
-                    severity,
-                    ..
-                } => {
-                    *routing_key = Secret::new(expand_env(
-                        routing_key.expose(),
-                        &format!("{field}.routing_key"),
-                        env,
-                    )?);
+                SinkConfig::Pagerduty { routing_key, url, severity, .. } => {
+                    *routing_key = Secret::new(expand_env(routing_key.expose(), &format!("{field}.routing_key"), env)?);
                     if routing_key.expose().is_empty() {
-                        return Err(ConfigError::new(
-                            format!("{field}.routing_key"),
-                            "must not be empty",
-                        ));
+                        return Err(ConfigError::new(format!("{field}.routing_key"), "must not be empty"));
                     }
                     if let Some(u) = url {
                         *u = resolve_url(u, &format!("{field}.url"), env)?;
@@ -212,29 +184,18 @@ impl ServiceConfig {
     }
 }
 
-fn resolve_url(
-    url: &Secret,
-    field: &str,
-    env: &HashMap<String, String>,
-) -> Result<Secret, ConfigError> {
+fn resolve_url(url: &Secret, field: &str, env: &HashMap<String, String>) -> Result<Secret, ConfigError> {
     let resolved = expand_env(url.expose(), field, env)?;
     if !(resolved.starts_with("http://") || resolved.starts_with("https://")) {
         // The value itself is not quoted: it may be a secret webhook URL.
-        return Err(ConfigError::new(
-            field,
-            "must be an http:// or https:// URL",
-        ));
+        return Err(ConfigError::new(field, "must be an http:// or https:// URL"));
     }
     Ok(Secret::new(resolved))
 }
 
 /// Replaces every `${NAME}` with the value of environment variable NAME. A missing
 /// variable is an error that names the variable, never its (absent) value.
-pub fn expand_env(
-    input: &str,
-    field: &str,
-    env: &HashMap<String, String>,
-) -> Result<String, ConfigError> {
+pub fn expand_env(input: &str, field: &str, env: &HashMap<String, String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(start) = rest.find("${") {
@@ -245,19 +206,11 @@ pub fn expand_env(
         };
         let name = after.get(..end).unwrap_or_default();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(ConfigError::new(
-                field,
-                "`${...}` must name an environment variable (letters, digits, _)",
-            ));
+            return Err(ConfigError::new(field, "`${...}` must name an environment variable (letters, digits, _)"));
         }
         match env.get(name) {
             Some(v) => out.push_str(v),
-            None => {
-                return Err(ConfigError::new(
-                    field,
-                    format!("environment variable `{name}` is not set"),
-                ))
-            }
+            None => return Err(ConfigError::new(field, format!("environment variable `{name}` is not set"))),
         }
         rest = after.get(end + 1..).unwrap_or_default();
     }
@@ -271,10 +224,7 @@ mod tests {
     use crate::auth::Role;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -282,10 +232,7 @@ mod tests {
     #[test]
     fn expands_env_references_inside_urls() {
         let e = env(&[("HOOK", "abc"), ("HOST", "h.example")]);
-        assert_eq!(
-            expand_env("https://${HOST}/x/${HOOK}", "f", &e).unwrap(),
-            "https://h.example/x/abc"
-        );
+        assert_eq!(expand_env("https://${HOST}/x/${HOOK}", "f", &e).unwrap(), "https://h.example/x/abc");
         assert_eq!(expand_env("plain", "f", &e).unwrap(), "plain");
     }
 
@@ -323,12 +270,9 @@ type = "pagerduty"
 routing_key = "${{PD_KEY}}"
 "#
         );
-        let cfg = ServiceConfig::parse(
-            &text,
-            false,
-            &env(&[("SLACK_URL", "https://hooks.example/T1"), ("PD_KEY", "rk")]),
-        )
-        .unwrap();
+        let cfg =
+            ServiceConfig::parse(&text, false, &env(&[("SLACK_URL", "https://hooks.example/T1"), ("PD_KEY", "rk")]))
+                .unwrap();
         assert_eq!(cfg.approvers[0].roles, vec![Role::Approver, Role::Auditor]);
         assert_eq!(cfg.alerts.sinks.len(), 3);
         match &cfg.alerts.sinks[0] {
@@ -340,11 +284,7 @@ routing_key = "${{PD_KEY}}"
         }
         assert_eq!(cfg.alerts.sinks[1].events(), &[AlertEvent::RequestDenied]);
         match &cfg.alerts.sinks[2] {
-            SinkConfig::Pagerduty {
-                routing_key,
-                severity,
-                ..
-            } => {
+            SinkConfig::Pagerduty { routing_key, severity, .. } => {
                 assert_eq!(routing_key.expose(), "rk");
                 assert_eq!(severity, "warning");
             }
@@ -372,8 +312,7 @@ routing_key = "${{PD_KEY}}"
     fn rejects_unknown_sink_fields_and_bad_severity() {
         let text = r#"{"alerts":{"sinks":[{"type":"slack","url":"https://x","channel":"a"}]}}"#;
         assert!(ServiceConfig::parse(text, true, &env(&[])).is_err());
-        let text =
-            r#"{"alerts":{"sinks":[{"type":"pagerduty","routing_key":"k","severity":"high"}]}}"#;
+        let text = r#"{"alerts":{"sinks":[{"type":"pagerduty","routing_key":"k","severity":"high"}]}}"#;
         let err = ServiceConfig::parse(text, true, &env(&[])).unwrap_err();
         assert_eq!(err.field, "alerts.sinks[0].severity");
     }
@@ -387,10 +326,7 @@ routing_key = "${{PD_KEY}}"
         let cfg = ServiceConfig::parse(
             &example,
             false,
-            &env(&[
-                ("SLACK_WEBHOOK_URL", "https://hooks.example/1"),
-                ("PD_ROUTING_KEY", "k"),
-            ]),
+            &env(&[("SLACK_WEBHOOK_URL", "https://hooks.example/1"), ("PD_ROUTING_KEY", "k")]),
         )
         .unwrap();
         assert_eq!(cfg.alerts.sinks.len(), 3);

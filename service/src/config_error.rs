@@ -12,10 +12,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        ConfigError { field: field.into(), problem: problem.into() }
     }
 }
 
@@ -24,11 +21,7 @@ impl fmt::Display for ConfigError {
         if self.field.is_empty() {
             write!(f, "invalid Airlock service config: {}", self.problem)
         } else {
-            write!(
-                f,
-                "invalid Airlock service config at `{}`: {}",
-                self.field, self.problem
-            )
+            write!(f, "invalid Airlock service config at `{}`: {}", self.field, self.problem)
         }
     }
 }

@@ -35,10 +35,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        ApiError::InvalidField {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        ApiError::InvalidField { field: field.into(), problem: problem.into() }
     }
 
     pub fn approval_not_found(id: &str) -> Self {
@@ -99,13 +96,7 @@ mod tests {
     #[test]
     fn invalid_field_names_the_field_in_its_message() {
         let e = ApiError::invalid("approvers.required", "must be at least 1");
-        assert_eq!(
-            e.to_string(),
-            "invalid `approvers.required`: must be at least 1"
-        );
-        assert_eq!(
-            e.status_and_code(),
-            (StatusCode::BAD_REQUEST, "invalid_field")
-        );
+        assert_eq!(e.to_string(), "invalid `approvers.required`: must be at least 1");
+        assert_eq!(e.status_and_code(), (StatusCode::BAD_REQUEST, "invalid_field"));
     }
 }

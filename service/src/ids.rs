@@ -27,9 +27,7 @@ pub fn new_approval_id() -> Result<String, RandomUnavailable> {
 pub fn is_approval_id(s: &str) -> bool {
     s.len() == 36
         && s.starts_with("apr_")
-        && s.bytes()
-            .skip(4)
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes().skip(4).all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

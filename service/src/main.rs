@@ -189,41 +189,19 @@ fn client(remote: &Remote) -> Result<Client, CliError> {
 
 fn read_filter_key(file: Option<PathBuf>, env: Option<String>) -> Result<String, MainError> {
     match (file, env) {
-        (Some(path), _) => std::fs::read_to_string(&path).map_err(|e| {
-            MainError::Usage(format!(
-                "cannot read --filter-key-file {}: {e}",
-                path.display()
-            ))
-        }),
+        (Some(path), _) => std::fs::read_to_string(&path)
+            .map_err(|e| MainError::Usage(format!("cannot read --filter-key-file {}: {e}", path.display()))),
         (None, Some(key)) => Ok(key),
-        (None, None) => Err(MainError::Usage(
-            "no filter key: pass --filter-key-file or set AIRLOCK_FILTER_KEY".into(),
-        )),
+        (None, None) => Err(MainError::Usage("no filter key: pass --filter-key-file or set AIRLOCK_FILTER_KEY".into())),
     }
 }
 
 /// Runs the command; `Ok(false)` means a check ran and found a problem.
 async fn run(cli: Cli) -> Result<bool, MainError> {
     match cli.command {
-        Command::Serve {
-            listen,
-            database,
-            config,
-            filter_key_file,
-            public_url,
-            poll_interval_ms,
-        } => {
-            let filter_key =
-                read_filter_key(filter_key_file, std::env::var("AIRLOCK_FILTER_KEY").ok())?;
-            serve(ServeOptions {
-                listen,
-                database,
-                config,
-                filter_key,
-                public_url,
-                poll_interval_ms,
-            })
-            .await?;
+        Command::Serve { listen, database, config, filter_key_file, public_url, poll_interval_ms } => {
+            let filter_key = read_filter_key(filter_key_file, std::env::var("AIRLOCK_FILTER_KEY").ok())?;
+            serve(ServeOptions { listen, database, config, filter_key, public_url, poll_interval_ms }).await?;
             Ok(true)
         }
         Command::Approvals { action } => {
@@ -245,21 +223,8 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
         }
         Command::Sessions { action } => {
             match action {
-                SessionAction::List {
-                    subject,
-                    from,
-                    to,
-                    decision,
-                    limit,
-                    remote,
-                } => {
-                    let q = SessionQuery {
-                        subject,
-                        from,
-                        to,
-                        decision,
-                        limit,
-                    };
+                SessionAction::List { subject, from, to, decision, limit, remote } => {
+                    let q = SessionQuery { subject, from, to, decision, limit };
                     commands::sessions_list(&client(&remote)?, &q, remote.json).await?
                 }
                 SessionAction::Show { id, remote } => {
@@ -268,19 +233,8 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
             }
             Ok(true)
         }
-        Command::Replay {
-            session_id,
-            target,
-            headers,
-            include_denied,
-            remote,
-        } => {
-            let opts = ReplayOptions {
-                session_id,
-                target,
-                headers,
-                include_denied,
-            };
+        Command::Replay { session_id, target, headers, include_denied, remote } => {
+            let opts = ReplayOptions { session_id, target, headers, include_denied };
             let differs = replay(&client(&remote)?, &opts).await?;
             Ok(!differs)
         }
@@ -288,22 +242,13 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
             Some(url) => commands::verify_database(&url).await?,
             None => commands::verify_http(&client(&remote)?).await?,
         }),
-        Command::CheckConfig {
-            file,
-            path,
-            method,
-            subject,
-            groups,
-            headers,
-            body,
-        } => {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| MainError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        Command::CheckConfig { file, path, method, subject, groups, headers, body } => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| MainError::Usage(format!("cannot read {}: {e}", file.display())))?;
             let mut parsed = Vec::with_capacity(headers.len());
             for h in headers {
-                let (name, value) = h.split_once(':').ok_or_else(|| {
-                    MainError::Usage(format!("header `{h}` is not `name: value`"))
-                })?;
+                let (name, value) =
+                    h.split_once(':').ok_or_else(|| MainError::Usage(format!("header `{h}` is not `name: value`")))?;
                 parsed.push((name.trim().to_string(), value.trim().to_string()));
             }
             let sample = path.map(|path| SampleRequest {
@@ -349,10 +294,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("airlock: cannot start the async runtime: {e}");

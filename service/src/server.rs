@@ -35,10 +35,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Oidc(String),
     #[error("cannot build the HTTP client for alerts: {0}")]
@@ -84,14 +81,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let store = Store::open(&opts.database).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: opts.listen,
-        source,
-    })?;
+        .map_err(|source| ServeError::Bind { addr: opts.listen, source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: opts.listen, source })?;
     let public_url = opts
         .public_url
         .or(config.public_url.clone())
@@ -124,10 +115,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     // A plain line on stderr that scripts and tests can wait for.
     eprintln!("airlock: listening on http://{local}");
     let app = router(Arc::clone(&state));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Serve)?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)?;
     state.store.close().await;
     Ok(())
 }

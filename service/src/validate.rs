@@ -16,11 +16,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
+        let field = if path == "." { "body".to_string() } else { path };
         ApiError::invalid(field, e.inner().to_string())
     })
 }
@@ -41,14 +37,9 @@ fn non_empty(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
 
 fn bounded(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     if v.chars().count() > max {
-        return Err(ApiError::invalid(
-            field,
-            format!("is longer than {max} characters"),
-        ));
+        return Err(ApiError::invalid(field, format!("is longer than {max} characters")));
     }
-    if v.chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-    {
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
         return Err(ApiError::invalid(field, "contains control characters"));
     }
     Ok(())
@@ -59,10 +50,7 @@ fn group_list(field: &str, groups: &[String], allow_empty: bool) -> Result<(), A
         return Err(ApiError::invalid(field, "must list at least one group"));
     }
     if groups.len() > MAX_GROUPS {
-        return Err(ApiError::invalid(
-            field,
-            format!("has more than {MAX_GROUPS} entries"),
-        ));
+        return Err(ApiError::invalid(field, format!("has more than {MAX_GROUPS} entries")));
     }
     for (i, g) in groups.iter().enumerate() {
         non_empty(&format!("{field}[{i}]"), g, MAX_SHORT)?;
@@ -73,10 +61,7 @@ fn group_list(field: &str, groups: &[String], allow_empty: bool) -> Result<(), A
 /// An HTTP method token: uppercase letters only (the filter normalizes case).
 pub fn check_method(field: &str, m: &str) -> Result<(), ApiError> {
     if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::invalid(
-            field,
-            "must be an uppercase HTTP method such as GET or POST",
-        ));
+        return Err(ApiError::invalid(field, "must be an uppercase HTTP method such as GET or POST"));
     }
     Ok(())
 }
@@ -89,15 +74,8 @@ pub fn check_path(field: &str, p: &str) -> Result<(), ApiError> {
 }
 
 pub fn check_digest(field: &str, d: &str) -> Result<(), ApiError> {
-    if d.len() != 64
-        || !d
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(ApiError::invalid(
-            field,
-            "must be a lowercase hex SHA-256 digest (64 characters)",
-        ));
+    if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(ApiError::invalid(field, "must be a lowercase hex SHA-256 digest (64 characters)"));
     }
     Ok(())
 }
@@ -110,10 +88,7 @@ pub fn new_approval(req: CreateApproval<'static>) -> Result<NewApproval, ApiErro
     check_method("method", &req.method)?;
     check_path("path", &req.path)?;
     if req.body.chars().count() > MAX_BODY_CHARS {
-        return Err(ApiError::invalid(
-            "body",
-            format!("is longer than {MAX_BODY_CHARS} characters"),
-        ));
+        return Err(ApiError::invalid("body", format!("is longer than {MAX_BODY_CHARS} characters")));
     }
     check_digest("digest", &req.digest)?;
     if let Some(r) = &req.reason {
@@ -123,18 +98,10 @@ pub fn new_approval(req: CreateApproval<'static>) -> Result<NewApproval, ApiErro
     let ttl_seconds = i64::try_from(req.ttl_seconds)
         .ok()
         .filter(|t| (1..=MAX_TTL_SECONDS).contains(t))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "ttl_seconds",
-                format!("must be between 1 and {MAX_TTL_SECONDS}"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::invalid("ttl_seconds", format!("must be between 1 and {MAX_TTL_SECONDS}")))?;
     group_list("approvers.groups", &req.approvers.groups, false)?;
     if !(1..=32).contains(&req.approvers.required) {
-        return Err(ApiError::invalid(
-            "approvers.required",
-            "must be between 1 and 32",
-        ));
+        return Err(ApiError::invalid("approvers.required", "must be between 1 and 32"));
     }
     Ok(NewApproval {
         rule: req.rule.into_owned(),
@@ -144,10 +111,7 @@ pub fn new_approval(req: CreateApproval<'static>) -> Result<NewApproval, ApiErro
         path: req.path.into_owned(),
         body: req.body.into_owned(),
         digest: req.digest.into_owned(),
-        reason: req
-            .reason
-            .map(Cow::into_owned)
-            .filter(|r| !r.trim().is_empty()),
+        reason: req.reason.map(Cow::into_owned).filter(|r| !r.trim().is_empty()),
         session_id: req.session_id.into_owned(),
         mode: req.mode,
         ttl_seconds,
@@ -187,20 +151,14 @@ const MAX_MS: u64 = i64::MAX.unsigned_abs();
 /// else fails to parse, at `records[i].decision`.
 pub fn check_audit_batch(batch: &AuditBatch) -> Result<(), ApiError> {
     if batch.records.len() > MAX_BATCH {
-        return Err(ApiError::invalid(
-            "records",
-            format!("has more than {MAX_BATCH} records; split the batch"),
-        ));
+        return Err(ApiError::invalid("records", format!("has more than {MAX_BATCH} records; split the batch")));
     }
     for (i, r) in batch.records.iter().enumerate() {
         let f = |name: &str| format!("records[{i}].{name}");
         non_empty(&f("id"), &r.id, MAX_SHORT)?;
         for (name, ms) in [("time_ms", r.time_ms), ("latency_ms", r.latency_ms)] {
             if ms > MAX_MS {
-                return Err(ApiError::invalid(
-                    f(name),
-                    format!("must be at most {MAX_MS}"),
-                ));
+                return Err(ApiError::invalid(f(name), format!("must be at most {MAX_MS}")));
             }
         }
         bounded(&f("subject"), &r.subject, 1024)?;
@@ -209,23 +167,11 @@ pub fn check_audit_batch(batch: &AuditBatch) -> Result<(), ApiError> {
         check_method(&f("method"), &r.method)?;
         check_path(&f("path"), &r.path)?;
         if r.status > 999 {
-            return Err(ApiError::invalid(
-                f("status"),
-                "must be an HTTP status (0 when no response was sent)",
-            ));
+            return Err(ApiError::invalid(f("status"), "must be an HTTP status (0 when no response was sent)"));
         }
-        for (name, body) in [
-            ("request_body", &r.request_body),
-            ("response_body", &r.response_body),
-        ] {
-            if body
-                .as_ref()
-                .is_some_and(|b| b.chars().count() > MAX_BODY_CHARS)
-            {
-                return Err(ApiError::invalid(
-                    f(name),
-                    format!("is longer than {MAX_BODY_CHARS} characters"),
-                ));
+        for (name, body) in [("request_body", &r.request_body), ("response_body", &r.response_body)] {
+            if body.as_ref().is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
+                return Err(ApiError::invalid(f(name), format!("is longer than {MAX_BODY_CHARS} characters")));
             }
         }
         for (name, v) in [("rule", &r.rule), ("approval_id", &r.approval_id)] {
@@ -256,9 +202,7 @@ mod tests {
 
     fn field_of(v: serde_json::Value) -> String {
         let bytes = serde_json::to_vec(&v).unwrap();
-        let err = parse_json::<CreateApproval>(&bytes)
-            .and_then(new_approval)
-            .unwrap_err();
+        let err = parse_json::<CreateApproval>(&bytes).and_then(new_approval).unwrap_err();
         match err {
             ApiError::InvalidField { field, .. } => field,
             other => panic!("{other:?}"),
@@ -310,29 +254,17 @@ mod tests {
 
     #[test]
     fn decision_requires_a_known_verdict_and_a_reason() {
-        let d = DecisionRequest {
-            decision: "approve".into(),
-            reason: "ok".into(),
-        };
+        let d = DecisionRequest { decision: "approve".into(), reason: "ok".into() };
         assert_eq!(d.validate().unwrap(), Verdict::Approve);
-        assert!(DecisionRequest {
-            decision: "maybe".into(),
-            reason: "x".into()
-        }
-        .validate()
-        .is_err());
-        assert!(DecisionRequest {
-            decision: "deny".into(),
-            reason: " ".into()
-        }
-        .validate()
-        .is_err());
+        assert!(DecisionRequest { decision: "maybe".into(), reason: "x".into() }.validate().is_err());
+        assert!(DecisionRequest { decision: "deny".into(), reason: " ".into() }.validate().is_err());
     }
 
     #[test]
     fn audit_batch_rejects_bad_record_fields_by_index() {
-        let body = br#"{"records":[{"id":"a","time_ms":1,"subject":"s","method":"GET","path":"/","status":200,"decision":"allow"},
-                                    {"id":"b","time_ms":1,"subject":"s","method":"GET","path":"nope","status":200,"decision":"allow"}]}"#;
+        let body = br#"{"records":[
+            {"id":"a","time_ms":1,"subject":"s","method":"GET","path":"/","status":200,"decision":"allow"},
+            {"id":"b","time_ms":1,"subject":"s","method":"GET","path":"nope","status":200,"decision":"allow"}]}"#;
         let batch: AuditBatch = parse_json(body).unwrap();
         match check_audit_batch(&batch).unwrap_err() {
             ApiError::InvalidField { field, .. } => assert_eq!(field, "records[1].path"),
@@ -354,12 +286,7 @@ mod tests {
             serde_json::json!({"id": id, "time_ms": 1, "subject": "s", "method": "GET",
                                "path": "/", "status": 403, "decision": decision})
         };
-        let good = [
-            "allow",
-            "denied_by_rule",
-            "denied_by_default",
-            "approval_pending",
-        ];
+        let good = ["allow", "denied_by_rule", "denied_by_default", "approval_pending"];
         let mut records: Vec<_> = good.iter().map(|d| record(d, d)).collect();
         let body = serde_json::to_vec(&serde_json::json!({ "records": records })).unwrap();
         check_audit_batch(&parse_json(&body).unwrap()).unwrap();

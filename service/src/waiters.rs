@@ -57,20 +57,12 @@ impl Waiters {
             // a private Notify and rely on the periodic re-read.
             Err(_) => Arc::new(Notify::new()),
         };
-        WaitHandle {
-            waiters: self,
-            id: id.to_string(),
-            notify,
-        }
+        WaitHandle { waiters: self, id: id.to_string(), notify }
     }
 
     /// Wakes every current waiter on `id`.
     pub fn wake(&self, id: &str) {
-        let notify = self
-            .map
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).and_then(Weak::upgrade));
+        let notify = self.map.lock().ok().and_then(|m| m.get(id).and_then(Weak::upgrade));
         if let Some(n) = notify {
             n.notify_waiters();
         }
@@ -100,9 +92,7 @@ mod tests {
             let fut = h.notify().notified();
             tokio::pin!(fut);
             fut.as_mut().enable();
-            tokio::time::timeout(Duration::from_secs(5), fut)
-                .await
-                .is_ok()
+            tokio::time::timeout(Duration::from_secs(5), fut).await.is_ok()
         });
         // Let the waiter register before waking it.
         while w.is_empty() {

@@ -11,15 +11,10 @@ use common::*;
 
 async fn airlock(args: &[&str], env: &[(&str, &str)]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"));
-        cmd.args(&args)
-            .env_remove("AIRLOCK_TOKEN")
-            .env_remove("AIRLOCK_SERVER");
+        cmd.args(&args).env_remove("AIRLOCK_TOKEN").env_remove("AIRLOCK_SERVER");
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -40,12 +35,8 @@ fn stderr(o: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_lists_shows_approves_and_denies() {
     let s = Server::start();
-    let id = s
-        .create_approval(&approval_request("agent-9", 1, 300, "hold"))
-        .await;
-    let id2 = s
-        .create_approval(&approval_request("agent-8", 1, 300, "hold"))
-        .await;
+    let id = s.create_approval(&approval_request("agent-9", 1, 300, "hold")).await;
+    let id2 = s.create_approval(&approval_request("agent-8", 1, 300, "hold")).await;
     let env = [("AIRLOCK_TOKEN", ALICE), ("AIRLOCK_SERVER", s.url.as_str())];
 
     let out = airlock(&["approvals", "list"], &env).await;
@@ -63,48 +54,19 @@ async fn cli_lists_shows_approves_and_denies() {
         "{text}"
     );
 
-    let out = airlock(
-        &[
-            "approvals",
-            "approve",
-            &id,
-            "--reason",
-            "checked the order id",
-        ],
-        &env,
-    )
-    .await;
+    let out = airlock(&["approvals", "approve", &id, "--reason", "checked the order id"], &env).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("status is now approved"),
-        "{}",
-        stdout(&out)
-    );
-    assert_eq!(
-        s.wait(&id, 0).await.1["decisions"][0]["reason"],
-        "checked the order id"
-    );
+    assert!(stdout(&out).contains("status is now approved"), "{}", stdout(&out));
+    assert_eq!(s.wait(&id, 0).await.1["decisions"][0]["reason"], "checked the order id");
 
     let out = airlock(&["approvals", "deny", &id2, "--reason", "not today"], &env).await;
     assert!(stdout(&out).contains("status is now denied"));
 
     // Errors from the server reach the user with their code and a non-zero exit.
-    let out = airlock(
-        &["approvals", "approve", &id2, "--reason", "changed my mind"],
-        &env,
-    )
-    .await;
+    let out = airlock(&["approvals", "approve", &id2, "--reason", "changed my mind"], &env).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("approval_not_pending"),
-        "{}",
-        stderr(&out)
-    );
-    let out = airlock(
-        &["approvals", "list"],
-        &[("AIRLOCK_SERVER", s.url.as_str())],
-    )
-    .await;
+    assert!(stderr(&out).contains("approval_not_pending"), "{}", stderr(&out));
+    let out = airlock(&["approvals", "list"], &[("AIRLOCK_SERVER", s.url.as_str())]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("AIRLOCK_TOKEN"), "{}", stderr(&out));
 }
@@ -112,35 +74,21 @@ async fn cli_lists_shows_approves_and_denies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_verify_over_http_and_directly_on_the_database() {
     let mut s = Server::start();
-    let records: Vec<_> = (1..=4)
-        .map(|i| record(&format!("r{i}"), "sess-v", i, ALLOW, 200))
-        .collect();
+    let records: Vec<_> = (1..=4).map(|i| record(&format!("r{i}"), "sess-v", i, ALLOW, 200)).collect();
     s.ingest(&records).await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
     let out = airlock(&["verify"], &env).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("\"ok\": true"));
 
     s.stop();
     let pool = sqlx::SqlitePool::connect(&s.database_url()).await.unwrap();
-    sqlx::query("UPDATE audit_records SET path = '/v1/innocent' WHERE seq = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE audit_records SET path = '/v1/innocent' WHERE seq = 3").execute(&pool).await.unwrap();
     pool.close().await;
     let out = airlock(&["verify", "--database", &s.database_url()], &[]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("\"first_bad_seq\": 3") && text.contains("altered"),
-        "{text}"
-    );
+    assert!(text.contains("\"first_bad_seq\": 3") && text.contains("altered"), "{text}");
     let missing = format!("sqlite://{}/nope.db", s.dir.path().display());
     let out = airlock(&["verify", "--database", &missing], &[]).await;
     assert_eq!(out.status.code(), Some(2));
@@ -150,18 +98,13 @@ async fn cli_verify_over_http_and_directly_on_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_lists_sessions_and_shows_a_timeline() {
     let s = Server::start();
-    s.ingest(&[
-        record("x1", "sess-cli", 1_000, ALLOW, 200),
-        record("x2", "sess-cli", 2_000, DENIED_BY_RULE, 403),
-    ])
-    .await;
+    s.ingest(&[record("x1", "sess-cli", 1_000, ALLOW, 200), record("x2", "sess-cli", 2_000, DENIED_BY_RULE, 403)])
+        .await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
     let out = airlock(&["sessions", "list", "--subject", "agent-1"], &env).await;
     let text = stdout(&out);
     assert!(
-        text.contains("sess-cli")
-            && text.contains("2 requests")
-            && text.contains("\"denied_by_rule\":1"),
+        text.contains("sess-cli") && text.contains("2 requests") && text.contains("\"denied_by_rule\":1"),
         "{text}"
     );
     let out = airlock(&["sessions", "show", "sess-cli"], &env).await;
@@ -169,9 +112,7 @@ async fn cli_lists_sessions_and_shows_a_timeline() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].contains("/v1/items/x1") && lines[0].contains("allow"));
-    assert!(
-        lines[1].contains("/v1/items/x2") && lines[1].contains("denied_by_rule (rule no-deletes)")
-    );
+    assert!(lines[1].contains("/v1/items/x2") && lines[1].contains("denied_by_rule (rule no-deletes)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,25 +133,9 @@ async fn replay_reports_status_differences_against_another_target() {
     })
     .await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
-    let out = airlock(
-        &[
-            "replay",
-            "sess-r",
-            "--target",
-            &staging.url,
-            "-H",
-            "x-replay: yes",
-        ],
-        &env,
-    )
-    .await;
+    let out = airlock(&["replay", "sess-r", "--target", &staging.url, "-H", "x-replay: yes"], &env).await;
     let text = stdout(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "differences exit 1: {text}{}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(1), "differences exit 1: {text}{}", stderr(&out));
     let diff_lines: Vec<&str> = text.lines().filter(|l| l.ends_with("DIFF")).collect();
     assert_eq!(diff_lines.len(), 1, "{text}");
     assert!(
@@ -219,19 +144,14 @@ async fn replay_reports_status_differences_against_another_target() {
             && diff_lines[0].contains("replay 500")
     );
     assert!(
-        text.contains("replayed 3 requests")
-            && text.contains("1 differ")
-            && text.contains("1 denied skipped"),
+        text.contains("replayed 3 requests") && text.contains("1 differ") && text.contains("1 denied skipped"),
         "{text}"
     );
 
     let seen = staging.wait_for(3, Duration::from_secs(2)).await;
     assert_eq!(seen.len(), 3, "the denied request must not be replayed");
     assert_eq!(seen[0].method, "POST");
-    assert_eq!(
-        seen[0].body, "{\"n\":\"p1\"}",
-        "the recorded (masked) body is sent"
-    );
+    assert_eq!(seen[0].body, "{\"n\":\"p1\"}", "the recorded (masked) body is sent");
     assert_eq!(seen[0].headers["x-replay"], "yes");
     assert_eq!(seen[0].headers["content-type"], "application/json");
 
@@ -252,12 +172,7 @@ async fn hash_token_prints_the_sha256_used_in_the_config() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"my-token\n")
-            .unwrap();
+        child.stdin.take().unwrap().write_all(b"my-token\n").unwrap();
         child.wait_with_output().unwrap()
     })
     .await
@@ -289,16 +204,11 @@ async fn check_config_validates_offline_and_evaluates_a_sample_request() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("config OK"), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("decision: deny by rule `block-destructive-sql`"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("decision: deny by rule `block-destructive-sql`"), "{}", stdout(&out));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
     config["default_action"] = serde_json::json!("maybe");
     std::fs::write(&bad, config.to_string()).unwrap();
     let out = airlock(&["check-config", bad.to_str().unwrap()], &[]).await;

@@ -36,31 +36,18 @@ impl Drop for Driver {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Driver {
     async fn start() -> Option<Driver> {
-        let found = |bin: &str| {
-            Command::new(bin)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok()
-        };
+        let found =
+            |bin: &str| Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
         if !(found("chromium") && found("chromedriver")) {
             if std::env::var("AIRLOCK_REQUIRE_BROWSER").as_deref() == Ok("1") {
                 panic!("chromium/chromedriver missing: run service/scripts/install-chromium.sh");
             }
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED console browser test: chromium or chromedriver not installed"
-            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED console browser test: chromium or chromedriver not installed");
             return None;
         }
         let port = free_port();
@@ -74,10 +61,7 @@ impl Driver {
         let base = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         while reqwest::get(format!("{base}/status")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "chromedriver did not start"
-            );
+            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().unwrap();
@@ -86,21 +70,14 @@ impl Driver {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                             "--disable-sync",
                          "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
-        let mut d = Driver {
-            child,
-            base,
-            session: String::new(),
-            _profile: profile,
-        };
+        let mut d = Driver { child, base, session: String::new(), _profile: profile };
         let v = d.cmd("POST", "/session", Some(caps)).await;
-        d.session = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_string();
+        d.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
         Some(d)
     }
 
@@ -126,58 +103,33 @@ impl Driver {
     async fn find(&self, css: &str) -> String {
         let started = Instant::now();
         loop {
-            let v = self
-                .cmd(
-                    "POST",
-                    "/element",
-                    Some(json!({"using": "css selector", "value": css})),
-                )
-                .await;
+            let v = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css}))).await;
             if let Some(id) = v[ELEMENT_KEY].as_str() {
                 return id.to_string();
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no element {css}: {v}"
-            );
+            assert!(started.elapsed() < Duration::from_secs(10), "no element {css}: {v}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     async fn count(&self, css: &str) -> usize {
-        let v = self
-            .cmd(
-                "POST",
-                "/elements",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
+        let v = self.cmd("POST", "/elements", Some(json!({"using": "css selector", "value": css}))).await;
         v.as_array().map_or(0, Vec::len)
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css).await;
-        self.cmd(
-            "POST",
-            &format!("/element/{el}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.cmd("POST", &format!("/element/{el}/value"), Some(json!({"text": text}))).await;
     }
 
     async fn click(&self, css: &str) {
         let el = self.find(css).await;
-        self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})))
-            .await;
+        self.cmd("POST", &format!("/element/{el}/click"), Some(json!({}))).await;
     }
 
     async fn text(&self, css: &str) -> String {
         let el = self.find(css).await;
-        self.cmd("GET", &format!("/element/{el}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.cmd("GET", &format!("/element/{el}/text"), None).await.as_str().unwrap_or_default().to_string()
     }
 
     /// Waits until the text of `css` contains `needle`.
@@ -188,10 +140,7 @@ impl Driver {
             if t.contains(needle) {
                 return t;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{css} never showed {needle:?}; last: {t:?}"
-            );
+            assert!(started.elapsed() < Duration::from_secs(10), "{css} never showed {needle:?}; last: {t:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -199,9 +148,7 @@ impl Driver {
     async fn screenshot(&self, path: &std::path::Path) {
         use base64::Engine;
         let v = self.cmd("GET", "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap();
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
 }
@@ -213,13 +160,10 @@ async fn approver_approves_in_the_web_console() {
     };
     let s = Server::start();
     let mut req = approval_request("agent-9", 1, 600, "hold");
-    req["body"] =
-        json!("{\"query\":\"DELETE FROM orders\",\"note\":\"<img src=x onerror=alert(1)>\"}");
+    req["body"] = json!("{\"query\":\"DELETE FROM orders\",\"note\":\"<img src=x onerror=alert(1)>\"}");
     let id = s.create_approval(&req).await;
 
-    driver
-        .goto(&s.at(&format!("/console#/approvals/{id}")))
-        .await;
+    driver.goto(&s.at(&format!("/console#/approvals/{id}"))).await;
     driver.type_into("#token", ALICE).await;
     driver.click("#load").await;
     driver.wait_text("#list", "POST /v1/sql").await;
@@ -228,25 +172,13 @@ async fn approver_approves_in_the_web_console() {
 
     let shown = driver.text("#d-request").await;
     assert!(shown.contains("POST /v1/sql"), "{shown}");
-    assert!(
-        shown.contains("<img src=x onerror=alert(1)>"),
-        "the body is shown literally: {shown}"
-    );
-    assert_eq!(
-        driver.count("#d-request img").await,
-        0,
-        "the body must not be rendered as HTML"
-    );
+    assert!(shown.contains("<img src=x onerror=alert(1)>"), "the body is shown literally: {shown}");
+    assert_eq!(driver.count("#d-request img").await, 0, "the body must not be rendered as HTML");
     assert_eq!(driver.text("#d-subject").await, "agent-9 (agents)");
-    assert_eq!(
-        driver.text("#d-reason").await,
-        "cleanup of a duplicate order"
-    );
+    assert_eq!(driver.text("#d-reason").await, "cleanup of a duplicate order");
     assert!(driver.text("#d-quorum").await.contains("0 of 1"));
 
-    driver
-        .type_into("#reason", "verified with the order owner")
-        .await;
+    driver.type_into("#reason", "verified with the order owner").await;
     driver.click("#approve").await;
     driver.wait_text("#message", "Status is now approved").await;
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-approved.png");
@@ -265,19 +197,10 @@ async fn console_page_is_served_with_a_strict_content_security_policy() {
     let s = Server::start();
     let resp = http().get(s.at("/console")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let csp = resp.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
-        "{csp}"
-    );
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     let html = resp.text().await.unwrap();
     assert!(html.contains("Airlock approvals"));
-    assert!(
-        !html.contains("innerHTML"),
-        "the console renders data as text only"
-    );
+    assert!(!html.contains("innerHTML"), "the console renders data as text only");
 }

@@ -15,9 +15,7 @@ struct Idp {
 
 impl Idp {
     fn new() -> Idp {
-        Idp {
-            key: ES256KeyPair::generate().with_key_id("idp-1"),
-        }
+        Idp { key: ES256KeyPair::generate().with_key_id("idp-1") }
     }
 
     fn jwks(&self) -> String {
@@ -29,12 +27,9 @@ impl Idp {
     }
 
     fn token(&self, email: &str, groups: &[&str], minutes: i64) -> String {
-        let mut c = Claims::with_custom_claims(
-            json!({"email": email, "groups": groups}),
-            Duration::from_mins(5),
-        )
-        .with_issuer("https://idp.example")
-        .with_audience("airlock-console");
+        let mut c = Claims::with_custom_claims(json!({"email": email, "groups": groups}), Duration::from_mins(5))
+            .with_issuer("https://idp.example")
+            .with_audience("airlock-console");
         let now = Clock::now_since_epoch();
         c.expires_at = Some(if minutes >= 0 {
             now + Duration::from_mins(minutes as u64)
@@ -51,7 +46,8 @@ fn start(idp: &Idp) -> Server {
     std::fs::write(&jwks, idp.jwks()).unwrap();
     let s = Server::start_with(ServerOptions {
         extra_config: format!(
-            "[oidc]\nissuer = \"https://idp.example\"\naudience = \"airlock-console\"\njwks_file = \"{}\"\nname_claim = \"email\"\nauditor_groups = [\"audit\"]\n",
+            "[oidc]\nissuer = \"https://idp.example\"\naudience = \"airlock-console\"\njwks_file = \"{}\"\nname_claim \
+                = \"email\"\nauditor_groups = [\"audit\"]\n",
             jwks.display()
         ),
         ..ServerOptions::default()
@@ -65,23 +61,15 @@ fn start(idp: &Idp) -> Server {
 async fn approvers_sign_in_with_oidc_jwts() {
     let idp = Idp::new();
     let s = start(&idp);
-    let id = s
-        .create_approval(&approval_request("olga@example.com", 1, 300, "hold"))
-        .await;
+    let id = s.create_approval(&approval_request("olga@example.com", 1, 300, "hold")).await;
 
     // The requester's own JWT cannot approve; another dba member's can.
     let olga = idp.token("olga@example.com", &["dba"], 10);
     let (status, v) = s.decide(&olga, &id, "approve", "mine").await;
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (403, Some("self_approval"))
-    );
+    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("self_approval")));
     let ops = idp.token("oscar@example.com", &["ops"], 10);
     let (status, v) = s.decide(&ops, &id, "approve", "ops").await;
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (403, Some("not_an_approver"))
-    );
+    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("not_an_approver")));
     let expired = idp.token("dan@example.com", &["dba"], -10);
     let (status, _) = s.decide(&expired, &id, "approve", "late").await;
     assert_eq!(status, 401);

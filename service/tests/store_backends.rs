@@ -31,44 +31,29 @@ impl Db {
     fn sqlite() -> Db {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("store.db").display());
-        Db {
-            url,
-            _dir: Some(dir),
-            pg_admin: None,
-        }
+        Db { url, _dir: Some(dir), pg_admin: None }
     }
 
     async fn postgres(test: &str) -> Option<Db> {
         let Ok(admin) = std::env::var(PG_ENV) else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test} on PostgreSQL: set {PG_ENV} to run it"
-            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test} on PostgreSQL: set {PG_ENV} to run it");
             return None;
         };
         let mut rnd = [0u8; 6];
         getrandom::getrandom(&mut rnd).unwrap();
         let name = format!("airlock_test_{}", hex::encode(rnd));
         let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-        pool.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
+        pool.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
         pool.close().await;
         let mut url = reqwest::Url::parse(&admin).unwrap();
         url.set_path(&format!("/{name}"));
-        Some(Db {
-            url: url.to_string(),
-            _dir: None,
-            pg_admin: Some((admin, name)),
-        })
+        Some(Db { url: url.to_string(), _dir: None, pg_admin: Some((admin, name)) })
     }
 
     async fn drop_pg(&self) {
         if let Some((admin, name)) = &self.pg_admin {
             let pool = sqlx::PgPool::connect(admin).await.unwrap();
-            let _ = pool
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await;
+            let _ = pool.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
             pool.close().await;
         }
     }
@@ -151,113 +136,45 @@ async fn quorum_and_single_use(db: &Db) {
     let store = Store::open(&db.url).await.unwrap();
     let now = 1_000_000;
     let a = store
-        .create_approval(
-            "apr_00000000000000000000000000000001",
-            &new_approval("agent", 2, 60),
-            now,
-        )
+        .create_approval("apr_00000000000000000000000000000001", &new_approval("agent", 2, 60), now)
         .await
         .unwrap();
     assert_eq!(a.status(now), ApprovalStatus::Pending);
-    let a1 = store
-        .decide(&a.id, "alice", Verdict::Approve, "ok", now + 1)
-        .await
-        .unwrap();
+    let a1 = store.decide(&a.id, "alice", Verdict::Approve, "ok", now + 1).await.unwrap();
     assert_eq!(a1.status(now + 1), ApprovalStatus::Pending);
-    assert!(store
-        .decide(&a.id, "alice", Verdict::Approve, "again", now + 2)
-        .await
-        .is_err());
-    let a2 = store
-        .decide(&a.id, "bob", Verdict::Approve, "ok", now + 3)
-        .await
-        .unwrap();
+    assert!(store.decide(&a.id, "alice", Verdict::Approve, "again", now + 2).await.is_err());
+    let a2 = store.decide(&a.id, "bob", Verdict::Approve, "ok", now + 3).await.unwrap();
     assert_eq!(a2.status(now + 3), ApprovalStatus::Approved);
     assert_eq!(a2.decisions.len(), 2);
     let digest = "d".repeat(64);
-    assert_eq!(
-        store
-            .redeem(&a.id, &"e".repeat(64), "agent", now + 4)
-            .await
-            .unwrap(),
-        Err(RedeemError::DigestMismatch)
-    );
-    assert_eq!(
-        store
-            .redeem(&a.id, &digest, "other", now + 4)
-            .await
-            .unwrap(),
-        Err(RedeemError::DigestMismatch)
-    );
-    assert_eq!(
-        store
-            .redeem(&a.id, &digest, "agent", now + 4)
-            .await
-            .unwrap(),
-        Ok(())
-    );
-    assert_eq!(
-        store
-            .redeem(&a.id, &digest, "agent", now + 5)
-            .await
-            .unwrap(),
-        Err(RedeemError::AlreadyUsed)
-    );
+    assert_eq!(store.redeem(&a.id, &"e".repeat(64), "agent", now + 4).await.unwrap(), Err(RedeemError::DigestMismatch));
+    assert_eq!(store.redeem(&a.id, &digest, "other", now + 4).await.unwrap(), Err(RedeemError::DigestMismatch));
+    assert_eq!(store.redeem(&a.id, &digest, "agent", now + 4).await.unwrap(), Ok(()));
+    assert_eq!(store.redeem(&a.id, &digest, "agent", now + 5).await.unwrap(), Err(RedeemError::AlreadyUsed));
 
     let d = store
-        .create_approval(
-            "apr_00000000000000000000000000000002",
-            &new_approval("agent", 2, 60),
-            now,
-        )
+        .create_approval("apr_00000000000000000000000000000002", &new_approval("agent", 2, 60), now)
         .await
         .unwrap();
-    store
-        .decide(&d.id, "alice", Verdict::Approve, "ok", now + 1)
-        .await
-        .unwrap();
-    let d = store
-        .decide(&d.id, "bob", Verdict::Deny, "no", now + 2)
-        .await
-        .unwrap();
+    store.decide(&d.id, "alice", Verdict::Approve, "ok", now + 1).await.unwrap();
+    let d = store.decide(&d.id, "bob", Verdict::Deny, "no", now + 2).await.unwrap();
     assert_eq!(d.status(now + 2), ApprovalStatus::Denied);
 
-    let e = store
-        .create_approval(
-            "apr_00000000000000000000000000000003",
-            &new_approval("agent", 1, 1),
-            now,
-        )
-        .await
-        .unwrap();
+    let e =
+        store.create_approval("apr_00000000000000000000000000000003", &new_approval("agent", 1, 1), now).await.unwrap();
     assert_eq!(e.status(now + 1000), ApprovalStatus::Expired);
-    assert!(store
-        .decide(&e.id, "alice", Verdict::Approve, "late", now + 1000)
-        .await
-        .is_err());
-    let pending = store
-        .list_approvals(Some(ApprovalStatus::Pending), now + 1000, 10)
-        .await
-        .unwrap();
+    assert!(store.decide(&e.id, "alice", Verdict::Approve, "late", now + 1000).await.is_err());
+    let pending = store.list_approvals(Some(ApprovalStatus::Pending), now + 1000, 10).await.unwrap();
     assert!(pending.is_empty(), "expired approvals are not pending");
     store.close().await;
 }
-on_both_backends!(
-    quorum_deny_expiry_and_single_use_redeem,
-    quorum_and_single_use
-);
+on_both_backends!(quorum_deny_expiry_and_single_use_redeem, quorum_and_single_use);
 
 async fn concurrent_redeem(db: &Db) {
     let store = Arc::new(Store::open(&db.url).await.unwrap());
     let id = "apr_0000000000000000000000000000000a";
-    store
-        .create_approval(id, &new_approval("agent", 1, 60), 0)
-        .await
-        .unwrap();
-    store
-        .decide(id, "alice", Verdict::Approve, "ok", 1)
-        .await
-        .unwrap();
+    store.create_approval(id, &new_approval("agent", 1, 60), 0).await.unwrap();
+    store.decide(id, "alice", Verdict::Approve, "ok", 1).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let s = Arc::clone(&store);
@@ -281,10 +198,7 @@ async fn concurrent_quorum(db: &Db) {
     let store = Arc::new(Store::open(&db.url).await.unwrap());
     for round in 0..5 {
         let id = format!("apr_{round:032x}");
-        store
-            .create_approval(&id, &new_approval("agent", 2, 60), 0)
-            .await
-            .unwrap();
+        store.create_approval(&id, &new_approval("agent", 2, 60), 0).await.unwrap();
         let (a, b) = tokio::join!(
             store.decide(&id, "alice", Verdict::Approve, "ok", 1),
             store.decide(&id, "bob", Verdict::Approve, "ok", 1)
@@ -307,26 +221,18 @@ async fn chain_and_tampering(db: &Db) {
     assert_eq!((out.accepted, out.duplicates), (0, 6));
     assert!(store.verify_chain().await.unwrap().ok);
     let sessions = store
-        .list_sessions(&airlock_service::store::sessions::SessionFilter {
-            limit: 10,
-            ..Default::default()
-        })
+        .list_sessions(&airlock_service::store::sessions::SessionFilter { limit: 10, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(sessions.len(), 3);
     assert_eq!(sessions.iter().map(|s| s.count).sum::<i64>(), 6);
 
-    db.raw(&["UPDATE audit_records SET status = 500 WHERE seq = 5"])
-        .await;
+    db.raw(&["UPDATE audit_records SET status = 500 WHERE seq = 5"]).await;
     let r = store.verify_chain().await.unwrap();
     assert_eq!((r.ok, r.first_bad_seq), (false, Some(5)));
     assert!(r.problem.unwrap().contains("altered"));
-    db.raw(&["UPDATE audit_records SET status = 200 WHERE seq = 5"])
-        .await;
-    assert!(
-        store.verify_chain().await.unwrap().ok,
-        "restoring the value restores the chain"
-    );
+    db.raw(&["UPDATE audit_records SET status = 200 WHERE seq = 5"]).await;
+    assert!(store.verify_chain().await.unwrap().ok, "restoring the value restores the chain");
 
     db.raw(&[
         "UPDATE audit_records SET seq = -1 WHERE seq = 3",
@@ -344,10 +250,7 @@ async fn chain_and_tampering(db: &Db) {
     assert!(r.problem.unwrap().contains("removed"));
     store.close().await;
 }
-on_both_backends!(
-    audit_chain_detects_altered_reordered_and_removed_records,
-    chain_and_tampering
-);
+on_both_backends!(audit_chain_detects_altered_reordered_and_removed_records, chain_and_tampering);
 
 async fn parallel_appenders(db: &Db) {
     // Two stores (as two replicas would) append interleaved batches; the chain stays one
@@ -358,9 +261,7 @@ async fn parallel_appenders(db: &Db) {
     for (name, store) in [("a", &a), ("b", &b)] {
         for batch_no in 0..5 {
             let store = Arc::clone(store);
-            let batch: Vec<AuditRecord> = (0..40)
-                .map(|i| audit(&format!("{name}-{batch_no}-{i}"), i))
-                .collect();
+            let batch: Vec<AuditRecord> = (0..40).map(|i| audit(&format!("{name}-{batch_no}-{i}"), i)).collect();
             tasks.push(tokio::spawn(async move {
                 store.append_audit(&batch, 0).await.unwrap();
                 store.append_audit(&batch, 0).await.unwrap().duplicates
@@ -386,15 +287,10 @@ async fn postgres_two_replicas_share_approvals_and_the_chain() {
     let Some(db) = Db::postgres("two_replicas").await else {
         return;
     };
-    let opts = || ServerOptions {
-        database: Some(db.url.clone()),
-        ..ServerOptions::default()
-    };
+    let opts = || ServerOptions { database: Some(db.url.clone()), ..ServerOptions::default() };
     let a = Server::start_with(opts());
     let b = Server::start_with(opts());
-    let id = a
-        .create_approval(&approval_request("agent-9", 1, 300, "ticket"))
-        .await;
+    let id = a.create_approval(&approval_request("agent-9", 1, 300, "ticket")).await;
     let url = a.at(&format!("/v1/approvals/{id}/wait?timeout_ms=20000"));
     let waiter = tokio::spawn(async move {
         let r = call("GET", &url, Some(FILTER_KEY), None).await;
@@ -411,28 +307,17 @@ async fn postgres_two_replicas_share_approvals_and_the_chain() {
     assert!(lag < Duration::from_millis(1500), "{lag:?}");
 
     let digest = digest_of("agent-9-POST-/v1/sql");
-    let (ra, rb) = tokio::join!(
-        a.redeem(&id, &digest, "agent-9"),
-        b.redeem(&id, &digest, "agent-9")
-    );
+    let (ra, rb) = tokio::join!(a.redeem(&id, &digest, "agent-9"), b.redeem(&id, &digest, "agent-9"));
     let mut statuses = [ra.0, rb.0];
     statuses.sort();
     assert_eq!(statuses, [200, 409]);
 
-    let batch_a: Vec<_> = (0..50)
-        .map(|i| record(&format!("a{i}"), "s", i, ALLOW, 200))
-        .collect();
-    let batch_b: Vec<_> = (0..50)
-        .map(|i| record(&format!("b{i}"), "s", i, ALLOW, 200))
-        .collect();
+    let batch_a: Vec<_> = (0..50).map(|i| record(&format!("a{i}"), "s", i, ALLOW, 200)).collect();
+    let batch_b: Vec<_> = (0..50).map(|i| record(&format!("b{i}"), "s", i, ALLOW, 200)).collect();
     let (x, y) = tokio::join!(a.ingest(&batch_a), b.ingest(&batch_b));
     assert_eq!((x.0, y.0), (200, 200));
     let r = b.verify().await;
-    assert_eq!(
-        (r["ok"].as_bool(), r["records"].as_i64()),
-        (Some(true), Some(100)),
-        "{r}"
-    );
+    assert_eq!((r["ok"].as_bool(), r["records"].as_i64()), (Some(true), Some(100)), "{r}");
     drop(a);
     drop(b);
     db.drop_pg().await;

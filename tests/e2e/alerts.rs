@@ -19,7 +19,8 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 /// The service's alert sinks: a generic webhook and a Slack-format one, both on `hooks`.
 fn sinks(hooks: &Recorder) -> String {
     format!(
-        "\n[alerts]\ninitial_backoff_ms = 100\n\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = [\"request_denied\"]\n\n[[alerts.sinks]]\ntype = \"slack\"\nurl = \"{}\"\nevents = [\"request_denied\"]\n",
+        "\n[alerts]\ninitial_backoff_ms = 100\n\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = \
+            [\"request_denied\"]\n\n[[alerts.sinks]]\ntype = \"slack\"\nurl = \"{}\"\nevents = [\"request_denied\"]\n",
         hooks.url("/webhook"),
         hooks.url("/slack")
     )
@@ -57,7 +58,10 @@ fn requests_denied_by_a_rule_and_by_default_each_raise_the_denied_alert() {
     let slack = hooks.wait_for("/slack", 2, Duration::from_secs(10));
     assert_eq!(slack.len(), 2, "{slack:?}");
     let texts: Vec<&str> = slack.iter().map(|m| m["text"].as_str().unwrap_or("")).collect();
-    assert!(texts.iter().any(|t| t.contains("block-destructive-sql") && t.contains("alice") && t.contains("/sql")), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("block-destructive-sql") && t.contains("alice") && t.contains("/sql")),
+        "{texts:?}"
+    );
     assert!(texts.iter().any(|t| t.contains("/nowhere/at-all") && t.contains("default")), "{texts:?}");
     assert!(slack.iter().all(|m| m["blocks"].is_array()), "Slack messages carry Block Kit blocks");
 
@@ -89,5 +93,8 @@ fn an_approve_rule_that_does_not_read_the_body_counts_its_match_once_per_request
     let pending = control.get("/v1/approvals?status=pending", DBA_BOB.token).unwrap();
     let list = pending["approvals"].as_array().cloned().unwrap_or_default();
     assert_eq!(list.len(), 3, "{pending}");
-    assert!(list.iter().all(|a| !a["body"].as_str().unwrap_or("").contains("@example.com")), "approvers see masked bodies: {pending}");
+    assert!(
+        list.iter().all(|a| !a["body"].as_str().unwrap_or("").contains("@example.com")),
+        "approvers see masked bodies: {pending}"
+    );
 }

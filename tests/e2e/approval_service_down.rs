@@ -28,23 +28,12 @@ fn approve_rule_with_the_approval_service_down_fails_closed_and_nothing_runs() {
     assert_eq!(before, json!(20));
     let auth = auth_for(&keys, "dana", &["dba"]);
     let insert = json!({"sql": "INSERT INTO customers (name) VALUES ('Mallory')"});
-    let reply = stack
-        .post_json("/sql", &[("authorization", &auth)], &insert)
-        .unwrap();
+    let reply = stack.post_json("/sql", &[("authorization", &auth)], &insert).unwrap();
     assert_eq!(reply.status, 503, "{}", reply.text());
     let error = error_of(&reply);
     assert_eq!(error["code"], "dependency_unavailable", "{error}");
     assert_eq!(error["retry"], "later", "{error}");
     assert_eq!(error["rule"], "sql-writes-need-approval", "{error}");
-    assert_eq!(
-        customer_count(&stack),
-        before,
-        "the INSERT ran without approval"
-    );
-    assert!(
-        stack
-            .stat("wasmcustom.airlock.dependency_unavailable")
-            .unwrap_or(0)
-            >= 1
-    );
+    assert_eq!(customer_count(&stack), before, "the INSERT ran without approval");
+    assert!(stack.stat("wasmcustom.airlock.dependency_unavailable").unwrap_or(0) >= 1);
 }

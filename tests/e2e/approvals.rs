@@ -38,7 +38,11 @@ fn rand_suffix() -> u128 {
 
 fn customers_named(stack: &Stack, name: &str) -> usize {
     let conn_rows = stack
-        .post_json("/sql", &[("authorization", &auth_for(TestKeys::shared(), "carol", &["analyst"]))], &json!({"sql": format!("SELECT name FROM customers WHERE name = '{name}'")}))
+        .post_json(
+            "/sql",
+            &[("authorization", &auth_for(TestKeys::shared(), "carol", &["analyst"]))],
+            &json!({"sql": format!("SELECT name FROM customers WHERE name = '{name}'")}),
+        )
         .unwrap();
     assert_eq!(conn_rows.status, 200, "{}", conn_rows.text());
     conn_rows.json().unwrap()["rows"].as_array().map_or(0, Vec::len)
@@ -60,7 +64,18 @@ fn send_in_background(stack: &Stack, auth: &str, sql: &str) -> std::thread::Join
     let body = json!({"sql": sql}).to_string();
     std::thread::spawn(move || {
         let agent = airlock_e2e::agent_with_timeout(Duration::from_secs(120));
-        let reply = airlock_e2e::send(&agent, "POST", &url, &[("authorization", &auth), ("content-type", "application/json"), ("x-airlock-reason", "add the new customer")], Some(body.as_bytes())).unwrap();
+        let reply = airlock_e2e::send(
+            &agent,
+            "POST",
+            &url,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("x-airlock-reason", "add the new customer"),
+            ],
+            Some(body.as_bytes()),
+        )
+        .unwrap();
         let v = reply.json().unwrap_or(Value::Null);
         (reply.status, v, Instant::now())
     })

@@ -14,7 +14,10 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn sessions(control: &ControlService) -> Vec<Value> {
-    control.get("/v1/sessions?subject=alice", DBA_BOB.token).map(|v| v["sessions"].as_array().cloned().unwrap_or_default()).unwrap_or_default()
+    control
+        .get("/v1/sessions?subject=alice", DBA_BOB.token)
+        .map(|v| v["sessions"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 fn records_for_alice(control: &ControlService) -> u64 {
@@ -84,7 +87,11 @@ fn service_outage_loses_no_record_and_the_chain_still_verifies() {
     assert!(stack.wait_for_stat("wasmcustom.airlock.audit.ship_failed", 1, Duration::from_secs(10)).is_some());
 
     control.restart().unwrap();
-    assert_eq!(wait_for_records(&control, 8, Duration::from_secs(60)), 8, "records kept during the outage arrive after it");
+    assert_eq!(
+        wait_for_records(&control, 8, Duration::from_secs(60)),
+        8,
+        "records kept during the outage arrive after it"
+    );
     let verify = control.get("/v1/audit/verify", DBA_BOB.token).unwrap();
     assert_eq!(verify["ok"], true, "{verify}");
     assert_eq!(verify["records"], 8);

@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 
 use airlock_demo::render::{render, FilterMode};
 use airlock_e2e::fixtures::{
-    env_secrets, istio_documents, istio_filter, istio_plugin_config, istio_template, shipped_plugin_config, wait_first_fetch,
+    env_secrets, istio_documents, istio_filter, istio_plugin_config, istio_template, shipped_plugin_config,
+    wait_first_fetch,
 };
 use airlock_e2e::*;
 use serde_json::{json, Value};
 
 /// Starts Envoy with `config`, expects it to refuse, and returns its log.
 fn rejected(config: Value) -> String {
-    builder_for(config, TestKeys::shared())
-        .start_expecting_failure()
-        .unwrap()
+    builder_for(config, TestKeys::shared()).start_expecting_failure().unwrap()
 }
 
 fn assert_names(log: &str, field: &str, problem: &str) {
@@ -23,29 +22,16 @@ fn assert_names(log: &str, field: &str, problem: &str) {
         .lines()
         .find(|l| l.contains("invalid Airlock plugin config"))
         .unwrap_or_else(|| panic!("no config error in the log:\n{log}"));
-    assert!(
-        line.contains(&format!("`{field}`")),
-        "field `{field}` not named: {line}"
-    );
-    assert!(
-        line.contains(problem),
-        "problem `{problem}` not stated: {line}"
-    );
-    assert!(
-        log.contains("Unable to create Wasm plugin airlock"),
-        "{log}"
-    );
+    assert!(line.contains(&format!("`{field}`")), "field `{field}` not named: {line}");
+    assert!(line.contains(problem), "problem `{problem}` not stated: {line}");
+    assert!(log.contains("Unable to create Wasm plugin airlock"), "{log}");
 }
 
 #[test]
 fn bad_regex_stops_envoy_and_the_log_names_the_field() {
     let mut config = test_plugin_config();
     config["rules"][0]["when"]["path"] = json!({"regex": "^/sql(["});
-    assert_names(
-        &rejected(config),
-        "rules[0].when.path.regex",
-        "invalid regex",
-    );
+    assert_names(&rejected(config), "rules[0].when.path.regex", "invalid regex");
 }
 
 #[test]
@@ -75,11 +61,7 @@ fn unknown_mask_profile_stops_envoy_and_the_log_names_the_rule() {
     let rules = config["rules"].as_array().unwrap();
     let index = rules.iter().position(|r| r.get("mask").is_some()).unwrap();
     config["rules"][index]["mask"] = json!("no-such-profile");
-    assert_names(
-        &rejected(config),
-        &format!("rules[{index}].mask"),
-        "unknown mask profile `no-such-profile`",
-    );
+    assert_names(&rejected(config), &format!("rules[{index}].mask"), "unknown mask profile `no-such-profile`");
 }
 
 #[test]
@@ -95,11 +77,17 @@ fn istio_filter_fails_closed_holds_in_envoy_and_takes_every_secret_from_the_host
     let filter = istio_filter().unwrap();
     let wasm = &filter["typed_config"]["config"];
     assert_eq!(wasm["failure_policy"], "FAIL_CLOSED");
-    assert_eq!(wasm["allow_on_headers_stop_iteration"], true, "WasmPlugin cannot set this: the reason the manifest is an EnvoyFilter");
+    assert_eq!(
+        wasm["allow_on_headers_stop_iteration"], true,
+        "WasmPlugin cannot set this: the reason the manifest is an EnvoyFilter"
+    );
     assert_eq!(wasm["root_id"], "airlock");
     let keys = wasm["vm_config"]["environment_variables"]["host_env_keys"].as_array().unwrap();
     for name in env_secrets(&istio_plugin_config().unwrap()) {
-        assert!(keys.iter().any(|k| k == name.as_str()), "{name} is read by the plugin config but not passed from the host: {keys:?}");
+        assert!(
+            keys.iter().any(|k| k == name.as_str()),
+            "{name} is read by the plugin config but not passed from the host: {keys:?}"
+        );
     }
 }
 
@@ -119,9 +107,7 @@ fn istio_filter_config_loads_in_envoy_and_answers_for_itself() {
     assert_eq!(anonymous.header("x-airlock-code"), Some("unauthenticated"));
 
     let token = keys.mint(Alg::ES256, &TokenClaims::new().iss(&issuer).aud(&audience));
-    let reply = stack
-        .get("/tables", &[("authorization", &bearer(&token))])
-        .unwrap();
+    let reply = stack.get("/tables", &[("authorization", &bearer(&token))]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json().unwrap()["tables"], json!(["customers"]));
 }
@@ -136,10 +122,7 @@ fn rendered_bootstrap() -> Value {
         ("JWKS_PORT", "8081"),
         ("CONTROL_PORT", "8082"),
         ("WASM_PATH", "/opt/airlock/airlock.wasm"),
-        (
-            "PLUGIN_CONFIG",
-            &shipped_plugin_config().unwrap().to_string(),
-        ),
+        ("PLUGIN_CONFIG", &shipped_plugin_config().unwrap().to_string()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -151,8 +134,7 @@ fn rendered_bootstrap() -> Value {
 #[test]
 fn shipped_envoy_bootstrap_fails_closed_and_holds_headers_until_the_decision() {
     let bootstrap = rendered_bootstrap();
-    let hcm = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"];
+    let hcm = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let filters = hcm["http_filters"].as_array().unwrap();
     let index = filters.iter().position(|f| f["name"] == "airlock").unwrap();
     let wasm = &filters[index]["typed_config"]["config"];
@@ -164,17 +146,11 @@ fn shipped_envoy_bootstrap_fails_closed_and_holds_headers_until_the_decision() {
     assert_eq!(filters[index + 1]["name"], "envoy.filters.http.router");
     assert_eq!(filters.last().unwrap()["name"], "envoy.filters.http.router");
     // The plugin config embedded in the bootstrap is the shipped one, parsed back intact.
-    let embedded: Value =
-        serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+    let embedded: Value = serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
     assert_eq!(embedded, shipped_plugin_config().unwrap());
     // Every secret the config reads from the environment is let into the VM.
-    let keys = wasm["vm_config"]["environment_variables"]["host_env_keys"]
-        .as_array()
-        .unwrap();
+    let keys = wasm["vm_config"]["environment_variables"]["host_env_keys"].as_array().unwrap();
     for name in env_secrets(&embedded) {
-        assert!(
-            keys.iter().any(|k| k == name.as_str()),
-            "{name} not in host_env_keys: {keys:?}"
-        );
+        assert!(keys.iter().any(|k| k == name.as_str()), "{name} not in host_env_keys: {keys:?}");
     }
 }

@@ -34,39 +34,24 @@ fn stack() -> SharedRef {
 /// Asserts the echo shows the upstream credential, the identity, and no trace of `jwt`.
 fn assert_upstream_view(echo: &Value, jwt: &str) {
     let headers = &echo["headers"];
-    assert_eq!(
-        headers["authorization"],
-        format!("Bearer {TEST_UPSTREAM_TOKEN}"),
-        "{echo}"
-    );
+    assert_eq!(headers["authorization"], format!("Bearer {TEST_UPSTREAM_TOKEN}"), "{echo}");
     let signature = jwt.rsplit('.').next().unwrap();
     let text = echo.to_string();
-    assert!(
-        !text.contains(jwt),
-        "the agent's token reached the upstream: {echo}"
-    );
-    assert!(
-        !text.contains(signature),
-        "part of the agent's token reached the upstream: {echo}"
-    );
+    assert!(!text.contains(jwt), "the agent's token reached the upstream: {echo}");
+    assert!(!text.contains(signature), "part of the agent's token reached the upstream: {echo}");
     assert_eq!(headers["x-airlock-subject"], "ivy", "{echo}");
     assert_eq!(headers["x-airlock-groups"], "support", "{echo}");
 }
 
 fn token() -> String {
-    TestKeys::shared().mint(
-        Alg::ES256,
-        &TokenClaims::new().sub("ivy").groups(&["support"]),
-    )
+    TestKeys::shared().mint(Alg::ES256, &TokenClaims::new().sub("ivy").groups(&["support"]))
 }
 
 #[test]
 fn upstream_sees_its_own_credential_and_never_the_agents_token() {
     let stack = stack();
     let jwt = token();
-    let reply = stack
-        .get("/echo/credentials", &[("authorization", &bearer(&jwt))])
-        .unwrap();
+    let reply = stack.get("/echo/credentials", &[("authorization", &bearer(&jwt))]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let echo = reply.json().unwrap();
     assert_eq!(echo["method"], "GET");
@@ -78,9 +63,7 @@ fn credential_is_injected_when_the_decision_waits_for_the_body() {
     let stack = stack();
     let jwt = token();
     let body = json!({"cmd": "ls -la /srv", "note": "inspected before forwarding"});
-    let reply = stack
-        .post_json("/echo/run", &[("authorization", &bearer(&jwt))], &body)
-        .unwrap();
+    let reply = stack.post_json("/echo/run", &[("authorization", &bearer(&jwt))], &body).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let echo = reply.json().unwrap();
     assert_eq!(echo["method"], "POST");
@@ -95,29 +78,16 @@ fn body_rule_on_an_echo_route_is_consulted_and_the_token_still_never_reaches_the
     let stack = stack();
     let jwt = token();
     let body = json!({"cmd": "ls -la /srv"});
-    let reply = stack
-        .post_json("/echo/run", &[("authorization", &bearer(&jwt))], &body)
-        .unwrap();
+    let reply = stack.post_json("/echo/run", &[("authorization", &bearer(&jwt))], &body).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let echo = reply.json().unwrap();
-    assert!(
-        !echo.to_string().contains(&jwt),
-        "the agent's token reached the upstream: {echo}"
-    );
+    assert!(!echo.to_string().contains(&jwt), "the agent's token reached the upstream: {echo}");
     assert_eq!(echo["headers"]["x-airlock-subject"], "ivy", "{echo}");
-    assert_eq!(
-        serde_json::from_str::<Value>(echo["body"].as_str().unwrap()).unwrap(),
-        body
-    );
+    assert_eq!(serde_json::from_str::<Value>(echo["body"].as_str().unwrap()).unwrap(), body);
 
     // Same route, a body the rule refuses.
-    let refused = stack
-        .post_json(
-            "/echo/run",
-            &[("authorization", &bearer(&jwt))],
-            &json!({"cmd": "rm -rf /"}),
-        )
-        .unwrap();
+    let refused =
+        stack.post_json("/echo/run", &[("authorization", &bearer(&jwt))], &json!({"cmd": "rm -rf /"})).unwrap();
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert_eq!(error_of(&refused)["rule"], "echo-body-guard");
 }
@@ -126,19 +96,10 @@ fn body_rule_on_an_echo_route_is_consulted_and_the_token_still_never_reaches_the
 fn a_refused_request_never_carries_the_upstream_credential_back_to_the_client() {
     let stack = stack();
     let no_token = stack.get("/echo/credentials", &[]).unwrap();
-    let denied = stack
-        .post_json(
-            "/echo/run",
-            &[("authorization", &bearer(&token()))],
-            &json!({"cmd": "rm -rf /"}),
-        )
-        .unwrap();
+    let denied =
+        stack.post_json("/echo/run", &[("authorization", &bearer(&token()))], &json!({"cmd": "rm -rf /"})).unwrap();
     for reply in [no_token, denied] {
-        assert!(
-            reply.status == 401 || reply.status == 403,
-            "{}",
-            reply.text()
-        );
+        assert!(reply.status == 401 || reply.status == 403, "{}", reply.text());
         let everything = format!("{:?}{}", reply.headers, reply.text());
         assert!(!everything.contains(TEST_UPSTREAM_TOKEN), "{everything}");
     }

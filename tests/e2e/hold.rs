@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_e2e::fixtures::{auth_for, builder_for, istio_plugin_config, istio_template, test_plugin_config, TEST_UPSTREAM_TOKEN};
+use airlock_e2e::fixtures::{
+    auth_for, builder_for, istio_plugin_config, istio_template, test_plugin_config, TEST_UPSTREAM_TOKEN,
+};
 use airlock_e2e::raw::{exchange, RawReply};
 use airlock_e2e::recorder::Recorder;
 use airlock_e2e::{Stack, StackBuilder, TestKeys};
@@ -25,11 +27,14 @@ fn stack(builder: StackBuilder, recorder: &Recorder) -> Stack {
 fn slow_post(stack: &Stack, auth: &str, sql: &str, pause: Duration) -> std::thread::JoinHandle<RawReply> {
     let body = json!({"sql": sql}).to_string();
     let head = format!(
-        "POST /sql HTTP/1.1\r\nhost: airlock.test\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "POST /sql HTTP/1.1\r\nhost: airlock.test\r\nauthorization: {auth}\r\ncontent-type: \
+            application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let port = stack.listen_port();
-    std::thread::spawn(move || exchange(port, &[head.as_bytes(), body.as_bytes()], pause, Duration::from_secs(20)).unwrap())
+    std::thread::spawn(move || {
+        exchange(port, &[head.as_bytes(), body.as_bytes()], pause, Duration::from_secs(20)).unwrap()
+    })
 }
 
 /// The body decision with the upstream watched: nothing before it, one request after an
@@ -42,7 +47,11 @@ fn assert_nothing_reaches_the_upstream_before_the_decision(stack: &Stack, record
     assert_eq!(reply.status, 200, "{}", reply.text());
     let requests = recorder.requests();
     assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].header("authorization"), Some(format!("Bearer {TEST_UPSTREAM_TOKEN}").as_str()), "the credential goes in after the allow");
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {TEST_UPSTREAM_TOKEN}").as_str()),
+        "the credential goes in after the allow"
+    );
     assert_eq!(requests[0].json()["sql"], "SELECT name FROM customers");
 
     let before = recorder.connections();

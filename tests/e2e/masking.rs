@@ -53,25 +53,15 @@ fn pii_values(customers: &[Value]) -> Vec<String> {
 
 fn assert_no_pii(text: &str, values: &[String], context: &str) {
     for value in values {
-        assert!(
-            !text.contains(value.as_str()),
-            "{context}: `{value}` leaked:\n{text}"
-        );
+        assert!(!text.contains(value.as_str()), "{context}: `{value}` leaked:\n{text}");
     }
     // Every email of the demo data is at an example domain.
-    assert!(
-        !text.contains("@example."),
-        "{context}: an email leaked:\n{text}"
-    );
+    assert!(!text.contains("@example."), "{context}: an email leaked:\n{text}");
 }
 
 fn assert_length_consistent(reply: &Reply) {
     if let Some(len) = reply.header("content-length") {
-        assert_eq!(
-            len.parse::<usize>().unwrap(),
-            reply.body.len(),
-            "stale content-length"
-        );
+        assert_eq!(len.parse::<usize>().unwrap(), reply.body.len(), "stale content-length");
     }
 }
 
@@ -80,14 +70,9 @@ fn customers_through_a_masked_rule_stay_valid_json_without_any_pii() {
     let stack = stack();
     let raw = upstream(&stack, "/customers").json().unwrap();
     let raw_customers = raw["customers"].as_array().unwrap();
-    assert!(
-        raw.to_string().contains("alice.martin@example.com"),
-        "the upstream serves PII"
-    );
+    assert!(raw.to_string().contains("alice.martin@example.com"), "the upstream serves PII");
 
-    let reply = stack
-        .get("/customers", &[("authorization", &support())])
-        .unwrap();
+    let reply = stack.get("/customers", &[("authorization", &support())]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_length_consistent(&reply);
     let masked = reply.json().unwrap();
@@ -102,13 +87,9 @@ fn customers_through_a_masked_rule_stay_valid_json_without_any_pii() {
         assert!(c["email"].as_str().unwrap().contains("REDACTED"), "{c}");
     }
     // A notes line without PII survives word for word.
-    assert!(customers
-        .iter()
-        .any(|c| c["notes"] == "Prefers paper statements."));
+    assert!(customers.iter().any(|c| c["notes"] == "Prefers paper statements."));
 
-    let one = stack
-        .get("/customers/3", &[("authorization", &support())])
-        .unwrap();
+    let one = stack.get("/customers/3", &[("authorization", &support())]).unwrap();
     assert_eq!(one.status, 200, "{}", one.text());
     assert_length_consistent(&one);
     assert_no_pii(&one.text(), &pii_values(raw_customers), "/customers/3");
@@ -129,19 +110,11 @@ fn plain_text_export_is_masked_including_secrets() {
         assert!(raw.contains(s), "the upstream text holds {s}");
     }
 
-    let reply = stack
-        .get("/text", &[("authorization", &support())])
-        .unwrap();
+    let reply = stack.get("/text", &[("authorization", &support())]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_length_consistent(&reply);
     let text = reply.text();
-    let shown: Vec<Value> = customers
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(8)
-        .cloned()
-        .collect();
+    let shown: Vec<Value> = customers.as_array().unwrap().iter().take(8).cloned().collect();
     assert_no_pii(&text, &pii_values(&shown), "/text");
     for s in secrets {
         assert!(!text.contains(s), "{s} leaked:\n{text}");
@@ -155,68 +128,35 @@ fn server_sent_events_split_across_chunks_are_masked() {
     let stack = stack();
     let raw = upstream(&stack, "/stream?events=6&delay_ms=10").text();
     assert!(raw.contains("alice.martin@example.com"));
-    let reply = stack
-        .get(
-            "/stream?events=6&delay_ms=10",
-            &[("authorization", &support())],
-        )
-        .unwrap();
+    let reply = stack.get("/stream?events=6&delay_ms=10", &[("authorization", &support())]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
     let text = reply.text();
     let customers = upstream(&stack, "/customers").json().unwrap()["customers"].clone();
-    let streamed: Vec<Value> = customers
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(6)
-        .cloned()
-        .collect();
+    let streamed: Vec<Value> = customers.as_array().unwrap().iter().take(6).cloned().collect();
     assert_no_pii(&text, &pii_values(&streamed), "/stream");
     assert_eq!(text.matches("data: {").count(), 6, "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     // Every event is still one JSON object per `data:` line.
     for line in text.lines().filter(|l| l.starts_with("data: {")) {
         let event: Value = serde_json::from_str(&line["data: ".len()..]).unwrap();
-        assert!(
-            event["email"].as_str().unwrap().contains("REDACTED"),
-            "{event}"
-        );
+        assert!(event["email"].as_str().unwrap().contains("REDACTED"), "{event}");
     }
 }
 
 #[test]
 fn gzip_answer_is_refused_502_and_no_pii_bytes_reach_the_client() {
     let stack = stack();
-    let before = stack
-        .stat("wasmcustom.airlock.response_not_maskable")
-        .unwrap_or(0);
-    let reply = stack
-        .get(
-            "/gzip",
-            &[("authorization", &support()), ("accept-encoding", "gzip")],
-        )
-        .unwrap();
+    let before = stack.stat("wasmcustom.airlock.response_not_maskable").unwrap_or(0);
+    let reply = stack.get("/gzip", &[("authorization", &support()), ("accept-encoding", "gzip")]).unwrap();
     assert_eq!(reply.status, 502, "{}", reply.text());
     let error = error_of(&reply);
     assert_eq!(error["code"], "response_not_maskable", "{error}");
     assert_eq!(error["retry"], "never", "{error}");
-    assert!(
-        reply.header("content-encoding").is_none(),
-        "{:?}",
-        reply.headers
-    );
-    assert!(
-        !reply.body.windows(2).any(|w| w == [0x1f, 0x8b]),
-        "gzip bytes leaked"
-    );
+    assert!(reply.header("content-encoding").is_none(), "{:?}", reply.headers);
+    assert!(!reply.body.windows(2).any(|w| w == [0x1f, 0x8b]), "gzip bytes leaked");
     assert!(!reply.text().contains("example.com"));
-    assert!(
-        stack
-            .stat("wasmcustom.airlock.response_not_maskable")
-            .unwrap_or(0)
-            > before
-    );
+    assert!(stack.stat("wasmcustom.airlock.response_not_maskable").unwrap_or(0) > before);
 }
 
 #[test]
@@ -232,60 +172,33 @@ fn response_over_the_masking_limit_is_refused_never_sent_unmasked() {
         // A reset after the headers is also acceptable: nothing unmasked was sent.
         Err(e) => assert!(!e.contains("@example."), "{e}"),
     }
-    assert!(
-        stack
-            .stat("wasmcustom.airlock.response_over_limit")
-            .unwrap_or(0)
-            >= 1
-    );
+    assert!(stack.stat("wasmcustom.airlock.response_over_limit").unwrap_or(0) >= 1);
 }
 
 #[test]
 fn large_response_under_the_limit_is_masked_as_a_whole() {
     let stack = stack();
-    let reply = stack
-        .get("/large?bytes=300000", &[("authorization", &support())])
-        .unwrap();
+    let reply = stack.get("/large?bytes=300000", &[("authorization", &support())]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_length_consistent(&reply);
     let body = reply.json().unwrap();
     assert!(body["customers"].as_array().unwrap().len() > 100);
     assert!(!reply.text().contains("@example."), "an email leaked");
-    assert!(
-        !reply.text().contains("4111 1111 1111 1111"),
-        "a card leaked"
-    );
+    assert!(!reply.text().contains("4111 1111 1111 1111"), "a card leaked");
 }
 
 #[test]
 fn masked_value_counters_move_per_kind() {
     let stack = stack();
     let kinds = ["email", "credit_card", "us_ssn", "iban", "phone"];
-    let stat = |kind: &str| {
-        stack
-            .stat(&format!("wasmcustom.airlock.masked.pii.{kind}"))
-            .unwrap_or(0)
-    };
+    let stat = |kind: &str| stack.stat(&format!("wasmcustom.airlock.masked.pii.{kind}")).unwrap_or(0);
     let before: Vec<u64> = kinds.iter().map(|k| stat(k)).collect();
-    let responses = stack
-        .stat("wasmcustom.airlock.masked_responses")
-        .unwrap_or(0);
-    let reply = stack
-        .get("/customers", &[("authorization", &support())])
-        .unwrap();
+    let responses = stack.stat("wasmcustom.airlock.masked_responses").unwrap_or(0);
+    let reply = stack.get("/customers", &[("authorization", &support())]).unwrap();
     assert_eq!(reply.status, 200);
     for (kind, before) in kinds.iter().zip(before) {
         // 20 customers, each with one value of every kind (notes add more).
-        assert!(
-            stat(kind) >= before + 20,
-            "{kind}: {before} -> {}",
-            stat(kind)
-        );
+        assert!(stat(kind) >= before + 20, "{kind}: {before} -> {}", stat(kind));
     }
-    assert!(
-        stack
-            .stat("wasmcustom.airlock.masked_responses")
-            .unwrap_or(0)
-            > responses
-    );
+    assert!(stack.stat("wasmcustom.airlock.masked_responses").unwrap_or(0) > responses);
 }

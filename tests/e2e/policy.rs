@@ -65,37 +65,18 @@ fn ops() -> String {
 
 /// The table list as the upstream itself reports it (bypassing Envoy).
 fn upstream_tables(stack: &Stack) -> Value {
-    let reply = send(
-        stack.agent(),
-        "GET",
-        &stack.upstream_url("/tables"),
-        &[],
-        None,
-    )
-    .unwrap();
+    let reply = send(stack.agent(), "GET", &stack.upstream_url("/tables"), &[], None).unwrap();
     reply.json().unwrap()["tables"].clone()
 }
 
 fn assert_table_intact(stack: &Stack, context: &str) {
-    assert_eq!(
-        upstream_tables(stack),
-        json!(["customers"]),
-        "after {context}"
-    );
+    assert_eq!(upstream_tables(stack), json!(["customers"]), "after {context}");
 }
 
 /// POSTs raw bytes to `/sql` as JSON with `authorization`.
 fn post_sql_raw(stack: &Stack, authorization: &str, body: &[u8]) -> Reply {
     stack
-        .request(
-            "POST",
-            "/sql",
-            &[
-                ("authorization", authorization),
-                ("content-type", "application/json"),
-            ],
-            Some(body),
-        )
+        .request("POST", "/sql", &[("authorization", authorization), ("content-type", "application/json")], Some(body))
         .unwrap()
 }
 
@@ -110,19 +91,10 @@ fn assert_denied_by(reply: &Reply, rule: &str) {
 #[test]
 fn drop_table_is_blocked_by_block_destructive_sql_and_the_table_survives() {
     let stack = stack();
-    let reply = stack
-        .post_json(
-            "/sql",
-            &[("authorization", &dba())],
-            &json!({"sql": "DROP TABLE customers"}),
-        )
-        .unwrap();
+    let reply = stack.post_json("/sql", &[("authorization", &dba())], &json!({"sql": "DROP TABLE customers"})).unwrap();
     assert_denied_by(&reply, "block-destructive-sql");
     assert_eq!(reply.header("x-airlock-code"), Some("denied_by_rule"));
-    assert!(error_of(&reply)["message"]
-        .as_str()
-        .unwrap()
-        .contains("block-destructive-sql"));
+    assert!(error_of(&reply)["message"].as_str().unwrap().contains("block-destructive-sql"));
     assert_table_intact(&stack, "DROP TABLE");
     // Through Envoy too, with a caller the shipped rules let read the table list.
     let tables = stack.get("/tables", &[("authorization", &dba())]).unwrap();
@@ -134,31 +106,13 @@ fn drop_table_evasions_are_all_blocked_and_the_table_survives() {
     let stack = stack();
     let auth = dba();
     let evasions: [(&str, &[u8]); 7] = [
-        (
-            "comment between keywords",
-            br#"{"sql": "DROP/**/TABLE customers"}"#,
-        ),
-        (
-            "newline and tab",
-            b"{\"sql\": \"drop\\n\\ttable customers\"}",
-        ),
+        ("comment between keywords", br#"{"sql": "DROP/**/TABLE customers"}"#),
+        ("newline and tab", b"{\"sql\": \"drop\\n\\ttable customers\"}"),
         ("mixed case", br#"{"sql": "DrOp TaBlE customers"}"#),
-        (
-            "JSON unicode escape",
-            br#"{"sql": "\u0044ROP TABLE customers"}"#,
-        ),
-        (
-            "stacked statement",
-            br#"{"sql": "SELECT 1; DROP TABLE customers"}"#,
-        ),
-        (
-            "MySQL executable comment",
-            br#"{"sql": "/*!DROP*/ TABLE customers"}"#,
-        ),
-        (
-            "line comment and escapes",
-            b"{\"sql\": \"SELECT 1 -- x\\n;\\u0064rop\\u0020 /* y */ table customers\"}",
-        ),
+        ("JSON unicode escape", br#"{"sql": "\u0044ROP TABLE customers"}"#),
+        ("stacked statement", br#"{"sql": "SELECT 1; DROP TABLE customers"}"#),
+        ("MySQL executable comment", br#"{"sql": "/*!DROP*/ TABLE customers"}"#),
+        ("line comment and escapes", b"{\"sql\": \"SELECT 1 -- x\\n;\\u0064rop\\u0020 /* y */ table customers\"}"),
     ];
     for (what, body) in evasions {
         let reply = post_sql_raw(&stack, &auth, body);
@@ -172,26 +126,15 @@ fn drop_table_evasions_are_all_blocked_and_the_table_survives() {
 fn drop_table_split_across_chunks_of_a_chunked_body_is_blocked() {
     let stack = stack();
     let head = format!(
-        "POST /sql HTTP/1.1\r\nhost: airlock\r\nauthorization: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        "POST /sql HTTP/1.1\r\nhost: airlock\r\nauthorization: {}\r\ncontent-type: \
+            application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
         dba()
     );
-    let chunks = [
-        raw::chunk(br#"{"sql": "DR"#),
-        raw::chunk(b"OP TA"),
-        raw::chunk(br#"BLE customers"}"#),
-    ];
-    let parts: Vec<&[u8]> = [head.as_bytes()]
-        .into_iter()
-        .chain(chunks.iter().map(Vec::as_slice))
-        .chain([&b"0\r\n\r\n"[..]])
-        .collect();
-    let reply = raw::exchange(
-        stack.listen_port(),
-        &parts,
-        Duration::from_millis(100),
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let chunks = [raw::chunk(br#"{"sql": "DR"#), raw::chunk(b"OP TA"), raw::chunk(br#"BLE customers"}"#)];
+    let parts: Vec<&[u8]> =
+        [head.as_bytes()].into_iter().chain(chunks.iter().map(Vec::as_slice)).chain([&b"0\r\n\r\n"[..]]).collect();
+    let reply =
+        raw::exchange(stack.listen_port(), &parts, Duration::from_millis(100), Duration::from_secs(20)).unwrap();
     assert_eq!(reply.status, 403, "{}", reply.text());
     let error: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(error["error"]["rule"], "block-destructive-sql", "{error}");
@@ -213,9 +156,7 @@ fn analyst_select_is_allowed_and_its_answer_masked() {
     .json()
     .unwrap();
     let auth = auth_for(TestKeys::shared(), "ann", &["analyst"]);
-    let reply = stack
-        .post_json("/sql", &[("authorization", &auth)], &query)
-        .unwrap();
+    let reply = stack.post_json("/sql", &[("authorization", &auth)], &query).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let masked = reply.json().unwrap();
     let text = reply.text();
@@ -250,11 +191,7 @@ fn request_body_over_the_inspection_limit_is_refused_413_and_nothing_runs() {
 #[test]
 fn invalid_json_on_sql_is_refused_by_the_deny_rule_fail_closed() {
     let stack = stack();
-    for body in [
-        &b"{\"sql\": \"DROP TABLE customers\""[..],
-        b"DROP TABLE customers",
-        b"\xff\xfe{\"sql\"",
-    ] {
+    for body in [&b"{\"sql\": \"DROP TABLE customers\""[..], b"DROP TABLE customers", b"\xff\xfe{\"sql\""] {
         let reply = post_sql_raw(&stack, &dba(), body);
         assert_denied_by(&reply, "block-destructive-sql");
         assert_table_intact(&stack, &String::from_utf8_lossy(body));
@@ -266,9 +203,7 @@ fn path_evasions_against_a_prefix_deny_rule_are_blocked() {
     let stack = stack();
     let auth = ops();
     // Sanity: the ops rule does let other paths through.
-    let ok = stack
-        .get("/echo/fine", &[("authorization", &auth)])
-        .unwrap();
+    let ok = stack.get("/echo/fine", &[("authorization", &auth)]).unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
     for path in [
         "/admin",
@@ -292,32 +227,14 @@ fn header_rule_blocks_its_value_in_any_case_and_passes_others() {
     let stack = stack();
     let auth = ops();
     for value in ["prod", "PROD", "Prod"] {
-        let reply = stack
-            .get(
-                "/echo/deploy",
-                &[("authorization", &auth), ("x-env", value)],
-            )
-            .unwrap();
+        let reply = stack.get("/echo/deploy", &[("authorization", &auth), ("x-env", value)]).unwrap();
         assert_denied_by(&reply, "block-prod-header");
     }
     // A repeated header cannot hide the dangerous value behind a harmless one.
-    let reply = stack
-        .get(
-            "/echo/deploy",
-            &[
-                ("authorization", &auth),
-                ("x-env", "staging"),
-                ("x-env", "prod"),
-            ],
-        )
-        .unwrap();
+    let reply =
+        stack.get("/echo/deploy", &[("authorization", &auth), ("x-env", "staging"), ("x-env", "prod")]).unwrap();
     assert_denied_by(&reply, "block-prod-header");
-    let reply = stack
-        .get(
-            "/echo/deploy",
-            &[("authorization", &auth), ("x-env", "staging")],
-        )
-        .unwrap();
+    let reply = stack.get("/echo/deploy", &[("authorization", &auth), ("x-env", "staging")]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
@@ -334,9 +251,7 @@ fn query_rule_blocks_its_parameter_even_percent_encoded() {
         let reply = stack.get(path, &[("authorization", &auth)]).unwrap();
         assert_denied_by(&reply, "block-force-query");
     }
-    let reply = stack
-        .get("/echo/run?force=false", &[("authorization", &auth)])
-        .unwrap();
+    let reply = stack.get("/echo/run?force=false", &[("authorization", &auth)]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
@@ -344,9 +259,7 @@ fn query_rule_blocks_its_parameter_even_percent_encoded() {
 fn request_no_rule_allows_is_denied_by_default() {
     let stack = stack();
     let guest = auth_for(TestKeys::shared(), "gus", &["guests"]);
-    let reply = stack
-        .get("/customers", &[("authorization", &guest)])
-        .unwrap();
+    let reply = stack.get("/customers", &[("authorization", &guest)]).unwrap();
     assert_eq!(reply.status, 403, "{}", reply.text());
     let error = error_of(&reply);
     assert_eq!(error["code"], "denied_by_default", "{error}");
@@ -364,13 +277,7 @@ fn mcp_call(id: u32, tool: &str) -> Value {
 fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
     let stack = stack();
     let auth = ops();
-    let allowed = stack
-        .post_json(
-            "/echo/mcp",
-            &[("authorization", &auth)],
-            &mcp_call(1, "search"),
-        )
-        .unwrap();
+    let allowed = stack.post_json("/echo/mcp", &[("authorization", &auth)], &mcp_call(1, "search")).unwrap();
     assert_eq!(allowed.status, 200, "{}", allowed.text());
     let echo = allowed.json().unwrap();
     assert_eq!(
@@ -379,32 +286,16 @@ fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
         "the allowed body reaches the upstream unchanged"
     );
 
-    let denied = stack
-        .post_json(
-            "/echo/mcp",
-            &[("authorization", &auth)],
-            &mcp_call(2, "delete_database"),
-        )
-        .unwrap();
+    let denied = stack.post_json("/echo/mcp", &[("authorization", &auth)], &mcp_call(2, "delete_database")).unwrap();
     assert_denied_by(&denied, "block-dangerous-mcp-tool");
 
     let batch = json!([mcp_call(3, "search"), mcp_call(4, "drop_table")]);
-    let denied = stack
-        .post_json("/echo/mcp", &[("authorization", &auth)], &batch)
-        .unwrap();
+    let denied = stack.post_json("/echo/mcp", &[("authorization", &auth)], &batch).unwrap();
     assert_denied_by(&denied, "block-dangerous-mcp-tool");
 
     let escaped = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"delete\u005fdatabase"}}"#;
     let denied = stack
-        .request(
-            "POST",
-            "/echo/mcp",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            Some(escaped),
-        )
+        .request("POST", "/echo/mcp", &[("authorization", &auth), ("content-type", "application/json")], Some(escaped))
         .unwrap();
     assert_denied_by(&denied, "block-dangerous-mcp-tool");
 }
@@ -414,19 +305,10 @@ fn per_rule_dry_run_lets_the_request_through_and_counts_would_block() {
     let stack = stack();
     let name = "wasmcustom.airlock.dry_run.would_block";
     let before = stack.stat(name).unwrap_or(0);
-    let reply = stack
-        .request(
-            "DELETE",
-            "/echo/records/7",
-            &[("authorization", &ops())],
-            None,
-        )
-        .unwrap();
+    let reply = stack.request("DELETE", "/echo/records/7", &[("authorization", &ops())], None).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json().unwrap()["method"], "DELETE");
-    let after = stack
-        .wait_for_stat(name, before + 1, Duration::from_secs(5))
-        .unwrap_or(0);
+    let after = stack.wait_for_stat(name, before + 1, Duration::from_secs(5)).unwrap_or(0);
     assert_eq!(after, before + 1);
 }
 
@@ -434,26 +316,15 @@ fn per_rule_dry_run_lets_the_request_through_and_counts_would_block() {
 fn rule_matched_denied_and_allowed_counters_move() {
     let stack = stack();
     let auth = ops();
-    let stat = |name: &str| {
-        stack
-            .stat(&format!("wasmcustom.airlock.{name}"))
-            .unwrap_or(0)
-    };
-    let (deny0, allow0) = (
-        stat("rule.stats-probe-deny.matched"),
-        stat("rule.stats-probe-allow.matched"),
-    );
+    let stat = |name: &str| stack.stat(&format!("wasmcustom.airlock.{name}")).unwrap_or(0);
+    let (deny0, allow0) = (stat("rule.stats-probe-deny.matched"), stat("rule.stats-probe-allow.matched"));
     let (denied0, allowed0) = (stat("denied"), stat("allowed"));
     for _ in 0..2 {
-        let reply = stack
-            .get("/echo/stats-probe/deny", &[("authorization", &auth)])
-            .unwrap();
+        let reply = stack.get("/echo/stats-probe/deny", &[("authorization", &auth)]).unwrap();
         assert_denied_by(&reply, "stats-probe-deny");
     }
     for _ in 0..3 {
-        let reply = stack
-            .get("/echo/stats-probe/allow", &[("authorization", &auth)])
-            .unwrap();
+        let reply = stack.get("/echo/stats-probe/allow", &[("authorization", &auth)]).unwrap();
         assert_eq!(reply.status, 200);
     }
     assert_eq!(stat("rule.stats-probe-deny.matched"), deny0 + 2);
@@ -479,22 +350,13 @@ fn global_dry_run_lets_blocked_requests_through_but_still_checks_tokens() {
     let name = "wasmcustom.airlock.dry_run.would_block";
     let before = stack.stat(name).unwrap_or(0);
 
-    let by_rule = stack
-        .get("/echo/danger/zone", &[("authorization", &auth)])
-        .unwrap();
+    let by_rule = stack.get("/echo/danger/zone", &[("authorization", &auth)]).unwrap();
     assert_eq!(by_rule.status, 200, "{}", by_rule.text());
     assert_eq!(by_rule.json().unwrap()["path"], "/echo/danger/zone");
-    let by_default = stack
-        .get("/echo/anything", &[("authorization", &auth)])
-        .unwrap();
+    let by_default = stack.get("/echo/anything", &[("authorization", &auth)]).unwrap();
     assert_eq!(by_default.status, 200, "{}", by_default.text());
-    assert_eq!(
-        stack.wait_for_stat(name, before + 2, Duration::from_secs(5)),
-        Some(before + 2)
-    );
-    assert!(stack
-        .envoy_log()
-        .contains("dry-run: rule `block-echo-danger` would have answered denied_by_rule"));
+    assert_eq!(stack.wait_for_stat(name, before + 2, Duration::from_secs(5)), Some(before + 2));
+    assert!(stack.envoy_log().contains("dry-run: rule `block-echo-danger` would have answered denied_by_rule"));
 
     // Dry-run never waives the token check.
     let anonymous = stack.get("/echo/danger/zone", &[]).unwrap();

@@ -16,25 +16,16 @@ fn bare_envoy_serves_customers_full_of_pii() {
     let stack = bare();
     let reply = stack.get("/customers", &[]).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert!(reply
-        .header("content-type")
-        .unwrap()
-        .starts_with("application/json"));
+    assert!(reply.header("content-type").unwrap().starts_with("application/json"));
     // Went through Envoy, not around it.
-    assert!(
-        reply.header("x-envoy-upstream-service-time").is_some(),
-        "{:?}",
-        reply.headers
-    );
+    assert!(reply.header("x-envoy-upstream-service-time").is_some(), "{:?}", reply.headers);
     let body = reply.json().unwrap();
     let customers = body["customers"].as_array().unwrap();
     assert_eq!(customers.len(), 20);
     assert_eq!(customers[0]["card"], "4111 1111 1111 1111");
     assert_eq!(customers[0]["email"], "alice.martin@example.com");
     assert_eq!(customers[0]["iban"], "DE89370400440532013000");
-    assert!(customers
-        .iter()
-        .all(|c| c["ssn"].as_str().unwrap().len() == 11));
+    assert!(customers.iter().all(|c| c["ssn"].as_str().unwrap().len() == 11));
 }
 
 #[test]
@@ -43,9 +34,7 @@ fn bare_envoy_lets_drop_table_through_and_the_upstream_really_drops_it() {
     let tables = stack.get("/tables", &[]).unwrap().json().unwrap();
     assert_eq!(tables["tables"], json!(["customers"]));
 
-    let reply = stack
-        .post_json("/sql", &[], &json!({"sql": "DROP TABLE customers"}))
-        .unwrap();
+    let reply = stack.post_json("/sql", &[], &json!({"sql": "DROP TABLE customers"})).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json().unwrap(), json!({"changes": 0}));
 
@@ -60,27 +49,12 @@ fn bare_envoy_lets_drop_table_through_and_the_upstream_really_drops_it() {
 #[test]
 fn bare_envoy_sql_errors_and_bad_json_are_400_json() {
     let stack = bare();
-    let bad_sql = stack
-        .post_json("/sql", &[], &json!({"sql": "SELEC 1"}))
-        .unwrap();
+    let bad_sql = stack.post_json("/sql", &[], &json!({"sql": "SELEC 1"})).unwrap();
     assert_eq!(bad_sql.status, 400);
-    assert!(bad_sql.json().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .contains("syntax error"));
-    let bad_json = stack
-        .request(
-            "POST",
-            "/sql",
-            &[("content-type", "application/json")],
-            Some(b"{nope"),
-        )
-        .unwrap();
+    assert!(bad_sql.json().unwrap()["error"].as_str().unwrap().contains("syntax error"));
+    let bad_json = stack.request("POST", "/sql", &[("content-type", "application/json")], Some(b"{nope")).unwrap();
     assert_eq!(bad_json.status, 400);
-    assert!(bad_json.json().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .contains("not valid JSON"));
+    assert!(bad_json.json().unwrap()["error"].as_str().unwrap().contains("not valid JSON"));
 }
 
 #[test]
@@ -145,20 +119,15 @@ fn bare_envoy_passes_gzip_large_and_streamed_bodies_intact() {
 
 fn flate2_decode(body: &[u8], out: &mut String) {
     assert_eq!(body.get(..2), Some(&[0x1f, 0x8b][..]), "not gzip");
-    flate2::read::GzDecoder::new(body)
-        .read_to_string(out)
-        .unwrap();
+    flate2::read::GzDecoder::new(body).read_to_string(out).unwrap();
 }
 
 #[test]
 fn stats_log_and_admin_are_available() {
     let stack = bare();
     assert_eq!(stack.get("/health", &[]).unwrap().text(), "ok\n");
-    let completed = stack.wait_for_stat(
-        "http.airlock_ingress.downstream_rq_completed",
-        1,
-        std::time::Duration::from_secs(10),
-    );
+    let completed =
+        stack.wait_for_stat("http.airlock_ingress.downstream_rq_completed", 1, std::time::Duration::from_secs(10));
     assert!(completed.unwrap_or(0) >= 1, "{completed:?}");
     assert_eq!(stack.stat("server.live"), Some(1));
     assert!(stack.envoy_log().contains("starting main dispatch loop"));
@@ -166,18 +135,8 @@ fn stats_log_and_admin_are_available() {
 
 #[test]
 fn start_expecting_failure_returns_the_log_of_an_envoy_that_rejected_its_config() {
-    let log = Stack::builder()
-        .bare()
-        .set("UPSTREAM_PORT", "99999999")
-        .start_expecting_failure()
-        .unwrap();
+    let log = Stack::builder().bare().set("UPSTREAM_PORT", "99999999").start_expecting_failure().unwrap();
     assert!(log.contains("port_value"), "{log}");
-    let err = Stack::builder()
-        .bare()
-        .start_expecting_failure()
-        .unwrap_err();
-    assert!(
-        err.contains("started although a failure was expected"),
-        "{err}"
-    );
+    let err = Stack::builder().bare().start_expecting_failure().unwrap_err();
+    assert!(err.contains("started although a failure was expected"), "{err}");
 }

@@ -28,7 +28,8 @@ fn llm_stack() -> Stack {
 fn stream_with_openai(stack: &Stack, token: &str, chunk_size: usize) -> Value {
     let python = workspace_root().join(".venv").join("bin").join("python");
     let script = workspace_root().join("tests").join("e2e").join("clients").join("openai_stream.py");
-    let out = Command::new(python).arg(script).arg(stack.url("/v1")).arg(token).arg(chunk_size.to_string()).output().unwrap();
+    let out =
+        Command::new(python).arg(script).arg(stack.url("/v1")).arg(token).arg(chunk_size.to_string()).output().unwrap();
     assert!(out.status.success(), "openai client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -60,7 +61,11 @@ fn mcp_server() -> (airlock_e2e::process::ChildGuard, u16) {
     let entry = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     assert!(entry.is_file(), "{} is missing: run scripts/setup.sh", entry.display());
     let mut cmd = Command::new("node");
-    cmd.arg(entry).arg("streamableHttp").env("PORT", port.to_string()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    cmd.arg(entry)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let child = airlock_e2e::process::ChildGuard::spawn(cmd, "mcp server-everything").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -89,8 +94,20 @@ fn an_mcp_session_works_through_airlock_with_tool_results_masked_and_a_denied_to
     let python = workspace_root().join(".venv").join("bin").join("python");
     let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
     let message = "mail alice@example.com, card 4111 1111 1111 1111, ssn 123-45-6789";
-    let out = Command::new(python).arg(script).arg(stack.url("/mcp")).arg(token).arg(message).arg("get-env").output().unwrap();
-    assert!(out.status.success(), "mcp client failed: {}\n{}", String::from_utf8_lossy(&out.stderr), stack.envoy_log_tail());
+    let out = Command::new(python)
+        .arg(script)
+        .arg(stack.url("/mcp"))
+        .arg(token)
+        .arg(message)
+        .arg("get-env")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mcp client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stack.envoy_log_tail()
+    );
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
@@ -102,7 +119,10 @@ fn an_mcp_session_works_through_airlock_with_tool_results_masked_and_a_denied_to
     }
     assert!(echo.contains("[REDACTED:email]"), "{echo}");
     let denied = &seen["denied"];
-    assert!(denied["exception"].is_string() || denied["is_error"] == true, "the denied tool call was refused: {denied}");
+    assert!(
+        denied["exception"].is_string() || denied["is_error"] == true,
+        "the denied tool call was refused: {denied}"
+    );
     assert!(!denied.to_string().contains("PATH"), "nothing of the environment came back: {denied}");
     assert!(stack.stat("wasmcustom.airlock.rule.agents-never-read-env.matched").unwrap_or(0) >= 1);
 }

@@ -20,41 +20,27 @@ pub struct Approver {
     pub groups: &'static [&'static str],
 }
 
-pub const DBA_BOB: Approver = Approver {
-    name: "bob",
-    token: "approver-token-bob-0123456789",
-    groups: &["dba"],
-};
+pub const DBA_BOB: Approver = Approver { name: "bob", token: "approver-token-bob-0123456789", groups: &["dba"] };
 /// Same name as the agent the tests call as: may not approve its own requests.
-pub const DBA_ALICE: Approver = Approver {
-    name: "alice",
-    token: "approver-token-alice-0123456789",
-    groups: &["dba"],
-};
+pub const DBA_ALICE: Approver = Approver { name: "alice", token: "approver-token-alice-0123456789", groups: &["dba"] };
 
 pub struct ControlService {
     serve: AirlockServe,
 }
 
 fn sha256_hex(s: &str) -> String {
-    hmac_sha256::Hash::hash(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hmac_sha256::Hash::hash(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ControlService {
     /// Starts the service in `dir` with the given approvers and extra TOML config.
-    pub fn start(
-        dir: &Path,
-        approvers: &[Approver],
-        extra_config: &str,
-    ) -> Result<ControlService, String> {
+    pub fn start(dir: &Path, approvers: &[Approver], extra_config: &str) -> Result<ControlService, String> {
         let mut config = String::from("public_url = \"http://console.airlock.test\"\n");
         for a in approvers {
             let groups: Vec<String> = a.groups.iter().map(|g| format!("\"{g}\"")).collect();
             config.push_str(&format!(
-                "\n[[approvers]]\nname = \"{}\"\ntoken_sha256 = \"{}\"\ngroups = [{}]\nroles = [\"approver\", \"auditor\"]\n",
+                "\n[[approvers]]\nname = \"{}\"\ntoken_sha256 = \"{}\"\ngroups = [{}]\nroles = \
+                    [\"approver\", \"auditor\"]\n",
                 a.name,
                 sha256_hex(a.token),
                 groups.join(", ")
@@ -113,33 +99,20 @@ impl ControlService {
     }
 
     /// Records an approver's decision; returns the HTTP status and body.
-    pub fn decide(
-        &self,
-        id: &str,
-        approver: &Approver,
-        decision: &str,
-        reason: &str,
-    ) -> Result<(u16, Value), String> {
+    pub fn decide(&self, id: &str, approver: &Approver, decision: &str, reason: &str) -> Result<(u16, Value), String> {
         let body = json!({"decision": decision, "reason": reason}).to_string();
         let reply = crate::http::send(
             &self.agent(),
             "POST",
             &self.url(&format!("/v1/approvals/{id}/decision")),
-            &[
-                ("authorization", &format!("Bearer {}", approver.token)),
-                ("content-type", "application/json"),
-            ],
+            &[("authorization", &format!("Bearer {}", approver.token)), ("content-type", "application/json")],
             Some(body.as_bytes()),
         )?;
         Ok((reply.status, reply.json().unwrap_or(Value::Null)))
     }
 
     /// Waits until a pending approval shows up and returns it.
-    pub fn wait_for_pending(
-        &self,
-        approver: &Approver,
-        timeout: Duration,
-    ) -> Result<Value, String> {
+    pub fn wait_for_pending(&self, approver: &Approver, timeout: Duration) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let list = self.get("/v1/approvals?status=pending", approver.token)?;

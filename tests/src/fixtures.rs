@@ -28,17 +28,12 @@ pub const JWKS_CLUSTER: &str = "outbound|8080||idp.airlock.svc.cluster.local";
 
 /// `envoy/plugin-config.json` of this workspace.
 pub fn shipped_plugin_config_path() -> PathBuf {
-    paths::workspace_root()
-        .join("envoy")
-        .join("plugin-config.json")
+    paths::workspace_root().join("envoy").join("plugin-config.json")
 }
 
 /// `envoy/istio/envoyfilter.yaml` of this workspace.
 pub fn istio_manifest_path() -> PathBuf {
-    paths::workspace_root()
-        .join("envoy")
-        .join("istio")
-        .join("envoyfilter.yaml")
+    paths::workspace_root().join("envoy").join("istio").join("envoyfilter.yaml")
 }
 
 /// The documents of the Istio manifest, as JSON values.
@@ -63,7 +58,9 @@ pub fn istio_filter() -> Result<Value, String> {
 /// The plugin config the Istio manifest carries, parsed.
 pub fn istio_plugin_config() -> Result<Value, String> {
     let filter = istio_filter()?;
-    let text = filter["typed_config"]["config"]["configuration"]["value"].as_str().ok_or("the EnvoyFilter has no plugin configuration")?;
+    let text = filter["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .ok_or("the EnvoyFilter has no plugin configuration")?;
     serde_json::from_str(text).map_err(|e| format!("the EnvoyFilter's plugin configuration is not JSON: {e}"))
 }
 
@@ -93,8 +90,7 @@ pub fn istio_template(dir: &std::path::Path) -> Result<PathBuf, String> {
 /// The shipped plugin config, exactly as in the file.
 pub fn shipped_plugin_config() -> Result<Value, String> {
     let path = shipped_plugin_config_path();
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
 }
 
@@ -178,11 +174,7 @@ pub fn auth_for(keys: &TestKeys, sub: &str, groups: &[&str]) -> String {
 
 /// The `error` object of a filter answer (`Value::Null` if the body is not one).
 pub fn error_of(reply: &Reply) -> Value {
-    reply
-        .json()
-        .ok()
-        .and_then(|v| v.get("error").cloned())
-        .unwrap_or(Value::Null)
+    reply.json().ok().and_then(|v| v.get("error").cloned()).unwrap_or(Value::Null)
 }
 
 /// The JWKS document `keys` publishes plus its HMAC key as an `oct` JWK, for tests of

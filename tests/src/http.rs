@@ -36,10 +36,7 @@ pub struct Reply {
 impl Reply {
     /// First value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as (lossy) UTF-8.
@@ -49,13 +46,8 @@ impl Reply {
 
     /// The body parsed as JSON; the error shows status and body.
     pub fn json(&self) -> Result<Value, String> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            format!(
-                "status {} body is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("status {} body is not JSON ({e}): {}", self.status, self.text()))
     }
 }
 
@@ -72,28 +64,16 @@ pub fn send(
         builder = builder.header(*name, *value);
     }
     let result = match body {
-        Some(bytes) => builder
-            .body(bytes.to_vec())
-            .map_err(|e| e.to_string())
-            .map(|r| agent.run(r)),
-        None => builder
-            .body(())
-            .map_err(|e| e.to_string())
-            .map(|r| agent.run(r)),
+        Some(bytes) => builder.body(bytes.to_vec()).map_err(|e| e.to_string()).map(|r| agent.run(r)),
+        None => builder.body(()).map_err(|e| e.to_string()).map(|r| agent.run(r)),
     };
-    let mut response = result
-        .map_err(|e| format!("{method} {url}: bad request: {e}"))?
-        .map_err(|e| format!("{method} {url}: {e}"))?;
+    let mut response =
+        result.map_err(|e| format!("{method} {url}: bad request: {e}"))?.map_err(|e| format!("{method} {url}: {e}"))?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
         .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let body = response
         .body_mut()
@@ -101,9 +81,5 @@ pub fn send(
         .limit(MAX_REPLY_BYTES)
         .read_to_vec()
         .map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    Ok(Reply { status, headers, body })
 }

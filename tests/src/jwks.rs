@@ -54,8 +54,7 @@ pub struct JwksServer {
 impl JwksServer {
     /// Starts on a free loopback port, serving `doc` at every path.
     pub fn start(doc: &str) -> Result<JwksServer, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("JWKS server: cannot bind: {e}"))?;
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("JWKS server: cannot bind: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let state = Arc::new(State::default());
         *lock(&state.default_doc) = doc.to_string();
@@ -70,17 +69,11 @@ impl JwksServer {
                     let Ok(conn) = conn else { continue };
                     st.connections.fetch_add(1, Ordering::SeqCst);
                     let st = Arc::clone(&st);
-                    let _ = std::thread::Builder::new()
-                        .name("jwks-conn".into())
-                        .spawn(move || serve_conn(conn, &st));
+                    let _ = std::thread::Builder::new().name("jwks-conn".into()).spawn(move || serve_conn(conn, &st));
                 }
             })
             .map_err(|e| format!("JWKS server: cannot start thread: {e}"))?;
-        Ok(JwksServer {
-            state,
-            addr,
-            accept: Some(accept),
-        })
+        Ok(JwksServer { state, addr, accept: Some(accept) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -254,10 +247,7 @@ fn serve_conn(mut conn: TcpStream, st: &State) {
 
 fn document(st: &State, path: &str) -> String {
     let bare = path.split('?').next().unwrap_or(path);
-    lock(&st.docs)
-        .get(bare)
-        .cloned()
-        .unwrap_or_else(|| lock(&st.default_doc).clone())
+    lock(&st.docs).get(bare).cloned().unwrap_or_else(|| lock(&st.default_doc).clone())
 }
 
 fn reason(status: u16) -> &'static str {
@@ -284,28 +274,16 @@ mod tests {
     fn serves_counts_and_swaps_documents_over_one_keep_alive_connection() {
         let server = JwksServer::start(r#"{"keys":[]}"#).unwrap();
         let agent = crate::http::agent();
-        assert_eq!(
-            get(&agent, &server.url("/jwks.json")).unwrap().text(),
-            r#"{"keys":[]}"#
-        );
+        assert_eq!(get(&agent, &server.url("/jwks.json")).unwrap().text(), r#"{"keys":[]}"#);
         server.set_jwks(r#"{"keys":[{"kid":"k2"}]}"#);
         server.set_document("/.well-known/openid-configuration", r#"{"jwks_uri":"x"}"#);
+        assert_eq!(get(&agent, &server.url("/jwks.json?x=1")).unwrap().text(), r#"{"keys":[{"kid":"k2"}]}"#);
         assert_eq!(
-            get(&agent, &server.url("/jwks.json?x=1")).unwrap().text(),
-            r#"{"keys":[{"kid":"k2"}]}"#
-        );
-        assert_eq!(
-            get(&agent, &server.url("/.well-known/openid-configuration"))
-                .unwrap()
-                .text(),
+            get(&agent, &server.url("/.well-known/openid-configuration")).unwrap().text(),
             r#"{"jwks_uri":"x"}"#
         );
         assert_eq!(server.fetch_count(), 3);
-        assert_eq!(
-            server.connection_count(),
-            1,
-            "keep-alive: one connection for three requests"
-        );
+        assert_eq!(server.connection_count(), 1, "keep-alive: one connection for three requests");
         assert_eq!(server.requested_paths()[1], "/jwks.json?x=1");
     }
 

@@ -25,15 +25,15 @@ pub mod jwks;
 pub mod paths;
 pub mod process;
 pub mod raw;
+pub mod recorder;
 pub mod serve;
 pub mod shared;
 pub mod stack;
 pub mod tokens;
-pub mod recorder;
 
 pub use fixtures::{
-    auth_for, bearer, builder_for, config_with_rules, env_secrets, error_of, test_plugin_config,
-    with_inline_jwks, TEST_UPSTREAM_TOKEN, UPSTREAM_TOKEN_ENV,
+    auth_for, bearer, builder_for, config_with_rules, env_secrets, error_of, test_plugin_config, with_inline_jwks,
+    TEST_UPSTREAM_TOKEN, UPSTREAM_TOKEN_ENV,
 };
 pub use http::{agent, agent_with_timeout, send, Reply};
 pub use jwks::{JwksMode, JwksServer};

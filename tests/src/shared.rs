@@ -61,9 +61,7 @@ impl Default for SharedStack {
 
 impl SharedStack {
     pub const fn new() -> Self {
-        SharedStack {
-            cell: OnceLock::new(),
-        }
+        SharedStack { cell: OnceLock::new() }
     }
 
     /// The stack, started with `start` by the first caller. Panics (failing the calling

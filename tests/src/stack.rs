@@ -167,10 +167,7 @@ impl StackBuilder {
                 ));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "Envoy neither failed nor became ready; log tail:\n{}",
-                    stack.envoy_log_tail()
-                ));
+                return Err(format!("Envoy neither failed nor became ready; log tail:\n{}", stack.envoy_log_tail()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -178,18 +175,10 @@ impl StackBuilder {
 
     fn launch(self) -> Result<Stack, String> {
         let envoy_bin = paths::envoy_bin()?;
-        let wasm = if self.bare {
-            None
-        } else {
-            Some(paths::wasm_path()?)
-        };
+        let wasm = if self.bare { None } else { Some(paths::wasm_path()?) };
         let plugin_config = match (&self.plugin_config, self.bare) {
             (Some(c), false) => Some(serde_json::to_string_pretty(c).map_err(|e| e.to_string())?),
-            (None, false) => {
-                return Err(
-                    "a stack with the filter needs .plugin_config(...) (or use .bare())".into(),
-                )
-            }
+            (None, false) => return Err("a stack with the filter needs .plugin_config(...) (or use .bare())".into()),
             (_, true) => None,
         };
         let template_path = self.template.clone().unwrap_or_else(paths::template_path);
@@ -223,21 +212,15 @@ impl StackBuilder {
             }
         }
         values.extend(self.values.clone());
-        let mode = if self.bare {
-            FilterMode::Bare
-        } else {
-            FilterMode::WithFilter
-        };
-        let yaml = render(&template, &values, mode)
-            .map_err(|e| format!("rendering {}: {e}", template_path.display()))?;
+        let mode = if self.bare { FilterMode::Bare } else { FilterMode::WithFilter };
+        let yaml =
+            render(&template, &values, mode).map_err(|e| format!("rendering {}: {e}", template_path.display()))?;
         let config_path = dir.join("envoy.yaml");
-        std::fs::write(&config_path, yaml)
-            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        std::fs::write(&config_path, yaml).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
 
         let log_path = dir.join("envoy.log");
         let admin_addr_path = dir.join("admin.address");
-        let log = File::create(&log_path)
-            .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        let log = File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&envoy_bin);
         cmd.arg("-c")
@@ -370,12 +353,7 @@ impl Stack {
     }
 
     /// `POST` of a JSON body through Envoy (content-type set).
-    pub fn post_json(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &Value,
-    ) -> Result<Reply, String> {
+    pub fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Result<Reply, String> {
         let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
         self.request("POST", path, &all, Some(body.to_string().as_bytes()))
@@ -410,9 +388,7 @@ impl Stack {
 
     /// Everything Envoy wrote so far (stdout and stderr, including the filter's logs).
     pub fn envoy_log(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// The upstream's stderr so far.
@@ -453,14 +429,7 @@ impl Stack {
     }
 
     fn listener_port(&self) -> Option<u16> {
-        let reply = http::send(
-            &self.agent,
-            "GET",
-            &self.admin_url("/listeners?format=json"),
-            &[],
-            None,
-        )
-        .ok()?;
+        let reply = http::send(&self.agent, "GET", &self.admin_url("/listeners?format=json"), &[], None).ok()?;
         let v = reply.json().ok()?;
         v.get("listener_statuses")?
             .as_array()?
@@ -477,22 +446,14 @@ impl Stack {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.envoy.try_wait() {
-                return Err(format!(
-                    "Envoy exited ({status}) during start-up; log tail:\n{}",
-                    self.envoy_log_tail()
-                ));
+                return Err(format!("Envoy exited ({status}) during start-up; log tail:\n{}", self.envoy_log_tail()));
             }
             if self.admin_says_live() {
                 if let Some(port) = self.listener_port() {
                     self.listen_port = port;
                     // A bare TCP connect, not a request: a request would go through the
                     // filter and show up in its stats and audit records.
-                    if TcpStream::connect_timeout(
-                        &([127, 0, 0, 1], port).into(),
-                        Duration::from_secs(1),
-                    )
-                    .is_ok()
-                    {
+                    if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok() {
                         return Ok(());
                     }
                 }
@@ -514,11 +475,7 @@ impl Drop for Stack {
         self.envoy.kill();
         self.upstream.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "--- envoy log tail ({}) ---\n{}\n---",
-                self.log_path.display(),
-                self.envoy_log_tail()
-            );
+            eprintln!("--- envoy log tail ({}) ---\n{}\n---", self.log_path.display(), self.envoy_log_tail());
         }
     }
 }
@@ -559,9 +516,7 @@ impl Drop for TempDir {
 
 fn make_temp_dir() -> Result<TempDir, String> {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!(
         "airlock-e2e-{}-{}-{nanos}",
         std::process::id(),
@@ -575,25 +530,15 @@ fn make_temp_dir() -> Result<TempDir, String> {
 fn start_upstream(dir: &Path, db: &Path, threads: usize) -> Result<(ChildGuard, u16), String> {
     let bin = paths::demo_bin()?;
     let log_path = dir.join("upstream.log");
-    let log = File::create(&log_path)
-        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let log = File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let mut cmd = Command::new(&bin);
-    cmd.args([
-        "upstream",
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        &threads.to_string(),
-        "--db",
-    ])
-    .arg(db)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(log);
+    cmd.args(["upstream", "--listen", "127.0.0.1:0", "--threads", &threads.to_string(), "--db"])
+        .arg(db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
     let mut child = ChildGuard::spawn(cmd, "demo upstream")?;
-    let stdout = child
-        .take_stdout()
-        .ok_or("demo upstream has no stdout pipe")?;
+    let stdout = child.take_stdout().ok_or("demo upstream has no stdout pipe")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -606,20 +551,14 @@ fn start_upstream(dir: &Path, db: &Path, threads: usize) -> Result<(ChildGuard, 
             std::fs::read_to_string(&log_path).unwrap_or_default()
         )
     })?;
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .ok_or_else(|| {
-            format!(
-                "demo upstream failed to start (said {line:?}): {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            )
-        })?;
+    let port = line.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).ok_or_else(|| {
+        format!(
+            "demo upstream failed to start (said {line:?}): {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    })?;
     // Fail early with the upstream's own words if it is not answering.
-    TcpStream::connect(("127.0.0.1", port))
-        .map_err(|e| format!("demo upstream not reachable on {port}: {e}"))?;
+    TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("demo upstream not reachable on {port}: {e}"))?;
     Ok((child, port))
 }
 
@@ -629,7 +568,10 @@ mod tests {
 
     #[test]
     fn parse_stats_keeps_counters_and_skips_histograms_and_text() {
-        let stats = parse_stats("server.live: 1\nhttp.x.rq_total: 42\ncluster.a.upstream_cx_length_ms: P0(nan,1) P25(nan,2)\nserver.version: \"1.40\"\n");
+        let stats = parse_stats(
+            "server.live: 1\nhttp.x.rq_total: 42\ncluster.a.upstream_cx_length_ms: P0(nan,1) \
+            P25(nan,2)\nserver.version: \"1.40\"\n",
+        );
         assert_eq!(stats.len(), 2);
         assert_eq!(stats["http.x.rq_total"], 42);
     }

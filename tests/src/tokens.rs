@@ -33,14 +33,7 @@ pub enum Alg {
 
 impl Alg {
     /// Every algorithm, for tests that loop over them.
-    pub const ALL: [Alg; 6] = [
-        Alg::RS256,
-        Alg::PS256,
-        Alg::ES256,
-        Alg::ES384,
-        Alg::EdDSA,
-        Alg::HS256,
-    ];
+    pub const ALL: [Alg; 6] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::ES384, Alg::EdDSA, Alg::HS256];
 
     /// The JOSE `alg` name.
     pub fn name(self) -> &'static str {
@@ -143,11 +136,7 @@ impl TestKeys {
     /// `{"keys": [...]}` with the public keys of every asymmetric algorithm (no HS256:
     /// a JWKS publishes public keys only).
     pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = Alg::ALL
-            .iter()
-            .filter(|a| **a != Alg::HS256)
-            .map(|a| self.jwk(*a))
-            .collect();
+        let keys: Vec<Value> = Alg::ALL.iter().filter(|a| **a != Alg::HS256).map(|a| self.jwk(*a)).collect();
         json!({ "keys": keys })
     }
 
@@ -175,18 +164,12 @@ impl TestKeys {
 /// reject it.
 pub fn alg_none_token(claims: &TokenClaims) -> String {
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "typ": "JWT"})),
-        b64(&claims.to_json(unix_now()))
-    )
+    format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims.to_json(unix_now())))
 }
 
 /// Seconds since the Unix epoch (test code only: the filter takes `now` as a parameter).
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Clone, Debug)]
@@ -355,22 +338,12 @@ mod tests {
 
     fn payload(token: &str) -> Value {
         let part = token.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(part)
-                .unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
 
     fn header(token: &str) -> Value {
         let part = token.split('.').next().unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(part)
-                .unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
 
     #[test]
@@ -389,62 +362,48 @@ mod tests {
             };
             let jwk = keys.jwk(alg).to_string();
             let verified = match alg {
-                Alg::RS256 => RS256PublicKey::from_jwk(&jwk)
-                    .unwrap()
-                    .verify_token::<Map<String, Value>>(&token, Some(opts)),
-                Alg::PS256 => PS256PublicKey::from_jwk(&jwk)
-                    .unwrap()
-                    .verify_token::<Map<String, Value>>(&token, Some(opts)),
-                Alg::ES256 => ES256PublicKey::from_jwk(&jwk)
-                    .unwrap()
-                    .verify_token::<Map<String, Value>>(&token, Some(opts)),
-                Alg::ES384 => ES384PublicKey::from_jwk(&jwk)
-                    .unwrap()
-                    .verify_token::<Map<String, Value>>(&token, Some(opts)),
-                Alg::EdDSA => Ed25519PublicKey::from_jwk(&jwk)
-                    .unwrap()
-                    .verify_token::<Map<String, Value>>(&token, Some(opts)),
-                Alg::HS256 => HS256Key::from_bytes(&keys.hs256_secret())
-                    .verify_token::<Map<String, Value>>(&token, Some(opts)),
+                Alg::RS256 => {
+                    RS256PublicKey::from_jwk(&jwk).unwrap().verify_token::<Map<String, Value>>(&token, Some(opts))
+                }
+                Alg::PS256 => {
+                    PS256PublicKey::from_jwk(&jwk).unwrap().verify_token::<Map<String, Value>>(&token, Some(opts))
+                }
+                Alg::ES256 => {
+                    ES256PublicKey::from_jwk(&jwk).unwrap().verify_token::<Map<String, Value>>(&token, Some(opts))
+                }
+                Alg::ES384 => {
+                    ES384PublicKey::from_jwk(&jwk).unwrap().verify_token::<Map<String, Value>>(&token, Some(opts))
+                }
+                Alg::EdDSA => {
+                    Ed25519PublicKey::from_jwk(&jwk).unwrap().verify_token::<Map<String, Value>>(&token, Some(opts))
+                }
+                Alg::HS256 => {
+                    HS256Key::from_bytes(&keys.hs256_secret()).verify_token::<Map<String, Value>>(&token, Some(opts))
+                }
             }
             .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             assert_eq!(verified.subject.as_deref(), Some("bob"));
             assert_eq!(verified.custom["groups"], json!(["dba", "support"]));
             if alg != Alg::HS256 {
-                assert!(jwks["keys"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|k| k["kid"] == keys.kid(alg)));
+                assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == keys.kid(alg)));
             }
         }
-        assert!(
-            !jwks.to_string().contains("\"oct\""),
-            "a JWKS must not publish the HMAC secret"
-        );
+        assert!(!jwks.to_string().contains("\"oct\""), "a JWKS must not publish the HMAC secret");
     }
 
     #[test]
     fn offsets_place_exp_and_nbf_relative_to_now_and_can_be_dropped() {
         let keys = TestKeys::shared();
         let before = unix_now();
-        let p = payload(
-            &keys.mint(
-                Alg::ES256,
-                &TokenClaims::new()
-                    .exp_in(-60)
-                    .nbf_in(120)
-                    .claim("realm_access", json!({"roles": ["dba"]})),
-            ),
-        );
+        let p = payload(&keys.mint(
+            Alg::ES256,
+            &TokenClaims::new().exp_in(-60).nbf_in(120).claim("realm_access", json!({"roles": ["dba"]})),
+        ));
         let exp = p["exp"].as_u64().unwrap();
         assert!(exp + 60 >= before && exp + 60 <= unix_now());
         assert!(p["nbf"].as_u64().unwrap() >= before + 120);
         assert_eq!(p["realm_access"]["roles"], json!(["dba"]));
-        let p = payload(&keys.mint(
-            Alg::EdDSA,
-            &TokenClaims::new().no_exp().no_iss().auds(&["a", "b"]),
-        ));
+        let p = payload(&keys.mint(Alg::EdDSA, &TokenClaims::new().no_exp().no_iss().auds(&["a", "b"])));
         assert!(p.get("exp").is_none() && p.get("iss").is_none());
         let mut auds: Vec<String> = serde_json::from_value(p["aud"].clone()).unwrap();
         auds.sort();
@@ -459,9 +418,7 @@ mod tests {
         assert_ne!(a.jwk(Alg::ES256)["x"], b.jwk(Alg::ES256)["x"]);
         let token = b.mint(Alg::ES256, &TokenClaims::new());
         let a_key = ES256PublicKey::from_jwk(&a.jwk(Alg::ES256).to_string()).unwrap();
-        assert!(a_key
-            .verify_token::<Map<String, Value>>(&token, None)
-            .is_err());
+        assert!(a_key.verify_token::<Map<String, Value>>(&token, None).is_err());
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub enum ApprovalStatus {
 }
 
 impl ApprovalStatus {
-    pub const ALL: [ApprovalStatus; 4] = [ApprovalStatus::Pending, ApprovalStatus::Approved, ApprovalStatus::Denied, ApprovalStatus::Expired];
+    pub const ALL: [ApprovalStatus; 4] =
+        [ApprovalStatus::Pending, ApprovalStatus::Approved, ApprovalStatus::Denied, ApprovalStatus::Expired];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -175,7 +176,8 @@ mod tests {
 
     #[test]
     fn unknown_service_error_codes_read_as_other_not_as_a_parse_failure() {
-        let known: ErrorEnvelope = serde_json::from_str(r#"{"error":{"code":"approval_denied","message":"x"}}"#).unwrap();
+        let known: ErrorEnvelope =
+            serde_json::from_str(r#"{"error":{"code":"approval_denied","message":"x"}}"#).unwrap();
         assert_eq!(known.error.code, ApprovalErrorCode::ApprovalDenied);
         let unknown: ErrorEnvelope = serde_json::from_str(r#"{"error":{"code":"approval_on_fire"}}"#).unwrap();
         assert_eq!(unknown.error.code, ApprovalErrorCode::Other);

@@ -119,12 +119,17 @@ mod tests {
 
     #[test]
     fn every_decision_reads_back_as_itself() {
-        let all = [Decision::Allow, Decision::Approved, Decision::DryRunAllow, Decision::Incomplete].into_iter().chain(Code::ALL.map(Decision::Refused));
+        let all = [Decision::Allow, Decision::Approved, Decision::DryRunAllow, Decision::Incomplete]
+            .into_iter()
+            .chain(Code::ALL.map(Decision::Refused));
         for d in all {
             assert_eq!(Decision::parse(d.as_str()), Some(d));
             assert_eq!(serde_json::from_value::<Decision>(serde_json::to_value(d).unwrap()).unwrap(), d);
         }
-        assert!(serde_json::from_str::<Decision>("\"deny\"").is_err(), "the name the service once listened for is not a decision");
+        assert!(
+            serde_json::from_str::<Decision>("\"deny\"").is_err(),
+            "the name the service once listened for is not a decision"
+        );
     }
 
     #[test]
@@ -149,7 +154,13 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"vm-1","time_ms":1,"subject":"alice","groups":["support"],"session_id":"s","method":"GET","path":"/x","request_body":null,"status":403,"response_body":null,"decision":"denied_by_rule","rule":"r","approval_id":null,"latency_ms":2,"reason":null}"#
+            concat!(
+                r#"{"id":"vm-1","time_ms":1,"subject":"alice","groups":["support"],"session_id":"s","method":"GET","#,
+                concat!(
+                    r#""path":"/x","request_body":null,"status":403,"response_body":null,"decision":"denied_by_rule","#,
+                    r#""rule":"r","approval_id":null,"latency_ms":2,"reason":null}"#
+                )
+            )
         );
         let batch: AuditBatch<'static> = serde_json::from_str(&format!("{{\"records\":[{json}]}}")).unwrap();
         assert_eq!(batch.records, vec![record]);

@@ -10,6 +10,8 @@ pub mod approval;
 pub mod audit;
 pub mod code;
 
-pub use approval::{ApprovalErrorCode, ApprovalState, ApprovalStatus, Approvers, CreateApproval, ErrorEnvelope, Mode, RedeemApproval};
+pub use approval::{
+    ApprovalErrorCode, ApprovalState, ApprovalStatus, Approvers, CreateApproval, ErrorEnvelope, Mode, RedeemApproval,
+};
 pub use audit::{AuditBatch, AuditRecord, Decision};
 pub use code::{Code, Retry};

@@ -51,11 +51,23 @@ struct Scenario {
 
 fn scenario(name: &str) -> Result<Scenario, String> {
     match name {
-        "get" => Ok(Scenario { method: "GET", path: "/health".into(), body: Vec::new(), response_type: "text/plain", response_body: b"ok\n".to_vec() }),
+        "get" => Ok(Scenario {
+            method: "GET",
+            path: "/health".into(),
+            body: Vec::new(),
+            response_type: "text/plain",
+            response_body: b"ok\n".to_vec(),
+        }),
         "post" => Ok(Scenario {
             method: "POST",
             path: "/echo/tool".into(),
-            body: br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_orders","arguments":{"customer_id":42,"status":"open","limit":20}},"sql":"SELECT id, total FROM orders WHERE customer_id = 42 AND status = 'open' LIMIT 20"}"#.to_vec(),
+            body: concat!(
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query_orders","#,
+                r#""arguments":{"customer_id":42,"status":"open","limit":20}},"#,
+                r#""sql":"SELECT id, total FROM orders WHERE customer_id = 42 AND status = 'open' LIMIT 20"}"#
+            )
+            .as_bytes()
+            .to_vec(),
             response_type: "application/json",
             response_body: br#"{"ok":true}"#.to_vec(),
         }),
@@ -63,10 +75,22 @@ fn scenario(name: &str) -> Result<Scenario, String> {
             // A recorded response, e.g. `curl 'http://UPSTREAM/large?bytes=1048576'`.
             let path = std::env::var("AIRLOCK_PROFILE_BODY").map_err(|e| e.to_string())?;
             let body = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
-            Ok(Scenario { method: "GET", path: "/large?bytes=1048576".into(), body: Vec::new(), response_type: "application/json", response_body: body })
+            Ok(Scenario {
+                method: "GET",
+                path: "/large?bytes=1048576".into(),
+                body: Vec::new(),
+                response_type: "application/json",
+                response_body: body,
+            })
         }
         "mask-1m" => {
-            let row = r#"{"id":1,"name":"Alice Martin","email":"alice.martin@example.com","phone":"+1 415 555 0132","card":"4111 1111 1111 1111","ssn":"123-45-6789","iban":"DE89 3704 0044 0532 0130 00"}"#;
+            let row = concat!(
+                r#"{"id":1,"name":"Alice Martin","email":"alice.martin@example.com","#,
+                concat!(
+                    r#""phone":"+1 415 555 0132","card":"4111 1111 1111 1111","ssn":"123-45-6789","#,
+                    r#""iban":"DE89 3704 0044 0532 0130 00"}"#
+                )
+            );
             let mut body = String::from("{\"customers\":[");
             while body.len() + row.len() + 2 < 1024 * 1024 {
                 if !body.ends_with('[') {
@@ -75,7 +99,13 @@ fn scenario(name: &str) -> Result<Scenario, String> {
                 body.push_str(row);
             }
             body.push_str("]}");
-            Ok(Scenario { method: "GET", path: "/large?bytes=1048576".into(), body: Vec::new(), response_type: "application/json", response_body: body.into_bytes() })
+            Ok(Scenario {
+                method: "GET",
+                path: "/large?bytes=1048576".into(),
+                body: Vec::new(),
+                response_type: "application/json",
+                response_body: body.into_bytes(),
+            })
         }
         other => Err(format!("unknown scenario {other:?}: get, post or mask-1m")),
     }
@@ -89,21 +119,29 @@ fn run() -> Result<(), String> {
 
     // Config with a key of our own, and a token it accepts.
     let key = ES256KeyPair::generate().with_key_id("profile");
-    let jwk: serde_json::Value = serde_json::from_str(&key.public_key().with_key_id("profile").to_jwk()).map_err(|e| e.to_string())?;
+    let jwk: serde_json::Value =
+        serde_json::from_str(&key.public_key().with_key_id("profile").to_jwk()).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(config_path).map_err(|e| format!("{config_path}: {e}"))?;
     let mut config: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     config["auth"]["jwks"] = serde_json::json!({"inline": {"keys": [jwk]}});
     let issuer = config["auth"]["issuers"][0].as_str().unwrap_or_default().to_string();
     let audience = config["auth"]["audiences"][0].as_str().unwrap_or_default().to_string();
     let custom = serde_json::json!({"groups": ["support", "bench"]});
-    let claims = Claims::with_custom_claims(custom, Duration::from_hours(2)).with_issuer(issuer).with_audience(audience).with_subject("bench-agent");
+    let claims = Claims::with_custom_claims(custom, Duration::from_hours(2))
+        .with_issuer(issuer)
+        .with_audience(audience)
+        .with_subject("bench-agent");
     let token = key.sign(claims).map_err(|e| e.to_string())?;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as u64;
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis()
+            as u64;
 
     let bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
-    let config = Config::from_json(&bytes, &|_| Some("profile-dummy-secret-0123456789".to_string())).map_err(|e| e.to_string())?;
+    let config = Config::from_json(&bytes, &|_| Some("profile-dummy-secret-0123456789".to_string()))
+        .map_err(|e| e.to_string())?;
     // The unit tests' mock host, counting host calls; logging as an Envoy at `warn`.
-    let mut host = MockHost { now_ms, cluster: Some(UPSTREAM_CLUSTER.to_string()), log_level: Level::Warn, ..MockHost::default() };
+    let mut host =
+        MockHost { now_ms, cluster: Some(UPSTREAM_CLUSTER.to_string()), log_level: Level::Warn, ..MockHost::default() };
     let stats = Stats::define(&mut host, &config).ok_or("stats")?;
     let vm = Rc::new(VmState::new(config, stats, "profile"));
 
@@ -120,7 +158,11 @@ fn run() -> Result<(), String> {
     let one = |host: &mut MockHost| {
         host.request_headers = request_headers.clone();
         host.request_body = sc.body.clone();
-        host.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), sc.response_type.into()), ("content-length".into(), sc.response_body.len().to_string())];
+        host.response_headers = vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), sc.response_type.into()),
+            ("content-length".into(), sc.response_body.len().to_string()),
+        ];
         host.response_body = sc.response_body.clone();
         let mut flow = RequestFlow::new(Rc::clone(&vm), 1);
         let has_body = !sc.body.is_empty();
@@ -153,7 +195,8 @@ fn run() -> Result<(), String> {
         _ => "n/a".to_string(),
     };
     let mut out = format!(
-        "scenario {} x {n}: {cpu_us} us CPU per request natively ({:.2} us wall; local replies: {})\nhost calls per request:\n",
+        "scenario {} x {n}: {cpu_us} us CPU per request natively ({:.2} us wall; local replies: {})\nhost calls per \
+            request:\n",
         args.get(2).map_or("get", String::as_str),
         elapsed.as_secs_f64() * 1e6 / n as f64,
         calls_of(&host, "send_local_response")

@@ -16,11 +16,7 @@ fn opts(body: Value) -> ChatOptions {
 fn contents(events: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for e in events {
-        let data = e
-            .strip_prefix("data: ")
-            .unwrap()
-            .strip_suffix("\n\n")
-            .unwrap();
+        let data = e.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
         if data == "[DONE]" {
             continue;
         }
@@ -57,32 +53,20 @@ fn content_is_cut_every_chunk_size_characters_or_at_the_given_offsets() {
     let text = "añb😀cd";
     assert_eq!(split_content(text, 2, None), ["añ", "b😀", "cd"]);
     assert_eq!(split_content(text, 100, None), [text]);
-    assert_eq!(
-        split_content(text, 2, Some(&[5, 1, 1, 0, 99])),
-        ["a", "ñb😀c", "d"]
-    );
+    assert_eq!(split_content(text, 2, Some(&[5, 1, 1, 0, 99])), ["a", "ñb😀c", "d"]);
     assert_eq!(split_content("", 3, None), [""]);
     for size in 1..12 {
-        assert_eq!(
-            split_content(&chat_text(), size, None).concat(),
-            chat_text()
-        );
+        assert_eq!(split_content(&chat_text(), size, None).concat(), chat_text());
     }
 }
 
 #[test]
 fn streamed_answer_has_the_openai_chunk_sequence() {
-    let o = opts(
-        json!({"model":"gpt-test","stream":true,"chunk_size":5,"stream_options":{"include_usage":true}}),
-    );
+    let o = opts(json!({"model":"gpt-test","stream":true,"chunk_size":5,"stream_options":{"include_usage":true}}));
     let events = chat_events(&o, "chatcmpl-x", 1_700_000_000, &json!([]));
     assert_eq!(events.last().unwrap(), "data: [DONE]\n\n");
-    let first: Value =
-        serde_json::from_str(events[0].strip_prefix("data: ").unwrap().trim()).unwrap();
-    assert_eq!(
-        first["choices"][0]["delta"],
-        json!({"role":"assistant","content":""})
-    );
+    let first: Value = serde_json::from_str(events[0].strip_prefix("data: ").unwrap().trim()).unwrap();
+    assert_eq!(first["choices"][0]["delta"], json!({"role":"assistant","content":""}));
     assert_eq!(first["model"], "gpt-test");
     let parsed: Vec<Value> = events[..events.len() - 1]
         .iter()
@@ -96,9 +80,7 @@ fn streamed_answer_has_the_openai_chunk_sequence() {
     assert!(usage["usage"]["total_tokens"].as_u64().unwrap() > 0);
     let pieces = contents(&events);
     assert_eq!(pieces.concat(), chat_text());
-    assert!(pieces[1..pieces.len() - 1]
-        .iter()
-        .all(|p| p.chars().count() == 5));
+    assert!(pieces[1..pieces.len() - 1].iter().all(|p| p.chars().count() == 5));
     // Values are split across chunks: no chunk holds a whole email or card.
     for (_, v) in chat_pii() {
         assert!(pieces.iter().all(|p| !p.contains(&v)), "{v}");
@@ -107,29 +89,19 @@ fn streamed_answer_has_the_openai_chunk_sequence() {
 
 #[test]
 fn options_come_from_the_body_or_the_query() {
-    let q: HashMap<String, String> = [
-        ("split_at", "3,10"),
-        ("delay_ms", "0"),
-        ("stream", "true"),
-        ("write_bytes", "7"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let q: HashMap<String, String> =
+        [("split_at", "3,10"), ("delay_ms", "0"), ("stream", "true"), ("write_bytes", "7")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     let o = chat_options(&json!({"demo_text":"hello there world"}), &q).unwrap();
     assert_eq!(
         (o.split_at.as_deref(), o.delay, o.stream, o.write_bytes),
         (Some(&[3, 10][..]), Duration::ZERO, true, 7)
     );
-    assert_eq!(
-        split_content(&o.text, o.chunk_size, o.split_at.as_deref()),
-        ["hel", "lo ther", "e world"]
-    );
+    assert_eq!(split_content(&o.text, o.chunk_size, o.split_at.as_deref()), ["hel", "lo ther", "e world"]);
     let o = chat_options(&json!({"split_at":[4],"delay_ms":5}), &q).unwrap();
-    assert_eq!(
-        (o.split_at, o.delay),
-        (Some(vec![4]), Duration::from_millis(5))
-    );
+    assert_eq!((o.split_at, o.delay), (Some(vec![4]), Duration::from_millis(5)));
     for bad in [
         json!({"chunk_size":-1}),
         json!({"delay_ms":99999}),
@@ -144,12 +116,7 @@ fn options_come_from_the_body_or_the_query() {
 
 #[test]
 fn the_non_streamed_answer_is_one_chat_completion() {
-    let v = chat_completion(
-        &opts(json!({})),
-        "chatcmpl-y",
-        1,
-        &json!([{"role":"user","content":"hi"}]),
-    );
+    let v = chat_completion(&opts(json!({})), "chatcmpl-y", 1, &json!([{"role":"user","content":"hi"}]));
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["content"], chat_text());
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
@@ -160,17 +127,12 @@ fn ndjson_lines_are_rows_split_across_writes_inside_the_email() {
     let writes = ndjson_writes(3, 0);
     assert_eq!(writes.len(), 6);
     let body: Vec<u8> = writes.iter().flat_map(|w| w.to_vec()).collect();
-    let lines: Vec<Value> = String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> =
+        String::from_utf8(body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["id"], 3);
     let email = lines[0]["email"].as_str().unwrap();
-    assert!(writes
-        .iter()
-        .all(|w| !String::from_utf8_lossy(w).contains(email)));
+    assert!(writes.iter().all(|w| !String::from_utf8_lossy(w).contains(email)));
     assert!(ndjson_writes(2, 10).iter().all(|w| w.len() <= 10));
 }
 
@@ -178,14 +140,9 @@ fn ndjson_lines_are_rows_split_across_writes_inside_the_email() {
 fn serve() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
-            let app = Router::new()
-                .route("/v1/chat/completions", post(chat_completions))
-                .route("/ndjson", get(ndjson));
+            let app = Router::new().route("/v1/chat/completions", post(chat_completions)).route("/ndjson", get(ndjson));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -196,15 +153,11 @@ fn serve() -> SocketAddr {
 
 /// Sends a raw HTTP/1.1 request; returns the head, the de-chunked body, and when (since
 /// sending) the first and the last body bytes arrived.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    body: &str,
-) -> (String, String, Duration, Duration) {
+fn request(addr: SocketAddr, method: &str, target: &str, body: &str) -> (String, String, Duration, Duration) {
     let mut s = TcpStream::connect(addr).unwrap();
     let req = format!(
-        "{method} {target} HTTP/1.1\r\nhost: demo\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nhost: demo\r\ncontent-type: application/json\r\ncontent-length: \
+            {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let start = Instant::now();
@@ -219,10 +172,7 @@ fn request(
         }
         raw.extend_from_slice(&buf[..n]);
         if let Some(h) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            if raw.len() > h + 4
-                && first.is_none()
-                && raw[h + 4..].windows(7).any(|w| w == b"content")
-            {
+            if raw.len() > h + 4 && first.is_none() && raw[h + 4..].windows(7).any(|w| w == b"content") {
                 first = Some(start.elapsed());
             }
         }
@@ -230,10 +180,7 @@ fn request(
     }
     let text = String::from_utf8(raw).unwrap();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         let mut out = String::new();
         let mut rest = rest;
         loop {
@@ -262,32 +209,16 @@ fn the_stream_arrives_incrementally_over_http() {
         r#"{"model":"m","stream":true,"chunk_size":40,"delay_ms":60,"messages":[]}"#,
     );
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/event-stream"),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
     let events: Vec<String> = body.split_inclusive("\n\n").map(str::to_string).collect();
     assert_eq!(contents(&events).concat(), chat_text());
     assert!(body.ends_with("data: [DONE]\n\n"));
     // About 12 chunks 60 ms apart: the first content long before the last byte.
     assert!(last >= Duration::from_millis(500), "{last:?}");
-    assert!(
-        first + Duration::from_millis(300) < last,
-        "first {first:?}, last {last:?}"
-    );
+    assert!(first + Duration::from_millis(300) < last, "first {first:?}, last {last:?}");
 
-    let (head, body, _, _) = request(
-        addr,
-        "POST",
-        "/v1/chat/completions?stream=false",
-        r#"{"messages":[]}"#,
-    );
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/json"),
-        "{head}"
-    );
+    let (head, body, _, _) = request(addr, "POST", "/v1/chat/completions?stream=false", r#"{"messages":[]}"#);
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], chat_text());
 
@@ -296,10 +227,6 @@ fn the_stream_arrives_incrementally_over_http() {
     assert!(body.contains("invalid_request_error"));
 
     let (head, body, _, _) = request(addr, "GET", "/ndjson?rows=4&delay_ms=0", "");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/x-ndjson"),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains("content-type: application/x-ndjson"), "{head}");
     assert_eq!(body, ndjson_lines(4).concat());
 }

@@ -7,7 +7,10 @@
 
 use std::borrow::Cow;
 
-use airlock_wire::{ApprovalErrorCode, ApprovalState, ApprovalStatus, Approvers, CreateApproval, Decision, ErrorEnvelope, RedeemApproval};
+use airlock_wire::{
+    ApprovalErrorCode, ApprovalState, ApprovalStatus, Approvers, CreateApproval, Decision, ErrorEnvelope,
+    RedeemApproval,
+};
 
 use super::record::record_masker;
 use super::request::Request;
@@ -34,10 +37,13 @@ pub fn start(vm: &VmState, host: &mut dyn Host, request: &Request, caller: &Call
     let mut pending = PendingApproval { call: ApprovalCall::Create, rule, settings, id: None, deadline_ms: 0 };
     if let Some(ticket) = request.ticket.as_deref().filter(|_| pending.settings.mode == Mode::Ticket) {
         if !rules::valid_id(ticket) {
-            let reply = Reply::new(Code::ApprovalRejected, format!("`{APPROVAL_ID_HEADER}` is not a valid approval id"));
+            let reply =
+                Reply::new(Code::ApprovalRejected, format!("`{APPROVAL_ID_HEADER}` is not a valid approval id"));
             return Step::Refuse(reply.with_rule(rule_name(vm, rule)));
         }
-        let payload = serde_json::to_vec(&RedeemApproval { digest: Cow::Borrowed(&digest), subject: Cow::Borrowed(subject) }).unwrap_or_default();
+        let payload =
+            serde_json::to_vec(&RedeemApproval { digest: Cow::Borrowed(&digest), subject: Cow::Borrowed(subject) })
+                .unwrap_or_default();
         pending.call = ApprovalCall::Redeem;
         pending.id = Some(ticket.to_string());
         return call(vm, host, pending, "POST", &format!("/v1/approvals/{ticket}/redeem"), Some(&payload), None);
@@ -67,7 +73,13 @@ pub fn start(vm: &VmState, host: &mut dyn Host, request: &Request, caller: &Call
 
 /// The control service answered the call `pending` was waiting on (`status` is `None`
 /// when it timed out or could not connect).
-pub fn answer(vm: &VmState, host: &mut dyn Host, mut pending: PendingApproval, status: Option<u32>, body: &[u8]) -> Step {
+pub fn answer(
+    vm: &VmState,
+    host: &mut dyn Host,
+    mut pending: PendingApproval,
+    status: Option<u32>,
+    body: &[u8],
+) -> Step {
     match (pending.call, status) {
         (ApprovalCall::Create, Some(201)) => {
             let Ok(state) = serde_json::from_slice::<ApprovalState>(body) else {
@@ -78,26 +90,45 @@ pub fn answer(vm: &VmState, host: &mut dyn Host, mut pending: PendingApproval, s
                 return wait(vm, host, pending);
             }
             let approval = ApprovalRef { id: state.id, url: state.url.unwrap_or_default(), status: "pending" };
-            let reply = Reply::new(Code::ApprovalPending, format!("approval requested; retry with header `{APPROVAL_ID_HEADER}` once approved"));
+            let reply = Reply::new(
+                Code::ApprovalPending,
+                format!("approval requested; retry with header `{APPROVAL_ID_HEADER}` once approved"),
+            );
             Step::Refuse(reply.with_rule(rule_name(vm, pending.rule)).with_approval(approval))
         }
         (ApprovalCall::Wait, Some(200)) => match serde_json::from_slice::<ApprovalState>(body).map(|s| s.status) {
             Ok(ApprovalStatus::Approved) => granted(vm, host),
-            Ok(ApprovalStatus::Denied) => refused(vm, &pending, Code::ApprovalDenied, "an approver denied this request"),
-            Ok(ApprovalStatus::Expired) => refused(vm, &pending, Code::ApprovalExpired, "no approver decided before the deadline"),
+            Ok(ApprovalStatus::Denied) => {
+                refused(vm, &pending, Code::ApprovalDenied, "an approver denied this request")
+            }
+            Ok(ApprovalStatus::Expired) => {
+                refused(vm, &pending, Code::ApprovalExpired, "no approver decided before the deadline")
+            }
             Ok(ApprovalStatus::Pending) => wait(vm, host, pending),
             Err(_) => unavailable(vm, host, &pending),
         },
         (ApprovalCall::Redeem, Some(200)) => granted(vm, host),
-        (ApprovalCall::Redeem, Some(404 | 409)) => match serde_json::from_slice::<ErrorEnvelope>(body).map(|e| e.error.code) {
+        (ApprovalCall::Redeem, Some(404 | 409)) => match serde_json::from_slice::<ErrorEnvelope>(body)
+            .map(|e| e.error.code)
+        {
             Ok(ApprovalErrorCode::ApprovalNotApproved) => {
-                let approval = ApprovalRef { id: pending.id.clone().unwrap_or_default(), url: String::new(), status: "pending" };
+                let approval =
+                    ApprovalRef { id: pending.id.clone().unwrap_or_default(), url: String::new(), status: "pending" };
                 let reply = Reply::new(Code::ApprovalPending, "this approval is not granted (yet)");
                 Step::Refuse(reply.with_rule(rule_name(vm, pending.rule)).with_approval(approval))
             }
-            Ok(ApprovalErrorCode::ApprovalDenied) => refused(vm, &pending, Code::ApprovalDenied, "an approver denied this request"),
-            Ok(ApprovalErrorCode::ApprovalExpired) => refused(vm, &pending, Code::ApprovalExpired, "this approval has expired"),
-            _ => refused(vm, &pending, Code::ApprovalRejected, "this approval does not cover this request, or was already used"),
+            Ok(ApprovalErrorCode::ApprovalDenied) => {
+                refused(vm, &pending, Code::ApprovalDenied, "an approver denied this request")
+            }
+            Ok(ApprovalErrorCode::ApprovalExpired) => {
+                refused(vm, &pending, Code::ApprovalExpired, "this approval has expired")
+            }
+            _ => refused(
+                vm,
+                &pending,
+                Code::ApprovalRejected,
+                "this approval does not cover this request, or was already used",
+            ),
         },
         _ => unavailable(vm, host, &pending),
     }
@@ -117,7 +148,15 @@ fn wait(vm: &VmState, host: &mut dyn Host, mut pending: PendingApproval) -> Step
     call(vm, host, pending, "GET", &format!("/v1/approvals/{id}/wait?timeout_ms={poll}"), None, Some(poll + 5000))
 }
 
-fn call(vm: &VmState, host: &mut dyn Host, pending: PendingApproval, method: &str, path: &str, body: Option<&[u8]>, timeout_ms: Option<u64>) -> Step {
+fn call(
+    vm: &VmState,
+    host: &mut dyn Host,
+    pending: PendingApproval,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout_ms: Option<u64>,
+) -> Step {
     let Some(control) = &vm.config.control else {
         return unavailable(vm, host, &pending);
     };
@@ -150,10 +189,15 @@ fn unavailable(vm: &VmState, host: &mut dyn Host, pending: &PendingApproval) -> 
     let name = rule_name(vm, pending.rule);
     match pending.settings.on_unavailable {
         OnUnavailable::Allow => {
-            host.log(Level::Warn, &format!("airlock: approval service unavailable; rule `{name}` allows the request anyway"));
+            host.log(
+                Level::Warn,
+                &format!("airlock: approval service unavailable; rule `{name}` allows the request anyway"),
+            );
             Step::Forward(Decision::Allow)
         }
-        OnUnavailable::Deny => Step::Refuse(Reply::new(Code::DependencyUnavailable, "the approval service is unavailable").with_rule(name)),
+        OnUnavailable::Deny => {
+            Step::Refuse(Reply::new(Code::DependencyUnavailable, "the approval service is unavailable").with_rule(name))
+        }
     }
 }
 

@@ -24,9 +24,16 @@ pub struct Verdict {
 pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Caller, body: Body) -> Verdict {
     let config = &vm.config;
     let body_read = !matches!(body, Body::NotRead);
-    let facts = RequestFacts { method: request.method(), target: &caller.target, headers: &request.headers, identity: Some(&caller.identity) };
+    let facts = RequestFacts {
+        method: request.method(),
+        target: &caller.target,
+        headers: &request.headers,
+        identity: Some(&caller.identity),
+    };
     let decision = match config.policy.evaluate(&facts, body) {
-        Evaluation::NeedBody => return Verdict { rule: None, dry_run_reported: false, step: Step::NeedsBody(caller, AfterBody::Decide) },
+        Evaluation::NeedBody => {
+            return Verdict { rule: None, dry_run_reported: false, step: Step::NeedsBody(caller, AfterBody::Decide) }
+        }
         Evaluation::Decided(decision) => decision,
     };
     let rules = config.policy.rules();
@@ -52,14 +59,19 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     let refusal = match decision.action {
         Action::Allow => return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow) },
         Action::Deny => match rule_name {
-            Some(name) => Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name),
+            Some(name) => {
+                Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name)
+            }
             None => Reply::new(Code::DeniedByDefault, "no rule allows this request"),
         },
         Action::Approve => match (rule, config.dry_run) {
             // The approval is bound to the exact body: read it before asking anyone.
-            (Some(index), false) if !body_read => return Verdict { rule, dry_run_reported, step: Step::NeedsBody(caller, AfterBody::Approve(index)) },
+            (Some(index), false) if !body_read => {
+                return Verdict { rule, dry_run_reported, step: Step::NeedsBody(caller, AfterBody::Approve(index)) }
+            }
             (Some(index), false) => return Verdict { rule, dry_run_reported, step: Step::Approve(caller, index) },
-            _ => Reply::new(Code::ApprovalPending, "this request needs human approval").with_rule(rule_name.unwrap_or("default")),
+            _ => Reply::new(Code::ApprovalPending, "this request needs human approval")
+                .with_rule(rule_name.unwrap_or("default")),
         },
     };
     if config.dry_run {

@@ -43,13 +43,13 @@ use airlock_wire::Decision;
 
 use crate::authenticate::{unauthenticated, Authentication};
 use crate::hold::HoldBy;
-use crate::stream::{StreamLimits, StreamMasker};
 use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
 use crate::normalize;
 use crate::policy::Body;
 use crate::reply::{Code, Reply};
+use crate::stream::{StreamLimits, StreamMasker};
 use crate::vm_state::VmState;
 use body::{BodyBuffer, Progress};
 use decide::{decide, decide_on_body, Verdict};
@@ -139,11 +139,15 @@ impl RequestFlow {
     pub fn on_callout_response(&mut self, host: &mut dyn Host, token: u32, status: Option<u32>, body: Option<Vec<u8>>) {
         let vm = Rc::clone(&self.vm);
         let step = match std::mem::replace(&mut self.state, State::Finished) {
-            State::AwaitingKeys { call, token: jwt } if call == token => match vm.auth.keys_arrived(host, status, body.as_deref(), &jwt) {
-                Ok(identity) => self.authenticated(host, identity),
-                Err(reply) => Step::Refuse(reply),
-            },
-            State::AwaitingApproval { call, pending } if call == token => approval::answer(&vm, host, pending, status, body.as_deref().unwrap_or_default()),
+            State::AwaitingKeys { call, token: jwt } if call == token => {
+                match vm.auth.keys_arrived(host, status, body.as_deref(), &jwt) {
+                    Ok(identity) => self.authenticated(host, identity),
+                    Err(reply) => Step::Refuse(reply),
+                }
+            }
+            State::AwaitingApproval { call, pending } if call == token => {
+                approval::answer(&vm, host, pending, status, body.as_deref().unwrap_or_default())
+            }
             other => {
                 self.state = other;
                 return;
@@ -218,7 +222,8 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         match step {
             Step::Forward(decision) => {
-                let mask = self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
+                let mask =
+                    self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
                 self.continue_headers(host, mask.is_some());
                 host.increment(vm.stats.allowed, 1);
                 self.record.decision = Some(decision);
@@ -229,7 +234,10 @@ impl RequestFlow {
                 self.refuse(host, &reply);
                 // On the response side the body may still flow (Envoy resets a stream whose
                 // headers are gone when answered; until then nothing more passes).
-                let responding = matches!(self.state, State::Forwarded { .. } | State::MaskingResponse { .. } | State::StreamingResponse { .. });
+                let responding = matches!(
+                    self.state,
+                    State::Forwarded { .. } | State::MaskingResponse { .. } | State::StreamingResponse { .. }
+                );
                 self.state = if responding { State::Severed } else { State::Finished };
                 Next::Pause
             }
@@ -279,7 +287,12 @@ impl RequestFlow {
                 // With the hold in Envoy the headers wait for the masked body: a refusal
                 // gets its real status, and the masked body its real length.
                 let held = vm.config.hold.by == HoldBy::Envoy;
-                self.state = State::MaskingResponse { profile, is_json, body: BodyBuffer::new(vm.config.response_body_limit), held };
+                self.state = State::MaskingResponse {
+                    profile,
+                    is_json,
+                    body: BodyBuffer::new(vm.config.response_body_limit),
+                    held,
+                };
                 if held {
                     Next::Pause
                 } else {
@@ -304,7 +317,10 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         let config = &vm.config;
         if config.audit.as_ref().is_some_and(|a| a.strict) && vm.audit.borrow().is_failing() {
-            return Step::Refuse(Reply::new(Code::AuditUnavailable, "strict audit mode: requests are refused while audit records cannot be delivered"));
+            return Step::Refuse(Reply::new(
+                Code::AuditUnavailable,
+                "strict audit mode: requests are refused while audit records cannot be delivered",
+            ));
         }
         let token = match self.request.header(&config.auth.header).map(jwt::bearer_token) {
             None => return Step::Refuse(unauthenticated(&AuthError::MissingToken)),
@@ -324,7 +340,12 @@ impl RequestFlow {
         self.record.identity = Some(Rc::clone(&identity));
         let target = match normalize::normalize_target(self.request.raw_path()) {
             Ok(target) => target,
-            Err(e) => return Step::Refuse(Reply::new(Code::InvalidRequestTarget, format!("the request path cannot be inspected: {e}"))),
+            Err(e) => {
+                return Step::Refuse(Reply::new(
+                    Code::InvalidRequestTarget,
+                    format!("the request path cannot be inspected: {e}"),
+                ))
+            }
         };
         self.request.strip_for_upstream(host, &vm.config, &identity);
         let body = if self.request.bodiless {
@@ -456,5 +477,8 @@ impl RequestFlow {
 
 fn body_too_large(vm: &VmState) -> Reply {
     let limit = vm.config.request_body_limit;
-    Reply::new(Code::RequestBodyTooLarge, format!("the request body must be inspected and is larger than the {limit}-byte inspection limit"))
+    Reply::new(
+        Code::RequestBodyTooLarge,
+        format!("the request body must be inspected and is larger than the {limit}-byte inspection limit"),
+    )
 }

@@ -49,7 +49,10 @@ pub fn describe(rule: Option<&str>, identity: Option<&Identity>, request: &Reque
     let path = request.raw_path().split('?').next().filter(|p| !p.is_empty()).unwrap_or("-");
     let request_id = request.request_id().unwrap_or("-");
     let approval = approval.unwrap_or("-");
-    format!("rule={rule} subject={subject} method={} path={path} approval={approval} request_id={request_id}", request.method())
+    format!(
+        "rule={rule} subject={subject} method={} path={path} approval={approval} request_id={request_id}",
+        request.method()
+    )
 }
 
 impl Record {
@@ -70,7 +73,8 @@ impl Record {
             return;
         }
         let decision = self.decision.unwrap_or(Decision::Incomplete).as_str();
-        let context = describe(self.rule_name(&vm.config), self.identity.as_deref(), request, self.approval_id.as_deref());
+        let context =
+            describe(self.rule_name(&vm.config), self.identity.as_deref(), request, self.approval_id.as_deref());
         host.log(level, &format!("airlock: decision={decision} masked={} {context}", self.masked_values));
     }
 
@@ -110,7 +114,12 @@ impl Record {
         } else {
             host.increment(vm.stats.audit_dropped, 1);
             if let Some(total) = vm.note_audit_drop() {
-                host.log(Level::Warn, &format!("airlock: audit queue full, {total} records dropped so far (is the control service down?)"));
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "airlock: audit queue full, {total} records dropped so far (is the control service down?)"
+                    ),
+                );
             }
         }
     }

@@ -14,7 +14,9 @@ pub enum Plan {
     /// Nothing to mask (no body).
     PassThrough,
     /// Buffer the body; `content-length` is gone, since masking changes the size.
-    Buffer { is_json: bool },
+    Buffer {
+        is_json: bool,
+    },
     /// Mask the body as it streams; `content-length` is gone.
     Stream(StreamKind),
     Refuse(Reply),
@@ -32,7 +34,10 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
     }
     if let Some(encoding) = host.response_header("content-encoding") {
         if !encoding.trim().eq_ignore_ascii_case("identity") {
-            return Plan::Refuse(Reply::new(Code::ResponseNotMaskable, "the upstream answered with a compressed body, which cannot be masked"));
+            return Plan::Refuse(Reply::new(
+                Code::ResponseNotMaskable,
+                "the upstream answered with a compressed body, which cannot be masked",
+            ));
         }
     }
     let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
@@ -40,7 +45,9 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
         host.remove_response_header("content-length");
         return Plan::Stream(kind);
     }
-    if let Some(charset) = charset(&content_type).filter(|c| !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii")) {
+    if let Some(charset) =
+        charset(&content_type).filter(|c| !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii"))
+    {
         return Plan::Refuse(not_maskable(&format!("the response's charset `{charset}` cannot be masked")));
     }
     let declared = host.response_header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
@@ -54,7 +61,11 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
 
 /// The `charset` parameter of a lower-cased `content-type`, unquoted.
 fn charset(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|p| p.trim().strip_prefix("charset=")).map(|c| c.trim_matches('"').trim().to_string())
+    content_type
+        .split(';')
+        .skip(1)
+        .find_map(|p| p.trim().strip_prefix("charset="))
+        .map(|c| c.trim_matches('"').trim().to_string())
 }
 
 /// The body arrived over the limit. Its headers are gone already: Envoy turns the reply
@@ -116,7 +127,10 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
         }
         host.set_response_body(len, &out);
     }
-    let excerpt = config.audit.as_ref().map(|a| String::from_utf8_lossy(audit::excerpt_bytes(&out, a.max_body_bytes)).into_owned());
+    let excerpt = config
+        .audit
+        .as_ref()
+        .map(|a| String::from_utf8_lossy(audit::excerpt_bytes(&out, a.max_body_bytes)).into_owned());
     let len = if counts.total() > 0 { out.len() } else { len };
     Ok(Masked { values: counts.total(), len, excerpt })
 }
@@ -128,7 +142,14 @@ fn not_maskable(message: &str) -> Reply {
 /// One chunk of a streamed response (`len` bytes as Envoy hands them over), masked and
 /// written back in its place: often shorter (held back until it cannot become part of a
 /// detection), sometimes longer (what was held is released). Returns the values masked.
-pub fn mask_chunk(vm: &VmState, host: &mut dyn Host, profile: usize, masker: &mut StreamMasker, len: usize, end_of_stream: bool) -> Result<u64, Reply> {
+pub fn mask_chunk(
+    vm: &VmState,
+    host: &mut dyn Host,
+    profile: usize,
+    masker: &mut StreamMasker,
+    len: usize,
+    end_of_stream: bool,
+) -> Result<u64, Reply> {
     let Some(mask) = vm.config.mask_profile(profile) else {
         return Err(Reply::new(Code::Misconfigured, "the rule names a mask profile that does not exist"));
     };

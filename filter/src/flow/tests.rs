@@ -30,7 +30,8 @@ fn token(sub: &str, groups: &[&str]) -> String {
 
 fn config(jwks_source: serde_json::Value, rules: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
     let mut c = serde_json::json!({
-        "auth": {"issuers": ["https://idp.test"], "audiences": ["airlock"], "groups_claim": "groups", "jwks": jwks_source},
+        "auth": {"issuers": ["https://idp.test"], "audiences": ["airlock"], "groups_claim": "groups",
+            "jwks": jwks_source},
         "request_body_limit_bytes": 64,
         "response_body_limit_bytes": 256,
         "mask_profiles": {"pii": {"detectors": ["email"]}},
@@ -47,9 +48,12 @@ fn config(jwks_source: serde_json::Value, rules: serde_json::Value, extra: serde
 
 fn standard_rules() -> serde_json::Value {
     serde_json::json!([
-        {"name": "no-drop", "action": "deny", "when": {"methods": ["POST"], "body": [{"json_pointer": "/sql", "regex": "\\bdrop\\s+table\\b", "case_insensitive": true, "normalize": "sql"}]}},
-        {"name": "writes-need-approval", "action": "approve", "when": {"methods": ["PUT"]}, "approval": {"mode": "hold", "approvers": {"groups": ["dba"]}, "ttl_seconds": 60}},
-        {"name": "deletes-need-a-ticket", "action": "approve", "when": {"methods": ["DELETE"]}, "approval": {"mode": "ticket", "approvers": {"groups": ["dba"]}}},
+        {"name": "no-drop", "action": "deny", "when": {"methods": ["POST"], "body": [{"json_pointer": "/sql",
+            "regex": "\\bdrop\\s+table\\b", "case_insensitive": true, "normalize": "sql"}]}},
+        {"name": "writes-need-approval", "action": "approve", "when": {"methods": ["PUT"]},
+            "approval": {"mode": "hold", "approvers": {"groups": ["dba"]}, "ttl_seconds": 60}},
+        {"name": "deletes-need-a-ticket", "action": "approve", "when": {"methods": ["DELETE"]},
+            "approval": {"mode": "ticket", "approvers": {"groups": ["dba"]}}},
         {"name": "support", "action": "allow", "when": {"groups": {"any_of": ["support"]}}, "mask": "pii"}
     ])
 }
@@ -70,7 +74,11 @@ impl Fixture {
 
     /// The fallback for Envoy < 1.35: headers continue, Envoy's buffer filter holds them.
     fn buffer_filter() -> Fixture {
-        Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"hold": {"by": "buffer_filter"}})))
+        Fixture::new(config(
+            serde_json::json!({"inline": jwks()}),
+            standard_rules(),
+            serde_json::json!({"hold": {"by": "buffer_filter"}}),
+        ))
     }
 
     fn standard() -> Fixture {
@@ -88,7 +96,8 @@ impl Fixture {
 
 fn request(method: &str, path: &str, token: Option<&str>) -> MockHost {
     let mut host = MockHost { now_ms: now() * 1000, cluster: Some("db".into()), ..MockHost::default() };
-    host.request_headers = vec![(":method".into(), method.into()), (":path".into(), path.into()), ("x-request-id".into(), "req-1".into())];
+    host.request_headers =
+        vec![(":method".into(), method.into()), (":path".into(), path.into()), ("x-request-id".into(), "req-1".into())];
     if let Some(t) = token {
         host.request_headers.push(("authorization".into(), format!("Bearer {t}")));
     }
@@ -137,7 +146,11 @@ fn headers_that_never_go_upstream_are_listed_once_at_load() {
 #[test]
 fn header_rules_see_client_headers_but_not_spoofed_identity_headers() {
     let mut rules = standard_rules();
-    rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "no-debug", "action": "deny", "when": {"headers": [{"name": "x-debug", "exact": "1"}]}}));
+    rules.as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"name": "no-debug", "action": "deny",
+        "when": {"headers": [{"name": "x-debug", "exact": "1"}]}}),
+    );
     let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
     let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
     host.request_headers.push(("x-debug".into(), "1".into()));
@@ -146,7 +159,11 @@ fn header_rules_see_client_headers_but_not_spoofed_identity_headers() {
 
     // A rule on the identity header judges the filter's own value, never the client's.
     let mut rules = standard_rules();
-    rules.as_array_mut().unwrap().insert(0, serde_json::json!({"name": "spoof", "action": "deny", "when": {"headers": [{"name": "x-airlock-subject", "regex": "."}]}}));
+    rules.as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"name": "spoof", "action": "deny",
+        "when": {"headers": [{"name": "x-airlock-subject", "regex": "."}]}}),
+    );
     let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({})));
     let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
     host.request_headers.push(("x-airlock-subject".into(), "root".into()));
@@ -172,16 +189,35 @@ fn with_the_buffer_filter_a_body_rule_buffers_until_the_whole_body_is_seen_then_
     // Continue: Envoy's buffer filter behind Airlock holds the headers; pausing here
     // would stop the body callbacks too.
     assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
-    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "headers are completed before they move on: the agent token out, the upstream credential in");
+    assert_eq!(
+        host.header("authorization"),
+        Some("Bearer upstream-secret"),
+        "headers are completed before they move on: the agent token out, the upstream credential in"
+    );
     assert_eq!(host.header("x-airlock-subject"), Some("alice"));
     host.request_body = br#"{"sql": "DROP/**/"#.to_vec();
-    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
+    assert_eq!(
+        {
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, false)
+        },
+        Next::Pause
+    );
     host.request_body = br#"{"sql": "DROP/**/TABLE customers"}"#.to_vec();
-    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, true) }, Next::Pause);
+    assert_eq!(
+        {
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, true)
+        },
+        Next::Pause
+    );
     assert_eq!(host.reply_status(), Some(403));
     let v = host.reply_json();
     assert_eq!(v["error"]["rule"], "no-drop");
-    assert!(!String::from_utf8_lossy(&host.reply.as_ref().unwrap().2).contains("customers"), "reply must not echo the request");
+    assert!(
+        !String::from_utf8_lossy(&host.reply.as_ref().unwrap().2).contains("customers"),
+        "reply must not echo the request"
+    );
     assert_eq!(f.counter(&host, "denied"), 1);
 }
 
@@ -193,7 +229,13 @@ fn with_the_buffer_filter_a_body_decision_completes_on_trailers_with_headers_fin
     assert_eq!(flow.on_request_headers(&mut host, false), Next::Continue);
     host.request_headers_frozen = true;
     host.request_body = br#"{"sql": "select 1"}"#.to_vec();
-    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
+    assert_eq!(
+        {
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, false)
+        },
+        Next::Pause
+    );
     assert_eq!(flow.on_request_trailers(&mut host), Next::Continue);
     assert_eq!(host.reply, None);
     assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "set before the headers continued");
@@ -228,7 +270,12 @@ fn hold_mode_pauses_until_approved_then_forwards_with_credentials() {
     assert_eq!(created["subject"], "alice");
     assert_eq!(created["mode"], "hold");
     assert_eq!(created["digest"].as_str().unwrap().len(), 64);
-    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending", "url": "http://c/console#apr1"})));
+    flow.on_callout_response(
+        &mut host,
+        1,
+        Some(201),
+        json(serde_json::json!({"id": "apr1", "status": "pending", "url": "http://c/console#apr1"})),
+    );
     assert!(host.callouts[1].1.starts_with("/v1/approvals/apr1/wait?timeout_ms="));
     assert_eq!(host.resumed, 0);
     flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "pending"})));
@@ -250,7 +297,10 @@ fn hold_mode_denial_is_403_with_the_approval_id() {
     flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "denied"})));
     assert_eq!(host.resumed, 0);
     let v = host.reply_json();
-    assert_eq!((v["error"]["code"].as_str(), v["error"]["approval"]["id"].as_str()), (Some("approval_denied"), Some("apr1")));
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["approval"]["id"].as_str()),
+        (Some("approval_denied"), Some("apr1"))
+    );
 }
 
 #[test]
@@ -272,14 +322,24 @@ fn ticket_mode_answers_202_then_redeems_the_ticket_bound_to_the_request() {
     let t = token("alice", &["support"]);
     let mut host = request("DELETE", "/customers/1", Some(&t));
     f.flow().on_request_headers(&mut host, true);
-    f.flow().on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})));
+    f.flow().on_callout_response(
+        &mut host,
+        1,
+        Some(201),
+        json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})),
+    );
     // A fresh flow never saw call 1: the answer is ignored.
     assert_eq!(host.reply, None);
 
     let mut flow = f.flow();
     let mut host = request("DELETE", "/customers/1", Some(&t));
     flow.on_request_headers(&mut host, true);
-    flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})));
+    flow.on_callout_response(
+        &mut host,
+        1,
+        Some(201),
+        json(serde_json::json!({"id": "apr9", "status": "pending", "url": "u"})),
+    );
     assert_eq!(host.reply_status(), Some(202));
     let v = host.reply_json();
     assert_eq!(v["error"]["approval"]["id"], "apr9");
@@ -293,7 +353,12 @@ fn ticket_mode_answers_202_then_redeems_the_ticket_bound_to_the_request() {
     let redeem: serde_json::Value = serde_json::from_slice(&retry.callout_bodies[0]).unwrap();
     let original: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
     assert_eq!(redeem["digest"], original["digest"], "the retry is bound to the same digest");
-    flow.on_callout_response(&mut retry, 1, Some(409), json(serde_json::json!({"error": {"code": "approval_already_used"}})));
+    flow.on_callout_response(
+        &mut retry,
+        1,
+        Some(409),
+        json(serde_json::json!({"error": {"code": "approval_already_used"}})),
+    );
     assert_eq!(retry.reply_json()["error"]["code"], "approval_rejected");
 }
 
@@ -327,7 +392,10 @@ fn approval_of_a_request_with_a_body_reads_the_body_first() {
     assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
     let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
     assert!(!created["body"].as_str().unwrap().contains("new@example.com"), "approvers see masked bodies");
-    assert_ne!(created["digest"], serde_json::Value::String(approval::request_digest("PUT", "/customers/1", b"", "alice")));
+    assert_ne!(
+        created["digest"],
+        serde_json::Value::String(approval::request_digest("PUT", "/customers/1", b"", "alice"))
+    );
 }
 
 #[test]
@@ -355,7 +423,11 @@ fn every_request_leaves_one_masked_audit_record() {
 
 #[test]
 fn dropped_audit_records_are_counted_and_logged_sparingly() {
-    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"audit": {"max_queued_records": 1}})));
+    let f = Fixture::new(config(
+        serde_json::json!({"inline": jwks()}),
+        standard_rules(),
+        serde_json::json!({"audit": {"max_queued_records": 1}}),
+    ));
     let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
     for _ in 0..5 {
         let mut flow = f.flow();
@@ -370,7 +442,11 @@ fn dropped_audit_records_are_counted_and_logged_sparingly() {
 
 #[test]
 fn strict_audit_refuses_requests_while_records_cannot_be_delivered() {
-    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"audit": {"strict": true}})));
+    let f = Fixture::new(config(
+        serde_json::json!({"inline": jwks()}),
+        standard_rules(),
+        serde_json::json!({"audit": {"strict": true}}),
+    ));
     f.vm.audit.borrow_mut().push("{}".into(), 10);
     f.vm.audit.borrow_mut().next_batch(0, 10);
     f.vm.audit.borrow_mut().failed(0);
@@ -382,7 +458,11 @@ fn strict_audit_refuses_requests_while_records_cannot_be_delivered() {
 
 #[test]
 fn dry_run_lets_a_denied_request_through_and_counts_it() {
-    let f = Fixture::new(config(serde_json::json!({"inline": jwks()}), standard_rules(), serde_json::json!({"dry_run": true})));
+    let f = Fixture::new(config(
+        serde_json::json!({"inline": jwks()}),
+        standard_rules(),
+        serde_json::json!({"dry_run": true}),
+    ));
     let mut host = request("GET", "/customers", Some(&token("mallory", &[])));
     assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
     assert_eq!(host.reply, None);
@@ -431,11 +511,18 @@ fn allowed_masked_flow(f: &Fixture) -> (RequestFlow, MockHost) {
 fn with_the_buffer_filter_a_masked_response_body_is_rewritten_and_content_length_dropped() {
     let f = Fixture::buffer_filter();
     let (mut flow, mut host) = allowed_masked_flow(&f);
-    host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
+    host.response_headers =
+        vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
     assert_eq!(flow.on_response_headers(&mut host, false), Next::Continue);
     assert!(host.response_header("content-length").is_none());
     host.response_body = br#"{"email":"alice@example.com","id":7}"#.to_vec();
-    assert_eq!({ let n = host.response_body.len(); flow.on_response_body(&mut host, n, true) }, Next::Continue);
+    assert_eq!(
+        {
+            let n = host.response_body.len();
+            flow.on_response_body(&mut host, n, true)
+        },
+        Next::Continue
+    );
     let v: serde_json::Value = serde_json::from_slice(&host.response_body).unwrap();
     assert_ne!(v["email"], "alice@example.com");
     assert_eq!(v["id"], 7);
@@ -539,7 +626,11 @@ fn approve_rule_without_body_conditions_runs_the_policy_once_and_binds_the_body(
     host.request_body = br#"{"email":"x"}"#.to_vec();
     let n = host.request_body.len();
     assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
-    assert_eq!(f.counter(&host, "rule.writes-need-approval.matched"), 1, "the decision made without the body is kept, not taken again");
+    assert_eq!(
+        f.counter(&host, "rule.writes-need-approval.matched"),
+        1,
+        "the decision made without the body is kept, not taken again"
+    );
     let created: serde_json::Value = serde_json::from_slice(&host.callout_bodies[0]).unwrap();
     assert_eq!(created["digest"], approval::request_digest("PUT", "/customers/1", br#"{"email":"x"}"#, "alice"));
     flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
@@ -556,7 +647,12 @@ fn a_wait_answer_with_a_status_the_filter_does_not_know_fails_closed() {
     let mut host = request("PUT", "/customers/1", Some(&token("alice", &["support"])));
     flow.on_request_headers(&mut host, true);
     flow.on_callout_response(&mut host, 1, Some(201), json(serde_json::json!({"id": "apr1", "status": "pending"})));
-    flow.on_callout_response(&mut host, 2, Some(200), json(serde_json::json!({"id": "apr1", "status": "approved-ish"})));
+    flow.on_callout_response(
+        &mut host,
+        2,
+        Some(200),
+        json(serde_json::json!({"id": "apr1", "status": "approved-ish"})),
+    );
     assert_eq!(host.resumed, 0);
     assert_eq!(host.reply_status(), Some(503));
 }
@@ -604,10 +700,26 @@ fn held_in_envoy_a_body_rule_pauses_the_headers_and_injects_nothing_before_the_d
     assert_eq!(host.header("authorization"), None, "the agent's token is gone and no credential is in yet");
     assert_eq!(host.header("x-airlock-subject"), Some("alice"));
     host.request_body = br#"{"sql": "select"#.to_vec();
-    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, false) }, Next::Pause);
+    assert_eq!(
+        {
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, false)
+        },
+        Next::Pause
+    );
     host.request_body = br#"{"sql": "select 1"}"#.to_vec();
-    assert_eq!({ let n = host.request_body.len(); flow.on_request_body(&mut host, n, true) }, Next::Continue);
-    assert_eq!(host.header("authorization"), Some("Bearer upstream-secret"), "allowed: the credential goes in as the headers move on");
+    assert_eq!(
+        {
+            let n = host.request_body.len();
+            flow.on_request_body(&mut host, n, true)
+        },
+        Next::Continue
+    );
+    assert_eq!(
+        host.header("authorization"),
+        Some("Bearer upstream-secret"),
+        "allowed: the credential goes in as the headers move on"
+    );
     assert_eq!(host.resumed, 0, "continuing from the body callback releases the headers");
 }
 
@@ -690,10 +802,17 @@ fn once_a_body_arrived_under_a_paused_header_slow_clients_are_not_watched() {
 fn held_in_envoy_a_masked_response_keeps_its_headers_until_masked_and_gets_its_real_length() {
     let f = Fixture::standard();
     let (mut flow, mut host) = allowed_masked_flow(&f);
-    host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
+    host.response_headers =
+        vec![("content-type".into(), "application/json".into()), ("content-length".into(), "40".into())];
     assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause, "the headers wait for the masked body");
     host.response_body = br#"{"email":"alice@example.com","id":7}"#.to_vec();
-    assert_eq!({ let n = host.response_body.len(); flow.on_response_body(&mut host, n, true) }, Next::Continue);
+    assert_eq!(
+        {
+            let n = host.response_body.len();
+            flow.on_response_body(&mut host, n, true)
+        },
+        Next::Continue
+    );
     let length: usize = host.response_header("content-length").unwrap().parse().unwrap();
     assert_eq!(length, host.response_body.len());
     assert!(!String::from_utf8_lossy(&host.response_body).contains("alice@"));
@@ -721,7 +840,8 @@ fn a_head_on_a_masked_route_does_not_tell_the_unmasked_length() {
     let mut flow = f.flow();
     let mut host = request("HEAD", "/customers", Some(&token("alice", &["support"])));
     flow.on_request_headers(&mut host, true);
-    host.response_headers = vec![("content-type".into(), "application/json".into()), ("content-length".into(), "4096".into())];
+    host.response_headers =
+        vec![("content-type".into(), "application/json".into()), ("content-length".into(), "4096".into())];
     assert_eq!(flow.on_response_headers(&mut host, true), Next::Continue);
     assert_eq!(host.response_header("content-length"), None);
 }

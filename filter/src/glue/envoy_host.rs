@@ -34,8 +34,14 @@ impl Runtime for EnvoyHost {
         headers.extend_from_slice(call.headers);
         // The SDK's dispatch registers the callout with its dispatcher, which routes the
         // answer back to this context; its only panic is for statuses Envoy never returns.
-        proxy_wasm::hostcalls::dispatch_http_call(call.cluster, headers, call.body, vec![], Duration::from_millis(call.timeout_ms))
-            .map_err(|status| format!("host refused the call ({status:?}); is cluster `{}` defined?", call.cluster))
+        proxy_wasm::hostcalls::dispatch_http_call(
+            call.cluster,
+            headers,
+            call.body,
+            vec![],
+            Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|status| format!("host refused the call ({status:?}); is cluster `{}` defined?", call.cluster))
     }
 
     fn increment(&mut self, metric: MetricId, by: u64) {

@@ -10,10 +10,10 @@ use super::abi;
 use super::envoy_host::{callout_response, EnvoyHost, CRITICAL, INFO};
 use super::http::AirlockHttp;
 use crate::config::Config;
-use crate::reply::{Code, Reply};
 use crate::flow::RequestFlow;
 use crate::hold::HoldBy;
 use crate::host::Runtime;
+use crate::reply::{Code, Reply};
 use crate::stats::Stats;
 use crate::vm_state::VmState;
 
@@ -46,7 +46,11 @@ fn answer_stalled_holds(vm: &VmState, root_context_id: u32) {
     }
     let reply = Reply::new(Code::Misconfigured, STALLED_HOLD);
     let body = reply.to_json(None);
-    let headers = [("content-type", "application/json"), ("cache-control", "no-store"), ("x-airlock-code", Code::Misconfigured.as_str())];
+    let headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+        ("x-airlock-code", Code::Misconfigured.as_str()),
+    ];
     for id in &stalled {
         if abi::set_effective_context(*id) {
             abi::send_response(reply.status(), &headers, &body);
@@ -56,7 +60,9 @@ fn answer_stalled_holds(vm: &VmState, root_context_id: u32) {
     abi::log(CRITICAL, &format!("airlock: {} held request(s) answered 500: {STALLED_HOLD}", stalled.len()));
 }
 
-const STALLED_HOLD: &str = "Envoy did not deliver the body of a request Airlock holds: set `allow_on_headers_stop_iteration: true` in the Wasm PluginConfig (Envoy >= 1.35), or use `hold.by: buffer_filter` with Envoy's buffer filter right after Airlock";
+const STALLED_HOLD: &str = "Envoy did not deliver the body of a request Airlock holds: set \
+    `allow_on_headers_stop_iteration: true` in the Wasm PluginConfig (Envoy >= 1.35),
+        or use `hold.by: buffer_filter` with Envoy's buffer filter right after Airlock";
 
 impl Context for AirlockRoot {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {

@@ -59,7 +59,13 @@ impl TokenCache {
     }
 
     /// Inserts, evicting first if full. `is_live` says whether an entry is still valid now.
-    pub(crate) fn insert(&mut self, token: &str, identity: Rc<Identity>, validity: Validity, is_live: impl Fn(Validity) -> bool) {
+    pub(crate) fn insert(
+        &mut self,
+        token: &str,
+        identity: Rc<Identity>,
+        validity: Validity,
+        is_live: impl Fn(Validity) -> bool,
+    ) {
         self.remove(token);
         if self.is_full_for(token.len()) {
             self.map.retain(|_, e| is_live(e.validity));

@@ -67,10 +67,19 @@ impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AuthError::MissingToken => "no bearer token: send `Authorization: Bearer <JWT>`",
-            AuthError::MalformedToken => "the token is not a well-formed JWT (three base64url segments, JSON header and claims, at most 16 KiB)",
+            AuthError::MalformedToken => {
+                "the token is not a well-formed JWT (three base64url segments, JSON header \
+                and claims, at most 16 KiB)"
+            }
             AuthError::AlgorithmNotAllowed => "the token's signing algorithm is not accepted here",
-            AuthError::UnsupportedCriticalHeader => "the token declares critical header extensions (`crit`) that are not supported",
-            AuthError::UnknownKey => "the token was signed with a key this proxy does not know; get a fresh token from your identity provider",
+            AuthError::UnsupportedCriticalHeader => {
+                "the token declares critical header extensions (`crit`) that are \
+                not supported"
+            }
+            AuthError::UnknownKey => {
+                "the token was signed with a key this proxy does not know; get a fresh token \
+                from your identity provider"
+            }
             AuthError::KeyAlgorithmMismatch => "the token's algorithm does not match the type of the key it names",
             AuthError::BadSignature => "the token's signature does not verify",
             AuthError::Expired => "the token has expired; get a fresh one",
@@ -125,7 +134,8 @@ impl JwksError {
             JwksError::BadKey { problem, .. } => problem.clone(),
             JwksError::NoUsableKey { skipped: 0 } => "the JWKS holds no keys".into(),
             JwksError::NoUsableKey { skipped } => format!(
-                "none of the {skipped} keys is usable: supported are RSA (2048-4096 bits), EC P-256/P-384, OKP Ed25519 and oct (>= 32 bytes) signing keys"
+                "none of the {skipped} keys is usable: supported are RSA (2048-4096 bits), EC P-256/P-384, OKP \
+                    Ed25519 and oct (>= 32 bytes) signing keys"
             ),
         }
     }

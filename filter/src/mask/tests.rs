@@ -150,11 +150,17 @@ fn numbers_that_are_cards_ssns_or_phones_become_masked_strings() {
     let p = all();
     let (out, counts) = mask(
         &p,
-        r#"{"card":4111111111111111,"ssn":123456789,"tel":4155550134,"qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#,
+        concat!(
+            r#"{"card":4111111111111111,"ssn":123456789,"tel":4155550134,"qty":3,"ts":1718000000000,"#,
+            r#""neg":-4111111111111111,"f":4111111111111111.0}"#
+        ),
     );
     assert_eq!(
         out,
-        r#"{"card":"[REDACTED:credit_card]","ssn":"[REDACTED:us_ssn]","tel":"[REDACTED:phone]","qty":3,"ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#
+        concat!(
+            r#"{"card":"[REDACTED:credit_card]","ssn":"[REDACTED:us_ssn]","tel":"[REDACTED:phone]","qty":3,"#,
+            r#""ts":1718000000000,"neg":-4111111111111111,"f":4111111111111111.0}"#
+        )
     );
     assert_eq!(count_of(&p, &counts, "credit_card"), 1);
     assert_eq!(count_of(&p, &counts, "us_ssn"), 1);
@@ -171,11 +177,20 @@ fn number_masking_can_be_turned_off() {
 #[test]
 fn fields_replace_whole_values_anywhere_case_insensitively() {
     let p = profile(json!({ "fields": ["password", "SSN", "Straße"] }));
-    let body = r#"{"user":{"Password":"hunter2","profile":{"ssn":{"a":1,"b":[2,3]}},"name":"x"},"list":[{"PASSWORD":null}],"STRASSE":"kept","straße":"gone","STRAßE":7}"#;
+    let body = concat!(
+        r#"{"user":{"Password":"hunter2","profile":{"ssn":{"a":1,"b":[2,3]}},"name":"x"},"#,
+        r#""list":[{"PASSWORD":null}],"STRASSE":"kept","straße":"gone","STRAßE":7}"#
+    );
     let (out, counts) = mask(&p, body);
     assert_eq!(
         out,
-        r#"{"user":{"Password":"[REDACTED:field]","profile":{"ssn":"[REDACTED:field]"},"name":"x"},"list":[{"PASSWORD":"[REDACTED:field]"}],"STRASSE":"kept","straße":"[REDACTED:field]","STRAßE":"[REDACTED:field]"}"#
+        concat!(
+            r#"{"user":{"Password":"[REDACTED:field]","profile":{"ssn":"[REDACTED:field]"},"name":"x"},"#,
+            concat!(
+                r#""list":[{"PASSWORD":"[REDACTED:field]"}],"STRASSE":"kept","straße":"[REDACTED:field]","#,
+                r#""STRAßE":"[REDACTED:field]"}"#
+            )
+        )
     );
     assert_eq!(count_of(&p, &counts, "field"), 5);
 }
@@ -183,11 +198,17 @@ fn fields_replace_whole_values_anywhere_case_insensitively() {
 #[test]
 fn pointers_with_wildcards_replace_only_addressed_values() {
     let p = profile(json!({ "pointers": ["/customers/*/dob", "/meta/0", "/a~1b"] }));
-    let body = r#"{"customers":[{"dob":"1990-01-01","name":"A"},{"dob":"1985-05-05"}],"dob":"top","meta":["x","y"],"a/b":{"deep":1}}"#;
+    let body = concat!(
+        r#"{"customers":[{"dob":"1990-01-01","name":"A"},{"dob":"1985-05-05"}],"dob":"top","meta":["x","#,
+        r#""y"],"a/b":{"deep":1}}"#
+    );
     let (out, counts) = mask(&p, body);
     assert_eq!(
         out,
-        r#"{"customers":[{"dob":"[REDACTED:field]","name":"A"},{"dob":"[REDACTED:field]"}],"dob":"top","meta":["[REDACTED:field]","y"],"a/b":"[REDACTED:field]"}"#
+        concat!(
+            r#"{"customers":[{"dob":"[REDACTED:field]","name":"A"},{"dob":"[REDACTED:field]"}],"dob":"top","#,
+            r#""meta":["[REDACTED:field]","y"],"a/b":"[REDACTED:field]"}"#
+        )
     );
     assert_eq!(counts.total(), 4);
 }
@@ -223,7 +244,8 @@ fn custom_regex_masks_and_counts_under_its_name() {
 #[test]
 fn overlapping_custom_and_builtin_detections_take_leftmost_then_longest() {
     let p = profile(
-        json!({ "detectors": ["email"], "custom": [{ "name": "corp_mail", "regex": "[a-z]+@corp\\.example\\.com" }, { "name": "tail", "regex": "example\\.com" }] }),
+        json!({ "detectors": ["email"], "custom": [{ "name": "corp_mail", "regex": "[a-z]+@corp\\.example\\.com" },
+            { "name": "tail", "regex": "example\\.com" }] }),
     );
     let (text, counts) = p.mask_text("x dan@corp.example.com y");
     assert_eq!(text, "x [REDACTED:email] y", "same start and length: built-in wins");
@@ -383,7 +405,10 @@ fn mutated_bodies_never_panic_and_agree_with_serde_json_on_validity() {
     let seeds = [
         r#"{"a":[{"b":"x@example.com","c":4111111111111111}],"pw":{"k":[1,2]},"t":"EMP-123 \u0041 \ud83d\ude00"}"#,
         r#"[1,-2.5e3,true,false,null,"123-45-6789",{"(415) 555-0134":"DE89370400440532013000"}]"#,
-        r#"{"k":"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----","j":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}"#,
+        concat!(
+            r#"{"k":"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----","#,
+            r#""j":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}"#
+        ),
     ];
     let alphabet = b"{}[]:,\"\\/ u0123456789abcdefABCDEF-+.eE@tnrl\x01\x7f";
     let mut state = 0x9e37_79b9_7f4a_7c15u64;

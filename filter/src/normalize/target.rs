@@ -116,9 +116,7 @@ fn decode_path(raw: &str) -> Result<Cow<'_, str>, TargetError> {
     if has_escape(&bytes) {
         return Err(TargetError::NestedEncoding);
     }
-    String::from_utf8(bytes)
-        .map(Cow::Owned)
-        .map_err(|_| TargetError::InvalidUtf8(TargetPart::Path))
+    String::from_utf8(bytes).map(Cow::Owned).map_err(|_| TargetError::InvalidUtf8(TargetPart::Path))
 }
 
 /// Rebuilds the path from its segments, resolving dot segments (RFC 3986 section 5.2.4)
@@ -162,8 +160,7 @@ fn decode_query_part(part: &str) -> Result<String, TargetError> {
     if !part.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(part.to_owned());
     }
-    String::from_utf8(percent_decode(part.as_bytes(), true))
-        .map_err(|_| TargetError::InvalidUtf8(TargetPart::Query))
+    String::from_utf8(percent_decode(part.as_bytes(), true)).map_err(|_| TargetError::InvalidUtf8(TargetPart::Query))
 }
 
 fn hex_value(b: u8) -> Option<u8> {

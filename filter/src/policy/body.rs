@@ -173,10 +173,7 @@ impl BodyCondition {
             (["anywhere"], _) => Target::Anywhere,
             (["raw"], _) => Target::Raw,
             ([], _) => {
-                return Err(ConfigError::new(
-                    field,
-                    "needs one of `json_pointer`, `anywhere: true` or `raw: true`",
-                ))
+                return Err(ConfigError::new(field, "needs one of `json_pointer`, `anywhere: true` or `raw: true`"))
             }
             (list, _) => {
                 return Err(ConfigError::new(
@@ -216,9 +213,9 @@ impl BodyCondition {
             (_, Body::Json(root)) => match root {
                 // A JSON-RPC batch: judge each message, so an allowed call cannot
                 // carry a dangerous one beside it.
-                Value::Array(items) if !items.is_empty() => mode
-                    .combine(items.iter().map(|item| self.holds_in_document(item, mode)))
-                    .unwrap_or(fail_closed),
+                Value::Array(items) if !items.is_empty() => {
+                    mode.combine(items.iter().map(|item| self.holds_in_document(item, mode))).unwrap_or(fail_closed)
+                }
                 document => self.holds_in_document(document, mode),
             },
         }

@@ -220,11 +220,7 @@ impl StringMatcher {
     /// exactly when negated ("is not X" is true of a missing value).
     ///
     /// `visit` feeds the values to the callback and stops when it breaks.
-    pub fn judge_each(
-        &self,
-        mode: Quantifier,
-        visit: impl FnOnce(&mut Sink<'_>),
-    ) -> bool {
+    pub fn judge_each(&self, mode: Quantifier, visit: impl FnOnce(&mut Sink<'_>)) -> bool {
         let mut seen = false;
         let mut settled = None;
         visit(&mut |value| {
@@ -246,11 +242,7 @@ impl StringMatcher {
 
     /// The verdict for "the pattern hits somewhere among these values", `negate` applied
     /// to the whole (a negated `anywhere` means "nowhere").
-    pub fn judge_somewhere(
-        &self,
-        mode: Quantifier,
-        visit: impl FnOnce(&mut Sink<'_>),
-    ) -> bool {
+    pub fn judge_somewhere(&self, mode: Quantifier, visit: impl FnOnce(&mut Sink<'_>)) -> bool {
         let q = self.inner(mode);
         let mut hit = false;
         visit(&mut |value| {
@@ -427,9 +419,6 @@ mod tests {
     fn rejects_sql_literal_that_could_never_match() {
         let e = compile_err(r#"{"contains":"drop  table","normalize":"sql"}"#);
         assert_eq!(e.field, "rules[0].when.path.contains");
-        assert_eq!(
-            compile_err(r#"{"any_of":["a","b\tc"],"normalize":"sql"}"#).field,
-            "rules[0].when.path.any_of[1]"
-        );
+        assert_eq!(compile_err(r#"{"any_of":["a","b\tc"],"normalize":"sql"}"#).field, "rules[0].when.path.any_of[1]");
     }
 }

@@ -53,8 +53,8 @@ use std::collections::HashMap;
 use body::BodyCondition;
 use matcher::{Quantifier, StringMatcher};
 pub use spec::{
-    Action, BodyConditionSpec, GroupsSpec, HeaderConditionSpec, MatchSpec, Normalize, QueryConditionSpec,
-    RuleSpec, StringMatcherSpec,
+    Action, BodyConditionSpec, GroupsSpec, HeaderConditionSpec, MatchSpec, Normalize, QueryConditionSpec, RuleSpec,
+    StringMatcherSpec,
 };
 
 use crate::approval::{self, ApprovalSettings};
@@ -221,12 +221,7 @@ impl Rule {
         headers_hold
             && self.query.iter().all(|cond| {
                 cond.matcher.judge_each(self.mode, |f| {
-                    let _ = facts
-                        .target
-                        .query
-                        .iter()
-                        .filter(|(n, _)| *n == cond.name)
-                        .try_for_each(|(_, v)| f(v));
+                    let _ = facts.target.query.iter().filter(|(n, _)| *n == cond.name).try_for_each(|(_, v)| f(v));
                 })
             })
     }
@@ -327,7 +322,10 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
     let approval = match (spec.action, spec.approval) {
         (Action::Approve, Some(a)) => Some(approval::compile(a, &format!("{field}.approval"))?),
         (Action::Approve, None) => {
-            return Err(ConfigError::new(format!("{field}.approval"), "an `approve` rule needs an `approval` block (mode, approvers)"));
+            return Err(ConfigError::new(
+                format!("{field}.approval"),
+                "an `approve` rule needs an `approval` block (mode, approvers)",
+            ));
         }
         (_, Some(_)) => {
             return Err(ConfigError::new(format!("{field}.approval"), "only `approve` rules take an `approval` block"));
@@ -428,8 +426,8 @@ fn compile_methods(methods: Vec<String>, field: &str) -> Result<Vec<String>, Con
 
 fn check_header_name(name: &str, field: &str) -> Result<(), ConfigError> {
     let token = name.strip_prefix(':').unwrap_or(name);
-    let valid = !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let valid =
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if valid {
         Ok(())
     } else {

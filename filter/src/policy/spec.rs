@@ -231,8 +231,8 @@ mod tests {
 
     #[test]
     fn unknown_field_in_flattened_matcher_is_rejected() {
-        let err = serde_json::from_str::<HeaderConditionSpec>(r#"{"name":"x","exact":"a","negated":true}"#)
-            .unwrap_err();
+        let err =
+            serde_json::from_str::<HeaderConditionSpec>(r#"{"name":"x","exact":"a","negated":true}"#).unwrap_err();
         assert!(err.to_string().contains("negated"), "{err}");
     }
 
@@ -250,10 +250,9 @@ mod tests {
 
     #[test]
     fn body_condition_reads_matcher_fields_inline() {
-        let b: BodyConditionSpec = serde_json::from_str(
-            r#"{"json_pointer":"/params/arguments/sql","regex":"drop","normalize":"sql"}"#,
-        )
-        .unwrap();
+        let b: BodyConditionSpec =
+            serde_json::from_str(r#"{"json_pointer":"/params/arguments/sql","regex":"drop","normalize":"sql"}"#)
+                .unwrap();
         assert_eq!(b.json_pointer.as_deref(), Some("/params/arguments/sql"));
         assert_eq!(b.matcher_fields().regex, Some("drop"));
         assert_eq!(b.normalize, Normalize::Sql);

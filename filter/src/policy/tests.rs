@@ -130,7 +130,10 @@ fn first_matching_rule_wins() {
 
 #[test]
 fn path_rule_sees_through_encoded_traversal() {
-    let p = policy(json!([{"name": "deny-admin", "action": "deny", "when": {"path": {"prefix": "/admin"}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "deny-admin", "action": "deny", "when": {"path": {"prefix": "/admin"}}}]),
+        Action::Allow,
+    );
     assert_eq!(req("GET", "/public/%252e%252e/admin").decide(&p, Body::NotRead), hit("deny-admin", Action::Deny));
     assert_eq!(req("GET", "/public//..\\admin").decide(&p, Body::NotRead), hit("deny-admin", Action::Deny));
 }
@@ -139,7 +142,8 @@ fn path_rule_sees_through_encoded_traversal() {
 fn rule_with_matching_request_conditions_and_body_conditions_needs_body() {
     let p = policy(
         json!([
-            {"name": "sql", "action": "deny", "when": {"path": {"exact": "/query"}, "body": [{"anywhere": true, "contains": "drop"}]}},
+            {"name": "sql", "action": "deny", "when": {"path": {"exact": "/query"}, "body": [{"anywhere": true,
+                "contains": "drop"}]}},
             {"name": "allow-all", "action": "allow"}
         ]),
         Action::Deny,
@@ -154,7 +158,8 @@ fn rule_with_matching_request_conditions_and_body_conditions_needs_body() {
 fn body_rule_whose_request_conditions_fail_does_not_need_body() {
     let p = policy(
         json!([
-            {"name": "sql", "action": "deny", "when": {"path": {"exact": "/query"}, "body": [{"raw": true, "contains": "drop"}]}},
+            {"name": "sql", "action": "deny", "when": {"path": {"exact": "/query"}, "body": [{"raw": true,
+                "contains": "drop"}]}},
             {"name": "allow-all", "action": "allow"}
         ]),
         Action::Deny,
@@ -218,7 +223,10 @@ fn methods_compare_upper_case_and_are_alternatives() {
 #[test]
 fn subjects_match_the_verified_subject() {
     let p = policy(json!([{"name": "ci", "action": "allow", "when": {"subjects": {"prefix": "ci-"}}}]), Action::Deny);
-    assert_eq!(req("GET", "/").as_(Some(identity("ci-runner", &[]))).decide(&p, Body::NotRead), hit("ci", Action::Allow));
+    assert_eq!(
+        req("GET", "/").as_(Some(identity("ci-runner", &[]))).decide(&p, Body::NotRead),
+        hit("ci", Action::Allow)
+    );
     assert_eq!(req("GET", "/").as_(Some(identity("alice", &[]))).decide(&p, Body::NotRead), default(Action::Deny));
 }
 
@@ -232,19 +240,26 @@ fn identity_conditions_never_hold_for_anonymous_requests() {
         Action::Deny,
     );
     assert_eq!(req("GET", "/").as_(None).decide(&p, Body::NotRead), default(Action::Deny));
-    assert_eq!(req("GET", "/").as_(Some(identity("eve", &[]))).decide(&p, Body::NotRead), hit("not-bob", Action::Allow));
+    assert_eq!(
+        req("GET", "/").as_(Some(identity("eve", &[]))).decide(&p, Body::NotRead),
+        hit("not-bob", Action::Allow)
+    );
 }
 
 #[test]
 fn groups_any_of_needs_one_membership() {
-    let p = policy(json!([{"name": "g", "action": "allow", "when": {"groups": {"any_of": ["sre", "dba"]}}}]), Action::Deny);
+    let p =
+        policy(json!([{"name": "g", "action": "allow", "when": {"groups": {"any_of": ["sre", "dba"]}}}]), Action::Deny);
     assert_eq!(req("GET", "/").as_(Some(identity("a", &["dba"]))).decide(&p, Body::NotRead), hit("g", Action::Allow));
     assert_eq!(req("GET", "/").as_(Some(identity("a", &["dev"]))).decide(&p, Body::NotRead), default(Action::Deny));
 }
 
 #[test]
 fn groups_all_of_needs_every_membership() {
-    let p = policy(json!([{"name": "g", "action": "allow", "when": {"groups": {"all_of": ["sre", "oncall"]}}}]), Action::Deny);
+    let p = policy(
+        json!([{"name": "g", "action": "allow", "when": {"groups": {"all_of": ["sre", "oncall"]}}}]),
+        Action::Deny,
+    );
     let both = identity("a", &["oncall", "sre", "dev"]);
     assert_eq!(req("GET", "/").as_(Some(both)).decide(&p, Body::NotRead), hit("g", Action::Allow));
     assert_eq!(req("GET", "/").as_(Some(identity("a", &["sre"]))).decide(&p, Body::NotRead), default(Action::Deny));
@@ -252,30 +267,46 @@ fn groups_all_of_needs_every_membership() {
 
 #[test]
 fn header_names_are_case_insensitive_in_config() {
-    let p = policy(json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "X-Env", "exact": "prod"}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "X-Env", "exact": "prod"}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("GET", "/").header("x-env", "prod").decide(&p, Body::NotRead), hit("h", Action::Deny));
     assert_eq!(req("GET", "/").header("x-env", "dev").decide(&p, Body::NotRead), default(Action::Allow));
 }
 
 #[test]
 fn header_absent_holds_only_without_the_header() {
-    let p = policy(json!([{"name": "no-ua", "action": "deny", "when": {"headers": [{"name": "User-Agent", "absent": true}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "no-ua", "action": "deny", "when": {"headers": [{"name": "User-Agent", "absent": true}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("GET", "/").decide(&p, Body::NotRead), hit("no-ua", Action::Deny));
     assert_eq!(req("GET", "/").header("user-agent", "curl").decide(&p, Body::NotRead), default(Action::Allow));
 }
 
 #[test]
 fn repeated_header_cannot_smuggle_past_an_allow_rule() {
-    let allow = policy(json!([{"name": "a", "action": "allow", "when": {"headers": [{"name": "x-env", "exact": "dev"}]}}]), Action::Deny);
+    let allow = policy(
+        json!([{"name": "a", "action": "allow", "when": {"headers": [{"name": "x-env", "exact": "dev"}]}}]),
+        Action::Deny,
+    );
     let r = req("GET", "/").header("x-env", "dev").header("x-env", "prod");
     assert_eq!(r.decide(&allow, Body::NotRead), default(Action::Deny));
-    let deny = policy(json!([{"name": "d", "action": "deny", "when": {"headers": [{"name": "x-env", "exact": "prod"}]}}]), Action::Allow);
+    let deny = policy(
+        json!([{"name": "d", "action": "deny", "when": {"headers": [{"name": "x-env", "exact": "prod"}]}}]),
+        Action::Allow,
+    );
     assert_eq!(r.decide(&deny, Body::NotRead), hit("d", Action::Deny));
 }
 
 #[test]
 fn query_parameter_matches_decoded_value() {
-    let p = policy(json!([{"name": "force", "action": "approve", "when": {"query": [{"name": "force", "any_of": ["true", "1"]}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "force", "action": "approve", "when": {"query": [{"name": "force", "any_of": ["true",
+            "1"]}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("DELETE", "/ns/x?force=%74rue").decide(&p, Body::NotRead), hit("force", Action::Approve));
     assert_eq!(req("DELETE", "/ns/x?force=false").decide(&p, Body::NotRead), default(Action::Allow));
     assert_eq!(req("DELETE", "/ns/x").decide(&p, Body::NotRead), default(Action::Allow));
@@ -284,7 +315,8 @@ fn query_parameter_matches_decoded_value() {
 #[test]
 fn query_sql_normalisation_applies_to_values() {
     let p = policy(
-        json!([{"name": "q", "action": "deny", "when": {"query": [{"name": "sql", "regex": "drop\\s+table", "normalize": "sql"}]}}]),
+        json!([{"name": "q", "action": "deny", "when": {"query": [{"name": "sql", "regex": "drop\\s+table",
+            "normalize": "sql"}]}}]),
         Action::Allow,
     );
     assert_eq!(req("GET", "/run?sql=DROP%2F**%2FTABLE+x").decide(&p, Body::NotRead), hit("q", Action::Deny));
@@ -292,21 +324,31 @@ fn query_sql_normalisation_applies_to_values() {
 
 #[test]
 fn negated_path_condition_matches_everything_else() {
-    let p = policy(json!([{"name": "only-api", "action": "deny", "when": {"path": {"prefix": "/api/", "negate": true}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "only-api", "action": "deny", "when": {"path": {"prefix": "/api/", "negate": true}}}]),
+        Action::Allow,
+    );
     assert_eq!(req("GET", "/metrics").decide(&p, Body::NotRead), hit("only-api", Action::Deny));
     assert_eq!(req("GET", "/api/x").decide(&p, Body::NotRead), default(Action::Allow));
 }
 
 #[test]
 fn negated_header_holds_for_a_missing_header() {
-    let p = policy(json!([{"name": "need-ticket", "action": "deny", "when": {"headers": [{"name": "x-ticket", "prefix": "CHG-", "negate": true}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "need-ticket", "action": "deny", "when": {"headers": [{"name": "x-ticket", "prefix": "CHG-",
+            "negate": true}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("GET", "/").decide(&p, Body::NotRead), hit("need-ticket", Action::Deny));
     assert_eq!(req("GET", "/").header("x-ticket", "CHG-1").decide(&p, Body::NotRead), default(Action::Allow));
 }
 
 #[test]
 fn case_insensitive_path_option() {
-    let p = policy(json!([{"name": "a", "action": "deny", "when": {"path": {"prefix": "/admin", "case_insensitive": true}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "a", "action": "deny", "when": {"path": {"prefix": "/admin", "case_insensitive": true}}}]),
+        Action::Allow,
+    );
     assert_eq!(req("GET", "/ADMIN/x").decide(&p, Body::NotRead), hit("a", Action::Deny));
 }
 
@@ -315,7 +357,13 @@ fn case_insensitive_path_option() {
 #[test]
 fn blocks_drop_table_whatever_the_spelling() {
     let p = policy(drop_table_rule(), Action::Allow);
-    for sql in ["DROP/**/TABLE users", "drop\n\ttable users", "DrOp TaBlE users", "DROP -- x\nTABLE users", "/*!DROP*/ TABLE users"] {
+    for sql in [
+        "DROP/**/TABLE users",
+        "drop\n\ttable users",
+        "DrOp TaBlE users",
+        "DROP -- x\nTABLE users",
+        "/*!DROP*/ TABLE users",
+    ] {
         let body = json!({ "sql": sql });
         assert_eq!(req("POST", "/q").decide(&p, Body::Json(&body)), hit("no-drop", Action::Deny), "{sql:?}");
     }
@@ -340,7 +388,8 @@ fn blocks_drop_table_hidden_behind_a_comment_marker_inside_a_string() {
 #[test]
 fn allow_rule_with_sql_normalisation_must_hold_for_every_reading() {
     let p = policy(
-        json!([{"name": "reads", "action": "allow", "when": {"body": [{"json_pointer": "/sql", "regex": "^select [^;]*$", "normalize": "sql"}]}}]),
+        json!([{"name": "reads", "action": "allow", "when": {"body": [{"json_pointer": "/sql",
+            "regex": "^select [^;]*$", "normalize": "sql"}]}}]),
         Action::Deny,
     );
     let plain = json!({"sql": "SELECT a FROM t -- note"});
@@ -351,7 +400,10 @@ fn allow_rule_with_sql_normalisation_must_hold_for_every_reading() {
 
 #[test]
 fn raw_condition_reads_json_body_with_escapes_decoded() {
-    let p = policy(json!([{"name": "raw", "action": "deny", "when": {"body": [{"raw": true, "contains": "DROP"}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "raw", "action": "deny", "when": {"body": [{"raw": true, "contains": "DROP"}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("POST", "/q").with_json(&p, r#"{"x": "\u0044ROP"}"#), hit("raw", Action::Deny));
     assert_eq!(req("POST", "/q").decide(&p, Body::NotJson("please DROP it")), hit("raw", Action::Deny));
     assert_eq!(req("POST", "/q").decide(&p, Body::Empty), default(Action::Allow));
@@ -361,8 +413,14 @@ fn raw_condition_reads_json_body_with_escapes_decoded() {
 
 #[test]
 fn json_condition_on_non_json_body_matches_deny_but_not_allow() {
-    let deny = policy(json!([{"name": "d", "action": "deny", "when": {"body": [{"json_pointer": "/sql", "contains": "drop"}]}}]), Action::Allow);
-    let allow = policy(json!([{"name": "a", "action": "allow", "when": {"body": [{"json_pointer": "/sql", "contains": "select"}]}}]), Action::Deny);
+    let deny = policy(
+        json!([{"name": "d", "action": "deny", "when": {"body": [{"json_pointer": "/sql", "contains": "drop"}]}}]),
+        Action::Allow,
+    );
+    let allow = policy(
+        json!([{"name": "a", "action": "allow", "when": {"body": [{"json_pointer": "/sql", "contains": "select"}]}}]),
+        Action::Deny,
+    );
     for body in [Body::NotJson("select 1"), Body::Unreadable] {
         assert_eq!(req("POST", "/q").decide(&deny, body), hit("d", Action::Deny));
         assert_eq!(req("POST", "/q").decide(&allow, body), default(Action::Deny));
@@ -371,13 +429,20 @@ fn json_condition_on_non_json_body_matches_deny_but_not_allow() {
 
 #[test]
 fn approve_rule_also_fails_closed_on_non_json_body() {
-    let p = policy(json!([{"name": "ap", "action": "approve", "when": {"mcp_tool": {"exact": "delete_repo"}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "ap", "action": "approve", "when": {"mcp_tool": {"exact": "delete_repo"}}}]),
+        Action::Allow,
+    );
     assert_eq!(req("POST", "/mcp").decide(&p, Body::NotJson("{broken")), hit("ap", Action::Approve));
 }
 
 #[test]
 fn json_condition_on_empty_body_does_not_match() {
-    let deny = policy(json!([{"name": "d", "action": "deny", "when": {"body": [{"json_pointer": "/x", "exact": "y", "negate": true}]}}]), Action::Allow);
+    let deny = policy(
+        json!([{"name": "d", "action": "deny", "when": {"body": [{"json_pointer": "/x", "exact": "y",
+            "negate": true}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("POST", "/q").decide(&deny, Body::Empty), default(Action::Allow));
 }
 
@@ -385,7 +450,8 @@ fn json_condition_on_empty_body_does_not_match() {
 fn missing_pointer_holds_only_when_negated() {
     let p = policy(
         json!([
-            {"name": "must-be-staging", "action": "deny", "when": {"body": [{"json_pointer": "/env", "exact": "staging", "negate": true}]}},
+            {"name": "must-be-staging", "action": "deny", "when": {"body": [{"json_pointer": "/env",
+                "exact": "staging", "negate": true}]}},
             {"name": "prod", "action": "deny", "when": {"body": [{"json_pointer": "/env", "exact": "prod"}]}}
         ]),
         Action::Allow,
@@ -399,7 +465,8 @@ fn missing_pointer_holds_only_when_negated() {
 #[test]
 fn pointer_matches_numbers_and_booleans_on_their_json_text() {
     let p = policy(
-        json!([{"name": "big", "action": "approve", "when": {"body": [{"json_pointer": "/limit", "regex": "^[0-9]{4,}$"}, {"json_pointer": "/force", "exact": "true"}]}}]),
+        json!([{"name": "big", "action": "approve", "when": {"body": [{"json_pointer": "/limit",
+            "regex": "^[0-9]{4,}$"}, {"json_pointer": "/force", "exact": "true"}]}}]),
         Action::Allow,
     );
     assert_eq!(req("POST", "/").with_json(&p, r#"{"limit": 10000, "force": true}"#), hit("big", Action::Approve));
@@ -408,21 +475,33 @@ fn pointer_matches_numbers_and_booleans_on_their_json_text() {
 
 #[test]
 fn object_at_pointer_matches_if_any_string_inside_matches_for_deny() {
-    let p = policy(json!([{"name": "d", "action": "deny", "when": {"body": [{"json_pointer": "/params/arguments", "contains": "/etc/"}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "d", "action": "deny", "when": {"body": [{"json_pointer": "/params/arguments",
+            "contains": "/etc/"}]}}]),
+        Action::Allow,
+    );
     let body = r#"{"params": {"arguments": {"files": ["a.txt", {"path": "/etc/shadow"}]}}}"#;
     assert_eq!(req("POST", "/").with_json(&p, body), hit("d", Action::Deny));
 }
 
 #[test]
 fn allow_rule_needs_every_value_under_a_wildcard_to_match() {
-    let p = policy(json!([{"name": "safe", "action": "allow", "when": {"body": [{"json_pointer": "/files/*", "prefix": "/tmp/"}]}}]), Action::Deny);
+    let p = policy(
+        json!([{"name": "safe", "action": "allow", "when": {"body": [{"json_pointer": "/files/*",
+            "prefix": "/tmp/"}]}}]),
+        Action::Deny,
+    );
     assert_eq!(req("POST", "/").with_json(&p, r#"{"files": ["/tmp/a", "/tmp/b"]}"#), hit("safe", Action::Allow));
     assert_eq!(req("POST", "/").with_json(&p, r#"{"files": ["/tmp/a", "/etc/passwd"]}"#), default(Action::Deny));
 }
 
 #[test]
 fn anywhere_sees_nested_values_and_keys() {
-    let p = policy(json!([{"name": "ssn", "action": "deny", "when": {"body": [{"anywhere": true, "regex": "^ssn$", "case_insensitive": true}]}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "ssn", "action": "deny", "when": {"body": [{"anywhere": true, "regex": "^ssn$",
+            "case_insensitive": true}]}}]),
+        Action::Allow,
+    );
     assert_eq!(req("POST", "/").with_json(&p, r#"{"a": [{"b": {"SSN": 1}}]}"#), hit("ssn", Action::Deny));
     assert_eq!(req("POST", "/").with_json(&p, r#"{"a": [{"b": "ssn"}]}"#), hit("ssn", Action::Deny));
     assert_eq!(req("POST", "/").with_json(&p, r#"{"a": "ssns"}"#), default(Action::Allow));
@@ -430,7 +509,11 @@ fn anywhere_sees_nested_values_and_keys() {
 
 #[test]
 fn negated_anywhere_means_nowhere_for_allow() {
-    let p = policy(json!([{"name": "clean", "action": "allow", "when": {"body": [{"anywhere": true, "contains": "password", "negate": true}]}}]), Action::Deny);
+    let p = policy(
+        json!([{"name": "clean", "action": "allow", "when": {"body": [{"anywhere": true, "contains": "password",
+            "negate": true}]}}]),
+        Action::Deny,
+    );
     assert_eq!(req("POST", "/").with_json(&p, r#"{"a": "hello"}"#), hit("clean", Action::Allow));
     assert_eq!(req("POST", "/").with_json(&p, r#"{"a": "hello", "b": {"password": "x"}}"#), default(Action::Deny));
 }
@@ -443,7 +526,10 @@ fn tool_call(name: &str) -> Value {
 
 #[test]
 fn mcp_tool_matches_tools_call_name() {
-    let p = policy(json!([{"name": "no-shell", "action": "deny", "when": {"mcp_tool": {"any_of": ["run_shell", "exec"]}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "no-shell", "action": "deny", "when": {"mcp_tool": {"any_of": ["run_shell", "exec"]}}}]),
+        Action::Allow,
+    );
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&tool_call("exec"))), hit("no-shell", Action::Deny));
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&tool_call("read_file"))), default(Action::Allow));
     let listing = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"name": "exec"}});
@@ -452,7 +538,10 @@ fn mcp_tool_matches_tools_call_name() {
 
 #[test]
 fn negated_mcp_tool_matches_other_tool_calls_only() {
-    let p = policy(json!([{"name": "only-read", "action": "deny", "when": {"mcp_tool": {"exact": "read_file", "negate": true}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "only-read", "action": "deny", "when": {"mcp_tool": {"exact": "read_file", "negate": true}}}]),
+        Action::Allow,
+    );
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&tool_call("write_file"))), hit("only-read", Action::Deny));
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&tool_call("read_file"))), default(Action::Allow));
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
@@ -461,14 +550,20 @@ fn negated_mcp_tool_matches_other_tool_calls_only() {
 
 #[test]
 fn deny_rule_catches_a_dangerous_call_anywhere_in_a_batch() {
-    let p = policy(json!([{"name": "no-shell", "action": "deny", "when": {"mcp_tool": {"exact": "run_shell"}}}]), Action::Allow);
+    let p = policy(
+        json!([{"name": "no-shell", "action": "deny", "when": {"mcp_tool": {"exact": "run_shell"}}}]),
+        Action::Allow,
+    );
     let batch = json!([tool_call("read_file"), tool_call("run_shell")]);
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&batch)), hit("no-shell", Action::Deny));
 }
 
 #[test]
 fn allow_rule_needs_every_call_of_a_batch_to_match() {
-    let p = policy(json!([{"name": "reads", "action": "allow", "when": {"mcp_tool": {"any_of": ["read_file", "search"]}}}]), Action::Deny);
+    let p = policy(
+        json!([{"name": "reads", "action": "allow", "when": {"mcp_tool": {"any_of": ["read_file", "search"]}}}]),
+        Action::Deny,
+    );
     let fine = json!([tool_call("read_file"), tool_call("search")]);
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&fine)), hit("reads", Action::Allow));
     let smuggled = json!([tool_call("read_file"), tool_call("delete_repo")]);
@@ -480,7 +575,10 @@ fn batch_pointer_is_relative_to_each_message() {
     let p = policy(drop_table_rule(), Action::Allow);
     let batch = json!([{"sql": "select 1"}, {"sql": "DROP/**/TABLE t"}]);
     assert_eq!(req("POST", "/q").decide(&p, Body::Json(&batch)), hit("no-drop", Action::Deny));
-    let allow = policy(json!([{"name": "sel", "action": "allow", "when": {"body": [{"json_pointer": "/sql", "prefix": "select"}]}}]), Action::Deny);
+    let allow = policy(
+        json!([{"name": "sel", "action": "allow", "when": {"body": [{"json_pointer": "/sql", "prefix": "select"}]}}]),
+        Action::Deny,
+    );
     assert_eq!(req("POST", "/q").decide(&allow, Body::Json(&batch)), default(Action::Deny));
 }
 
@@ -493,7 +591,8 @@ fn mcp_tool_arguments_checked_with_pointer() {
         }}]),
         Action::Allow,
     );
-    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "query", "arguments": {"sql": "DELETE/**/FROM users"}}});
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "query",
+        "arguments": {"sql": "DELETE/**/FROM users"}}});
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&call)), hit("prod-sql", Action::Approve));
 }
 
@@ -510,7 +609,9 @@ fn config_error_names_the_bad_regex_field() {
 
 #[test]
 fn config_error_for_duplicate_rule_names() {
-    let e = config_error(json!([{"name": "a", "action": "allow"}, {"name": "b", "action": "deny"}, {"name": "a", "action": "deny"}]));
+    let e = config_error(
+        json!([{"name": "a", "action": "allow"}, {"name": "b", "action": "deny"}, {"name": "a", "action": "deny"}]),
+    );
     assert_eq!(e.field, "rules[2].name");
     assert!(e.problem.contains("rules[0]"), "{}", e.problem);
 }
@@ -523,20 +624,27 @@ fn config_error_for_bad_rule_name() {
 
 #[test]
 fn config_error_for_two_matcher_kinds_in_a_header() {
-    let e = config_error(json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "a", "exact": "x"}, {"name": "b", "prefix": "x", "suffix": "y"}]}}]));
+    let e = config_error(
+        json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "a", "exact": "x"}, {"name": "b",
+            "prefix": "x", "suffix": "y"}]}}]),
+    );
     assert_eq!(e.field, "rules[0].when.headers[1]");
     assert!(e.problem.contains("`prefix` and `suffix`"), "{}", e.problem);
 }
 
 #[test]
 fn config_error_for_absent_header_with_matcher() {
-    let e = config_error(json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "a", "absent": true, "exact": "x"}]}}]));
+    let e = config_error(
+        json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "a", "absent": true, "exact": "x"}]}}]),
+    );
     assert_eq!(e.field, "rules[0].when.headers[0]");
 }
 
 #[test]
 fn config_error_for_bad_header_name() {
-    let e = config_error(json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "bad name", "exact": "x"}]}}]));
+    let e = config_error(
+        json!([{"name": "h", "action": "deny", "when": {"headers": [{"name": "bad name", "exact": "x"}]}}]),
+    );
     assert_eq!(e.field, "rules[0].when.headers[0].name");
 }
 
@@ -549,25 +657,40 @@ fn config_error_for_unknown_mask_profile() {
 
 #[test]
 fn config_error_for_empty_lists() {
-    assert_eq!(config_error(json!([{"name": "g", "action": "allow", "when": {"groups": {"any_of": []}}}])).field, "rules[0].when.groups.any_of");
-    assert_eq!(config_error(json!([{"name": "m", "action": "allow", "when": {"methods": []}}])).field, "rules[0].when.methods");
-    assert_eq!(config_error(json!([{"name": "s", "action": "allow", "when": {"subjects": {"any_of": []}}}])).field, "rules[0].when.subjects.any_of");
+    assert_eq!(
+        config_error(json!([{"name": "g", "action": "allow", "when": {"groups": {"any_of": []}}}])).field,
+        "rules[0].when.groups.any_of"
+    );
+    assert_eq!(
+        config_error(json!([{"name": "m", "action": "allow", "when": {"methods": []}}])).field,
+        "rules[0].when.methods"
+    );
+    assert_eq!(
+        config_error(json!([{"name": "s", "action": "allow", "when": {"subjects": {"any_of": []}}}])).field,
+        "rules[0].when.subjects.any_of"
+    );
 }
 
 #[test]
 fn config_error_for_bad_method() {
-    assert_eq!(config_error(json!([{"name": "m", "action": "allow", "when": {"methods": ["GET", "PO ST"]}}])).field, "rules[0].when.methods[1]");
+    assert_eq!(
+        config_error(json!([{"name": "m", "action": "allow", "when": {"methods": ["GET", "PO ST"]}}])).field,
+        "rules[0].when.methods[1]"
+    );
 }
 
 #[test]
 fn config_error_for_bad_json_pointer() {
-    let e = config_error(json!([{"name": "b", "action": "deny", "when": {"body": [{"json_pointer": "params/sql", "contains": "x"}]}}]));
+    let e = config_error(
+        json!([{"name": "b", "action": "deny", "when": {"body": [{"json_pointer": "params/sql", "contains": "x"}]}}]),
+    );
     assert_eq!(e.field, "rules[0].when.body[0].json_pointer");
 }
 
 #[test]
 fn config_error_for_body_condition_with_two_targets_or_none() {
-    let e = config_error(json!([{"name": "b", "action": "deny", "when": {"body": [{"json_pointer": "/a", "raw": true, "contains": "x"}]}}]));
+    let e = config_error(json!([{"name": "b", "action": "deny", "when": {"body": [{"json_pointer": "/a", "raw": true,
+            "contains": "x"}]}}]));
     assert_eq!(e.field, "rules[0].when.body[0]");
     assert!(e.problem.contains("json_pointer and raw"), "{}", e.problem);
     let e = config_error(json!([{"name": "b", "action": "deny", "when": {"body": [{"contains": "x"}]}}]));
@@ -584,7 +707,8 @@ fn config_error_for_bad_mcp_tool_and_query_matchers() {
 
 #[test]
 fn config_error_uses_the_callers_field_prefix() {
-    let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "x", "action": "deny", "mask": "nope"}])).unwrap();
+    let specs: Vec<RuleSpec> =
+        serde_json::from_value(json!([{"name": "x", "action": "deny", "mask": "nope"}])).unwrap();
     let e = compile(specs, Action::Deny, &[], "routes[2].rules").unwrap_err();
     assert_eq!(e.field, "routes[2].rules[0].mask");
     assert!(e.problem.contains("no mask profiles"));
@@ -600,6 +724,9 @@ fn config_errors_do_not_leak_into_display_beyond_the_field_and_problem() {
 fn approve_rule_without_approval_block_is_a_config_error() {
     let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "approve"}])).unwrap();
     assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
-    let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "deny", "approval": {"mode": "hold", "approvers": {"groups": ["x"]}}}])).unwrap();
+    let specs: Vec<RuleSpec> = serde_json::from_value(
+        json!([{"name": "a", "action": "deny", "approval": {"mode": "hold", "approvers": {"groups": ["x"]}}}]),
+    )
+    .unwrap();
     assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
 }

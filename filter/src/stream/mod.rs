@@ -11,8 +11,10 @@
 //! let mut masker = StreamMasker::new(StreamKind::Sse, StreamLimits::default());
 //! let mut out = Vec::new();
 //! // Each response-body callback: feed the new bytes, send what comes out instead.
-//! masker.push(&profile, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mail alice@exa\"}}]}\n\n", &mut out).unwrap();
-//! masker.push(&profile, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mple.com now\"}}]}\n\n", &mut out).unwrap();
+//! let first = r#"data: {"choices":[{"index":0,"delta":{"content":"mail alice@exa"}}]}"#;
+//! masker.push(&profile, format!("{first}\n\n").as_bytes(), &mut out).unwrap();
+//! let second = r#"data: {"choices":[{"index":0,"delta":{"content":"mple.com now"}}]}"#;
+//! masker.push(&profile, format!("{second}\n\n").as_bytes(), &mut out).unwrap();
 //! // End of stream: the held-back rest.
 //! masker.finish(&profile, &mut out).unwrap();
 //! let sent = String::from_utf8(out).unwrap();
@@ -127,7 +129,9 @@ impl StreamError {
     /// else `response_not_maskable`).
     pub fn code(&self) -> Code {
         match self {
-            StreamError::EventTooLarge { .. } | StreamError::HeldTooLarge { .. } | StreamError::TooManyTexts { .. } => Code::ResponseTooLarge,
+            StreamError::EventTooLarge { .. } | StreamError::HeldTooLarge { .. } | StreamError::TooManyTexts { .. } => {
+                Code::ResponseTooLarge
+            }
             _ => Code::ResponseNotMaskable,
         }
     }

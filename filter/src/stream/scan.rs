@@ -5,12 +5,15 @@
 //!
 //! The paths looked at (`*` = any array element):
 //!
-//! | API | members |
-//! |---|---|
-//! | OpenAI chat completions | `choices/*/{index, finish_reason, text}`, `choices/*/delta/{content, reasoning_content, reasoning, refusal}`, `choices/*/delta/tool_calls/*/{index, function/arguments}` |
-//! | OpenAI Responses | `type`, `delta`, `item_id`, `output_index`, `content_index`, `summary_index` |
-//! | Anthropic Messages | `type`, `index`, `delta/{type, text, partial_json, thinking}`, `content_block/{type, text}` |
-//! | Ollama | `model`, `created_at`, `done`, `response`, `thinking`, `message/{content, thinking}` |
+//! - OpenAI chat completions: `choices/*/{index, finish_reason, text}`,
+//!   `choices/*/delta/{content, reasoning_content, reasoning, refusal}`,
+//!   `choices/*/delta/tool_calls/*/{index, function/arguments}`
+//! - OpenAI Responses: `type`, `delta`, `item_id`, `output_index`, `content_index`,
+//!   `summary_index`
+//! - Anthropic Messages: `type`, `index`, `delta/{type, text, partial_json, thinking}`,
+//!   `content_block/{type, text}`
+//! - Ollama: `model`, `created_at`, `done`, `response`, `thinking`,
+//!   `message/{content, thinking}`
 //!
 //! When a member occurs twice in one object, the last one is kept, as JSON parsers do.
 
@@ -564,7 +567,13 @@ mod tests {
 
     #[test]
     fn finds_openai_chat_chunk_members() {
-        let src = r#"{"id":"x","object":"chat.completion.chunk","choices":[{"index":1,"delta":{"role":"assistant","content":"al\u0069ce","tool_calls":[{"index":2,"function":{"name":"f","arguments":"{\"a\":"}}]},"finish_reason":null}]}"#;
+        let src = concat!(
+            r#"{"id":"x","object":"chat.completion.chunk","choices":[{"index":1,"delta":{"role":"assistant","#,
+            concat!(
+                r#""content":"al\u0069ce","tool_calls":[{"index":2,"function":{"name":"f","arguments":"{\"a\":"}}]},"#,
+                r#""finish_reason":null}]}"#
+            )
+        );
         let mut m = Message::default();
         scan(src.as_bytes(), &mut m).unwrap();
         assert_eq!(m.choices.len(), 1);

@@ -31,7 +31,10 @@ const MAX_WAIT_MS: i64 = 60_000;
 fn decisions_json(decisions: &[Decision]) -> Vec<Value> {
     decisions
         .iter()
-        .map(|d| json!({"approver": d.approver, "decision": d.decision, "reason": d.reason, "at": rfc3339_ms(d.at_ms), "at_ms": d.at_ms}))
+        .map(|d| {
+            json!({"approver": d.approver, "decision": d.decision, "reason": d.reason, "at": rfc3339_ms(d.at_ms),
+            "at_ms": d.at_ms})
+        })
         .collect()
 }
 
@@ -109,9 +112,8 @@ pub async fn create(
     tracing::info!(approval_id = %a.id, rule = %a.rule, subject = %a.subject, "approval requested");
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"id": a.id, "status": ApprovalStatus::Pending, "url": url, "expires_at": rfc3339_ms(a.expires_ms), "expires_at_ms": a.expires_ms}),
-        ),
+        Json(json!({"id": a.id, "status": ApprovalStatus::Pending, "url": url, "expires_at": rfc3339_ms(a.expires_ms),
+                "expires_at_ms": a.expires_ms})),
     ))
 }
 
@@ -135,11 +137,7 @@ pub async fn wait(
         let notified = handle.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let a = state
-            .store
-            .get_approval(&id)
-            .await?
-            .ok_or_else(|| ApiError::approval_not_found(&id))?;
+        let a = state.store.get_approval(&id).await?.ok_or_else(|| ApiError::approval_not_found(&id))?;
         let now = now_ms();
         let status = a.status(now);
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -169,10 +167,7 @@ pub async fn redeem(
     let req: RedeemApproval = parse_json(&body)?;
     check_digest("digest", &req.digest)?;
     let outcome = if is_approval_id(&id) {
-        state
-            .store
-            .redeem(&id, &req.digest, &req.subject, now_ms())
-            .await?
+        state.store.redeem(&id, &req.digest, &req.subject, now_ms()).await?
     } else {
         Err(RedeemError::NotFound)
     };
@@ -181,10 +176,7 @@ pub async fn redeem(
             tracing::info!(approval_id = %id, "approval redeemed");
             Ok(Json(json!({"status": ApprovalStatus::Approved})))
         }
-        Err(e) => Err(ApiError::Conflict {
-            code: e.code().as_str(),
-            message: e.to_string(),
-        }),
+        Err(e) => Err(ApiError::Conflict { code: e.code().as_str(), message: e.to_string() }),
     }
 }
 
@@ -197,16 +189,12 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let status = match q.get("status").map(String::as_str) {
         None | Some("") | Some("all") => None,
-        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                "status",
-                "must be pending, approved, denied, expired or all",
-            )
-        })?),
+        Some(s) => Some(
+            ApprovalStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid("status", "must be pending, approved, denied, expired or all"))?,
+        ),
     };
-    let limit = int_param("limit", q.get("limit"))?
-        .unwrap_or(100)
-        .clamp(1, 1000);
+    let limit = int_param("limit", q.get("limit"))?.unwrap_or(100).clamp(1, 1000);
     let now = now_ms();
     let all = state.store.list_approvals(status, now, limit).await?;
     let visible: Vec<Value> = all
@@ -224,11 +212,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     checked_id(&id)?;
-    let a = state
-        .store
-        .get_approval(&id)
-        .await?
-        .ok_or_else(|| ApiError::approval_not_found(&id))?;
+    let a = state.store.get_approval(&id).await?.ok_or_else(|| ApiError::approval_not_found(&id))?;
     if !(who.has_role(Role::Auditor) || who.in_any(&a.approver_groups)) {
         return Err(not_an_approver(&who.name));
     }
@@ -252,11 +236,7 @@ pub async fn decide(
     checked_id(&id)?;
     let req: DecisionRequest = parse_json(&body)?;
     let verdict = req.validate()?;
-    let a = state
-        .store
-        .get_approval(&id)
-        .await?
-        .ok_or_else(|| ApiError::approval_not_found(&id))?;
+    let a = state.store.get_approval(&id).await?.ok_or_else(|| ApiError::approval_not_found(&id))?;
     if !who.in_any(&a.approver_groups) {
         return Err(not_an_approver(&who.name));
     }
@@ -267,11 +247,7 @@ pub async fn decide(
         });
     }
     let now = now_ms();
-    let decided = match state
-        .store
-        .decide(&id, &who.name, verdict, req.reason.trim(), now)
-        .await
-    {
+    let decided = match state.store.decide(&id, &who.name, verdict, req.reason.trim(), now).await {
         Ok(a) => a,
         Err(DecideError::NotFound) => return Err(ApiError::approval_not_found(&id)),
         Err(DecideError::NotPending(s)) => {
@@ -289,6 +265,7 @@ pub async fn decide(
         Err(DecideError::Store(e)) => return Err(e.into()),
     };
     state.waiters.wake(&id);
-    tracing::info!(approval_id = %id, approver = %who.name, decision = verdict.as_str(), status = decided.status(now).as_str(), "approval decision");
+    tracing::info!(approval_id = %id, approver = %who.name, decision = verdict.as_str(),
+        status = decided.status(now).as_str(), "approval decision");
     Ok(Json(full_view(&state, &decided, now)))
 }

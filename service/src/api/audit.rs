@@ -16,11 +16,7 @@ use crate::time::now_ms;
 use crate::validate::{check_audit_batch, parse_json};
 
 /// `POST /v1/audit/batch`: idempotent by record id; returns how many were new.
-pub async fn ingest(
-    _: FilterCaller,
-    State(state): State<SharedState>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+pub async fn ingest(_: FilterCaller, State(state): State<SharedState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let batch: AuditBatch = parse_json(&body)?;
     check_audit_batch(&batch)?;
     let outcome = state.store.append_audit(&batch.records, now_ms()).await?;
@@ -46,15 +42,10 @@ pub async fn ingest(
             });
         }
     }
-    Ok(Json(
-        json!({"accepted": outcome.accepted, "duplicates": outcome.duplicates}),
-    ))
+    Ok(Json(json!({"accepted": outcome.accepted, "duplicates": outcome.duplicates})))
 }
 
 /// `GET /v1/audit/verify`: walks the chain.
-pub async fn verify(
-    _: Auditor,
-    State(state): State<SharedState>,
-) -> Result<Json<VerifyReport>, ApiError> {
+pub async fn verify(_: Auditor, State(state): State<SharedState>) -> Result<Json<VerifyReport>, ApiError> {
     Ok(Json(state.store.verify_chain().await?))
 }

@@ -19,10 +19,7 @@ pub struct FilterCaller;
 impl FromRequestParts<SharedState> for FilterCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &SharedState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
         state.filter_key.check(&parts.headers)?;
         Ok(FilterCaller)
     }

@@ -25,10 +25,7 @@ pub const BODY_LIMIT: usize = 16 << 20;
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
-        .route(
-            "/v1/approvals",
-            post(approvals::create).get(approvals::list),
-        )
+        .route("/v1/approvals", post(approvals::create).get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/wait", get(approvals::wait))
         .route("/v1/approvals/{id}/redeem", post(approvals::redeem))
@@ -38,12 +35,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/{id}", get(sessions::show))
         .route("/console", get(console::page))
-        .fallback(|| async {
-            ApiError::NotFound {
-                code: "not_found",
-                what: "route".into(),
-            }
-        })
+        .fallback(|| async { ApiError::NotFound { code: "not_found", what: "route".into() } })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -23,15 +23,9 @@ fn instant_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiE
         return Ok(Some(ms));
     }
     let t = humantime::parse_rfc3339_weak(v).map_err(|_| {
-        ApiError::invalid(
-            name,
-            "must be Unix milliseconds or an RFC 3339 time such as 2026-11-22T10:00:00Z",
-        )
+        ApiError::invalid(name, "must be Unix milliseconds or an RFC 3339 time such as 2026-11-22T10:00:00Z")
     })?;
-    let ms = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
@@ -59,9 +53,7 @@ pub async fn list(
         from_ms: instant_param("from", q.get("from"))?,
         to_ms: instant_param("to", q.get("to"))?,
         decision: decision_param(q.get("decision"))?,
-        limit: int_param("limit", q.get("limit"))?
-            .unwrap_or(100)
-            .clamp(1, 1000),
+        limit: int_param("limit", q.get("limit"))?.unwrap_or(100).clamp(1, 1000),
     };
     let sessions = state.store.list_sessions(&filter).await?;
     let out: Vec<Value> = sessions
@@ -86,10 +78,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let records = state.store.session_timeline(&id).await?;
     if records.is_empty() {
-        return Err(ApiError::NotFound {
-            code: "session_not_found",
-            what: "session".into(),
-        });
+        return Err(ApiError::NotFound { code: "session_not_found", what: "session".into() });
     }
     Ok(Json(json!({"session_id": id, "records": records})))
 }

@@ -42,16 +42,10 @@ pub fn validate_approvers(entries: &mut [ApproverEntry]) -> Result<(), ConfigErr
     for (i, a) in entries.iter_mut().enumerate() {
         let field = format!("approvers[{i}]");
         if a.name.trim().is_empty() {
-            return Err(ConfigError::new(
-                format!("{field}.name"),
-                "must not be empty",
-            ));
+            return Err(ConfigError::new(format!("{field}.name"), "must not be empty"));
         }
         if !names.insert(a.name.clone()) {
-            return Err(ConfigError::new(
-                format!("{field}.name"),
-                format!("approver `{}` is listed twice", a.name),
-            ));
+            return Err(ConfigError::new(format!("{field}.name"), format!("approver `{}` is listed twice", a.name)));
         }
         a.token_sha256 = a.token_sha256.to_ascii_lowercase();
         if a.token_sha256.len() != 64 || !a.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -67,10 +61,7 @@ pub fn validate_approvers(entries: &mut [ApproverEntry]) -> Result<(), ConfigErr
             ));
         }
         if a.roles.is_empty() {
-            return Err(ConfigError::new(
-                format!("{field}.roles"),
-                "list at least one of `approver`, `auditor`",
-            ));
+            return Err(ConfigError::new(format!("{field}.roles"), "list at least one of `approver`, `auditor`"));
         }
     }
     Ok(())
@@ -88,18 +79,11 @@ impl Approvers {
         let by_digest = entries
             .iter()
             .map(|e| {
-                let p = Principal {
-                    name: e.name.clone(),
-                    groups: e.groups.clone(),
-                    roles: e.roles.clone(),
-                };
+                let p = Principal { name: e.name.clone(), groups: e.groups.clone(), roles: e.roles.clone() };
                 (e.token_sha256.to_ascii_lowercase(), Arc::new(p))
             })
             .collect();
-        Approvers {
-            by_digest,
-            oidc: None,
-        }
+        Approvers { by_digest, oidc: None }
     }
 
     /// Also accepts JWTs verified by `oidc`.
@@ -116,28 +100,17 @@ impl Approvers {
                 ApiError::Unauthorized
             });
         }
-        self.by_digest
-            .get(&hash_token(token))
-            .cloned()
-            .ok_or(ApiError::Unauthorized)
+        self.by_digest.get(&hash_token(token)).cloned().ok_or(ApiError::Unauthorized)
     }
 
     /// The principal for the request's bearer token, if it has `role`.
-    pub fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        role: Role,
-    ) -> Result<Arc<Principal>, ApiError> {
+    pub fn authenticate(&self, headers: &HeaderMap, role: Role) -> Result<Arc<Principal>, ApiError> {
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
         let principal = self.principal(token)?;
         if !principal.has_role(role) {
             return Err(ApiError::Forbidden {
                 code: "missing_role",
-                message: format!(
-                    "`{}` lacks the `{}` role needed here",
-                    principal.name,
-                    role.as_str()
-                ),
+                message: format!("`{}` lacks the `{}` role needed here", principal.name, role.as_str()),
             });
         }
         Ok(principal)
@@ -171,18 +144,13 @@ mod tests {
             roles: vec![Role::Approver],
         }];
         let a = Approvers::from_config(&entries);
-        let p = a
-            .authenticate(&headers("Bearer alice-token"), Role::Approver)
-            .unwrap();
+        let p = a.authenticate(&headers("Bearer alice-token"), Role::Approver).unwrap();
         assert_eq!(p.name, "alice");
         assert!(p.in_any(&["ops".into(), "dba".into()]));
         assert!(matches!(
             a.authenticate(&headers("Bearer alice-token"), Role::Auditor),
             Err(ApiError::Forbidden { .. })
         ));
-        assert!(matches!(
-            a.authenticate(&headers("Bearer bob-token"), Role::Approver),
-            Err(ApiError::Unauthorized)
-        ));
+        assert!(matches!(a.authenticate(&headers("Bearer bob-token"), Role::Approver), Err(ApiError::Unauthorized)));
     }
 }

@@ -4,10 +4,7 @@ use axum::http::HeaderMap;
 
 /// The token of an `authorization: Bearer <token>` header (scheme case-insensitive).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     airlock_filter::jwt::bearer_token(value).ok()
 }
 

@@ -36,9 +36,7 @@ impl FilterKey {
         if key.len() < MIN_FILTER_KEY_LEN {
             return Err(KeyError::TooShort);
         }
-        Ok(FilterKey {
-            digest: sha256(key.as_bytes()),
-        })
+        Ok(FilterKey { digest: sha256(key.as_bytes()) })
     }
 
     pub fn matches(&self, presented: &str) -> bool {
@@ -59,10 +57,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     // black_box keeps the optimizer from turning the fold into an early-exit compare.
     std::hint::black_box(diff) == 0
 }

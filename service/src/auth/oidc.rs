@@ -69,50 +69,25 @@ pub struct OidcConfig {
 impl OidcConfig {
     pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
         if self.issuer.trim().is_empty() {
-            return Err(ConfigError::new(
-                format!("{field}.issuer"),
-                "must not be empty",
-            ));
+            return Err(ConfigError::new(format!("{field}.issuer"), "must not be empty"));
         }
         if self.audience.trim().is_empty() {
-            return Err(ConfigError::new(
-                format!("{field}.audience"),
-                "must not be empty",
-            ));
+            return Err(ConfigError::new(format!("{field}.audience"), "must not be empty"));
         }
         match (&self.jwks_file, &self.jwks_url) {
             (Some(_), None) => {}
             (None, Some(u)) if u.starts_with("https://") || u.starts_with("http://") => {}
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    format!("{field}.jwks_url"),
-                    "must be an http(s) URL",
-                ))
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    field,
-                    "set exactly one of `jwks_file` and `jwks_url`",
-                ))
-            }
+            (None, Some(_)) => return Err(ConfigError::new(format!("{field}.jwks_url"), "must be an http(s) URL")),
+            _ => return Err(ConfigError::new(field, "set exactly one of `jwks_file` and `jwks_url`")),
         }
         if self.leeway_seconds > 600 {
-            return Err(ConfigError::new(
-                format!("{field}.leeway_seconds"),
-                "must be at most 600",
-            ));
+            return Err(ConfigError::new(format!("{field}.leeway_seconds"), "must be at most 600"));
         }
-        for (name, path) in [
-            ("name_claim", &self.name_claim),
-            ("groups_claim", &self.groups_claim),
-        ] {
+        for (name, path) in [("name_claim", &self.name_claim), ("groups_claim", &self.groups_claim)] {
             claim_path(path, &format!("{field}.{name}"))?;
         }
         if self.refresh_seconds < 10 {
-            return Err(ConfigError::new(
-                format!("{field}.refresh_seconds"),
-                "must be at least 10",
-            ));
+            return Err(ConfigError::new(format!("{field}.refresh_seconds"), "must be at least 10"));
         }
         Ok(())
     }
@@ -148,10 +123,9 @@ impl From<JwksError> for OidcError {
         match e {
             JwksError::TooLarge { limit } => OidcError::TooLarge(limit),
             JwksError::NoUsableKey { .. } => OidcError::NoKeys,
-            JwksError::NotJson
-            | JwksError::MissingKeys
-            | JwksError::TooManyKeys { .. }
-            | JwksError::BadKey { .. } => OidcError::BadJwks,
+            JwksError::NotJson | JwksError::MissingKeys | JwksError::TooManyKeys { .. } | JwksError::BadKey { .. } => {
+                OidcError::BadJwks
+            }
         }
     }
 }
@@ -180,9 +154,7 @@ impl OidcVerifier {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from([config.issuer.clone()])),
             allowed_audiences: Some(HashSet::from([config.audience.clone()])),
-            time_tolerance: Some(jwt_simple::prelude::Duration::from_secs(
-                config.leeway_seconds,
-            )),
+            time_tolerance: Some(jwt_simple::prelude::Duration::from_secs(config.leeway_seconds)),
             ..VerificationOptions::default()
         };
         Ok(OidcVerifier {
@@ -228,59 +200,31 @@ impl OidcVerifier {
         let name = if self.name_claim.as_str() == "sub" {
             claims.subject.clone()
         } else {
-            self.name_claim
-                .lookup(&claims.custom)
-                .and_then(Value::as_str)
-                .map(str::to_string)
+            self.name_claim.lookup(&claims.custom).and_then(Value::as_str).map(str::to_string)
         }
         .filter(|n| !n.is_empty())
         .ok_or_else(|| OidcError::NoName(self.config.name_claim.clone()))?;
-        let groups = self
-            .groups_claim
-            .lookup(&claims.custom)
-            .map(groups_of)
-            .unwrap_or_default();
+        let groups = self.groups_claim.lookup(&claims.custom).map(groups_of).unwrap_or_default();
         let mut roles = vec![Role::Approver];
-        if groups
-            .iter()
-            .any(|g| self.config.auditor_groups.contains(g))
-        {
+        if groups.iter().any(|g| self.config.auditor_groups.contains(g)) {
             roles.push(Role::Auditor);
         }
-        Ok(Principal {
-            name,
-            groups,
-            roles,
-        })
+        Ok(Principal { name, groups, roles })
     }
 }
 
 /// Loads the key set named by the config: the file, or one fetch of the URL.
 pub async fn load_keys(config: &OidcConfig, client: &reqwest::Client) -> Result<KeySet, String> {
     if let Some(path) = &config.jwks_file {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read oidc.jwks_file {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read oidc.jwks_file {}: {e}", path.display()))?;
         return parse_jwks(&bytes).map_err(|e| format!("oidc.jwks_file: {e}"));
     }
-    let url = config
-        .jwks_url
-        .as_deref()
-        .ok_or("no JWKS source configured")?;
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("cannot fetch oidc.jwks_url: {}", e.without_url()))?;
+    let url = config.jwks_url.as_deref().ok_or("no JWKS source configured")?;
+    let resp = client.get(url).send().await.map_err(|e| format!("cannot fetch oidc.jwks_url: {}", e.without_url()))?;
     if !resp.status().is_success() {
-        return Err(format!(
-            "oidc.jwks_url answered HTTP {}",
-            resp.status().as_u16()
-        ));
+        return Err(format!("oidc.jwks_url answered HTTP {}", resp.status().as_u16()));
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot read oidc.jwks_url: {}", e.without_url()))?;
+    let bytes = resp.bytes().await.map_err(|e| format!("cannot read oidc.jwks_url: {}", e.without_url()))?;
     parse_jwks(&bytes).map_err(|e| format!("oidc.jwks_url: {e}"))
 }
 
@@ -347,9 +291,7 @@ mod tests {
         let (kp, keys) = es256();
         let v = OidcVerifier::new(config(), keys).unwrap();
         let token = kp
-            .sign(claims(
-                json!({"email": "alice@example.com", "realm_access": {"roles": ["dba", "audit"]}}),
-            ))
+            .sign(claims(json!({"email": "alice@example.com", "realm_access": {"roles": ["dba", "audit"]}})))
             .unwrap();
         let p = v.verify(&token).unwrap();
         assert_eq!(p.name, "alice@example.com");
@@ -362,13 +304,9 @@ mod tests {
         let (kp, keys) = es256();
         let v = OidcVerifier::new(config(), keys).unwrap();
         let body = json!({"email": "a@example.com"});
-        let t = kp
-            .sign(claims(body.clone()).with_audience("other"))
-            .unwrap();
+        let t = kp.sign(claims(body.clone()).with_audience("other")).unwrap();
         assert_eq!(v.verify(&t), Err(OidcError::Signature));
-        let t = kp
-            .sign(claims(body.clone()).with_issuer("https://evil.example"))
-            .unwrap();
+        let t = kp.sign(claims(body.clone()).with_issuer("https://evil.example")).unwrap();
         assert_eq!(v.verify(&t), Err(OidcError::Signature));
         let mut c = claims(body.clone());
         c.expires_at = Some(Clock::now_since_epoch() - jwt_simple::prelude::Duration::from_mins(5));
@@ -383,25 +321,14 @@ mod tests {
         let (_, keys) = es256();
         let v = OidcVerifier::new(config(), keys).unwrap();
         let other = ES256KeyPair::generate().with_key_id("k1");
-        let t = other
-            .sign(claims(json!({"email": "a@example.com"})))
-            .unwrap();
+        let t = other.sign(claims(json!({"email": "a@example.com"}))).unwrap();
         assert_eq!(v.verify(&t), Err(OidcError::Signature));
         let hs = HS256Key::generate();
-        let t = hs
-            .authenticate(claims(json!({"email": "a@example.com"})))
-            .unwrap();
+        let t = hs.authenticate(claims(json!({"email": "a@example.com"}))).unwrap();
         assert_eq!(v.verify(&t), Err(OidcError::Algorithm("HS256".into())));
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let none = format!(
-            "{}.{}.",
-            enc(r#"{"alg":"none","typ":"JWT"}"#),
-            enc(r#"{"email":"a@example.com"}"#)
-        );
-        assert!(matches!(
-            v.verify(&none),
-            Err(OidcError::Algorithm(_)) | Err(OidcError::Malformed)
-        ));
+        let none = format!("{}.{}.", enc(r#"{"alg":"none","typ":"JWT"}"#), enc(r#"{"email":"a@example.com"}"#));
+        assert!(matches!(v.verify(&none), Err(OidcError::Algorithm(_)) | Err(OidcError::Malformed)));
         assert_eq!(v.verify("not.a.jwt"), Err(OidcError::Malformed));
     }
 
@@ -411,16 +338,12 @@ mod tests {
         let c = kp.public_key().to_components();
         let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let jwks = json!({"keys": [{"kty": "RSA", "kid": "r1", "n": enc(&c.n), "e": enc(&c.e)}]});
-        let v =
-            OidcVerifier::new(config(), parse_jwks(jwks.to_string().as_bytes()).unwrap()).unwrap();
+        let v = OidcVerifier::new(config(), parse_jwks(jwks.to_string().as_bytes()).unwrap()).unwrap();
         let t = kp.sign(claims(json!({"email": "r@example.com"}))).unwrap();
         assert_eq!(v.verify(&t).unwrap().name, "r@example.com");
         // The same RSA key cannot be used under a different algorithm family.
         let ps = PS256KeyPair::generate(2048).unwrap().with_key_id("r1");
-        assert_eq!(
-            v.verify(&ps.sign(claims(json!({"email": "r@example.com"}))).unwrap()),
-            Err(OidcError::Signature)
-        );
+        assert_eq!(v.verify(&ps.sign(claims(json!({"email": "r@example.com"}))).unwrap()), Err(OidcError::Signature));
     }
 
     #[test]
@@ -433,10 +356,7 @@ mod tests {
 
     #[test]
     fn jwks_without_signing_keys_is_an_error() {
-        assert_eq!(
-            parse_jwks(br#"{"keys":[{"kty":"oct","k":"eA"}]}"#).err(),
-            Some(OidcError::NoKeys)
-        );
+        assert_eq!(parse_jwks(br#"{"keys":[{"kty":"oct","k":"eA"}]}"#).err(), Some(OidcError::NoKeys));
         assert_eq!(parse_jwks(b"[]").err(), Some(OidcError::BadJwks));
     }
 
@@ -457,11 +377,7 @@ mod tests {
         let mut c = config();
         c.groups_claim = "https://idp.example/groups".into();
         let v = OidcVerifier::new(c, keys).unwrap();
-        let t = kp
-            .sign(claims(
-                json!({"email": "a@example.com", "https://idp.example/groups": "dba audit"}),
-            ))
-            .unwrap();
+        let t = kp.sign(claims(json!({"email": "a@example.com", "https://idp.example/groups": "dba audit"}))).unwrap();
         let p = v.verify(&t).unwrap();
         assert_eq!(p.groups, vec!["dba".to_string(), "audit".to_string()]);
         assert!(p.has_role(Role::Auditor));

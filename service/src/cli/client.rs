@@ -15,21 +15,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Result<Client, CliError> {
-        let token = token
-            .filter(|t| !t.trim().is_empty())
-            .ok_or(CliError::NoToken)?;
+        let token = token.filter(|t| !t.trim().is_empty()).ok_or(CliError::NoToken)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| CliError::Unreachable {
-                what: "HTTP client".into(),
-                detail: e.without_url().to_string(),
-            })?;
-        Ok(Client {
-            base: base.trim_end_matches('/').to_string(),
-            token: token.trim().to_string(),
-            http,
-        })
+            .map_err(|e| CliError::Unreachable { what: "HTTP client".into(), detail: e.without_url().to_string() })?;
+        Ok(Client { base: base.trim_end_matches('/').to_string(), token: token.trim().to_string(), http })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
@@ -40,30 +31,22 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, CliError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| CliError::Unreachable {
-            what: self.base.clone(),
-            detail: e.without_url().to_string(),
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable { what: self.base.clone(), detail: e.without_url().to_string() })?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| CliError::Unreachable {
-            what: self.base.clone(),
-            detail: e.without_url().to_string(),
-        })?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|_| CliError::BadAnswer(format!("HTTP {status}, not JSON")))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CliError::Unreachable { what: self.base.clone(), detail: e.without_url().to_string() })?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|_| CliError::BadAnswer(format!("HTTP {status}, not JSON")))?;
         if !status.is_success() {
             let err = &value["error"];
             return Err(CliError::Api {
@@ -101,13 +84,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_blank_token_is_refused() {
-        assert!(matches!(
-            Client::new("http://x", None),
-            Err(CliError::NoToken)
-        ));
-        assert!(matches!(
-            Client::new("http://x", Some(" ".into())),
-            Err(CliError::NoToken)
-        ));
+        assert!(matches!(Client::new("http://x", None), Err(CliError::NoToken)));
+        assert!(matches!(Client::new("http://x", Some(" ".into())), Err(CliError::NoToken)));
     }
 }

@@ -15,23 +15,16 @@ fn text(v: &Value) -> String {
 }
 
 fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
 pub async fn approvals_list(client: &Client, status: &str, as_json: bool) -> Result<(), CliError> {
-    let v = client
-        .get(&format!("/v1/approvals?status={}", encode(status)))
-        .await?;
+    let v = client.get(&format!("/v1/approvals?status={}", encode(status))).await?;
     if as_json {
         print_json(&v);
         return Ok(());
     }
-    let list = v["approvals"]
-        .as_array()
-        .ok_or_else(|| CliError::BadAnswer("no `approvals` list".into()))?;
+    let list = v["approvals"].as_array().ok_or_else(|| CliError::BadAnswer("no `approvals` list".into()))?;
     if list.is_empty() {
         println!("no {status} approvals");
     }
@@ -58,19 +51,11 @@ pub async fn approvals_show(client: &Client, id: &str, as_json: bool) -> Result<
     }
     println!("approval   {}", text(&a["id"]));
     println!("status     {}", text(&a["status"]));
-    println!(
-        "requester  {} (groups {})",
-        text(&a["subject"]),
-        text(&a["groups"])
-    );
+    println!("requester  {} (groups {})", text(&a["subject"]), text(&a["groups"]));
     println!("rule       {}", text(&a["rule"]));
     println!("reason     {}", text(&a["reason"]));
     println!("deadline   {}", text(&a["expires_at"]));
-    println!(
-        "approvers  {} of {}",
-        text(&a["approvers"]["required"]),
-        text(&a["approvers"]["groups"])
-    );
+    println!("approvers  {} of {}", text(&a["approvers"]["required"]), text(&a["approvers"]["groups"]));
     println!("request    {} {}", text(&a["method"]), text(&a["path"]));
     println!("body (masked):\n{}", text(&a["body"]));
     if let Some(ds) = a["decisions"].as_array() {
@@ -87,23 +72,11 @@ pub async fn approvals_show(client: &Client, id: &str, as_json: bool) -> Result<
     Ok(())
 }
 
-pub async fn approvals_decide(
-    client: &Client,
-    id: &str,
-    decision: &str,
-    reason: &str,
-) -> Result<(), CliError> {
+pub async fn approvals_decide(client: &Client, id: &str, decision: &str, reason: &str) -> Result<(), CliError> {
     let a = client
-        .post(
-            &format!("/v1/approvals/{}/decision", encode(id)),
-            &json!({"decision": decision, "reason": reason}),
-        )
+        .post(&format!("/v1/approvals/{}/decision", encode(id)), &json!({"decision": decision, "reason": reason}))
         .await?;
-    println!(
-        "recorded {decision} on {}: status is now {}",
-        text(&a["id"]),
-        text(&a["status"])
-    );
+    println!("recorded {decision} on {}: status is now {}", text(&a["id"]), text(&a["status"]));
     Ok(())
 }
 
@@ -116,18 +89,9 @@ pub struct SessionQuery {
     pub limit: Option<u32>,
 }
 
-pub async fn sessions_list(
-    client: &Client,
-    q: &SessionQuery,
-    as_json: bool,
-) -> Result<(), CliError> {
+pub async fn sessions_list(client: &Client, q: &SessionQuery, as_json: bool) -> Result<(), CliError> {
     let mut params = Vec::new();
-    for (name, v) in [
-        ("subject", &q.subject),
-        ("from", &q.from),
-        ("to", &q.to),
-        ("decision", &q.decision),
-    ] {
+    for (name, v) in [("subject", &q.subject), ("from", &q.from), ("to", &q.to), ("decision", &q.decision)] {
         if let Some(v) = v {
             params.push(format!("{name}={}", encode(v)));
         }
@@ -135,16 +99,12 @@ pub async fn sessions_list(
     if let Some(l) = q.limit {
         params.push(format!("limit={l}"));
     }
-    let v = client
-        .get(&format!("/v1/sessions?{}", params.join("&")))
-        .await?;
+    let v = client.get(&format!("/v1/sessions?{}", params.join("&"))).await?;
     if as_json {
         print_json(&v);
         return Ok(());
     }
-    let list = v["sessions"]
-        .as_array()
-        .ok_or_else(|| CliError::BadAnswer("no `sessions` list".into()))?;
+    let list = v["sessions"].as_array().ok_or_else(|| CliError::BadAnswer("no `sessions` list".into()))?;
     if list.is_empty() {
         println!("no sessions");
     }
@@ -168,14 +128,9 @@ pub async fn sessions_show(client: &Client, id: &str, as_json: bool) -> Result<(
         print_json(&v);
         return Ok(());
     }
-    let records = v["records"]
-        .as_array()
-        .ok_or_else(|| CliError::BadAnswer("no `records` list".into()))?;
+    let records = v["records"].as_array().ok_or_else(|| CliError::BadAnswer("no `records` list".into()))?;
     for r in records {
-        let at = r["time_ms"]
-            .as_i64()
-            .map(crate::time::rfc3339_ms)
-            .unwrap_or_default();
+        let at = r["time_ms"].as_i64().map(crate::time::rfc3339_ms).unwrap_or_default();
         println!(
             "#{}  {}  {} {}  -> {}  {}{}  {}ms",
             text(&r["seq"]),
@@ -184,10 +139,7 @@ pub async fn sessions_show(client: &Client, id: &str, as_json: bool) -> Result<(
             text(&r["path"]),
             text(&r["status"]),
             text(&r["decision"]),
-            r["rule"]
-                .as_str()
-                .map(|x| format!(" (rule {x})"))
-                .unwrap_or_default(),
+            r["rule"].as_str().map(|x| format!(" (rule {x})")).unwrap_or_default(),
             text(&r["latency_ms"])
         );
     }

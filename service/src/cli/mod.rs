@@ -12,11 +12,7 @@ pub enum CliError {
     #[error("cannot reach {what}: {detail}")]
     Unreachable { what: String, detail: String },
     #[error("{status}: {message} ({code})")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Api { status: u16, code: String, message: String },
     #[error("unexpected answer from the server: {0}")]
     BadAnswer(String),
     #[error("invalid argument `{arg}`: {problem}")]

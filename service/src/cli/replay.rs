@@ -39,30 +39,19 @@ impl ReplayLine {
     }
 }
 
-fn parse_header(
-    h: &str,
-) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), CliError> {
-    let bad = |problem: &str| CliError::BadArgument {
-        arg: "--header".into(),
-        problem: problem.into(),
-    };
-    let (name, value) = h
-        .split_once(':')
-        .ok_or_else(|| bad("expected `name: value`"))?;
-    let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| bad("invalid header name"))?;
-    let value = reqwest::header::HeaderValue::from_str(value.trim())
-        .map_err(|_| bad("invalid header value"))?;
+fn parse_header(h: &str) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), CliError> {
+    let bad = |problem: &str| CliError::BadArgument { arg: "--header".into(), problem: problem.into() };
+    let (name, value) = h.split_once(':').ok_or_else(|| bad("expected `name: value`"))?;
+    let name =
+        reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad("invalid header name"))?;
+    let value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| bad("invalid header value"))?;
     Ok((name, value))
 }
 
 /// Whether a recorded request went to the upstream. The rest (refused by the filter for
 /// any reason, or never decided) are what `--include-denied` is about.
 fn reached_upstream(decision: &str) -> bool {
-    matches!(
-        Decision::parse(decision),
-        Some(Decision::Allow | Decision::Approved | Decision::DryRunAllow)
-    )
+    matches!(Decision::parse(decision), Some(Decision::Allow | Decision::Approved | Decision::DryRunAllow))
 }
 
 /// Runs the replay and prints one line per request plus a summary; returns whether any
@@ -84,16 +73,9 @@ pub async fn replay(client: &Client, opts: &ReplayOptions) -> Result<bool, CliEr
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| CliError::Unreachable {
-            what: "HTTP client".into(),
-            detail: e.without_url().to_string(),
-        })?;
-    let session = client
-        .get(&format!("/v1/sessions/{}", encode(&opts.session_id)))
-        .await?;
-    let records = session["records"]
-        .as_array()
-        .ok_or_else(|| CliError::BadAnswer("no `records` list".into()))?;
+        .map_err(|e| CliError::Unreachable { what: "HTTP client".into(), detail: e.without_url().to_string() })?;
+    let session = client.get(&format!("/v1/sessions/{}", encode(&opts.session_id))).await?;
+    let records = session["records"].as_array().ok_or_else(|| CliError::BadAnswer("no `records` list".into()))?;
     let mut lines = Vec::new();
     let mut skipped = 0usize;
     for r in records {
@@ -109,8 +91,7 @@ pub async fn replay(client: &Client, opts: &ReplayOptions) -> Result<bool, CliEr
             line.method,
             line.path,
             line.recorded,
-            line.replayed
-                .map_or_else(|| "ERR".to_string(), |s| s.to_string()),
+            line.replayed.map_or_else(|| "ERR".to_string(), |s| s.to_string()),
             if line.differs() { "DIFF" } else { "same" }
         );
         lines.push(line);
@@ -136,9 +117,7 @@ async fn replay_one(
         .map_err(|_| CliError::BadAnswer(format!("record {seq} has an invalid method")))?;
     let path = r["path"].as_str().unwrap_or("/").to_string();
     let body = r["request_body"].as_str().unwrap_or_default().to_string();
-    let mut req = http
-        .request(method, format!("{target}{path}"))
-        .headers(headers.clone());
+    let mut req = http.request(method, format!("{target}{path}")).headers(headers.clone());
     if !body.is_empty() {
         let trimmed = body.trim_start();
         if (trimmed.starts_with('{') || trimmed.starts_with('['))
@@ -196,18 +175,9 @@ mod tests {
 
     #[test]
     fn unreachable_target_counts_as_a_difference() {
-        let l = ReplayLine {
-            seq: 1,
-            method: "GET".into(),
-            path: "/".into(),
-            recorded: 200,
-            replayed: None,
-        };
+        let l = ReplayLine { seq: 1, method: "GET".into(), path: "/".into(), recorded: 200, replayed: None };
         assert!(l.differs());
-        let same = ReplayLine {
-            replayed: Some(200),
-            ..l
-        };
+        let same = ReplayLine { replayed: Some(200), ..l };
         assert!(!same.differs());
     }
 }

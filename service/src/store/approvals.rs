@@ -131,8 +131,7 @@ impl RedeemError {
     }
 }
 
-const APPROVAL_COLUMNS: &str =
-    "id, rule, subject, groups_json, method, path, body, digest, reason, session_id, mode, \
+const APPROVAL_COLUMNS: &str = "id, rule, subject, groups_json, method, path, body, digest, reason, session_id, mode, \
      approver_groups_json, required, status, used, created_ms, expires_ms, decided_ms";
 
 fn approval_from_row(row: &AnyRow) -> Result<Approval, StoreError> {
@@ -149,14 +148,10 @@ fn approval_from_row(row: &AnyRow) -> Result<Approval, StoreError> {
         session_id: row.try_get("session_id")?,
         mode: {
             let mode: String = row.try_get("mode")?;
-            Mode::parse(&mode).ok_or_else(|| {
-                StoreError::Corrupt("column `mode` is neither `hold` nor `ticket`".into())
-            })?
+            Mode::parse(&mode)
+                .ok_or_else(|| StoreError::Corrupt("column `mode` is neither `hold` nor `ticket`".into()))?
         },
-        approver_groups: parse_string_list(
-            "approver_groups_json",
-            &row.try_get::<String, _>("approver_groups_json")?,
-        )?,
+        approver_groups: parse_string_list("approver_groups_json", &row.try_get::<String, _>("approver_groups_json")?)?,
         required: row.try_get("required")?,
         stored_status: row.try_get("status")?,
         used: row.try_get::<i64, _>("used")? != 0,
@@ -169,12 +164,7 @@ fn approval_from_row(row: &AnyRow) -> Result<Approval, StoreError> {
 
 impl Store {
     /// Stores a new pending approval and returns it.
-    pub async fn create_approval(
-        &self,
-        id: &str,
-        new: &NewApproval,
-        now_ms: i64,
-    ) -> Result<Approval, StoreError> {
+    pub async fn create_approval(&self, id: &str, new: &NewApproval, now_ms: i64) -> Result<Approval, StoreError> {
         let expires_ms = now_ms.saturating_add(new.ttl_seconds.saturating_mul(1000));
         sqlx::query(
             "INSERT INTO approvals (id, rule, subject, groups_json, method, path, body, digest, reason, session_id, \
@@ -198,19 +188,13 @@ impl Store {
         .bind(expires_ms)
         .execute(self.pool())
         .await?;
-        self.get_approval(id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("a just-created approval is missing".into()))
+        self.get_approval(id).await?.ok_or_else(|| StoreError::Corrupt("a just-created approval is missing".into()))
     }
 
     /// The approval with its decisions, oldest decision first.
     pub async fn get_approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
         let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1");
-        let Some(row) = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-        else {
+        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(self.pool()).await? else {
             return Ok(None);
         };
         let mut approval = approval_from_row(&row)?;
@@ -247,23 +231,16 @@ impl Store {
     ) -> Result<Vec<Approval>, StoreError> {
         let (filter, binds): (&str, Vec<Bind>) = match status {
             None => ("", vec![Bind::I64(limit)]),
-            Some(ApprovalStatus::Pending) => (
-                "WHERE status = 'pending' AND expires_ms > $2",
-                vec![Bind::I64(limit), Bind::I64(now_ms)],
-            ),
-            Some(ApprovalStatus::Expired) => (
-                "WHERE status = 'pending' AND expires_ms <= $2",
-                vec![Bind::I64(limit), Bind::I64(now_ms)],
-            ),
-            Some(s) => (
-                "WHERE status = $2",
-                vec![Bind::I64(limit), Bind::Text(s.as_str().to_string())],
-            ),
+            Some(ApprovalStatus::Pending) => {
+                ("WHERE status = 'pending' AND expires_ms > $2", vec![Bind::I64(limit), Bind::I64(now_ms)])
+            }
+            Some(ApprovalStatus::Expired) => {
+                ("WHERE status = 'pending' AND expires_ms <= $2", vec![Bind::I64(limit), Bind::I64(now_ms)])
+            }
+            Some(s) => ("WHERE status = $2", vec![Bind::I64(limit), Bind::Text(s.as_str().to_string())]),
         };
         let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals {filter} ORDER BY created_ms DESC, id LIMIT $1");
-        let rows = super::db::bind_all(sqlx::query(&sql), &binds)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = super::db::bind_all(sqlx::query(&sql), &binds).fetch_all(self.pool()).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut a = approval_from_row(row)?;
@@ -303,7 +280,8 @@ impl Store {
             };
         }
         let inserted = sqlx::query(
-            "INSERT INTO approval_decisions (approval_id, approver, decision, reason, at_ms) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO approval_decisions (approval_id, approver, decision, reason, at_ms) VALUES ($1, $2, $3, $4, \
+                $5) \
              ON CONFLICT (approval_id, approver) DO NOTHING",
         )
         .bind(id)

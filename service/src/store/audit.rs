@@ -111,21 +111,13 @@ impl Store {
     /// Appends the records not yet stored (by id) to the chain, in batch order, in one
     /// transaction. Only one appender runs at a time: an in-process mutex plus a lock on the
     /// chain-head row, which also serializes replicas sharing a PostgreSQL database.
-    pub async fn append_audit(
-        &self,
-        records: &[AuditRecord],
-        now_ms: i64,
-    ) -> Result<AppendOutcome, StoreError> {
+    pub async fn append_audit(&self, records: &[AuditRecord], now_ms: i64) -> Result<AppendOutcome, StoreError> {
         let _guard = self.chain_lock.lock().await;
         let mut tx = self.pool().begin().await?;
         // A no-op UPDATE as the first statement: a row lock on PostgreSQL, the write lock on
         // SQLite. Reading the head only after it makes the read-modify-write safe.
-        sqlx::query("UPDATE audit_chain_head SET seq = seq WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE audit_chain_head SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1").fetch_one(&mut *tx).await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut prev: String = head.try_get("hash")?;
         // Which ids are already stored? Checked under the lock, so the answer stays true
@@ -133,27 +125,13 @@ impl Store {
         let mut known: HashSet<String> = HashSet::new();
         let unique: Vec<&str> = {
             let mut seen = HashSet::new();
-            records
-                .iter()
-                .map(|r| r.id.as_ref())
-                .filter(|id| seen.insert(*id))
-                .collect()
+            records.iter().map(|r| r.id.as_ref()).filter(|id| seen.insert(*id)).collect()
         };
         for chunk in unique.chunks(LOOKUP_CHUNK) {
-            let placeholders: Vec<String> =
-                (1..=chunk.len()).map(|i| self.placeholder(i)).collect();
-            let sql = format!(
-                "SELECT id FROM audit_records WHERE id IN ({})",
-                placeholders.join(", ")
-            );
-            let binds: Vec<Bind> = chunk
-                .iter()
-                .map(|id| Bind::Text((*id).to_string()))
-                .collect();
-            for row in bind_all(sqlx::query(&sql), &binds)
-                .fetch_all(&mut *tx)
-                .await?
-            {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| self.placeholder(i)).collect();
+            let sql = format!("SELECT id FROM audit_records WHERE id IN ({})", placeholders.join(", "));
+            let binds: Vec<Bind> = chunk.iter().map(|id| Bind::Text((*id).to_string())).collect();
+            for row in bind_all(sqlx::query(&sql), &binds).fetch_all(&mut *tx).await? {
                 known.insert(row.try_get("id")?);
             }
         }
@@ -203,14 +181,9 @@ impl Store {
                     .collect();
                 values.push(format!("({})", ph.join(", ")));
             }
-            let sql = format!(
-                "INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES {}",
-                values.join(", ")
-            );
+            let sql = format!("INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES {}", values.join(", "));
             let binds: Vec<Bind> = chunk.iter().flatten().cloned().collect();
-            bind_all(sqlx::query(&sql), &binds)
-                .execute(&mut *tx)
-                .await?;
+            bind_all(sqlx::query(&sql), &binds).execute(&mut *tx).await?;
         }
         if !stored.is_empty() {
             sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -220,20 +193,14 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(AppendOutcome {
-            accepted: stored.len(),
-            duplicates: records.len() - stored.len(),
-            stored,
-        })
+        Ok(AppendOutcome { accepted: stored.len(), duplicates: records.len() - stored.len(), stored })
     }
 
     /// Walks the chain in sequence order and reports the first altered, removed, inserted
     /// or reordered record, or a tail cut off after the last record.
     pub async fn verify_chain(&self) -> Result<VerifyReport, StoreError> {
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_records")
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?;
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM audit_records").fetch_one(self.pool()).await?.try_get("n")?;
         let bad = |seq: i64, problem: String| VerifyReport {
             ok: false,
             records: total,
@@ -242,32 +209,24 @@ impl Store {
         };
         let mut expected_seq: i64 = 1;
         let mut prev = GENESIS_HASH.to_string();
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2"
-        );
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2");
         loop {
-            let rows = sqlx::query(&sql)
-                .bind(expected_seq)
-                .bind(VERIFY_PAGE)
-                .fetch_all(self.pool())
-                .await?;
+            let rows = sqlx::query(&sql).bind(expected_seq).bind(VERIFY_PAGE).fetch_all(self.pool()).await?;
             if rows.is_empty() {
                 break;
             }
             for row in &rows {
                 let stored = match record_from_row(row) {
                     Ok(s) => s,
-                    Err(e) => {
-                        return Ok(bad(
-                            expected_seq,
-                            format!("record {expected_seq} is unreadable: {e}"),
-                        ))
-                    }
+                    Err(e) => return Ok(bad(expected_seq, format!("record {expected_seq} is unreadable: {e}"))),
                 };
                 if stored.seq != expected_seq {
                     return Ok(bad(
                         expected_seq,
-                        format!("record {expected_seq} is missing: the sequence jumps to {} (records removed)", stored.seq),
+                        format!(
+                            "record {expected_seq} is missing: the sequence jumps to {} (records removed)",
+                            stored.seq
+                        ),
                     ));
                 }
                 if stored.prev_hash != prev {
@@ -283,35 +242,31 @@ impl Store {
                 if record_hash(&stored.prev_hash, stored.seq, &stored.record) != stored.hash {
                     return Ok(bad(
                         stored.seq,
-                        format!(
-                            "record {} was altered: its content does not match its hash",
-                            stored.seq
-                        ),
+                        format!("record {} was altered: its content does not match its hash", stored.seq),
                     ));
                 }
                 prev = stored.hash;
                 expected_seq += 1;
             }
         }
-        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
-            .fetch_one(self.pool())
-            .await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1").fetch_one(self.pool()).await?;
         let head_seq: i64 = head.try_get("seq")?;
         let head_hash: String = head.try_get("hash")?;
         let last_seq = expected_seq - 1;
         if head_seq != last_seq || head_hash != prev {
             let problem = if head_seq > last_seq {
-                format!("the chain head records {head_seq} records but the log ends at {last_seq}: records removed from the end")
+                format!(
+                    "the chain head records {head_seq} records but the log ends at {last_seq}: records removed \
+                    from the end"
+                )
             } else {
-                format!("the chain head (record {head_seq}) does not match the last record {last_seq}: the log or its head was altered")
+                format!(
+                    "the chain head (record {head_seq}) does not match the last record {last_seq}: the log or its \
+                    head was altered"
+                )
             };
             return Ok(bad(last_seq + 1, problem));
         }
-        Ok(VerifyReport {
-            ok: true,
-            records: total,
-            first_bad_seq: None,
-            problem: None,
-        })
+        Ok(VerifyReport { ok: true, records: total, first_bad_seq: None, problem: None })
     }
 }

@@ -82,9 +82,8 @@ impl Store {
 
 /// Parses a JSON array of strings kept in a TEXT column.
 pub(crate) fn parse_string_list(column: &str, text: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(text).map_err(|_| {
-        StoreError::Corrupt(format!("column `{column}` is not a JSON list of strings"))
-    })
+    serde_json::from_str(text)
+        .map_err(|_| StoreError::Corrupt(format!("column `{column}` is not a JSON list of strings")))
 }
 
 pub(crate) fn string_list_json(list: &[String]) -> String {

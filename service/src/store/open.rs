@@ -60,15 +60,9 @@ impl Store {
             .map_err(StoreError::Connect)?;
         if backend == Backend::Sqlite && !in_memory {
             // WAL lets readers (verify, session listing) run while the chain is appended.
-            pool.execute("PRAGMA journal_mode = WAL")
-                .await
-                .map_err(StoreError::Connect)?;
+            pool.execute("PRAGMA journal_mode = WAL").await.map_err(StoreError::Connect)?;
         }
-        let store = Store {
-            pool,
-            backend,
-            chain_lock: tokio::sync::Mutex::new(()),
-        };
+        let store = Store { pool, backend, chain_lock: tokio::sync::Mutex::new(()) };
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -91,17 +85,8 @@ mod tests {
 
     #[test]
     fn postgres_urls_pass_through_and_others_are_refused() {
-        assert_eq!(
-            normalize_url("postgres://u@h/db").unwrap().1,
-            Backend::Postgres
-        );
-        assert!(matches!(
-            normalize_url("mysql://h/db"),
-            Err(StoreError::UnsupportedUrl)
-        ));
-        assert!(matches!(
-            normalize_url("sqlite:"),
-            Err(StoreError::UnsupportedUrl)
-        ));
+        assert_eq!(normalize_url("postgres://u@h/db").unwrap().1, Backend::Postgres);
+        assert!(matches!(normalize_url("mysql://h/db"), Err(StoreError::UnsupportedUrl)));
+        assert!(matches!(normalize_url("sqlite:"), Err(StoreError::UnsupportedUrl)));
     }
 }

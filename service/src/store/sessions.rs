@@ -38,10 +38,7 @@ pub const MAX_TIMELINE: i64 = 10_000;
 
 impl Store {
     /// Sessions matching `filter`, most recently active first.
-    pub async fn list_sessions(
-        &self,
-        filter: &SessionFilter,
-    ) -> Result<Vec<SessionSummary>, StoreError> {
+    pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
         let mut binds = Vec::new();
         let mut clauses = Vec::new();
         let mut push = |clause: &str, bind: Bind, binds: &mut Vec<Bind>| {
@@ -64,20 +61,16 @@ impl Store {
                 &mut binds,
             );
         }
-        let where_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let where_sql = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
         binds.push(Bind::I64(filter.limit));
         let limit_param = binds.len();
         let sql = format!(
-            "SELECT session_id, MIN(subject) AS subject, MIN(time_ms) AS first_ms, MAX(time_ms) AS last_ms, COUNT(*) AS n \
-             FROM audit_records {where_sql} GROUP BY session_id ORDER BY MAX(time_ms) DESC, session_id LIMIT ${limit_param}"
+            "SELECT session_id, MIN(subject) AS subject, MIN(time_ms) AS first_ms, MAX(time_ms) AS last_ms, COUNT(*) \
+                AS n \
+             FROM audit_records {where_sql} GROUP BY session_id ORDER BY MAX(time_ms) DESC,
+                 session_id LIMIT ${limit_param}"
         );
-        let rows = bind_all(sqlx::query(&sql), &binds)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = bind_all(sqlx::query(&sql), &binds).fetch_all(self.pool()).await?;
         let mut sessions = Vec::with_capacity(rows.len());
         for row in &rows {
             sessions.push(SessionSummary {
@@ -97,9 +90,7 @@ impl Store {
         let sql = format!(
             "SELECT session_id, decision, COUNT(*) AS n FROM audit_records {where_sql} GROUP BY session_id, decision"
         );
-        let rows = bind_all(sqlx::query(&sql), &binds)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = bind_all(sqlx::query(&sql), &binds).fetch_all(self.pool()).await?;
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         for (i, s) in sessions.iter().enumerate() {
             index.insert(s.session_id.clone(), i);
@@ -107,24 +98,16 @@ impl Store {
         for row in &rows {
             let sid: String = row.try_get("session_id")?;
             if let Some(s) = index.get(&sid).and_then(|&i| sessions.get_mut(i)) {
-                s.decisions
-                    .insert(row.try_get("decision")?, row.try_get("n")?);
+                s.decisions.insert(row.try_get("decision")?, row.try_get("n")?);
             }
         }
         Ok(sessions)
     }
 
     /// The records of one session in chain order (at most [`MAX_TIMELINE`]).
-    pub async fn session_timeline(
-        &self,
-        session_id: &str,
-    ) -> Result<Vec<StoredRecord>, StoreError> {
+    pub async fn session_timeline(&self, session_id: &str) -> Result<Vec<StoredRecord>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE session_id = $1 ORDER BY seq LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(session_id)
-            .bind(MAX_TIMELINE)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&sql).bind(session_id).bind(MAX_TIMELINE).fetch_all(self.pool()).await?;
         rows.iter().map(record_from_row).collect()
     }
 }

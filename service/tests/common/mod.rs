@@ -37,12 +37,7 @@ fn approvers_toml() -> String {
     let entries = [
         ("alice", ALICE, r#"["dba"]"#, r#"["approver"]"#),
         ("bob", BOB, r#"["dba"]"#, r#"["approver"]"#),
-        (
-            "carol",
-            CAROL,
-            r#"["dba", "ops"]"#,
-            r#"["approver", "auditor"]"#,
-        ),
+        ("carol", CAROL, r#"["dba", "ops"]"#, r#"["approver", "auditor"]"#),
         ("mallory", MALLORY, r#"["ops"]"#, r#"["approver"]"#),
         ("agent-1", AGENT1_APPROVER, r#"["dba"]"#, r#"["approver"]"#),
         ("audra", AUDRA, "[]", r#"["auditor"]"#),
@@ -50,7 +45,10 @@ fn approvers_toml() -> String {
     entries
         .iter()
         .map(|(name, tok, groups, roles)| {
-            format!("[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ngroups = {groups}\nroles = {roles}\n\n", sha256_hex(tok))
+            format!(
+                "[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ngroups = {groups}\nroles = {roles}\n\n",
+                sha256_hex(tok)
+            )
         })
         .collect()
 }
@@ -81,8 +79,7 @@ impl Server {
     pub fn start_with(opts: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
         // AIRLOCK_TEST_BIN runs the suite against another build (e.g. --release for timing).
-        let bin = std::env::var("AIRLOCK_TEST_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_airlock").to_string());
+        let bin = std::env::var("AIRLOCK_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_airlock").to_string());
         let serve = AirlockServe::start(ServeOptions {
             dir: dir.path().to_path_buf(),
             config_toml: format!("{}{}", approvers_toml(), opts.extra_config),
@@ -92,12 +89,7 @@ impl Server {
             bin: Some(bin.into()),
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        Server {
-            url: serve.base_url(),
-            db_path: dir.path().join("airlock.db"),
-            serve,
-            dir,
-        }
+        Server { url: serve.base_url(), db_path: dir.path().join("airlock.db"), serve, dir }
     }
 
     pub fn log(&self) -> String {
@@ -115,19 +107,11 @@ impl Server {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(90)).build().unwrap()
 }
 
 /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
-pub async fn call(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
+pub async fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
     let mut req = http().request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -138,8 +122,7 @@ pub async fn call(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    let value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON (HTTP {status}): {text}"));
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON (HTTP {status}): {text}"));
     (status, value)
 }
 
@@ -172,24 +155,12 @@ impl Server {
 
     /// Creates an approval as the filter and returns its id.
     pub async fn create_approval(&self, body: &Value) -> String {
-        let (status, v) = call(
-            "POST",
-            &self.at("/v1/approvals"),
-            Some(FILTER_KEY),
-            Some(body),
-        )
-        .await;
+        let (status, v) = call("POST", &self.at("/v1/approvals"), Some(FILTER_KEY), Some(body)).await;
         assert_eq!(status, 201, "{v}");
         v["id"].as_str().unwrap().to_string()
     }
 
-    pub async fn decide(
-        &self,
-        token: &str,
-        id: &str,
-        decision: &str,
-        reason: &str,
-    ) -> (u16, Value) {
+    pub async fn decide(&self, token: &str, id: &str, decision: &str, reason: &str) -> (u16, Value) {
         call(
             "POST",
             &self.at(&format!("/v1/approvals/{id}/decision")),
@@ -200,13 +171,7 @@ impl Server {
     }
 
     pub async fn wait(&self, id: &str, timeout_ms: u64) -> (u16, Value) {
-        call(
-            "GET",
-            &self.at(&format!("/v1/approvals/{id}/wait?timeout_ms={timeout_ms}")),
-            Some(FILTER_KEY),
-            None,
-        )
-        .await
+        call("GET", &self.at(&format!("/v1/approvals/{id}/wait?timeout_ms={timeout_ms}")), Some(FILTER_KEY), None).await
     }
 
     pub async fn redeem(&self, id: &str, digest: &str, subject: &str) -> (u16, Value) {
@@ -220,13 +185,7 @@ impl Server {
     }
 
     pub async fn ingest(&self, records: &[Value]) -> (u16, Value) {
-        call(
-            "POST",
-            &self.at("/v1/audit/batch"),
-            Some(FILTER_KEY),
-            Some(&json!({"records": records})),
-        )
-        .await
+        call("POST", &self.at("/v1/audit/batch"), Some(FILTER_KEY), Some(&json!({"records": records}))).await
     }
 
     pub async fn verify(&self) -> Value {
@@ -311,16 +270,9 @@ async fn receive(
 }
 
 impl Receiver {
-    pub async fn start(
-        respond: impl Fn(usize, &Method, &str) -> u16 + Send + Sync + 'static,
-    ) -> Receiver {
-        let state = Arc::new(ReceiverState {
-            seen: Mutex::new(Vec::new()),
-            respond: Arc::new(respond),
-        });
-        let app = axum::Router::new()
-            .fallback(receive)
-            .with_state(Arc::clone(&state));
+    pub async fn start(respond: impl Fn(usize, &Method, &str) -> u16 + Send + Sync + 'static) -> Receiver {
+        let state = Arc::new(ReceiverState { seen: Mutex::new(Vec::new()), respond: Arc::new(respond) });
+        let app = axum::Router::new().fallback(receive).with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -341,11 +293,7 @@ impl Receiver {
             if seen.len() >= n {
                 return seen;
             }
-            assert!(
-                start.elapsed() < within,
-                "receiver got {} of {n} requests: {seen:?}",
-                seen.len()
-            );
+            assert!(start.elapsed() < within, "receiver got {} of {n} requests: {seen:?}", seen.len());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -193,9 +193,7 @@ fn uuids_git_shas_and_slugs_are_not_api_keys() {
 
 #[test]
 fn detects_multiline_private_keys_of_every_label() {
-    for label in
-        ["RSA PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "PRIVATE KEY"]
-    {
+    for label in ["RSA PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "PRIVATE KEY"] {
         let pem = format!("-----BEGIN {label}-----\nMIIEpAIBAAKCAQEA\nabc123==\n-----END {label}-----");
         assert_eq!(only(&format!("key:\n{pem}\ntrailing")), ("private_key", pem.clone()));
     }

@@ -36,7 +36,8 @@ pub(super) fn anthropic_stream(deltas: &[&str]) -> String {
     s += &event("content_block_stop", &json!({"type":"content_block_stop","index":0}));
     s += &event(
         "message_delta",
-        &json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}),
+        &json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},
+            "usage":{"output_tokens":15}}),
     );
     s += &event("message_stop", &json!({"type":"message_stop"}));
     s
@@ -76,12 +77,14 @@ pub(super) fn responses_stream(deltas: &[&str]) -> String {
     };
     let mut s = event(
         "response.created",
-        &json!({"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress","output":[]}}),
+        &json!({"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress",
+            "output":[]}}),
     );
     s += &event(
         "response.content_part.added",
         &with(
-            json!({"type":"response.content_part.added","sequence_number":1,"part":{"type":"output_text","text":"","annotations":[]}}),
+            json!({"type":"response.content_part.added","sequence_number":1,"part":{"type":"output_text","text":"",
+                "annotations":[]}}),
             &ids,
         ),
     );
@@ -129,7 +132,8 @@ pub(super) fn responses_text(stream: &str) -> String {
 /// An Ollama `/api/chat` NDJSON body of `deltas`.
 pub(super) fn ollama_stream(deltas: &[&str]) -> String {
     let line = |content: &str, done: bool| {
-        let mut v = json!({"model":"llama3","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant","content":content},"done":done});
+        let mut v = json!({"model":"llama3","created_at":"2024-01-01T00:00:00Z","message":{"role":"assistant",
+            "content":content},"done":done});
         if done {
             v["done_reason"] = json!("stop");
             v["total_duration"] = json!(12345);
@@ -217,7 +221,8 @@ fn reasoning_and_content_are_separate_texts() {
     let ch = |field: &str, s: &str| {
         format!(
             "data: {}\n\n",
-            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{field: s},"finish_reason":null}]})
+            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,
+                "delta":{field: s},"finish_reason":null}]})
         )
     };
     let stream = [
@@ -239,7 +244,8 @@ fn legacy_completions_text_is_joined() {
     let ch = |s: &str, fin: Value| {
         format!(
             "data: {}\n\n",
-            json!({"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":s,"finish_reason":fin}]})
+            json!({"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":s,
+                "finish_reason":fin}]})
         )
     };
     let stream = [ch("ssn 123-4", Value::Null), ch("5-6789", json!("stop"))].concat() + "data: [DONE]\n\n";
@@ -277,7 +283,8 @@ fn anthropic_tool_input_json_is_joined() {
     };
     let stream = event(
         "content_block_start",
-        &json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"send","input":{}}}),
+        &json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"send",
+            "input":{}}}),
     ) + &d("{\"to\": \"carol@exa")
         + &d("mple.com\"}")
         + &event("content_block_stop", &json!({"type":"content_block_stop","index":1}));
@@ -302,8 +309,10 @@ fn responses_api_text_and_its_done_event_agree() {
 #[test]
 fn mcp_json_rpc_messages_are_masked_one_by_one() {
     let p = all();
-    let result = json!({"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Customer alice@example.com, SSN 123-45-6789"}],"isError":false}});
-    let note = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1,"message":"4111 1111 1111 1111","delta":"x"}});
+    let result = json!({"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text",
+        "text":"Customer alice@example.com, SSN 123-45-6789"}],"isError":false}});
+    let note = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1,
+        "message":"4111 1111 1111 1111","delta":"x"}});
     let stream = format!("id: ev-1\nevent: message\ndata: {note}\n\nid: ev-2\nevent: message\ndata: {result}\n\n");
     let out = mask_sse(&p, &stream);
     let events = client_events(&out);
@@ -352,7 +361,10 @@ fn json_shaped_data_that_is_not_json_is_text_unless_the_profile_masks_by_structu
     let p = all();
     assert!(!p.masks_by_structure());
     let out = mask_sse(&p, stream);
-    assert_eq!(client_events(&out).iter().map(|e| e.data.as_str()).collect::<String>(), "{not json [REDACTED:email][1, 2");
+    assert_eq!(
+        client_events(&out).iter().map(|e| e.data.as_str()).collect::<String>(),
+        "{not json [REDACTED:email][1, 2"
+    );
     let p = profile(json!({"detectors":["all"],"fields":["password"]}));
     assert_eq!(run(StreamKind::Sse, &p, &[stream.as_bytes()]).unwrap_err(), StreamError::InvalidJson);
 }
@@ -360,7 +372,8 @@ fn json_shaped_data_that_is_not_json_is_text_unless_the_profile_masks_by_structu
 #[test]
 fn json_escapes_in_deltas_are_decoded_before_masking() {
     let p = all();
-    let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x alice\\u0040exa\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mple.com\"},\"finish_reason\":\"stop\"}]}\n\n";
+    let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x alice\\u0040exa\"}}]}\n\ndata: \
+        {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mple.com\"},\"finish_reason\":\"stop\"}]}\n\n";
     let out = mask_sse(&p, stream);
     assert_eq!(chat_content(&out), "x [REDACTED:email]");
 }

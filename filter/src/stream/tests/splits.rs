@@ -257,12 +257,14 @@ fn tool_call_arguments_are_joined_per_call() {
         let mut stream = String::new();
         for part in [a, b] {
             let chunk = json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m",
-                "choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":part}}]},"finish_reason":null}]});
+                "choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":part}}]},
+                    "finish_reason":null}]});
             stream.push_str(&format!("data: {chunk}\n\n"));
         }
         stream.push_str(&format!(
             "data: {}\n\ndata: [DONE]\n\n",
-            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})
+            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},
+                "finish_reason":"tool_calls"}]})
         ));
         let chunks: Vec<&[u8]> = stream.split_inclusive("\n\n").map(str::as_bytes).collect();
         let out = concat(&run(StreamKind::Sse, &p, &chunks).unwrap());
@@ -276,8 +278,12 @@ fn tool_call_arguments_are_joined_per_call() {
 fn ndjson_bytes_split_in_two_at_every_offset() {
     let p = all();
     // Rows masked whole, and an Ollama stream whose value is split across two lines.
-    let rows = "{\"email\":\"alice@example.com\",\"card\":\"4111 1111 1111 1111\"}\r\n\n[\"+1 415 555 0134\",4111111111111111]\n";
-    let expected_rows = "{\"email\":\"[REDACTED:email]\",\"card\":\"[REDACTED:credit_card]\"}\n\n[\"[REDACTED:phone]\",\"[REDACTED:credit_card]\"]\n";
+    let rows = "{\"email\":\"alice@example.com\",\"card\":\"4111 1111 1111 1111\"}\r\n\n[\"+1 415 555 \
+        0134\",4111111111111111]\n";
+    let expected_rows = concat!(
+        "{\"email\":\"[REDACTED:email]\",\"card\":\"[REDACTED:credit_card]\"}\n\n",
+        "[\"[REDACTED:phone]\",\"[REDACTED:credit_card]\"]\n"
+    );
     for cut in 1..rows.len() {
         assert_eq!(
             concat(&run(StreamKind::Ndjson, &p, &split_at(rows.as_bytes(), &[cut])).unwrap()),

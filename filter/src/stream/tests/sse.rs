@@ -29,7 +29,8 @@ fn crlf_cr_and_lf_line_ends_are_all_understood() {
 
 #[test]
 fn output_does_not_depend_on_where_chunks_are_cut() {
-    let stream = "\u{feff}: hello bob@example.com\r\nretry: 3000\r\nid: 7\r\nevent: update\r\ndata: first line\r\ndata: second alice@example.com line\r\n\r\n\
+    let stream = "\u{feff}: hello bob@example.com\r\nretry: 3000\r\nid: 7\r\nevent: update\r\ndata: first \
+        line\r\ndata: second alice@example.com line\r\n\r\n\
         data:{\"x\":\"4111 1111 1111 1111\"}\r\rfoo: bar\ndata\ndata\n\nid: only-id\n\n:\n\ndata: [DONE]\r\n\r\n";
     let p = all();
     let whole = concat(&run(StreamKind::Sse, &p, &[stream.as_bytes()]).unwrap());
