@@ -21,6 +21,9 @@
 mod custom;
 mod detectors;
 mod json;
+
+/// Text written into a JSON string: one escaper for the masker and the stream masker.
+pub(crate) use json::write_escaped;
 mod matches;
 mod paths;
 

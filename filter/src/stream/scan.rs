@@ -452,6 +452,15 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// A non-negative integer token's value.
+pub(super) fn uint(src: &[u8], v: Option<&Val>) -> Option<u64> {
+    let v = v?;
+    if v.kind != Kind::Number {
+        return None;
+    }
+    std::str::from_utf8(src.get(v.start..v.end)?).ok()?.parse().ok()
+}
+
 /// The text of a string token (escapes decoded; lone surrogates become U+FFFD, as the
 /// masker decodes them). `None` if `v` is not a string or is malformed.
 pub(super) fn decode<'s>(src: &'s [u8], v: &Val) -> Option<Cow<'s, str>> {
@@ -514,51 +523,15 @@ fn parse_hex4(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 16).ok()
 }
 
-/// A non-negative integer token's value.
-pub(super) fn uint(src: &[u8], v: Option<&Val>) -> Option<u64> {
-    let v = v?;
-    if v.kind != Kind::Number {
-        return None;
-    }
-    std::str::from_utf8(src.get(v.start..v.end)?).ok()?.parse().ok()
-}
-
-/// Whether `v` is the string `s` (compared decoded).
-#[cfg(test)]
-pub(super) fn str_is(src: &[u8], v: Option<&Val>, s: &str) -> bool {
-    v.and_then(|v| decode(src, v)).is_some_and(|d| d == s)
-}
-
-/// Appends `s` as the inside of a JSON string (no quotes).
-pub(super) fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut last = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        if c >= 0x20 && c != b'"' && c != b'\\' {
-            continue;
-        }
-        out.extend_from_slice(bytes.get(last..i).unwrap_or_default());
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX.get(usize::from(c >> 4)).copied().unwrap_or(b'0'));
-                out.push(HEX.get(usize::from(c & 0xf)).copied().unwrap_or(b'0'));
-            }
-        }
-        last = i + 1;
-    }
-    out.extend_from_slice(bytes.get(last..).unwrap_or_default());
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
+
+    /// Whether `v` is the string `s` (compared decoded).
+    fn str_is(src: &[u8], v: Option<&Val>, s: &str) -> bool {
+        v.and_then(|v| decode(src, v)).is_some_and(|d| d == s)
+    }
+
     use super::*;
 
     fn text(src: &str, v: Option<Val>) -> String {
@@ -616,7 +589,7 @@ mod tests {
         let v = Val { start: 0, end: src.len(), kind: Kind::Str { escaped: true } };
         assert_eq!(decode(src.as_bytes(), &v).unwrap(), "aé😀\u{FFFD}x\n/");
         let mut out = Vec::new();
-        write_escaped(&mut out, "a\"b\\c\u{1}\té");
+        crate::mask::write_escaped(&mut out, "a\"b\\c\u{1}\té");
         assert_eq!(String::from_utf8(out).unwrap(), r#"a\"b\\c\u0001\té"#);
     }
 }

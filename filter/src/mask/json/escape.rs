@@ -78,7 +78,7 @@ pub(super) fn write_verbatim(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends `s` JSON-escaped (without quotes): `"`, `\` and control characters.
-pub(in crate::mask) fn write_escaped(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut last = 0;

@@ -20,7 +20,7 @@
 mod escape;
 mod scan;
 
-pub(super) use escape::write_escaped;
+pub(crate) use escape::write_escaped;
 use escape::{decode_escapes, write_verbatim};
 use scan::{Scanner, StrToken};
 

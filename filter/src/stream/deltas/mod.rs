@@ -19,206 +19,20 @@
 //! A message that does not match these APIs (an MCP JSON-RPC message, any other JSON) is
 //! masked on its own, structure-aware.
 
-use serde_json::{Map, Value};
+mod framing;
+mod keys;
 
 use super::scan::{self, Message, Val};
 use super::tail::{mask_into, Tail};
 use super::{Cx, StreamError};
+use framing::made_message;
+pub(super) use framing::{write_data_lines, Framing};
+use keys::{Close, Family, Field, Key, Loc, Slot, NONE};
 
 /// A message made for a text's end is shaped like the text's last delta message, kept
 /// here as masked; a larger last message is not kept (a minimal message is made instead),
 /// so memory stays bounded by `max_texts` × this.
 const MAX_TEMPLATE_BYTES: usize = 16 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Family {
-    /// Non-JSON SSE `data:`.
-    Plain,
-    /// OpenAI chat completions (`choices/*/delta`), and legacy completions (`choices/*/text`).
-    Chat,
-    /// OpenAI Responses API (`response.*.delta`).
-    Responses,
-    /// Anthropic Messages API (`content_block_delta`).
-    Anthropic,
-    /// Ollama (`/api/chat`, `/api/generate`).
-    Ollama,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Field {
-    Plain,
-    Content,
-    ReasoningContent,
-    Reasoning,
-    Refusal,
-    ToolArguments,
-    LegacyText,
-    Delta,
-    BlockText,
-    MessageContent,
-    MessageThinking,
-    Response,
-    Thinking,
-}
-
-/// Which text a delta belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Key {
-    family: Family,
-    field: Field,
-    /// Choice index (chat), content block index (Anthropic), output index (Responses).
-    a: u64,
-    /// Tool call index (chat), content index (Responses).
-    b: u64,
-    /// Summary index (Responses).
-    c: u64,
-    /// Responses: the event type without `.delta`, a NUL, and the item id.
-    name: String,
-}
-
-const NONE: u64 = u64::MAX;
-
-impl Key {
-    fn new(family: Family, field: Field, a: u64) -> Key {
-        Key { family, field, a, b: NONE, c: NONE, name: String::new() }
-    }
-}
-
-/// Where a delta string is in a message (looked up again in the masked output).
-#[derive(Clone, Copy, Debug)]
-enum Loc {
-    Choice(usize, Field),
-    Tool(usize, usize),
-    Delta,
-    DeltaText,
-    DeltaPartialJson,
-    DeltaThinking,
-    BlockText,
-    MessageContent,
-    MessageThinking,
-    Response,
-    Thinking,
-}
-
-impl Loc {
-    fn find(self, m: &Message) -> Option<Val> {
-        match self {
-            Loc::Choice(pos, field) => {
-                let c = m.choices.iter().rev().find(|c| c.pos == pos)?;
-                match field {
-                    Field::Content => c.content,
-                    Field::ReasoningContent => c.reasoning_content,
-                    Field::Reasoning => c.reasoning,
-                    Field::Refusal => c.refusal,
-                    Field::LegacyText => c.text,
-                    _ => None,
-                }
-            }
-            Loc::Tool(pos, tool) => {
-                let c = m.choices.iter().rev().find(|c| c.pos == pos)?;
-                c.tools.iter().rev().find(|t| t.pos == tool)?.arguments
-            }
-            Loc::Delta => m.delta,
-            Loc::DeltaText => m.delta_text,
-            Loc::DeltaPartialJson => m.delta_partial_json,
-            Loc::DeltaThinking => m.delta_thinking,
-            Loc::BlockText => m.block_text,
-            Loc::MessageContent => m.message_content,
-            Loc::MessageThinking => m.message_thinking,
-            Loc::Response => m.response,
-            Loc::Thinking => m.thinking,
-        }
-    }
-}
-
-/// A delta found in the message being processed.
-#[derive(Debug)]
-struct Slot {
-    key: Key,
-    loc: Loc,
-    val: Val,
-    /// The decoded delta, as a range of `Texts::decoded`.
-    text: (usize, usize),
-    /// The released (masked) text, as a range of `Texts::released`.
-    out: (usize, usize),
-    /// Index of the text's entry (valid until entries are removed at the end).
-    entry: usize,
-}
-
-/// Which texts a message ends.
-#[derive(Debug)]
-enum Close {
-    /// Every text of a family (`None`: of every family).
-    All(Option<Family>),
-    /// The texts of one chat choice.
-    Choice(u64),
-    /// One Anthropic content block.
-    Block(u64),
-    /// Responses texts: of the given base type (or any, if `None`), matching the ids
-    /// the closing event names.
-    Responses { base: Option<String>, item: Option<String>, a: u64, b: u64, c: u64 },
-}
-
-impl Close {
-    fn covers(&self, k: &Key) -> bool {
-        match self {
-            Close::All(f) => f.is_none_or(|f| f == k.family),
-            Close::Choice(i) => k.family == Family::Chat && k.a == *i,
-            Close::Block(i) => k.family == Family::Anthropic && k.a == *i,
-            Close::Responses { base, item, a, b, c } => {
-                if k.family != Family::Responses {
-                    return false;
-                }
-                let (k_base, k_item) = k.name.split_once('\0').unwrap_or((&k.name, ""));
-                let same = |x: u64, y: u64| x == NONE || x == y;
-                base.as_deref().is_none_or(|b| b == k_base)
-                    && item.as_deref().is_none_or(|i| i == k_item)
-                    && same(*a, k.a)
-                    && same(*b, k.b)
-                    && same(*c, k.c)
-            }
-        }
-    }
-}
-
-/// How messages are framed in the output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Framing {
-    Sse,
-    Ndjson,
-}
-
-impl Framing {
-    /// Writes one made message (no `id`: it is not the upstream's event).
-    fn write_json(self, out: &mut Vec<u8>, event: &str, json: &[u8]) {
-        match self {
-            Framing::Sse => {
-                if !event.is_empty() {
-                    out.extend_from_slice(b"event: ");
-                    out.extend_from_slice(event.as_bytes());
-                    out.push(b'\n');
-                }
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(json);
-                out.extend_from_slice(b"\n\n");
-            }
-            Framing::Ndjson => {
-                out.extend_from_slice(json);
-                out.push(b'\n');
-            }
-        }
-    }
-}
-
-/// Writes `text` as SSE `data:` lines (every line break starts a new line, so the client
-/// joins them back with `\n`).
-pub(super) fn write_data_lines(out: &mut Vec<u8>, text: &str) {
-    for line in text.split(['\n', '\r']) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-    }
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -417,7 +231,7 @@ impl Texts {
         for &(at, from, to) in &self.splices {
             self.main.extend_from_slice(masked.get(copied..at).unwrap_or_default());
             self.main.push(b'"');
-            scan::write_escaped(&mut self.main, self.released.get(from..to).unwrap_or_default());
+            crate::mask::write_escaped(&mut self.main, self.released.get(from..to).unwrap_or_default());
             self.main.push(b'"');
             copied = at + 2;
         }
@@ -609,123 +423,6 @@ fn not_json(e: crate::mask::MaskError) -> Result<Option<&'static [u8]>, StreamEr
         crate::mask::MaskError::InvalidJson(_) => Ok(None),
         other => Err(StreamError::NotMaskable(other)),
     }
-}
-
-/// A message carrying `text` (already masked) as the next delta of `e`'s text, shaped
-/// like the text's last delta message.
-fn made_message(e: &Entry, text: String) -> Value {
-    let template: Map<String, Value> = match serde_json::from_slice(&e.template) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    let k = &e.key;
-    let mut obj = Map::new();
-    let keep = |obj: &mut Map<String, Value>, names: &[&str]| {
-        for name in names {
-            if let Some(v) = template.get(*name) {
-                obj.insert((*name).to_string(), v.clone());
-            }
-        }
-    };
-    let num = |n: u64| Value::from(n);
-    match k.family {
-        Family::Chat => {
-            for (name, v) in &template {
-                if !matches!(name.as_str(), "choices" | "usage" | "obfuscation") {
-                    obj.insert(name.clone(), v.clone());
-                }
-            }
-            obj.entry("object").or_insert_with(|| Value::from("chat.completion.chunk"));
-            let mut choice = Map::new();
-            choice.insert("index".into(), num(k.a));
-            let member = |name: &str, text: String| {
-                let mut m = Map::new();
-                m.insert(name.to_string(), Value::String(text));
-                Value::Object(m)
-            };
-            match k.field {
-                Field::LegacyText => {
-                    choice.insert("text".into(), Value::String(text));
-                }
-                Field::ToolArguments => {
-                    let mut call = Map::new();
-                    call.insert("index".into(), num(k.b));
-                    call.insert("function".into(), member("arguments", text));
-                    let mut delta = Map::new();
-                    delta.insert("tool_calls".into(), Value::Array(vec![Value::Object(call)]));
-                    choice.insert("delta".into(), Value::Object(delta));
-                }
-                field => {
-                    let name = match field {
-                        Field::ReasoningContent => "reasoning_content",
-                        Field::Reasoning => "reasoning",
-                        Field::Refusal => "refusal",
-                        _ => "content",
-                    };
-                    choice.insert("delta".into(), member(name, text));
-                }
-            }
-            choice.insert("finish_reason".into(), Value::Null);
-            obj.insert("choices".into(), Value::Array(vec![Value::Object(choice)]));
-        }
-        Family::Responses => {
-            for (name, v) in &template {
-                if !matches!(name.as_str(), "logprobs" | "obfuscation") {
-                    obj.insert(name.clone(), v.clone());
-                }
-            }
-            if !obj.contains_key("type") {
-                let (base, item) = k.name.split_once('\0').unwrap_or((&k.name, ""));
-                obj.insert("type".into(), Value::from(format!("{base}.delta")));
-                obj.insert("item_id".into(), Value::from(item));
-                for (name, n) in [("output_index", k.a), ("content_index", k.b), ("summary_index", k.c)] {
-                    if n != NONE {
-                        obj.insert(name.into(), num(n));
-                    }
-                }
-            }
-            obj.insert("delta".into(), Value::String(text));
-        }
-        Family::Anthropic => {
-            let delta_type = match e.member {
-                "partial_json" => "input_json_delta",
-                "thinking" => "thinking_delta",
-                _ => "text_delta",
-            };
-            obj.insert("type".into(), Value::from("content_block_delta"));
-            obj.insert("index".into(), num(k.a));
-            let mut delta = Map::new();
-            delta.insert("type".into(), Value::from(delta_type));
-            delta.insert(e.member.into(), Value::String(text));
-            obj.insert("delta".into(), Value::Object(delta));
-        }
-        Family::Ollama => {
-            keep(&mut obj, &["model", "created_at"]);
-            let mut message = Map::new();
-            message.insert("role".into(), Value::from("assistant"));
-            match k.field {
-                Field::MessageContent => {
-                    message.insert("content".into(), Value::String(text));
-                    obj.insert("message".into(), Value::Object(message));
-                }
-                Field::MessageThinking => {
-                    message.insert("content".into(), Value::from(""));
-                    message.insert("thinking".into(), Value::String(text));
-                    obj.insert("message".into(), Value::Object(message));
-                }
-                Field::Thinking => {
-                    obj.insert("response".into(), Value::from(""));
-                    obj.insert("thinking".into(), Value::String(text));
-                }
-                _ => {
-                    obj.insert("response".into(), Value::String(text));
-                }
-            }
-            obj.insert("done".into(), Value::Bool(false));
-        }
-        Family::Plain => {}
-    }
-    Value::Object(obj)
 }
 
 /// Masks `text` on its own (no joining), for single-line SSE fields and comments; line
