@@ -339,6 +339,18 @@ impl MaskCounts {
         }
     }
 
+    /// Adds `other`'s counts to these (the pieces of one stream).
+    pub(crate) fn merge(&mut self, other: &MaskCounts) {
+        for (kind, n) in other.iter() {
+            if self.per_kind.len() <= kind {
+                self.per_kind.resize(kind + 1, 0);
+            }
+            if let Some(slot) = self.per_kind.get_mut(kind) {
+                *slot += n;
+            }
+        }
+    }
+
     /// Values masked in all.
     pub fn total(&self) -> u64 {
         self.per_kind.iter().sum()

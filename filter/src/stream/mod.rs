@@ -158,26 +158,9 @@ impl fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
-/// Masked values by kind, aligned with [`MaskProfile::kinds`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamCounts {
-    per_kind: Vec<u64>,
-}
-
-impl StreamCounts {
-    pub fn total(&self) -> u64 {
-        self.per_kind.iter().sum()
-    }
-
-    pub fn get(&self, kind: usize) -> u64 {
-        self.per_kind.get(kind).copied().unwrap_or(0)
-    }
-
-    /// `(kind index, count)` for every kind with at least one masked value.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.per_kind.iter().copied().enumerate().filter(|&(_, n)| n > 0)
-    }
-}
+/// Masked values by kind, aligned with [`MaskProfile::kinds`]: the masker's own counts,
+/// summed over the pieces of a stream.
+pub type StreamCounts = MaskCounts;
 
 /// Accumulates [`MaskCounts`].
 #[derive(Debug, Default)]
@@ -185,15 +168,7 @@ pub(crate) struct Counter(StreamCounts);
 
 impl Counter {
     pub(crate) fn add(&mut self, counts: &MaskCounts) {
-        for (kind, n) in counts.iter() {
-            let v = &mut self.0.per_kind;
-            if v.len() <= kind {
-                v.resize(kind + 1, 0);
-            }
-            if let Some(slot) = v.get_mut(kind) {
-                *slot += n;
-            }
-        }
+        self.0.merge(counts);
     }
 }
 
