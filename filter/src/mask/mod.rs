@@ -19,6 +19,7 @@
 //! JSON *integer* that is exactly such a number is masked (`mask_numbers`).
 
 mod custom;
+mod decoded;
 mod detectors;
 mod json;
 
@@ -34,6 +35,7 @@ use serde::Deserialize;
 
 use crate::config_error::ConfigError;
 use custom::CustomDetector;
+use decoded::Decoded;
 use detectors::{Builtin, Detectors};
 use matches::{Found, Matches, Pending, Sources, ALL_CUSTOM};
 use paths::Pointers;
@@ -250,23 +252,74 @@ impl MaskProfile {
     }
 
     /// Masks a non-JSON text body in place: every detection is replaced by its kind's
-    /// replacement. Borrowed (no allocation) when nothing matched.
+    /// replacement, including values a reader decodes from escapes (`decoded`).
+    /// Borrowed (no allocation) when nothing matched.
     pub fn mask_text<'t>(&self, text: &'t str) -> (Cow<'t, str>, MaskCounts) {
-        let mut counts = MaskCounts::default();
         let mut pending = [Pending::Stale; MAX_CUSTOM_DETECTORS];
-        let Some((first, matches)) = self.detections(text, ALL_CUSTOM, &mut pending) else {
-            return (Cow::Borrowed(text), counts);
-        };
-        let mut out = String::with_capacity(text.len() + 32);
+        let mut view = Decoded::default();
+        if let Some(found) = self.decoded_detections(text, ALL_CUSTOM, &mut pending, &mut view) {
+            return self.replace_in_text(text, found.into_iter());
+        }
+        match self.detections(text, ALL_CUSTOM, &mut pending) {
+            Some((first, rest)) => self.replace_in_text(text, std::iter::once(first).chain(rest)),
+            None => (Cow::Borrowed(text), MaskCounts::default()),
+        }
+    }
+
+    fn replace_in_text<'t>(&self, text: &'t str, found: impl Iterator<Item = Found>) -> (Cow<'t, str>, MaskCounts) {
+        let mut counts = MaskCounts::default();
+        let mut out = String::new();
         let mut last = 0;
-        for m in std::iter::once(first).chain(matches) {
+        for m in found {
+            if out.is_empty() {
+                out.reserve(text.len() + 32);
+            }
             out.push_str(text.get(last..m.start).unwrap_or_default());
             out.push_str(self.replacement(m.slot).map_or("", |r| r.text.as_str()));
             counts.add(m.slot, self.kinds.len());
             last = m.end;
         }
+        if counts.total() == 0 {
+            return (Cow::Borrowed(text), counts);
+        }
         out.push_str(text.get(last..).unwrap_or_default());
         (Cow::Owned(out), counts)
+    }
+
+    /// The detections of `s` and of what a reader decodes from it, as spans of `s`, in
+    /// order and merged where they overlap (so a value seen both ways counts once). `None`
+    /// when `s` has nothing to decode: the caller then takes the allocation-free path.
+    /// Custom detectors run on the decoded view whatever `custom` says: its text is not
+    /// the body's, which `custom` was gated on.
+    fn decoded_detections(
+        &self,
+        s: &str,
+        custom: u32,
+        pending: &mut [Pending],
+        view: &mut Decoded,
+    ) -> Option<Vec<Found>> {
+        if !view.decode(s) {
+            return None;
+        }
+        let mut found: Vec<Found> = match self.detections(s, custom, pending) {
+            Some((first, rest)) => std::iter::once(first).chain(rest).collect(),
+            None => Vec::new(),
+        };
+        if let Some((first, rest)) = self.detections(&view.text, ALL_CUSTOM, pending) {
+            for m in std::iter::once(first).chain(rest) {
+                let (start, end) = view.source_span(m.start, m.end);
+                found.push(Found { start, end, slot: m.slot });
+            }
+        }
+        found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+        let mut merged: Vec<Found> = Vec::with_capacity(found.len());
+        for f in found {
+            match merged.last_mut() {
+                Some(last) if f.start < last.end => last.end = last.end.max(f.end),
+                _ => merged.push(f),
+            }
+        }
+        Some(merged)
     }
 
     fn replacement(&self, slot: usize) -> Option<&Replacement> {

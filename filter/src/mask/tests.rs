@@ -376,6 +376,74 @@ fn text_without_matches_is_borrowed() {
 }
 
 #[test]
+fn text_values_written_with_escapes_are_masked_whole() {
+    let p = all();
+    let cases = [
+        ("mail carol\\u0040example.com now", "email"),
+        ("mail carol\\x40example.com now", "email"),
+        ("mail carol&#64;example.com now", "email"),
+        ("mail carol&#x40;example&#46;com now", "email"),
+        ("mail carol&commat;example&period;com now", "email"),
+        ("link mailto:carol%40example.com now", "email"),
+        ("card &#52;111 1111 1111 1111 now", "credit_card"),
+        ("ssn 123\\u002d45\\u002d6789 now", "us_ssn"),
+        ("call (415)&#32;555-0134 now", "phone"),
+    ];
+    for (text, kind) in cases {
+        let (out, counts) = p.mask_text(text);
+        assert_eq!(count_of(&p, &counts, kind), 1, "{text} -> {out}");
+        assert_eq!(counts.total(), 1, "{text} -> {out}");
+        assert!(out.ends_with(" now") && out.contains(&format!("[REDACTED:{kind}] now")), "{text} -> {out}");
+        assert!(!out.contains("carol") && !out.contains("1111") && !out.contains("6789"), "{text} -> {out}");
+    }
+}
+
+#[test]
+fn a_value_seen_both_raw_and_decoded_is_masked_and_counted_once() {
+    let p = all();
+    let (out, counts) = p.mask_text("alice@example.com, bob\\u0040example.com and alice@example.com%2C");
+    assert_eq!(out, "[REDACTED:email], [REDACTED:email] and [REDACTED:email]%2C");
+    assert_eq!(counts.total(), 3);
+}
+
+#[test]
+fn text_with_undecodable_sequences_is_left_as_it_is() {
+    let text = "a=1&b=2, 100% sure, \\d+ and &#xZZ; or &unknown; %4";
+    let (out, counts) = all().mask_text(text);
+    assert!(matches!(out, Cow::Borrowed(_)));
+    assert_eq!(counts.total(), 0);
+}
+
+#[test]
+fn json_strings_carrying_escaped_text_are_masked() {
+    // An MCP tool result: JSON text inside a JSON string, as a model reads it.
+    let p = all();
+    let body = r#"{"content":[{"type":"text","text":"{\"email\":\"carol\\u0040example.com\"}"}],"link":"https://x.example/?to=dave%40example.org&a=1","html":"<b>erin&#64;example.net</b>"}"#;
+    let (out, counts) = mask(&p, body);
+    assert_eq!(count_of(&p, &counts, "email"), 3, "{out}");
+    for leaked in ["carol", "dave", "erin"] {
+        assert!(!out.contains(leaked), "{leaked}: {out}");
+    }
+    assert!(out.contains("https://x.example/?to=[REDACTED:email]&a=1"), "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["content"][0]["text"], "{\"email\":\"[REDACTED:email]\"}");
+}
+
+#[test]
+fn masking_escaped_values_twice_changes_nothing_more() {
+    let p = all();
+    let text = "x carol&#64;example.com, &#52;111 1111 1111 1111 and dave%40example.org.";
+    let (once, _) = p.mask_text(text);
+    let (twice, counts) = p.mask_text(&once);
+    assert_eq!(once, twice);
+    assert_eq!(counts.total(), 0);
+    let body = r#"{"a":"carol\\u0040example.com","b":"x%40example.org"}"#;
+    let (once, _) = mask(&p, body);
+    let (twice, counts) = mask(&p, &once);
+    assert_eq!((once, counts.total()), (twice, 0));
+}
+
+#[test]
 fn custom_regex_with_empty_lookaround_matches_does_not_loop() {
     let p = profile(json!({ "custom": [{ "name": "word", "regex": "\\bsecret\\b|\\b" }] }));
     let (out, counts) = p.mask_text("a secret b");

@@ -16,10 +16,10 @@
 //! 1. a *hard* separator: an ASCII control character (`\n`, `\t`, …) or one of
 //!    `! " $ ' * , / : < = > ? [ ] ^ ` { | } ~`. No built-in detection contains one, so
 //!    none can straddle it; and every look-ahead or look-behind of a detector (`end_ok`,
-//!    the e-mail walk-back, grouped numbers) stops at the first such byte. `\`, `&`, `#`
-//!    and `;` are deliberately *not* separators, so that a value written with JSON or
-//!    HTML escapes (`alice\u0040example.com`, `alice&#64;example.com`) is never cut in
-//!    the middle should the detectors decode escapes in text;
+//!    the e-mail walk-back, grouped numbers) stops at the first such byte. `\`, `&`, `#`,
+//!    `;` and `%` are deliberately *not* separators, so that a value written with JSON,
+//!    HTML or URL escapes (`alice\u0040example.com`, `alice&#64;example.com`), which
+//!    masking reads through, is never cut in the middle;
 //! 2. a space that cannot be inside a grouped number or IBAN: the detections containing a
 //!    space (cards `4111 1111 …`, SSNs `123 45 6789`, phones `(415) 555-0134`,
 //!    `+1 415 555 0134`, grouped IBANs `GB82 WEST 1234 …`) only have digits, `)` or a
@@ -30,8 +30,12 @@
 //!    `, ␣` are boundaries; `4111 ␣`, `WEST ␣`, `(415) ␣` are not). A space is also a
 //!    boundary once the byte after it has arrived and is not a digit, an upper-case
 //!    letter or `(`, which every group after a space starts with (`0134 ␣now`);
+//!    since masking also reads values through escapes (`&#52;111 1111 …`), a space
+//!    next to a word that holds, or is preceded by, `\`, `&`, `#`, `;` or `%` is not a
+//!    boundary, nor one followed by `\`, `&` or `%`;
 //! 3. the last byte of a non-ASCII character, when no `@` is within 320 bytes before or
-//!    64 bytes after it and at least 65 bytes have arrived after it. Only e-mail
+//!    64 bytes after it and at least 65 bytes have arrived after it (a `\`, `&` or `%`
+//!    counts as an `@`: it may start `\u0040`, `&commat;`, `%40`). Only e-mail
 //!    addresses contain non-ASCII characters (internationalised local parts and domains);
 //!    an address has a local part of at most 64 bytes before its `@` and a domain of at
 //!    most 253 after it, so no address can straddle such a position. This keeps long
@@ -238,12 +242,19 @@ fn is_continuation(c: u8) -> bool {
 
 /// Rule 2: whether a cut right after the space at `s` is safe.
 fn space_cut(b: &[u8], s: usize) -> bool {
-    if b.get(s + 1).is_some_and(|&n| !(n.is_ascii_digit() || n.is_ascii_uppercase() || n == b'(')) {
+    let may_start_group = |n: u8| n.is_ascii_digit() || n.is_ascii_uppercase() || n == b'(' || starts_escape(n);
+    if b.get(s + 1).is_some_and(|&n| !may_start_group(n)) {
         return true;
     }
     let Some(p) = s.checked_sub(1) else { return true };
     let prev = byte(b, p);
     if prev == b')' {
+        return false;
+    }
+    // A word written with escapes may decode to a group of digits or capitals.
+    let mut run =
+        b.get(..s).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric() || is_escape_byte(**c));
+    if run.any(|&c| is_escape_byte(c)) {
         return false;
     }
     if !prev.is_ascii_alphanumeric() {
@@ -257,6 +268,16 @@ fn space_cut(b: &[u8], s: usize) -> bool {
         upper |= c.is_ascii_uppercase();
     }
     lower || (upper && len > 4)
+}
+
+/// Whether `c` may start an escape that masking decodes (`\u0040`, `&#64;`, `%40`).
+fn starts_escape(c: u8) -> bool {
+    matches!(c, b'\\' | b'&' | b'%')
+}
+
+/// Whether `c` may be part of such an escape without being a letter or digit.
+fn is_escape_byte(c: u8) -> bool {
+    starts_escape(c) || matches!(c, b'#' | b';')
 }
 
 /// Longest e-mail local part (before the `@`), as the detector bounds it.
@@ -298,7 +319,7 @@ impl<'a> AtFinder<'a> {
     }
 
     fn search(&self, hi: usize) -> Option<usize> {
-        self.b.get(..hi.min(self.b.len()))?.iter().rposition(|&c| c == b'@')
+        self.b.get(..hi.min(self.b.len()))?.iter().rposition(|&c| c == b'@' || starts_escape(c))
     }
 }
 
@@ -461,6 +482,21 @@ mod tests {
         let c = safe_cut(&with_at, CutRule::Builtin);
         let at = with_at.find('@').unwrap();
         assert!(c + 65 <= at || c > at + 320, "{c} vs @ at {at}");
+    }
+
+    #[test]
+    fn values_written_with_escapes_are_never_cut_before_they_end() {
+        assert_eq!(cut("pay &#52;111 1111 "), "pay ");
+        assert_eq!(cut("pay \\u0034111 1111 "), "pay ");
+        assert_eq!(cut("iban &#71;B82 WEST "), "iban ");
+        assert_eq!(cut("group 4111 &#49;111"), "group ");
+        assert_eq!(cut("call (415)&#32;555 "), "call ");
+        assert_eq!(cut("plain words &amp; more "), "plain words &amp; more ");
+        let cjk = "这是一个很长的中文句子没有空格".repeat(4);
+        let escaped_at = format!("{cjk}用户\\u0040例子{cjk}");
+        let c = safe_cut(&escaped_at, CutRule::Builtin);
+        let at = escaped_at.find('\\').unwrap();
+        assert!(c + 65 <= at || c > at + 320, "{c} vs escaped @ at {at}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use escape::{decode_escapes, write_verbatim};
 use scan::{Scanner, StrToken};
 
 use super::paths::PathState;
-use super::{Found, MaskCounts, MaskError, MaskProfile, Pending, ALL_CUSTOM, MAX_DEPTH};
+use super::{Decoded, Found, MaskCounts, MaskError, MaskProfile, Pending, ALL_CUSTOM, MAX_DEPTH};
 
 /// Masks `body`; see [`MaskProfile::mask_json`].
 pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskCounts), MaskError> {
@@ -43,6 +43,7 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
         out: Vec::with_capacity(src.len() + src.len() / 8 + 16),
         counts: MaskCounts::default(),
         scratch: String::new(),
+        view: Decoded::default(),
         pending: vec![Pending::Stale; profile.custom.len()],
         custom_in_body: profile.custom_in_body(src),
     };
@@ -67,6 +68,8 @@ struct Walker<'p, 'a> {
     counts: MaskCounts,
     /// Reused decode buffer for strings with escapes.
     scratch: String,
+    /// Reused view of a string as a reader decodes it once more (escapes inside its text).
+    view: Decoded,
     /// Reused look-ahead of custom detectors (see [`MaskProfile::detections`]).
     pending: Vec<Pending>,
     /// Custom detectors worth running on escape-free strings of this body.
@@ -221,20 +224,31 @@ impl<'a> Walker<'_, 'a> {
         let inner: &'a str = self.src.get(tok.start + 1..tok.end - 1).unwrap_or_default();
         // Decoded text is not in the body, so the body-wide custom gate does not apply.
         let custom = if tok.escaped { ALL_CUSTOM } else { self.custom_in_body };
-        // Look-ahead storage is only needed (and only taken) when custom detectors run.
-        let mut pending = if custom == 0 { Vec::new() } else { std::mem::take(&mut self.pending) };
+        // Look-ahead storage is only needed (and only taken) when custom detectors run,
+        // which they may on a decoded view whatever the gate says.
+        let has_custom = !p.custom.is_empty();
+        let mut pending = if has_custom { std::mem::take(&mut self.pending) } else { Vec::new() };
         let pending_slots = pending.as_mut_slice();
-        if tok.escaped {
-            let mut scratch = std::mem::take(&mut self.scratch);
+        let mut view = std::mem::take(&mut self.view);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let text: &str = if tok.escaped {
             decode_escapes(inner, &mut scratch);
-            if let Some((first, rest)) = p.detections(&scratch, custom, pending_slots) {
-                self.write_masked(tok, &scratch, std::iter::once(first).chain(rest));
+            &scratch
+        } else {
+            inner
+        };
+        match p.decoded_detections(text, custom, pending_slots, &mut view) {
+            Some(found) if found.is_empty() => {}
+            Some(found) => self.write_masked(tok, text, found.into_iter()),
+            None => {
+                if let Some((first, rest)) = p.detections(text, custom, pending_slots) {
+                    self.write_masked(tok, text, std::iter::once(first).chain(rest));
+                }
             }
-            self.scratch = scratch;
-        } else if let Some((first, rest)) = p.detections(inner, custom, pending_slots) {
-            self.write_masked(tok, inner, std::iter::once(first).chain(rest));
         }
-        if custom != 0 {
+        self.view = view;
+        self.scratch = scratch;
+        if has_custom {
             self.pending = pending;
         }
     }

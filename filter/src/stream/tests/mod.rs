@@ -48,6 +48,13 @@ pub(super) const VALUES: &[(&str, &str)] = &[
     ("api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("api_key", "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
     ("private_key", "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nabc123==\n-----END RSA PRIVATE KEY-----"),
+    // Written with escapes that a reader decodes (JSON, HTML, URL).
+    ("email", "carol\\u0040example.com"),
+    ("email", "dave&#64;example.org"),
+    ("email", "erin%40example.net"),
+    ("credit_card", "&#52;111 1111 1111 1111"),
+    ("us_ssn", "123\\u002d45\\u002d6789"),
+    ("phone", "(415)&#32;555-0134"),
 ];
 
 /// The base64 lines of the private key sample: none may reach a client either.

@@ -1,0 +1,222 @@
+//! What a reader decodes from a text one level further: JSON and C-style escapes
+//! (`\u0040`, `\x40`, `\"`), HTML character references (`&#64;`, `&#x40;`, `&commat;`)
+//! and URL percent-encoding (`%40`). A client that parses a text body as JSON, renders it
+//! as HTML, follows a link or hands it to a model reads `carol@example.com` in
+//! `carol\u0040example.com`, so detections are also searched in this decoded view and
+//! mapped back to the bytes they came from, which are then masked whole.
+//!
+//! One level only, all kinds at once: `&amp;#64;` reads as `&#64;`, not `@`. Sequences
+//! that do not decode (a lone surrogate, `&#xZZ;`, `%4`, an unknown entity) stay as they
+//! are. A leaf module.
+
+use memchr::memchr3;
+
+/// A decoded view of a source text, with the way back to the source's byte offsets.
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    pub(super) text: String,
+    /// For each byte of `text`, the source offset where the character it belongs to
+    /// starts, plus one entry for the end (the source's length). A character decoded from
+    /// an escape maps to the escape's first byte, so a span `a..b` of `text` comes from
+    /// `origin[a]..origin[b]` of the source, whole escapes included.
+    origin: Vec<u32>,
+}
+
+impl Decoded {
+    /// Decodes `s` into this view; false (and the view left meaningless) when `s` holds
+    /// nothing to decode, the common case, which costs one `memchr3` over it.
+    pub(super) fn decode(&mut self, s: &str) -> bool {
+        let b = s.as_bytes();
+        let Some(first) = memchr3(b'\\', b'&', b'%', b) else {
+            return false;
+        };
+        self.text.clear();
+        self.origin.clear();
+        let mut changed = false;
+        let mut plain = 0;
+        let mut i = first;
+        while i < b.len() {
+            let Some((c, len)) = decode_at(b, i) else {
+                i += 1 + memchr3(b'\\', b'&', b'%', b.get(i + 1..).unwrap_or_default()).unwrap_or(b.len());
+                continue;
+            };
+            self.push_source(s, plain, i);
+            self.origin.extend(std::iter::repeat_n(i as u32, c.len_utf8()));
+            self.text.push(c);
+            changed = true;
+            i += len;
+            plain = i;
+        }
+        if !changed {
+            return false;
+        }
+        self.push_source(s, plain, b.len());
+        self.origin.push(b.len() as u32);
+        true
+    }
+
+    /// The source span of the decoded span `start..end`.
+    pub(super) fn source_span(&self, start: usize, end: usize) -> (usize, usize) {
+        let at = |i: usize| self.origin.get(i).map_or(usize::MAX, |&o| o as usize);
+        (at(start), at(end))
+    }
+
+    /// Appends `s[from..to]` unchanged (a run without escapes).
+    fn push_source(&mut self, s: &str, from: usize, to: usize) {
+        if to > from {
+            self.text.push_str(s.get(from..to).unwrap_or_default());
+            self.origin.extend(from as u32..to as u32);
+        }
+    }
+}
+
+/// The character an escape at `b[i]` stands for, and the escape's length in bytes.
+fn decode_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let rest = b.get(i..)?;
+    match rest.first()? {
+        b'\\' => backslash(rest),
+        b'&' => reference(rest),
+        b'%' => percent(rest),
+        _ => None,
+    }
+}
+
+fn backslash(rest: &[u8]) -> Option<(char, usize)> {
+    let c = match rest.get(1)? {
+        b'u' => return unicode_escape(rest),
+        b'x' => return Some((char::from(hex_value(rest.get(2..4)?)? as u8), 4)),
+        b'n' => '\n',
+        b't' => '\t',
+        b'r' => '\r',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'"' => '"',
+        b'\'' => '\'',
+        b'\\' => '\\',
+        b'/' => '/',
+        _ => return None,
+    };
+    Some((c, 2))
+}
+
+/// `\uXXXX`, or a surrogate pair `\uD83D\uDE00`; a lone surrogate does not decode.
+fn unicode_escape(rest: &[u8]) -> Option<(char, usize)> {
+    let hi = hex_value(rest.get(2..6)?)?;
+    if !(0xD800..0xDC00).contains(&hi) {
+        return char::from_u32(hi).map(|c| (c, 6));
+    }
+    if rest.get(6..8)? != b"\\u" {
+        return None;
+    }
+    let lo = hex_value(rest.get(8..12)?)?;
+    if !(0xDC00..0xE000).contains(&lo) {
+        return None;
+    }
+    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)).map(|c| (c, 12))
+}
+
+/// `&#64;`, `&#x40;` (the `;` optional, as browsers read them) or a named reference.
+fn reference(rest: &[u8]) -> Option<(char, usize)> {
+    if rest.get(1) == Some(&b'#') {
+        let hex = matches!(rest.get(2), Some(b'x' | b'X'));
+        let start = if hex { 3 } else { 2 };
+        let digits = rest
+            .get(start..)?
+            .iter()
+            .take(8)
+            .take_while(|c| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() })
+            .count();
+        if digits == 0 || digits > 7 {
+            return None;
+        }
+        let text = std::str::from_utf8(rest.get(start..start + digits)?).ok()?;
+        let cp = u32::from_str_radix(text, if hex { 16 } else { 10 }).ok()?;
+        let c = char::from_u32(cp)?;
+        let semicolon = usize::from(rest.get(start + digits) == Some(&b';'));
+        return Some((c, start + digits + semicolon));
+    }
+    let name_len = rest.get(1..)?.iter().take(8).take_while(|c| c.is_ascii_alphabetic()).count();
+    if rest.get(1 + name_len) != Some(&b';') {
+        return None;
+    }
+    let name = rest.get(1..1 + name_len)?;
+    NAMED.iter().find(|(n, _)| n.as_bytes() == name).map(|&(_, c)| (c, name_len + 2))
+}
+
+/// Named references for the characters values are written with (the `;` required): the
+/// separators of e-mail addresses, numbers and keys, and the usual HTML escapes.
+const NAMED: [(&str, char); 22] = [
+    ("commat", '@'),
+    ("period", '.'),
+    ("plus", '+'),
+    ("minus", '\u{2212}'),
+    ("hyphen", '\u{2010}'),
+    ("dash", '\u{2010}'),
+    ("lowbar", '_'),
+    ("UnderBar", '_'),
+    ("lpar", '('),
+    ("rpar", ')'),
+    ("nbsp", '\u{a0}'),
+    ("sol", '/'),
+    ("colon", ':'),
+    ("num", '#'),
+    ("equals", '='),
+    ("percnt", '%'),
+    ("amp", '&'),
+    ("quot", '"'),
+    ("apos", '\''),
+    ("lt", '<'),
+    ("gt", '>'),
+    ("Tab", '\t'),
+];
+
+/// `%40`: percent-encoding of an ASCII character.
+fn percent(rest: &[u8]) -> Option<(char, usize)> {
+    let v = hex_value(rest.get(1..3)?)?;
+    (v < 0x80).then(|| (char::from(v as u8), 3))
+}
+
+fn hex_value(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |v, &c| Some(v * 16 + char::from(c).to_digit(16)?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn decoded(s: &str) -> Option<String> {
+        let mut d = Decoded::default();
+        d.decode(s).then(|| d.text.clone())
+    }
+
+    #[test]
+    fn every_escape_kind_decodes_one_level() {
+        assert_eq!(decoded("carol\\u0040example.com").unwrap(), "carol@example.com");
+        assert_eq!(decoded("carol\\x40example.com").unwrap(), "carol@example.com");
+        assert_eq!(decoded("carol&#64;example&#x2E;com").unwrap(), "carol@example.com");
+        assert_eq!(decoded("carol&#64example.com").unwrap(), "carol@example.com", "`;` is optional");
+        assert_eq!(decoded("carol&commat;example&period;com").unwrap(), "carol@example.com");
+        assert_eq!(decoded("mailto:carol%40example.com").unwrap(), "mailto:carol@example.com");
+        assert_eq!(decoded("say \\\"hi\\\" \\ud83d\\ude00").unwrap(), "say \"hi\" \u{1F600}");
+        assert_eq!(decoded("&amp;#64;").unwrap(), "&#64;", "one level only");
+    }
+
+    #[test]
+    fn text_without_decodable_sequences_is_left_alone() {
+        assert_eq!(decoded("plain words"), None);
+        assert_eq!(decoded("a=1&b=2 100% \\d &#xZZ; &unknown; %4 %e9 \\ud800 x"), None);
+    }
+
+    #[test]
+    fn decoded_spans_map_back_to_whole_escapes() {
+        let src = "to: carol\\u0040example.com&period; ok";
+        let mut d = Decoded::default();
+        assert!(d.decode(src));
+        let start = d.text.find("carol").unwrap();
+        let end = d.text.find(" ok").unwrap();
+        let (a, b) = d.source_span(start, end);
+        assert_eq!(&src[a..b], "carol\\u0040example.com&period;");
+        assert_eq!(d.source_span(d.text.len(), d.text.len()), (src.len(), src.len()));
+    }
+}
