@@ -21,6 +21,7 @@ USAGE:
         ANY  /echo/...                     reflects method, path, headers and body as JSON
         GET  /text                         text/plain with PII and secret-looking strings
         GET  /gzip                         gzip-encoded JSON, whatever the client accepts
+        GET  /escaped?type=html|text|none  contacts written with \\u0040, &#64;, &commat;, %40 escapes
         GET  /large?bytes=N                JSON of exactly N bytes dense with PII
         GET  /stream?events=N&delay_ms=D   chunked text/event-stream, PII split across chunks
         POST /v1/chat/completions          OpenAI-compatible; with \"stream\": true, SSE chunks

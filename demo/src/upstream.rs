@@ -59,6 +59,7 @@ pub fn router(db: Db) -> Result<Router, String> {
         .route("/echo/{*rest}", any(echo))
         .route("/text", get(text))
         .route("/gzip", get(gzip))
+        .route("/escaped", get(escaped))
         .route("/large", get(large))
         .route("/stream", get(stream))
         .route("/v1/chat/completions", post(crate::llm::chat_completions))
@@ -203,6 +204,42 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
 
 async fn text(State(st): State<Shared>, _body: Bytes) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], st.text.clone()).into_response()
+}
+
+/// `GET /escaped?type=html|text|none`: customer contacts written the way pages and
+/// JSON-in-text carry them (`\u0040`, `&#64;`, `&commat;`, `%40`, `&#52;…`), served as
+/// `text/html`, `text/plain` or with no content type. Every value is plain to a reader.
+async fn escaped(Query(q): Query<HashMap<String, String>>, _body: Bytes) -> Response {
+    let content_type = match q.get("type").map(String::as_str) {
+        None | Some("html") => Some("text/html; charset=utf-8"),
+        Some("text") => Some("text/plain"),
+        Some("none") => None,
+        Some(_) => return json_error(StatusCode::BAD_REQUEST, "type must be html, text or none"),
+    };
+    let body = escaped_contacts();
+    match content_type {
+        Some(t) => (StatusCode::OK, [(header::CONTENT_TYPE, t)], body).into_response(),
+        None => (StatusCode::OK, body).into_response(),
+    }
+}
+
+/// The body of `/escaped`: one line per seed customer, each value escaped a different way.
+pub fn escaped_contacts() -> String {
+    let mut s = String::from("<p>Contacts</p>\n");
+    for (i, c) in seed_customers().iter().take(8).enumerate() {
+        let email = match i % 4 {
+            0 => c.email.replace('@', "\\u0040"),
+            1 => c.email.replace('@', "&#64;"),
+            2 => c.email.replace('@', "&commat;").replace('.', "&period;"),
+            _ => format!("mailto:{}", c.email.replace('@', "%40")),
+        };
+        let card = match c.card.split_at_checked(1) {
+            Some((first, rest)) => format!("&#{};{rest}", u32::from(first.chars().next().unwrap_or('0'))),
+            None => c.card.clone(),
+        };
+        s.push_str(&format!("<li>{} {email}, card {card}, ssn {}</li>\n", c.name, c.ssn.replace('-', "\\u002d")));
+    }
+    s
 }
 
 /// Always gzip, whatever the client accepts: a filter must not let compressed PII through.

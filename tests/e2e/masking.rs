@@ -13,7 +13,7 @@ fn masking_config() -> Value {
         "name": "support-reads-exports",
         "action": "allow",
         "when": {"groups": {"any_of": ["support"]}, "methods": ["GET"],
-                 "path": {"regex": "^/(text|stream|gzip|large)$"}},
+                 "path": {"regex": "^/(text|stream|gzip|large|escaped)$"}},
         "mask": "pii"
     }));
     config
@@ -121,6 +121,35 @@ fn plain_text_export_is_masked_including_secrets() {
     }
     assert!(text.starts_with("Customer export"), "{text}");
     assert!(text.contains("Alice Martin <[REDACTED:email]>"), "{text}");
+}
+
+#[test]
+fn text_bodies_hiding_values_behind_escapes_are_masked_as_a_reader_decodes_them() {
+    let stack = stack();
+    let customers = upstream(&stack, "/customers").json().unwrap()["customers"].clone();
+    let shown: Vec<&Value> = customers.as_array().unwrap().iter().take(8).collect();
+    for kind in ["html", "text", "none"] {
+        let path = format!("/escaped?type={kind}");
+        let raw = upstream(&stack, &path).text();
+        assert!(!raw.contains("@example."), "the upstream writes every address escaped: {raw}");
+        assert!(raw.contains("\\u0040") && raw.contains("&#64;") && raw.contains("%40"), "{raw}");
+
+        let reply = stack.get(&path, &[("authorization", &support())]).unwrap();
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.text());
+        assert_length_consistent(&reply);
+        let text = reply.text();
+        for c in &shown {
+            let local = c["email"].as_str().unwrap().split('@').next().unwrap();
+            assert!(!text.contains(local), "{kind}: the address of {local} leaked:\n{text}");
+            let card = c["card"].as_str().unwrap();
+            assert!(!text.contains(&card[1..]), "{kind}: card {card} leaked:\n{text}");
+            let ssn_tail = c["ssn"].as_str().unwrap().rsplit('-').next().unwrap();
+            assert!(!text.contains(&format!("u002d{ssn_tail}")), "{kind}: ssn leaked:\n{text}");
+        }
+        for marker in ["[REDACTED:email]", "[REDACTED:credit_card]", "[REDACTED:us_ssn]"] {
+            assert_eq!(text.matches(marker).count(), 8, "{kind}: {marker} in\n{text}");
+        }
+    }
 }
 
 #[test]
