@@ -404,10 +404,35 @@ fn byte_range(spec: &str, total: usize) -> Option<(usize, usize)> {
 /// `GET /odd/{variant}`: the customers JSON (or text) in a form a masker must not take
 /// at face value. See [`odd_body`] for the variants.
 async fn odd(Path(variant): Path<String>, _body: Bytes) -> Response {
+    if variant == "sse-tail" {
+        return sse_tail();
+    }
     match odd_body(&variant) {
         Some((content_type, body)) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
         None => json_error(StatusCode::NOT_FOUND, "no such variant: see `airlock-demo --help`"),
     }
+}
+
+/// The events of `/odd/sse-tail`: plain-text data (one text across events, as SSE
+/// clients join it) whose very last words are an email, and no `[DONE]`.
+pub const SSE_TAIL_EVENTS: [&str; 3] = [
+    "data: Refund approved for Alice Martin.\n\n",
+    "data: Tell her the reference is R-2291 and\n\n",
+    "data: write to alice.martin@example.com\n\n",
+];
+
+/// `/odd/sse-tail`: [`SSE_TAIL_EVENTS`] one write each, 50 ms apart, then the end of
+/// the stream, which is all that tells a masker the last text is complete.
+fn sse_tail() -> Response {
+    let writes = SSE_TAIL_EVENTS.iter().map(|e| Bytes::from_static(e.as_bytes())).collect::<Vec<_>>();
+    let body = futures_util::stream::unfold((writes.into_iter(), true), |(mut it, first)| async move {
+        let write = it.next()?;
+        if !first {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some((Ok::<Bytes, std::convert::Infallible>(write), (it, false)))
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(body)).into_response()
 }
 
 /// The content type and body of an `/odd` variant:
@@ -505,6 +530,31 @@ mod tests {
         assert!(whole.contains(&first.email) && whole.contains(&first.card));
         assert!(chunks.iter().all(|c| !c.contains(&first.email) && !c.contains(&first.card)));
         assert!(whole.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn byte_ranges_are_read_as_a_file_server_reads_them() {
+        assert_eq!(byte_range("0-40", 100), Some((0, 40)));
+        assert_eq!(byte_range("90-", 100), Some((90, 99)));
+        assert_eq!(byte_range("-10", 100), Some((90, 99)));
+        assert_eq!(byte_range("50-500", 100), Some((50, 99)));
+        assert_eq!(byte_range("60-50", 100), None);
+        assert_eq!(byte_range("x-1", 100), None);
+        assert_eq!(byte_range("0-1", 0), None);
+    }
+
+    #[test]
+    fn odd_variants_are_the_customers_in_the_form_they_name() {
+        let (ct, body) = odd_body("utf16").unwrap();
+        assert_eq!(ct, "application/json; charset=utf-16");
+        let units: Vec<u16> = body[2..].chunks(2).map(|p| u16::from_le_bytes([p[0], p[1]])).collect();
+        let v: Value = serde_json::from_str(&String::from_utf16(&units).unwrap()).unwrap();
+        assert_eq!(v["customers"][0]["email"], "alice.martin@example.com");
+        let (_, bom) = odd_body("utf8-bom").unwrap();
+        assert!(serde_json::from_slice::<Value>(&bom[3..]).is_ok());
+        let (_, broken) = odd_body("not-utf8").unwrap();
+        assert!(std::str::from_utf8(&broken).is_err());
+        assert!(odd_body("nope").is_none());
     }
 
     #[test]

@@ -141,7 +141,6 @@ fn assert_rows_stream_masked(path: &str, content_type: &str, rows: usize) {
     let reply = parse_reply(&raw).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), Some(content_type));
-    assert!(reply.header("content-length").is_none(), "a stream's length cannot be known: {:?}", reply.headers);
     let text = reply.text();
     let lines: Vec<&str> = text.split_terminator('\n').collect();
     assert_eq!(lines.len(), rows, "{text}");
@@ -158,6 +157,7 @@ fn assert_rows_stream_masked(path: &str, content_type: &str, rows: usize) {
     let total = reads.last().unwrap().0;
     assert!(total > Duration::from_millis(1500), "the upstream paces its writes: {total:?}");
     assert!(first_at < total / 4, "the first row came at {first_at:?} of {total:?}: the stream was buffered");
+    assert!(reply.header("content-length").is_none(), "a stream's length cannot be known: {:?}", reply.headers);
     assert!(stat("email") >= emails + rows as u64, "email count did not move");
     assert!(stat("credit_card") >= cards + rows as u64, "card count did not move");
 }
@@ -318,4 +318,22 @@ fn the_last_words_of_a_streamed_completion_arrive_masked_when_the_stream_ends() 
         .collect();
     assert_eq!(said, "Send the refund to [REDACTED:email]", "{}", reply.text());
     assert!(reply.text().ends_with("data: [DONE]\n\n"), "{}", reply.text());
+}
+
+#[test]
+fn the_last_words_of_a_text_event_stream_arrive_masked_when_the_upstream_ends_it() {
+    let stack = stack();
+    let direct = send(stack.agent(), "GET", &stack.upstream_url("/odd/sse-tail"), &[], None).unwrap();
+    assert!(direct.text().ends_with("write to alice.martin@example.com\n\n"), "{}", direct.text());
+    let (raw, _) = exchange(&stack, "GET", "/odd/sse-tail", &[("authorization", &support())]);
+    assert_no_pii(&raw, "/odd/sse-tail");
+    let reply = parse_reply(&raw).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    // Events carry one text, which the masker may hold back across them; the held-back end
+    // of it is released by the end of the stream alone.
+    let said = data.concat();
+    let expected = "Refund approved for Alice Martin.Tell her the reference is R-2291 andwrite to [REDACTED:email]";
+    assert_eq!(said, expected, "the last words are missing: {text}");
 }
