@@ -28,6 +28,11 @@ USAGE:
                                            whose content (PII) is cut every chunk_size characters
                                            or at split_at offsets, delay_ms apart (body or query)
         GET  /ndjson?rows=N&delay_ms=D     application/x-ndjson customer rows, lines split mid-email
+        GET  /jsonl?rows=N&delay_ms=D      the same rows as application/jsonl
+        GET  /ranged                       customers JSON honouring Range (206, multipart/byteranges)
+        GET  /odd/VARIANT                  customers in awkward forms: utf16, utf16-bom, utf16-text,
+                                           utf16-ndjson, latin1, utf8-bom, not-json, not-utf8,
+                                           sse-tail (text events ending in an email, no [DONE])
         GET  /health
       Port 0 picks a free port; the address is printed as
       `airlock-demo upstream listening on ADDR`.

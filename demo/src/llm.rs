@@ -368,6 +368,16 @@ pub async fn ndjson(Query(q): Query<HashMap<String, String>>, _body: Bytes) -> R
     streamed(ndjson_writes(rows, write_bytes), Duration::from_millis(delay_ms as u64), "application/x-ndjson")
 }
 
+/// `GET /jsonl?...`: the rows of [`ndjson`] under `application/jsonl`, the other name
+/// JSON Lines go by.
+pub async fn jsonl(query: Query<HashMap<String, String>>, body: Bytes) -> Response {
+    let mut response = ndjson(query, body).await;
+    if response.status() == StatusCode::OK {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
+    }
+    response
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests;

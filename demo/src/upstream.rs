@@ -64,6 +64,9 @@ pub fn router(db: Db) -> Result<Router, String> {
         .route("/stream", get(stream))
         .route("/v1/chat/completions", post(crate::llm::chat_completions))
         .route("/ndjson", get(crate::llm::ndjson))
+        .route("/jsonl", get(crate::llm::jsonl))
+        .route("/ranged", get(ranged))
+        .route("/odd/{variant}", get(odd))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint: see `airlock-demo --help`") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state))
@@ -376,6 +379,136 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The seed customers as one JSON document, the body `/ranged` and `/odd` build on.
+fn customers_json() -> Vec<u8> {
+    serde_json::to_vec(&json!({ "customers": seed_customers() })).unwrap_or_default()
+}
+
+/// `GET /ranged`: the customers JSON, honouring `Range` like a file server would: one
+/// range answers 206 with that fragment and `content-range`, several a
+/// `multipart/byteranges` 206. A filter that let `Range` through would get a fragment.
+async fn ranged(headers: HeaderMap, _body: Bytes) -> Response {
+    let body = customers_json();
+    let total = body.len();
+    let spec = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("bytes="));
+    let Some(spec) = spec else {
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    };
+    let ranges: Option<Vec<(usize, usize)>> = spec.split(',').map(|r| byte_range(r.trim(), total)).collect();
+    let part = |(start, end): (usize, usize)| body.get(start..=end).unwrap_or_default().to_vec();
+    match ranges.as_deref() {
+        Some([one]) => (
+            StatusCode::PARTIAL_CONTENT,
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (header::CONTENT_RANGE, format!("bytes {}-{}/{total}", one.0, one.1)),
+            ],
+            part(*one),
+        )
+            .into_response(),
+        Some(many) if !many.is_empty() => {
+            let mut out = Vec::new();
+            for range in many {
+                let head = format!(
+                    "--demo-ranges\r\ncontent-type: application/json\r\ncontent-range: bytes {}-{}/{total}\r\n\r\n",
+                    range.0, range.1
+                );
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(&part(*range));
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"--demo-ranges--\r\n");
+            (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_TYPE, "multipart/byteranges; boundary=demo-ranges")], out)
+                .into_response()
+        }
+        _ => (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))]).into_response(),
+    }
+}
+
+/// One `first-last`, `first-` or `-suffix` range of a body of `total` bytes, inclusive.
+fn byte_range(spec: &str, total: usize) -> Option<(usize, usize)> {
+    let (first, last) = spec.split_once('-')?;
+    let last_byte = total.checked_sub(1)?;
+    if first.is_empty() {
+        let suffix = last.parse::<usize>().ok()?.min(total);
+        return (suffix > 0).then(|| (total - suffix, last_byte));
+    }
+    let first = first.parse::<usize>().ok()?;
+    let last = if last.is_empty() { last_byte } else { last.parse::<usize>().ok()?.min(last_byte) };
+    (first <= last).then_some((first, last))
+}
+
+/// `GET /odd/{variant}`: the customers JSON (or text) in a form a masker must not take
+/// at face value. See [`odd_body`] for the variants.
+async fn odd(Path(variant): Path<String>, _body: Bytes) -> Response {
+    if variant == "sse-tail" {
+        return sse_tail();
+    }
+    match odd_body(&variant) {
+        Some((content_type, body)) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "no such variant: see `airlock-demo --help`"),
+    }
+}
+
+/// The events of `/odd/sse-tail`: plain-text data (one text across events, as SSE
+/// clients join it) whose very last words are an email, and no `[DONE]`.
+pub const SSE_TAIL_EVENTS: [&str; 3] = [
+    "data: Refund approved for Alice Martin.\n\n",
+    "data: Tell her the reference is R-2291 and\n\n",
+    "data: write to alice.martin@example.com\n\n",
+];
+
+/// `/odd/sse-tail`: [`SSE_TAIL_EVENTS`] one write each, 50 ms apart, then the end of
+/// the stream, which is all that tells a masker the last text is complete.
+fn sse_tail() -> Response {
+    let writes = SSE_TAIL_EVENTS.iter().map(|e| Bytes::from_static(e.as_bytes())).collect::<Vec<_>>();
+    let body = futures_util::stream::unfold((writes.into_iter(), true), |(mut it, first)| async move {
+        let write = it.next()?;
+        if !first {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some((Ok::<Bytes, std::convert::Infallible>(write), (it, false)))
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(body)).into_response()
+}
+
+/// The content type and body of an `/odd` variant:
+/// - `utf16`: JSON in UTF-16 (little-endian, with a BOM), `charset=utf-16`;
+/// - `utf16-bom`: the same bytes under plain `application/json` (only the BOM tells);
+/// - `utf16-text`: the text export in UTF-16LE without BOM or charset (NUL-interleaved);
+/// - `utf16-ndjson`: customer rows as `application/x-ndjson; charset=utf-16`;
+/// - `latin1`: the JSON under `charset=iso-8859-1`;
+/// - `utf8-bom`: the JSON in UTF-8 preceded by a UTF-8 BOM;
+/// - `not-json`: the text export (PII, not JSON) under `application/json`;
+/// - `not-utf8`: the JSON with a byte that is not UTF-8 inside the first email.
+pub fn odd_body(variant: &str) -> Option<(&'static str, Vec<u8>)> {
+    let json = customers_json();
+    let utf16 = |text: &[u8]| -> Vec<u8> {
+        String::from_utf8_lossy(text).encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>()
+    };
+    let with = |prefix: &[u8], body: Vec<u8>| [prefix.to_vec(), body].concat();
+    Some(match variant {
+        "utf16" => ("application/json; charset=utf-16", with(&[0xFF, 0xFE], utf16(&json))),
+        "utf16-bom" => ("application/json", with(&[0xFF, 0xFE], utf16(&json))),
+        "utf16-text" => ("text/plain", utf16(pii_text().as_bytes())),
+        "utf16-ndjson" => {
+            let lines = crate::llm::ndjson_lines(3).concat();
+            ("application/x-ndjson; charset=utf-16", with(&[0xFF, 0xFE], utf16(lines.as_bytes())))
+        }
+        "latin1" => ("application/json; charset=iso-8859-1", json),
+        "utf8-bom" => ("application/json", with(&[0xEF, 0xBB, 0xBF], json)),
+        "not-json" => ("application/json", pii_text().into_bytes()),
+        "not-utf8" => {
+            let mut body = json;
+            if let Some(at) = body.iter().position(|b| *b == b'@') {
+                body.insert(at, 0xFF);
+            }
+            ("application/json", body)
+        }
+        _ => return None,
+    })
+}
+
 fn gzip_customers() -> Result<Bytes, String> {
     let json = serde_json::to_vec(&json!({ "customers": seed_customers() })).map_err(|e| e.to_string())?;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -434,6 +567,31 @@ mod tests {
         assert!(whole.contains(&first.email) && whole.contains(&first.card));
         assert!(chunks.iter().all(|c| !c.contains(&first.email) && !c.contains(&first.card)));
         assert!(whole.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn byte_ranges_are_read_as_a_file_server_reads_them() {
+        assert_eq!(byte_range("0-40", 100), Some((0, 40)));
+        assert_eq!(byte_range("90-", 100), Some((90, 99)));
+        assert_eq!(byte_range("-10", 100), Some((90, 99)));
+        assert_eq!(byte_range("50-500", 100), Some((50, 99)));
+        assert_eq!(byte_range("60-50", 100), None);
+        assert_eq!(byte_range("x-1", 100), None);
+        assert_eq!(byte_range("0-1", 0), None);
+    }
+
+    #[test]
+    fn odd_variants_are_the_customers_in_the_form_they_name() {
+        let (ct, body) = odd_body("utf16").unwrap();
+        assert_eq!(ct, "application/json; charset=utf-16");
+        let units: Vec<u16> = body[2..].chunks(2).map(|p| u16::from_le_bytes([p[0], p[1]])).collect();
+        let v: Value = serde_json::from_str(&String::from_utf16(&units).unwrap()).unwrap();
+        assert_eq!(v["customers"][0]["email"], "alice.martin@example.com");
+        let (_, bom) = odd_body("utf8-bom").unwrap();
+        assert!(serde_json::from_slice::<Value>(&bom[3..]).is_ok());
+        let (_, broken) = odd_body("not-utf8").unwrap();
+        assert!(std::str::from_utf8(&broken).is_err());
+        assert!(odd_body("nope").is_none());
     }
 
     #[test]

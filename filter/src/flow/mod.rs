@@ -198,8 +198,12 @@ impl RequestFlow {
     pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Next {
         let progress = match &mut self.state {
             State::MaskingResponse { body, .. } => body.on_trailers(),
-            // Held-back text can no longer be sent after the body: it is dropped, which
-            // loses the stream's last words but never leaks them.
+            // Held-back text can no longer be sent after the body: Envoy's Wasm host only
+            // lets the trailers callback write a body it buffered (the last body callback
+            // paused), and a stream's callbacks go on. It is dropped, which loses the
+            // stream's last words but never leaks them. A stream that ends without
+            // trailers (HTTP/1.1 upstreams; Envoy drops their trailers unless told
+            // otherwise) flushes it in its last body callback instead.
             State::StreamingResponse { .. } => return self.settle(host, Step::Finished),
             _ => return Next::Continue,
         };

@@ -41,14 +41,16 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
         }
     }
     let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
-    if let Some(kind) = StreamKind::from_content_type(&content_type) {
-        host.remove_response_header("content-length");
-        return Plan::Stream(kind);
-    }
+    // Before streams too: a stream in another charset would only fail once its headers
+    // are gone, and the client would get a 200 and a cut connection.
     if let Some(charset) =
         charset(&content_type).filter(|c| !matches!(c.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii"))
     {
         return Plan::Refuse(not_maskable(&format!("the response's charset `{charset}` cannot be masked")));
+    }
+    if let Some(kind) = StreamKind::from_content_type(&content_type) {
+        host.remove_response_header("content-length");
+        return Plan::Stream(kind);
     }
     let declared = host.response_header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|len| len > vm.config.response_body_limit) {
@@ -95,8 +97,18 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
     let Some(body) = host.response_body(len) else {
         return Err(not_maskable("the response body could not be read for masking"));
     };
+    if body.starts_with(&[0xFF, 0xFE]) || body.starts_with(&[0xFE, 0xFF]) {
+        return Err(not_maskable("the response starts with a UTF-16 byte order mark: it cannot be masked"));
+    }
+    // RFC 8259 lets a parser ignore a UTF-8 byte order mark: the JSON after it is masked,
+    // and the mark is sent back in front of it.
+    let (bom, content) = match body.strip_prefix(UTF8_BOM) {
+        Some(rest) => (UTF8_BOM, rest),
+        None => (&[][..], body.as_slice()),
+    };
     let as_json = if is_json {
-        match masker.mask_json(&body) {
+        match masker.mask_json(content) {
+            Ok((out, counts)) if !bom.is_empty() => Some(([bom, out.as_slice()].concat(), counts)),
             Ok(done) => Some(done),
             // Not JSON after all: masked as text below, never passed as is, unless the
             // profile relies on JSON structure that text masking cannot see.
@@ -109,6 +121,13 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
     let (out, counts) = match as_json {
         Some(done) => done,
         None => match std::str::from_utf8(&body) {
+            // Text never holds NUL; UTF-16 or UTF-32 without a byte order mark does (and is
+            // valid UTF-8 when its characters are ASCII), and detectors cannot see through it.
+            Ok(text) if text.contains('\0') => {
+                return Err(not_maskable(
+                    "the response holds NUL bytes (UTF-16, UTF-32 or binary): it cannot be masked",
+                ))
+            }
             Ok(text) => {
                 let (out, counts) = masker.mask_text(text);
                 (out.into_owned().into_bytes(), counts)
@@ -134,6 +153,9 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
     let len = if counts.total() > 0 { out.len() } else { len };
     Ok(Masked { values: counts.total(), len, excerpt })
 }
+
+/// The byte order mark of UTF-8.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn not_maskable(message: &str) -> Reply {
     Reply::new(Code::ResponseNotMaskable, message)

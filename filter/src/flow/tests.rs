@@ -908,3 +908,46 @@ fn a_json_labelled_body_that_is_not_json_is_masked_as_text_when_the_profile_need
     assert_eq!(host.reply, None);
     assert_eq!(String::from_utf8(host.response_body.clone()).unwrap(), "oops, not json: [REDACTED:email]");
 }
+
+#[test]
+fn a_stream_in_a_charset_the_masker_cannot_read_is_refused_before_its_headers_leave() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/x-ndjson; charset=utf-16".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(502));
+}
+
+#[test]
+fn json_after_a_utf8_byte_order_mark_is_masked_as_json_and_keeps_the_mark() {
+    let f = Fixture::standard();
+    let (mut flow, mut host) = allowed_masked_flow(&f);
+    host.response_headers = vec![("content-type".into(), "application/json".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    host.response_body = b"\xEF\xBB\xBF{\"email\": \"alice@example.com\"}".to_vec();
+    let n = host.response_body.len();
+    assert_eq!(flow.on_response_body(&mut host, n, true), Next::Continue);
+    assert_eq!(host.reply, None);
+    let body = host.response_body.strip_prefix(b"\xEF\xBB\xBF").unwrap();
+    let masked: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(masked["email"], "[REDACTED:email]");
+    assert_eq!(host.response_header("content-length"), Some(host.response_body.len().to_string()));
+}
+
+#[test]
+fn utf16_bodies_without_a_charset_are_refused_with_or_without_a_byte_order_mark() {
+    let utf16 = |s: &str| s.encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<u8>>();
+    for (content_type, body) in [
+        ("application/json", [vec![0xFF, 0xFE], utf16(r#"{"email": "alice@example.com"}"#)].concat()),
+        ("text/plain", utf16("write to alice@example.com")),
+    ] {
+        let f = Fixture::standard();
+        let (mut flow, mut host) = allowed_masked_flow(&f);
+        host.response_headers = vec![("content-type".into(), content_type.into())];
+        assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+        host.response_body = body;
+        let n = host.response_body.len();
+        assert_eq!(flow.on_response_body(&mut host, n, true), Next::Pause, "{content_type}");
+        assert_eq!(host.reply_status(), Some(502), "{content_type}");
+    }
+}
