@@ -22,6 +22,16 @@ USAGE:
         GET  /text                         text/plain with PII and secret-looking strings
         GET  /gzip                         gzip-encoded JSON, whatever the client accepts
         GET  /escaped?type=html|text|none  contacts written with \\u0040, &#64;, &commat;, %40 escapes
+        GET  /customers/encoded?encoding=E[,E...]&as=json|sse|ndjson&delay_ms=D
+                                           customers (JSON), 5 SSE events or 10 NDJSON rows
+                                           encoded with gzip, deflate (zlib), br, zstd or
+                                           identity, whatever the client accepts; several
+                                           codings apply in list order (JSON only); another
+                                           token (compress, x-foo) is named, body left as is
+        GET  /customers/bomb?encoding=E&bytes=N
+                                           decompression bomb: {\"customers\":[],\"pad\":\"xx..\"}
+                                           of N bytes (default 1 GiB) once decoded, encoded
+                                           (gzip, deflate, br, zstd) on the fly as it streams
         GET  /large?bytes=N                JSON of exactly N bytes dense with PII
         GET  /stream?events=N&delay_ms=D   chunked text/event-stream, PII split across chunks
         POST /v1/chat/completions          OpenAI-compatible; with \"stream\": true, SSE chunks

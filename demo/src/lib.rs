@@ -2,6 +2,8 @@
 //!
 //! - [`upstream`]: the service an agent calls (PII-rich customers, real SQL execution,
 //!   echo, gzip / large / streamed bodies).
+//! - [`encoded`]: answers under any `content-encoding` (gzip, deflate, br, zstd, stacked,
+//!   unknown) and decompression bombs compressed on the fly.
 //! - [`llm`]: an OpenAI-compatible chat completion endpoint streaming PII split across
 //!   chunks, and an NDJSON endpoint (for streaming-masking tests).
 //! - [`idp`]: a loopback-only demo identity provider (ES256 JWKS + token minting).
@@ -11,6 +13,7 @@
 
 pub mod cli;
 pub mod db;
+pub mod encoded;
 pub mod idp;
 pub mod llm;
 pub mod pii;

@@ -60,6 +60,8 @@ pub fn router(db: Db) -> Result<Router, String> {
         .route("/text", get(text))
         .route("/gzip", get(gzip))
         .route("/escaped", get(escaped))
+        .route("/customers/encoded", get(crate::encoded::encoded))
+        .route("/customers/bomb", get(crate::encoded::bomb))
         .route("/large", get(large))
         .route("/stream", get(stream))
         .route("/v1/chat/completions", post(crate::llm::chat_completions))

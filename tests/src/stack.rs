@@ -312,6 +312,10 @@ impl Stack {
     pub fn control_port(&self) -> u16 {
         self.control_port
     }
+    /// Envoy's process id (to read its memory use from `/proc`).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy.id()
+    }
     pub fn is_bare(&self) -> bool {
         self.bare
     }

@@ -1,6 +1,10 @@
 //! The response phase on a masked route: refuse what cannot be masked while the status
 //! can still change; then mask streams (SSE, NDJSON) as they arrive, and buffer any other
 //! body to mask it whole.
+//!
+//! Compressed bodies are refused: Airlock removes `accept-encoding` from requests on masked
+//! routes, so a compliant upstream answers uncompressed; whatever still names a coding in
+//! `content-encoding` cannot be masked as it is, and is never passed through.
 
 use crate::audit;
 use crate::host::Host;
@@ -33,11 +37,8 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
         return Plan::PassThrough;
     }
     if let Some(encoding) = host.response_header("content-encoding") {
-        if !encoding.trim().eq_ignore_ascii_case("identity") {
-            return Plan::Refuse(Reply::new(
-                Code::ResponseNotMaskable,
-                "the upstream answered with a compressed body, which cannot be masked",
-            ));
+        if let Some(reply) = still_encoded(&encoding) {
+            return Plan::Refuse(reply);
         }
     }
     let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
@@ -59,6 +60,21 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
     let is_json = content_type.contains("json");
     host.remove_response_header("content-length");
     Plan::Buffer { is_json }
+}
+
+/// A `content-encoding` naming a coding (any but `identity`, in any case, with any
+/// spacing, stacked or not): the body cannot be masked. The refusal names the codings.
+fn still_encoded(value: &str) -> Option<Reply> {
+    let codings: Vec<&str> =
+        value.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")).collect();
+    if codings.is_empty() {
+        return None;
+    }
+    Some(not_maskable(&format!(
+        "the response is encoded (`content-encoding: {}`) although Airlock removed `accept-encoding`; Airlock \
+        does not decode response bodies, so it cannot be masked",
+        codings.join(", ")
+    )))
 }
 
 /// The `charset` parameter of a lower-cased `content-type`, unquoted.

@@ -554,6 +554,42 @@ fn compressed_response_on_masked_route_is_refused() {
 }
 
 #[test]
+fn every_coding_but_identity_is_refused_by_name_whatever_its_case_spacing_or_stacking() {
+    let f = Fixture::standard();
+    for (value, named) in [
+        ("deflate", "`content-encoding: deflate`"),
+        (" BR ", "`content-encoding: BR`"),
+        ("gzip, br", "`content-encoding: gzip, br`"),
+        ("identity, zstd", "`content-encoding: zstd`"),
+        ("x-custom,,", "`content-encoding: x-custom`"),
+    ] {
+        let (mut flow, mut host) = allowed_masked_flow(&f);
+        host.response_headers = vec![("content-encoding".into(), value.into())];
+        assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause, "{value}");
+        assert_eq!(host.reply_status(), Some(502), "{value}");
+        let error = &host.reply_json()["error"];
+        assert_eq!(error["code"], "response_not_maskable", "{value}");
+        assert!(error["message"].as_str().unwrap().contains(named), "{value}: {error}");
+    }
+}
+
+#[test]
+fn identity_in_any_case_and_spacing_is_masked_like_no_encoding() {
+    let f = Fixture::standard();
+    for value in ["identity", " Identity ", "IDENTITY, identity", ""] {
+        let (mut flow, mut host) = allowed_masked_flow(&f);
+        host.response_headers =
+            vec![("content-encoding".into(), value.into()), ("content-type".into(), "text/plain".into())];
+        assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause, "{value:?}");
+        assert_eq!(host.reply, None, "{value:?} was refused");
+        host.response_body = b"mail alice.martin@example.com".to_vec();
+        let n = host.response_body.len();
+        assert_eq!(flow.on_response_body(&mut host, n, true), Next::Continue, "{value:?}");
+        assert_eq!(String::from_utf8(host.response_body.clone()).unwrap(), "mail [REDACTED:email]", "{value:?}");
+    }
+}
+
+#[test]
 fn response_over_masking_limit_is_refused_not_sent_unmasked() {
     let f = Fixture::standard();
     let (mut flow, mut host) = allowed_masked_flow(&f);
