@@ -767,7 +767,8 @@ def main():
             log(f"  {approvals}")
 
         results = {
-            "command": args.command + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else ""),
+            "command": (args.command + (" --quick" if args.quick else "")
+                        + (f" --only {args.only}" if args.only else "")),
             "machine": facts,
             "settings": {"rounds": rounds, "seconds": seconds, "fixed_rounds": fixed_rounds,
                          "fixed_seconds": fixed_seconds, "fixed_rate": rate, "envoy_concurrency": 1,
