@@ -2,7 +2,7 @@
 # The Airlock benchmark suite: what Airlock costs in Envoy, against bare Envoy, a trivial
 # Rust Wasm filter and Envoy's native jwt_authn + rbac (+ lua) filters.
 #
-#   bash scripts/bench.sh            # full run (about 10 minutes on 2 cores, builds included
+#   bash scripts/bench.sh            # full run (about 13 minutes on 2 cores, builds included
 #                                    # when the target dir is warm); results in target/bench/
 #   bash scripts/bench.sh --quick    # smoke run: every scenario once, 1 s each (~2 minutes)
 #   bash scripts/bench.sh --only streaming   # streaming masking only (SSE deltas, NDJSON:
