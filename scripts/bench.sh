@@ -2,12 +2,16 @@
 # The Airlock benchmark suite: what Airlock costs in Envoy, against bare Envoy, a trivial
 # Rust Wasm filter and Envoy's native jwt_authn + rbac (+ lua) filters.
 #
-#   bash scripts/bench.sh            # full run (about 10 minutes on 2 cores, builds included
+#   bash scripts/bench.sh            # full run (about 13 minutes on 2 cores, builds included
 #                                    # when the target dir is warm); results in target/bench/
 #   bash scripts/bench.sh --quick    # smoke run: every scenario once, 1 s each (~2 minutes)
+#   bash scripts/bench.sh --only streaming   # streaming masking only (SSE deltas, NDJSON:
+#                                    # MB/s per worker, delay per event; ~3 minutes);
+#                                    # results in target/bench/only-streaming/
 #
 # Other options go to the runner (python3 scripts/bench/run.py --help): --rounds N,
-# --seconds S, --fixed-rounds N, --fixed-seconds S, --no-pin, --out DIR.
+# --seconds S, --fixed-rounds N, --fixed-seconds S, --stream-rounds N, --stream-seconds S,
+# --skip-streaming, --no-pin, --out DIR.
 # AIRLOCK_SKIP_SETUP=1 skips scripts/setup.sh; AIRLOCK_BENCH_SKIP_BUILD=1 uses the
 # binaries already built; AIRLOCK_BENCH_SKIP_MASK=1 skips the native masking benchmark.
 #
@@ -23,11 +27,16 @@ cd "$root"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 quick=0
+only=""
+prev=""
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --only=*) only="${arg#--only=}" ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   esac
+  [ "$prev" = --only ] && only="$arg"
+  prev="$arg"
 done
 
 [ "${AIRLOCK_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh
@@ -54,7 +63,8 @@ if [ "${AIRLOCK_BENCH_SKIP_BUILD:-}" != 1 ]; then
 fi
 
 mask_out=""
-if [ "${AIRLOCK_BENCH_SKIP_MASK:-}" != 1 ] && [ -f filter/benches/mask.rs ]; then
+# The native masking micro-benchmark belongs to the full run, not to `--only streaming`.
+if [ "${AIRLOCK_BENCH_SKIP_MASK:-}" != 1 ] && [ -z "$only" ] && [ -f filter/benches/mask.rs ]; then
   mask_out="$out/mask-bench.txt"
   log "native masking micro-benchmark: cargo bench -p airlock-filter --bench mask"
   # Pinned to one CPU like an Envoy worker; the quick run only takes the dense-PII cases.

@@ -14,6 +14,8 @@
 //! | `delay_ms` | 20 | pause between writes |
 //! | `write_bytes` | 0 | also cut each SSE event into writes of at most this many bytes (0: one write per event) |
 //! | `demo_text` | [`chat_text`] | the answer to stream |
+//! | `repeat` | 1 | the answer this many times over, so a short text makes a long stream (benchmarks) |
+//! | `stamp` | false | each event carries its send time, for delay measurements (see [`stamp_event`]) |
 //!
 //! With `"stream": true` the answer is `text/event-stream` in OpenAI's exact chunk
 //! format: a first chunk with the role, one chunk per piece of content, a chunk with
@@ -253,10 +255,17 @@ pub async fn chat_completions(Query(query): Query<HashMap<String, String>>, body
             }
         }
     };
-    let opts = match chat_options(&req, &query) {
+    let mut opts = match chat_options(&req, &query) {
         Ok(o) => o,
         Err(msg) => return openai_error(StatusCode::BAD_REQUEST, &msg),
     };
+    let bench = match bench_options(&req, &query, &opts.text) {
+        Ok(b) => b,
+        Err(msg) => return openai_error(StatusCode::BAD_REQUEST, &msg),
+    };
+    if bench.repeat > 1 {
+        opts.text = opts.text.repeat(bench.repeat);
+    }
     let id = format!("chatcmpl-demo{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let created = unix_now();
     let messages = req.get("messages").cloned().unwrap_or(Value::Null);
@@ -264,8 +273,87 @@ pub async fn chat_completions(Query(query): Query<HashMap<String, String>>, body
         let body = chat_completion(&opts, &id, created, &messages).to_string();
         return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
+    if bench.stamp {
+        return stamped(chat_events(&opts, &id, created, &messages), opts.delay);
+    }
     let writes = cut_writes(chat_events(&opts, &id, created, &messages), opts.write_bytes);
     streamed(writes, opts.delay, "text/event-stream")
+}
+
+/// Largest answer `repeat` may make, in characters.
+const MAX_REPEATED_CHARS: usize = 64 << 20;
+
+/// The benchmark options of a streamed answer (`scripts/bench/stream.py`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// The answer is the text this many times over.
+    pub repeat: usize,
+    /// Every event is stamped when it is written ([`stamp_event`]).
+    pub stamp: bool,
+}
+
+/// Reads `repeat` and `stamp` from the request body or query (the body wins), like
+/// [`chat_options`]; `text` is the answer to repeat. The error is the client-facing message.
+pub fn bench_options(body: &Value, query: &HashMap<String, String>, text: &str) -> Result<BenchOptions, String> {
+    let get = |name: &str| body.get(name).cloned().or_else(|| query.get(name).map(|s| Value::String(s.clone())));
+    let chars = text.chars().count().max(1);
+    let max = MAX_REPEATED_CHARS / chars;
+    let bad = || format!("repeat must be an integer from 1 to {max} (at most {MAX_REPEATED_CHARS} characters)");
+    let repeat = match get("repeat") {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(bad)?,
+        Some(Value::String(s)) => s.trim().parse::<usize>().map_err(|_| bad())?,
+        Some(_) => return Err(bad()),
+    };
+    if repeat == 0 || repeat > max {
+        return Err(bad());
+    }
+    let stamp = match get("stamp") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) => s == "true",
+        Some(_) => return Err("stamp must be a boolean".into()),
+    };
+    Ok(BenchOptions { repeat, stamp })
+}
+
+/// An SSE event of [`chat_events`] with `"airlock_seq": seq` (its index in the stream) and
+/// `"airlock_sent": S.NNNNNNNNN` (seconds and nanoseconds since the Unix epoch of `at`) as
+/// the first members of its JSON; `data: [DONE]` is returned as it is.
+///
+/// The time is the wall clock (`CLOCK_REALTIME` on Linux), which every process on the
+/// machine reads alike, so a client on the same machine can subtract it from its own
+/// reading (Python's `time.time_ns()`). A number with a fraction is not a value any
+/// detector masks, so the stamp passes a masking proxy unchanged.
+pub fn stamp_event(event: &str, seq: usize, at: SystemTime) -> String {
+    let Some(rest) = event.strip_prefix("data: {") else {
+        return event.to_string();
+    };
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("data: {{\"airlock_seq\":{seq},\"airlock_sent\":{}.{:09},{rest}", since.as_secs(), since.subsec_nanos())
+}
+
+/// Like [`streamed`], one event per write, each stamped ([`stamp_event`]) just before it
+/// is handed to the connection, after the pause.
+fn stamped(events: Vec<String>, delay: Duration) -> Response {
+    let body =
+        futures_util::stream::unfold((events.into_iter().enumerate(), true), move |(mut it, first)| async move {
+            let (seq, event) = it.next()?;
+            if !first && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let write = Bytes::from(stamp_event(&event, seq, SystemTime::now()));
+            Some((Ok::<Bytes, Infallible>(write), (it, false)))
+        });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// Cuts every event into writes of at most `write_bytes` bytes (0: whole events).

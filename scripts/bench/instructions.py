@@ -14,6 +14,11 @@ under valgrind (about 2.5 minutes for Airlock, whose 2 MB module V8 compiles wit
 TurboFan); the measurement itself takes seconds.
 
     python3 scripts/bench/instructions.py [--work target/bench/work] [--requests 500]
+    python3 scripts/bench/instructions.py --variants bare,airlock --scenarios sse   # streaming only
+
+The `sse` scenario (the streaming suite's bulk SSE stream of small chat deltas, masked on
+Airlock) is counted per MB of upstream body instead of per request: `--streams` streams
+after one warm-up stream.
 
 It reuses what the last `bash scripts/bench.sh` left in target/bench/work: the rendered
 bootstraps, the request bodies and the token (valid for 2 hours after that run).
@@ -32,10 +37,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procs import BenchError, Processes, http_get, wait_for_line  # noqa: E402
 from run import FILTER_KEY, ROOT, UPSTREAM_TOKEN, envoy_bin, start_service  # noqa: E402
+import stream  # noqa: E402
 
 VARIANTS = [("bare", "bare Envoy"), ("trivial", "trivial Wasm"), ("native", "jwt_authn+rbac+lua"),
             ("airlock", "Airlock, audit off"), ("airlock-audit", "Airlock, audit to the control service")]
 SCENARIOS = [("get", "GET", "/health", None), ("post", "POST", "/echo/tool", "post.json")]
+# The native anchor has no rule for the streaming paths (it answers 403).
+SSE_VARIANTS = {"bare", "trivial", "airlock", "airlock-audit"}
 
 
 def ports(bootstrap):
@@ -114,7 +122,17 @@ def with_slow_audit_flush(bootstrap):
     return path
 
 
-def measure_variant(procs, envoy, work, variant, token, n, audited):
+def sse_stream(port, token, n):
+    """`n` whole SSE streams on one connection (the stream client of stream.py): body bytes."""
+    sid, _, method, path, body = stream.streams()[0]
+    assert sid == "sse"
+    res = stream.fetch(port, method, path, {"authorization": token}, body, 0, min_requests=n)
+    if res["statuses"] != {200: n}:
+        raise BenchError(f"sse: statuses {res['statuses']} (token expired? re-run `bash scripts/bench.sh`)")
+    return res["body_bytes"]
+
+
+def measure_variant(procs, envoy, work, variant, token, n, audited, scenarios, streams, sse_bytes):
     bootstrap = os.path.join(work, f"envoy-{variant}.yaml")
     if audited:
         bootstrap = with_slow_audit_flush(bootstrap)
@@ -143,17 +161,26 @@ def measure_variant(procs, envoy, work, variant, token, n, audited):
         time.sleep(1)
     startup = time.time() - started
     result = {"startup_s": round(startup, 1)}
-    for sid, method, path, body_name in SCENARIOS:
+    for sid, method, path, body_name in SCENARIOS + [("sse", None, None, None)]:
+        if sid not in scenarios or (sid == "sse" and variant not in SSE_VARIANTS):
+            continue
         body = os.path.join(work, body_name) if body_name else None
-        h2load(listen, method, path, token, body, 100)
+        if sid == "sse":
+            sse_stream(listen, token, 1)
+        else:
+            h2load(listen, method, path, token, body, 100)
         settle()
         before = set(os.listdir(work))
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
-        h2load(listen, method, path, token, body, n)
+        if sid == "sse":
+            sse_stream(listen, token, streams)
+        else:
+            h2load(listen, method, path, token, body, n)
         settle()
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
         _, total = dumped_total(prefix, before)
-        result[sid] = total // n
+        # Per request; the stream per MB (10^6 bytes) of the upstream's body.
+        result[sid] = total // n if sid != "sse" else int(total / (streams * sse_bytes / 1e6))
     procs.stop(proc, grace=30)
     return result
 
@@ -165,7 +192,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench", "instructions.json"))
     ap.add_argument("--variants", default=",".join(v for v, _ in VARIANTS),
                     help="comma-separated subset of: " + ", ".join(v for v, _ in VARIANTS))
+    ap.add_argument("--scenarios", default="get,post,sse", help="comma-separated subset of: get, post, sse")
+    ap.add_argument("--streams", type=int, default=3, help="SSE streams counted (sse scenario)")
     args = ap.parse_args()
+    scenarios = set(args.scenarios.split(","))
+    if scenarios - {"get", "post", "sse"}:
+        raise BenchError(f"unknown scenarios: {', '.join(sorted(scenarios - {'get', 'post', 'sse'}))}")
     for tool in ["valgrind", "callgrind_control", "h2load"]:
         if not shutil.which(tool):
             raise BenchError(f"{tool} is not installed (bash scripts/setup.sh installs it)")
@@ -181,6 +213,8 @@ def main():
             demo, "upstream", "--listen", f"127.0.0.1:{upstream_port}",
             "--db", os.path.join(work, "instructions-upstream.db"), "--threads", "1"])
         wait_for_line(up_log, "listening on", up, 30, "demo upstream")
+        # The stream's size as the upstream writes it (what "per MB" counts).
+        sse_bytes = sse_stream(upstream_port, token, 1) if "sse" in scenarios else 0
         service_bin = os.path.join(ROOT, "target", "release", "airlock")
         chosen = args.variants.split(",")
         unknown = set(chosen) - {v for v, _ in VARIANTS}
@@ -192,26 +226,42 @@ def main():
             # Audit records go to a real control service, as in the timed run; the shipping
             # (batches over dispatch_http_call) is part of what is counted.
             service = start_service(procs, argparse.Namespace(load_cpus=None), work, service_bin, port) if port else None
-            results[variant] = measure_variant(procs, envoy, work, variant, token, args.requests, port is not None)
+            results[variant] = measure_variant(procs, envoy, work, variant, token, args.requests, port is not None,
+                                               scenarios, args.streams, sse_bytes)
             if service:
                 procs.stop(service["proc"])
             print(f"[instructions] {label}: {results[variant]}", file=sys.stderr, flush=True)
     finally:
         procs.stop_all()
     with open(args.out, "w") as f:
-        json.dump({"requests": args.requests, "variants": results}, f, indent=2)
-    bare = results.get("bare")
-    print("| Variant | GET instructions/request | + vs bare | POST instructions/request | + vs bare |")
-    print("|---|---:|---:|---:|---:|")
-    for variant, label in VARIANTS:
-        r = results.get(variant)
-        if not r:
-            continue
-        cells = []
-        for sid, *_ in SCENARIOS:
-            extra = "–" if variant == "bare" or not bare else f"+{r[sid] - bare[sid]:,}"
-            cells += [f"{r[sid]:,}", extra]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        json.dump({"requests": args.requests, "streams": args.streams, "sse_bytes": sse_bytes,
+                   "variants": results}, f, indent=2)
+    bare = results.get("bare") or {}
+    cols = [(sid, method) for sid, method, *_ in SCENARIOS if sid in scenarios]
+    if cols:
+        print("| Variant | " + " | ".join(f"{m} instructions/request | + vs bare" for _, m in cols) + " |")
+        print("|---|" + "---:|---:|" * len(cols))
+        for variant, label in VARIANTS:
+            r = results.get(variant)
+            if not r:
+                continue
+            cells = []
+            for sid, _ in cols:
+                extra = "–" if variant == "bare" or sid not in bare else f"+{r[sid] - bare[sid]:,}"
+                cells += [f"{r[sid]:,}", extra]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+    if "sse" in scenarios:
+        print()
+        print(f"SSE stream of chat deltas ({sse_bytes / 1e6:.2f} MB, masked on Airlock), {args.streams} streams:")
+        print()
+        print("| Variant | instructions per MB | + vs bare |")
+        print("|---|---:|---:|")
+        for variant, label in VARIANTS:
+            r = results.get(variant) or {}
+            if "sse" not in r:
+                continue
+            extra = "–" if variant == "bare" or "sse" not in bare else f"+{r['sse'] - bare['sse']:,}"
+            print(f"| {label} | {r['sse']:,} | {extra} |")
 
 
 if __name__ == "__main__":

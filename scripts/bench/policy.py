@@ -10,7 +10,10 @@ The policy has 50 rules of mixed kinds, in the order Airlock evaluates them:
   * 10 deny rules on a JSON body field (POST only, so an allowed GET never needs the body),
   * 20 allow rules on groups + method + path; the three that the load actually hits come
     last, so every allowed request is checked against all rules before it.
-Anything else is denied (default deny).
+Anything else is denied (default deny). After the 50, two allows for the streaming
+scenarios (`scripts/bench/stream.py`), which no other scenario reaches: the LLM stream and
+the NDJSON stream, unmasked when the request carries the bench's opt-out header, masked
+otherwise (the native anchor has no masking and does not take part in those scenarios).
 
 Native anchor, and where it differs:
   * Airlock's first-match order "all denies, then allows, default deny" is expressed with
@@ -106,6 +109,18 @@ DECOY_ALLOWS = [
 MASKED_PATH = "/large"
 POST_PATH = "/echo"
 GET_PATH = "/health"
+# The streaming scenarios: the demo upstream's OpenAI-compatible SSE endpoint and NDJSON.
+SSE_PATH = "/v1/chat/completions"
+NDJSON_PATH = "/ndjson"
+STREAM_PATHS_REGEX = r"^/(v1/chat/completions|ndjson)$"
+UNMASKED_HEADER = ("x-bench-unmasked", "1")
+
+
+def _stream_rules():
+    when = {"groups": {"any_of": [BENCH_GROUP]}, "methods": ["GET", "POST"], "path": {"regex": STREAM_PATHS_REGEX}}
+    unmasked = dict(when, headers=[{"name": UNMASKED_HEADER[0], "exact": UNMASKED_HEADER[1]}])
+    return [{"name": "allow-stream-unmasked", "action": "allow", "when": unmasked},
+            {"name": "allow-stream-masked", "action": "allow", "mask": "pii", "when": when}]
 
 
 def _airlock_rules():
@@ -149,7 +164,7 @@ def airlock_config(jwks, control=None, audit=None):
             "cluster": "outbound|8080||customer-db.agents.svc.cluster.local",
             "credential": {"type": "bearer", "token": {"env": UPSTREAM_TOKEN_ENV}},
         }],
-        "rules": _airlock_rules(),
+        "rules": _airlock_rules() + _stream_rules(),
         "default_action": "deny",
     }
     if control is not None:

@@ -11,8 +11,13 @@ medians would.
 """
 
 import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import stream  # noqa: E402
 
 VARIANT_NAMES = {"bare": "bare Envoy", "trivial": "trivial Wasm", "native": "jwt_authn+rbac+lua",
                  "airlock": "Airlock", "airlock-noaudit": "Airlock, audit off"}
@@ -101,6 +106,13 @@ def render(results):
                                     "*Airlock, audit off* is the same policy without it."
                                     if st.get("airlock_audit") else "no audit shipping (this filter build has none)."))
     L.append("")
+    if results.get("only") == "streaming":
+        L.append(stream.render(results["streaming"]))
+        L.append("### Targets")
+        L.append("")
+        L.extend(stream.targets(results["streaming"]))
+        L.append("")
+        return "\n".join(L) + "\n"
     L.append("### All scenarios (medians)")
     L.append("")
     L.append("| Scenario | Variant | req/s | × bare | p50 ms | p99 ms | Envoy CPU µs/req | CPU × bare | +CPU µs vs bare | non-2xx |")
@@ -208,6 +220,9 @@ def render(results):
             L.append(f"| {row['case']} | {row['mb_per_s']:,.1f} |")
         L.append("")
 
+    if results.get("streaming"):
+        L.append(stream.render(results["streaming"]))
+
     L.append("### Summary (one line per scenario; ratios are req/s relative to bare Envoy, median of per-round ratios)")
     L.append("")
     L.append("```")
@@ -253,6 +268,8 @@ def render(results):
                  f"{verdict(au['lost'] == 0 and (whole or 0) == 0)}.")
     else:
         L.append("- No audit record lost: not measured (see above).")
+    if results.get("streaming"):
+        L.extend(stream.targets(results["streaming"]))
     L.append("")
     return "\n".join(L) + "\n"
 

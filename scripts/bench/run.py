@@ -13,8 +13,13 @@ One run:
     variant alike; medians over rounds;
  4. latency at a fixed rate (half of Airlock's peak) with h2load, interleaved the same way;
  5. memory: Envoy RSS idle and under 1,000 concurrent connections;
- 6. audit shipping and approval latency, when the filter supports them (hooks below);
- 7. writes target/bench/results.json, runs.csv and report.md.
+ 6. streaming masking (scripts/bench/stream.py): MB/s per worker on an SSE stream of
+    small deltas and on NDJSON, and the delay added per event, bare Envoy against Airlock;
+ 7. audit shipping and approval latency, when the filter supports them (hooks below);
+ 8. writes target/bench/results.json, runs.csv and report.md.
+
+`--only streaming` runs step 6 alone (bare Envoy and Airlock only; a few minutes);
+`--skip-streaming` runs everything else.
 
 Envoy CPU per request is the process's utime+stime delta (/proc/<pid>/stat) divided by
 the requests of the run: it does not depend on who else held the CPU.
@@ -37,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402
 import policy  # noqa: E402
 import report  # noqa: E402
+import stream  # noqa: E402
 from procs import BenchError, Envoy, Processes, free_port, http_get, wait_for_line  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -491,6 +497,35 @@ def memory(ctx, seconds, log):
     return out
 
 
+def core_scenarios(ctx, scens, knobs, log):
+    """Steps 2-5 of the docstring: checks, peak throughput, fixed rate, memory.
+    Returns (findings, runs, fixed-rate runs, memory, fixed rate)."""
+    rounds, seconds = knobs["rounds"], knobs["seconds"]
+    fixed_rounds, fixed_seconds = knobs["fixed_rounds"], knobs["fixed_seconds"]
+    scripts = ctx["scripts"]
+    log("checking every variant answers as expected")
+    findings = check_variants(ctx, scens)
+    for f in findings:
+        log(f"  FINDING: {f}")
+    log("warm-up")
+    for sc in scens:
+        for v in sc["variants"]:
+            load.run_wrk(ctx["url"](v, sc["path"]), scripts[sc["id"]], sc["conns"], 1, ctx["load_cpus"])
+
+    log(f"peak throughput: {rounds} rounds x {sum(len(s['variants']) for s in scens)} runs of {seconds:g} s")
+    runs = throughput_rounds(ctx, scens, rounds, seconds, log)
+
+    peak = report.median([r["rps"] for r in runs if r["scenario"] == "get" and r["variant"] == "airlock"])
+    rate = max(100, int(peak / 2))
+    log(f"latency at a fixed {rate} req/s (half of Airlock's peak): {fixed_rounds} rounds")
+    fixed = fixed_rate_rounds(ctx, rate, fixed_rounds, fixed_seconds, log)
+
+    log("memory")
+    mem = memory(ctx, knobs["mem_seconds"], log)
+
+    return findings, runs, fixed, mem, rate
+
+
 def mask_bench(path):
     """The table printed by `cargo bench -p airlock-filter --bench mask` (run by bench.sh):
     a header line naming the columns (`case  bytes  MB/s  masked`), then one row per case
@@ -553,21 +588,29 @@ def main():
     ap.add_argument("--fixed-seconds", type=int, help="seconds per fixed-rate run (default 5; quick 2)")
     ap.add_argument("--fixed-rounds", type=int, help="fixed-rate rounds (default 3; quick 1)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin Envoy to CPU 0 and the load to CPU 1")
-    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
+    ap.add_argument("--out", help="results directory (default target/bench; target/bench/only-streaming with --only)")
     ap.add_argument("--mask-bench-output", help="output file of the native masking micro-benchmark")
     ap.add_argument("--command", default="bash scripts/bench.sh", help="recorded in the report")
+    ap.add_argument("--only", choices=["streaming"], help="run only these scenarios (streaming masking)")
+    ap.add_argument("--skip-streaming", action="store_true", help="leave out the streaming-masking scenarios")
+    ap.add_argument("--stream-rounds", type=int, help="streaming rounds (default: --rounds)")
+    ap.add_argument("--stream-seconds", type=float, help="seconds per streaming throughput run (default 3; quick 1)")
     args = ap.parse_args()
+    core = args.only is None
+    with_streaming = args.only == "streaming" or not args.skip_streaming
     rounds = args.rounds or (1 if args.quick else 5)
     seconds = args.seconds or (1 if args.quick else 3)
     fixed_seconds = args.fixed_seconds or (2 if args.quick else 5)
     fixed_rounds = args.fixed_rounds or (1 if args.quick else 3)
     mem_seconds = 2 if args.quick else 5
+    stream_rounds = args.stream_rounds or rounds
+    stream_seconds = args.stream_seconds or (1 if args.quick else 3)
     args.envoy_cpus = None if args.no_pin else ENVOY_CPUS
     args.load_cpus = None if args.no_pin else LOAD_CPUS
     if (os.cpu_count() or 1) < 2:
         args.envoy_cpus = args.load_cpus = None
 
-    out_dir = args.out
+    out_dir = args.out or os.path.join(ROOT, "target", "bench", *(["only-" + args.only] if args.only else []))
     work = os.path.join(out_dir, "work")
     logs = os.path.join(out_dir, "logs")
     for d in (out_dir, work, logs):
@@ -634,7 +677,7 @@ def main():
             return write(os.path.join(work, f"envoy-{name}.yaml"), text), vals
 
         envoys, rss_start = {}, {}
-        for v in ("bare", "trivial", "native"):
+        for v in ("bare", "trivial", "native") if core else ("bare",):
             path, vals = boots[v]
             envoys[v] = Envoy(procs, v, envoy_path, path, vals["ADMIN_PORT"], vals["LISTEN_PORT"], 1,
                               args.envoy_cpus, env=envoy_env)
@@ -650,8 +693,9 @@ def main():
             log("airlock: the filter accepted the control/audit sections: audit shipping is on")
             # The same policy without the control service, to show what auditing costs.
             path, vals = airlock_boot(False)
-            envoys["airlock-noaudit"] = Envoy(procs, "airlock-noaudit", envoy_path, path, vals["ADMIN_PORT"],
-                                              vals["LISTEN_PORT"], 1, args.envoy_cpus, env=envoy_env)
+            if core:
+                envoys["airlock-noaudit"] = Envoy(procs, "airlock-noaudit", envoy_path, path, vals["ADMIN_PORT"],
+                                                  vals["LISTEN_PORT"], 1, args.envoy_cpus, env=envoy_env)
         except BenchError as e:
             procs.stop(candidate.proc)
             why = [ln.split("wasm log", 1)[-1].strip() for ln in str(e).splitlines() if "critical" in ln and "wasm log" in ln]
@@ -667,7 +711,7 @@ def main():
             rss_start[v] = e.rss_kib()
         log("envoys ready: " + ", ".join(f"{v} :{e.listen_port}" for v, e in envoys.items()))
 
-        scens = scenarios(work)
+        scens = scenarios(work) if core else []
         if "airlock-noaudit" in envoys:
             scens[0]["variants"] = scens[0]["variants"] + ["airlock-noaudit"]
             scens[0]["expect"]["airlock-noaudit"] = 200
@@ -683,29 +727,29 @@ def main():
                "url": lambda v, p: f"http://127.0.0.1:{envoys[v].listen_port}{p}", "service": service,
                "service_bin": service_bin, "rss_start": rss_start}
 
-        log("checking every variant answers as expected")
-        findings = check_variants(ctx, scens)
-        for f in findings:
-            log(f"  FINDING: {f}")
-        log("warm-up")
-        for sc in scens:
-            for v in sc["variants"]:
-                load.run_wrk(ctx["url"](v, sc["path"]), scripts[sc["id"]], sc["conns"], 1, args.load_cpus)
+        findings, runs, fixed, mem, rate = [], [], [], {}, None
+        if core:
+            knobs = {"rounds": rounds, "seconds": seconds, "fixed_rounds": fixed_rounds,
+                     "fixed_seconds": fixed_seconds, "mem_seconds": mem_seconds}
+            findings, runs, fixed, mem, rate = core_scenarios(ctx, scens, knobs, log)
 
-        log(f"peak throughput: {rounds} rounds x {sum(len(s['variants']) for s in scens)} runs of {seconds:g} s")
-        runs = throughput_rounds(ctx, scens, rounds, seconds, log)
-
-        peak = report.median([r["rps"] for r in runs if r["scenario"] == "get" and r["variant"] == "airlock"])
-        rate = max(100, int(peak / 2))
-        log(f"latency at a fixed {rate} req/s (half of Airlock's peak): {fixed_rounds} rounds")
-        fixed = fixed_rate_rounds(ctx, rate, fixed_rounds, fixed_seconds, log)
-
-        log("memory")
-        mem = memory(ctx, mem_seconds, log)
+        streaming = None
+        if with_streaming:
+            hdrs = {"authorization": f"Bearer {token}"}
+            ctx_stream = {"envoys": dict(envoys, **{"airlock-unmasked": envoys["airlock"]}), "work": work,
+                          "load_cpus": args.load_cpus,
+                          "variants": [("bare", envoys["bare"].listen_port, hdrs),
+                                       ("airlock", envoys["airlock"].listen_port, hdrs),
+                                       ("airlock-unmasked", envoys["airlock"].listen_port,
+                                        dict(hdrs, **{policy.UNMASKED_HEADER[0]: policy.UNMASKED_HEADER[1]}))]}
+            streaming = stream.measure(ctx_stream, stream_rounds, stream_seconds, log)
 
         audit = dict(audit_support)
         approvals = {"supported": False, "why": "needs the filter's control-service wiring (see audit)"}
-        if audit_support["supported"] and service["proc"].poll() is not None:
+        if not core:
+            audit = {"supported": False, "why": "not measured in this run (--only streaming)"}
+            approvals = dict(audit)
+        elif audit_support["supported"] and service["proc"].poll() is not None:
             audit = {"supported": False, "why": f"the control service exited (status {service['proc'].returncode}) "
                      "during the run, stopped from outside the suite; see logs/control.log"}
             approvals = {"supported": False, "why": audit["why"]}
@@ -723,7 +767,8 @@ def main():
             log(f"  {approvals}")
 
         results = {
-            "command": args.command + (" --quick" if args.quick else ""),
+            "command": (args.command + (" --quick" if args.quick else "")
+                        + (f" --only {args.only}" if args.only else "")),
             "machine": facts,
             "settings": {"rounds": rounds, "seconds": seconds, "fixed_rounds": fixed_rounds,
                          "fixed_seconds": fixed_seconds, "fixed_rate": rate, "envoy_concurrency": 1,
@@ -739,6 +784,8 @@ def main():
             "approvals": approvals,
             "mask_bench": mask_bench(args.mask_bench_output),
             "findings": findings,
+            "only": args.only,
+            "streaming": streaming,
             "duration_s": time.time() - started,
         }
     finally:

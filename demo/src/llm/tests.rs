@@ -230,3 +230,50 @@ fn the_stream_arrives_incrementally_over_http() {
     assert!(head.to_ascii_lowercase().contains("content-type: application/x-ndjson"), "{head}");
     assert_eq!(body, ndjson_lines(4).concat());
 }
+
+#[test]
+fn bench_options_repeat_the_answer_and_stamp_events() {
+    let q = HashMap::from([("repeat".to_string(), "3".to_string())]);
+    assert_eq!(bench_options(&json!({}), &q, "ab").unwrap(), BenchOptions { repeat: 3, stamp: false });
+    let b = bench_options(&json!({"repeat": 2, "stamp": true}), &q, "ab").unwrap();
+    assert_eq!(b, BenchOptions { repeat: 2, stamp: true });
+    assert_eq!(bench_options(&json!({}), &HashMap::new(), "ab").unwrap().repeat, 1);
+    for bad in [json!({"repeat": 0}), json!({"repeat": -1}), json!({"repeat": "x"}), json!({"stamp": 1})] {
+        assert!(bench_options(&bad, &HashMap::new(), "ab").is_err(), "{bad}");
+    }
+    // The cap is on the repeated answer's characters.
+    assert!(bench_options(&json!({"repeat": MAX_REPEATED_CHARS / 4 + 1}), &HashMap::new(), "abcd").is_err());
+    assert!(bench_options(&json!({"repeat": MAX_REPEATED_CHARS / 4}), &HashMap::new(), "abcd").is_ok());
+}
+
+#[test]
+fn a_stamped_event_is_the_same_chunk_with_its_sequence_number_and_exact_send_time() {
+    let events = chat_events(&opts(json!({"stream": true})), "chatcmpl-x", 1, &Value::Null);
+    let at = UNIX_EPOCH + Duration::new(1_700_000_000, 4_005);
+    for (seq, event) in events.iter().enumerate() {
+        let stamped = stamp_event(event, seq, at);
+        if event == "data: [DONE]\n\n" {
+            assert_eq!(&stamped, event);
+            continue;
+        }
+        let data = stamped.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+        assert!(data.starts_with(&format!("{{\"airlock_seq\":{seq},\"airlock_sent\":1700000000.000004005,")));
+        let mut v: Value = serde_json::from_str(data).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        assert_eq!(obj.remove("airlock_seq"), Some(json!(seq)));
+        assert!(obj.remove("airlock_sent").unwrap().is_f64());
+        let original: Value = serde_json::from_str(event.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(v, original);
+    }
+}
+
+#[test]
+fn a_repeated_stamped_stream_arrives_whole_over_http() {
+    let addr = serve();
+    let body = r#"{"stream":true,"chunk_size":5,"delay_ms":1,"repeat":3,"stamp":true,"demo_text":"one two three "}"#;
+    let (head, body, _, _) = request(addr, "POST", "/v1/chat/completions", body);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let events: Vec<String> = body.split_inclusive("\n\n").map(str::to_string).collect();
+    assert_eq!(contents(&events).concat(), "one two three ".repeat(3));
+    assert_eq!(body.matches("\"airlock_sent\":").count(), events.len() - 1);
+}
