@@ -9,7 +9,21 @@
 //! that do not decode (a lone surrogate, `&#xZZ;`, `%4`, an unknown entity) stay as they
 //! are. A leaf module.
 
-use memchr::memchr3;
+/// Bytes that may start an escape: `\\`, `&`, `%`. A table rather than `memchr3`: most
+/// strings this runs on are a few bytes long, where a vector search's setup costs more
+/// than a byte loop (measured on dense JSON rows: about 1.5× the instructions).
+#[allow(clippy::indexing_slicing)]
+static STARTS: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\\' as usize] = true;
+    t[b'&' as usize] = true;
+    t[b'%' as usize] = true;
+    t
+};
+
+fn next_start(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| STARTS.get(usize::from(c)).copied().unwrap_or(false))
+}
 
 /// A decoded view of a source text, with the way back to the source's byte offsets.
 #[derive(Debug, Default)]
@@ -24,10 +38,10 @@ pub(super) struct Decoded {
 
 impl Decoded {
     /// Decodes `s` into this view; false (and the view left meaningless) when `s` holds
-    /// nothing to decode, the common case, which costs one `memchr3` over it.
+    /// nothing to decode, the common case, which costs one look at each byte.
     pub(super) fn decode(&mut self, s: &str) -> bool {
         let b = s.as_bytes();
-        let Some(first) = memchr3(b'\\', b'&', b'%', b) else {
+        let Some(first) = next_start(b) else {
             return false;
         };
         self.text.clear();
@@ -37,7 +51,7 @@ impl Decoded {
         let mut i = first;
         while i < b.len() {
             let Some((c, len)) = decode_at(b, i) else {
-                i += 1 + memchr3(b'\\', b'&', b'%', b.get(i + 1..).unwrap_or_default()).unwrap_or(b.len());
+                i += 1 + next_start(b.get(i + 1..).unwrap_or_default()).unwrap_or(b.len());
                 continue;
             };
             self.push_source(s, plain, i);

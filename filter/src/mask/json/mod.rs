@@ -46,6 +46,7 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
         view: Decoded::default(),
         pending: vec![Pending::Stale; profile.custom.len()],
         custom_in_body: profile.custom_in_body(src),
+        refs_in_body: memchr::memchr2(b'&', b'%', src.as_bytes()).is_some(),
     };
     w.drop_ws();
     w.value(0, profile.pointers.root())?;
@@ -74,6 +75,10 @@ struct Walker<'p, 'a> {
     pending: Vec<Pending>,
     /// Custom detectors worth running on escape-free strings of this body.
     custom_in_body: u32,
+    /// Whether the body holds a `&` or `%` anywhere: if not, an escape-free string has
+    /// nothing a reader could decode further (its `\\` would be an escape), and the
+    /// per-string look for one is skipped. Dense JSON rows rarely have either.
+    refs_in_body: bool,
 }
 
 impl<'a> Walker<'_, 'a> {
@@ -222,10 +227,27 @@ impl<'a> Walker<'_, 'a> {
     fn mask_string(&mut self, tok: StrToken) {
         let p = self.p;
         let inner: &'a str = self.src.get(tok.start + 1..tok.end - 1).unwrap_or_default();
+        if tok.escaped || self.refs_in_body {
+            return self.mask_decoded_string(tok, inner);
+        }
+        // The common case: the body's own bytes, with nothing a reader would decode.
+        let custom = self.custom_in_body;
+        // Look-ahead storage is only needed (and only taken) when custom detectors run.
+        let mut pending = if custom == 0 { Vec::new() } else { std::mem::take(&mut self.pending) };
+        if let Some((first, rest)) = p.detections(inner, custom, pending.as_mut_slice()) {
+            self.write_masked(tok, inner, std::iter::once(first).chain(rest));
+        }
+        if custom != 0 {
+            self.pending = pending;
+        }
+    }
+
+    /// A string whose text is decoded (JSON escapes), or that may hold escapes a reader
+    /// decodes further (`&#64;`, `%40`): detections are looked for in both views.
+    fn mask_decoded_string(&mut self, tok: StrToken, inner: &str) {
+        let p = self.p;
         // Decoded text is not in the body, so the body-wide custom gate does not apply.
         let custom = if tok.escaped { ALL_CUSTOM } else { self.custom_in_body };
-        // Look-ahead storage is only needed (and only taken) when custom detectors run,
-        // which they may on a decoded view whatever the gate says.
         let has_custom = !p.custom.is_empty();
         let mut pending = if has_custom { std::mem::take(&mut self.pending) } else { Vec::new() };
         let pending_slots = pending.as_mut_slice();
