@@ -9,6 +9,7 @@ pub mod config_check;
 pub mod config_error;
 pub mod control;
 pub mod credentials;
+pub mod decompress;
 pub mod flow;
 pub mod headers;
 pub mod hold;

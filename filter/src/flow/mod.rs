@@ -42,6 +42,7 @@ use std::rc::Rc;
 use airlock_wire::Decision;
 
 use crate::authenticate::{unauthenticated, Authentication};
+use crate::decompress::{Coding, Decoder};
 use crate::hold::HoldBy;
 use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
@@ -71,9 +72,10 @@ enum State {
     Forwarded { mask: Option<usize> },
     /// Buffering the response body to mask it whole; with the hold in Envoy its headers
     /// wait too (`held`), so the status and `content-length` can still be set.
-    MaskingResponse { profile: usize, is_json: bool, body: BodyBuffer, held: bool },
+    MaskingResponse { profile: usize, is_json: bool, coding: Option<Coding>, body: BodyBuffer, held: bool },
     /// Masking a streamed response chunk by chunk.
-    StreamingResponse { profile: usize, masker: Box<StreamMasker> },
+    /// A compressed stream is decoded first (`decoder`).
+    StreamingResponse { profile: usize, masker: Box<StreamMasker>, decoder: Option<Box<Decoder>> },
     /// A response that could not be masked was cut: nothing more of it passes.
     Severed,
     /// Answered by the filter, or the response needs nothing more.
@@ -173,8 +175,8 @@ impl RequestFlow {
         let is_head = self.request.method().eq_ignore_ascii_case("HEAD");
         match response::plan(&self.vm, host, end_of_stream, is_head) {
             Plan::PassThrough => Next::Continue,
-            Plan::Buffer { is_json } => self.settle(host, Step::MaskResponse { profile, is_json }),
-            Plan::Stream(kind) => self.settle(host, Step::StreamResponse { profile, kind }),
+            Plan::Buffer { is_json, coding } => self.settle(host, Step::MaskResponse { profile, is_json, coding }),
+            Plan::Stream(kind, coding) => self.settle(host, Step::StreamResponse { profile, kind, coding }),
             Plan::Refuse(reply) => self.settle(host, Step::Refuse(reply)),
         }
     }
@@ -182,8 +184,9 @@ impl RequestFlow {
     pub fn on_response_body(&mut self, host: &mut dyn Host, buffered: usize, end_of_stream: bool) -> Next {
         let progress = match &mut self.state {
             State::MaskingResponse { body, .. } => body.on_data(buffered, end_of_stream),
-            State::StreamingResponse { profile, masker } => {
-                let masked = response::mask_chunk(&self.vm, host, *profile, masker, buffered, end_of_stream);
+            State::StreamingResponse { profile, masker, decoder } => {
+                let decoder = decoder.as_deref_mut();
+                let masked = response::mask_chunk(&self.vm, host, *profile, masker, decoder, buffered, end_of_stream);
                 return self.streamed(host, masked, end_of_stream);
             }
             State::Severed => {
@@ -287,13 +290,14 @@ impl RequestFlow {
                 self.state = State::AwaitingApproval { call, pending };
                 Next::Pause
             }
-            Step::MaskResponse { profile, is_json } => {
+            Step::MaskResponse { profile, is_json, coding } => {
                 // With the hold in Envoy the headers wait for the masked body: a refusal
                 // gets its real status, and the masked body its real length.
                 let held = vm.config.hold.by == HoldBy::Envoy;
                 self.state = State::MaskingResponse {
                     profile,
                     is_json,
+                    coding,
                     body: BodyBuffer::new(vm.config.response_body_limit),
                     held,
                 };
@@ -303,9 +307,10 @@ impl RequestFlow {
                     Next::Continue
                 }
             }
-            Step::StreamResponse { profile, kind } => {
+            Step::StreamResponse { profile, kind, coding } => {
                 let masker = Box::new(StreamMasker::new(kind, StreamLimits::default()));
-                self.state = State::StreamingResponse { profile, masker };
+                let decoder = coding.map(|c| Box::new(Decoder::new(c, u64::MAX)));
+                self.state = State::StreamingResponse { profile, masker, decoder };
                 Next::Continue
             }
             Step::Finished => {
@@ -422,10 +427,10 @@ impl RequestFlow {
             Progress::OverLimit => return self.settle(host, Step::Refuse(response::too_large())),
             Progress::Complete(len) => len,
         };
-        let State::MaskingResponse { profile, is_json, held, .. } = self.state else {
+        let State::MaskingResponse { profile, is_json, coding, held, .. } = self.state else {
             return Next::Continue;
         };
-        match response::mask(&self.vm, host, profile, is_json, len) {
+        match response::mask(&self.vm, host, profile, is_json, coding, len) {
             Ok(masked) => {
                 if held {
                     host.set_response_header("content-length", &masked.len.to_string());

@@ -2,11 +2,13 @@
 //! can still change; then mask streams (SSE, NDJSON) as they arrive, and buffer any other
 //! body to mask it whole.
 //!
-//! Compressed bodies are refused: Airlock removes `accept-encoding` from requests on masked
-//! routes, so a compliant upstream answers uncompressed; whatever still names a coding in
-//! `content-encoding` cannot be masked as it is, and is never passed through.
+//! Compressed bodies: Airlock removes `accept-encoding` from requests on masked routes, so
+//! a compliant upstream answers uncompressed. A `gzip` or `deflate` answer all the same is
+//! decoded (bounded, see `decompress`), masked and sent decoded; any other coding cannot be
+//! masked as it is, and is refused rather than passed through.
 
 use crate::audit;
+use crate::decompress::{Coding, DecodeError, Decoder, Encoding};
 use crate::host::Host;
 use crate::mask::MaskError;
 use crate::reply::{Code, Reply};
@@ -18,11 +20,13 @@ pub enum Plan {
     /// Nothing to mask (no body).
     PassThrough,
     /// Buffer the body; `content-length` is gone, since masking changes the size.
+    /// `coding`: decoded first (`content-encoding` is gone too).
     Buffer {
         is_json: bool,
+        coding: Option<Coding>,
     },
-    /// Mask the body as it streams; `content-length` is gone.
-    Stream(StreamKind),
+    /// Mask the body as it streams, decoded first if `Some`; `content-length` is gone.
+    Stream(StreamKind, Option<Coding>),
     Refuse(Reply),
 }
 
@@ -36,11 +40,11 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
     if end_of_stream {
         return Plan::PassThrough;
     }
-    if let Some(encoding) = host.response_header("content-encoding") {
-        if let Some(reply) = still_encoded(&encoding) {
-            return Plan::Refuse(reply);
-        }
-    }
+    let coding = match host.response_header("content-encoding").as_deref().map(crate::decompress::encoding) {
+        None | Some(Encoding::Identity) => None,
+        Some(Encoding::Decode(coding)) => Some(coding),
+        Some(Encoding::Unsupported(codings)) => return Plan::Refuse(still_encoded(&codings)),
+    };
     let content_type = host.response_header("content-type").unwrap_or_default().to_ascii_lowercase();
     // Before streams too: a stream in another charset would only fail once its headers
     // are gone, and the client would get a 200 and a cut connection.
@@ -51,30 +55,42 @@ pub fn plan(vm: &VmState, host: &mut dyn Host, end_of_stream: bool, is_head: boo
     }
     if let Some(kind) = StreamKind::from_content_type(&content_type) {
         host.remove_response_header("content-length");
-        return Plan::Stream(kind);
+        drop_coding(host, coding);
+        return Plan::Stream(kind, coding);
     }
+    // Compressed, the declared length is a lower bound of what the masker must hold.
     let declared = host.response_header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|len| len > vm.config.response_body_limit) {
         return Plan::Refuse(too_large());
     }
     let is_json = content_type.contains("json");
     host.remove_response_header("content-length");
-    Plan::Buffer { is_json }
+    drop_coding(host, coding);
+    Plan::Buffer { is_json, coding }
 }
 
-/// A `content-encoding` naming a coding (any but `identity`, in any case, with any
-/// spacing, stacked or not): the body cannot be masked. The refusal names the codings.
-fn still_encoded(value: &str) -> Option<Reply> {
-    let codings: Vec<&str> =
-        value.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")).collect();
-    if codings.is_empty() {
-        return None;
+/// The client gets the decoded body: it must not be told it is still encoded.
+fn drop_coding(host: &mut dyn Host, coding: Option<Coding>) {
+    if coding.is_some() {
+        host.remove_response_header("content-encoding");
     }
-    Some(not_maskable(&format!(
-        "the response is encoded (`content-encoding: {}`) although Airlock removed `accept-encoding`; Airlock \
-        does not decode response bodies, so it cannot be masked",
-        codings.join(", ")
-    )))
+}
+
+/// The refusal of codings Airlock does not decode (all but one `gzip` or `deflate`).
+fn still_encoded(codings: &str) -> Reply {
+    not_maskable(&format!(
+        "the response is encoded (`content-encoding: {codings}`) although Airlock removed `accept-encoding`; \
+        Airlock decodes only a single gzip or deflate coding, so it cannot be masked"
+    ))
+}
+
+/// A body that could not be decoded: too large once decoded, a bomb, or corrupt.
+fn undecodable(e: DecodeError) -> Reply {
+    let code = match e {
+        DecodeError::TooLarge { .. } | DecodeError::Ratio => Code::ResponseTooLarge,
+        DecodeError::Corrupt(_) => Code::ResponseNotMaskable,
+    };
+    Reply::new(code, format!("the compressed response cannot be masked: {e}"))
 }
 
 /// The `charset` parameter of a lower-cased `content-type`, unquoted.
@@ -102,7 +118,14 @@ pub struct Masked {
 }
 
 /// Masks the whole buffered body of `len` bytes with mask profile `profile`.
-pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, len: usize) -> Result<Masked, Reply> {
+pub fn mask(
+    vm: &VmState,
+    host: &mut dyn Host,
+    profile: usize,
+    is_json: bool,
+    coding: Option<Coding>,
+    len: usize,
+) -> Result<Masked, Reply> {
     let config = &vm.config;
     let Some(masker) = config.mask_profile(profile) else {
         return Err(Reply::new(Code::Misconfigured, "the rule names a mask profile that does not exist"));
@@ -112,6 +135,10 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
     }
     let Some(body) = host.response_body(len) else {
         return Err(not_maskable("the response body could not be read for masking"));
+    };
+    let body = match coding {
+        Some(c) => Decoder::decode_all(c, &body, config.response_body_limit as u64).map_err(undecodable)?,
+        None => body,
     };
     if body.starts_with(&[0xFF, 0xFE]) || body.starts_with(&[0xFE, 0xFF]) {
         return Err(not_maskable("the response starts with a UTF-16 byte order mark: it cannot be masked"));
@@ -160,13 +187,17 @@ pub fn mask(vm: &VmState, host: &mut dyn Host, profile: usize, is_json: bool, le
                 }
             }
         }
+    }
+    // A decoded body is sent decoded, masked or not.
+    let changed = counts.total() > 0 || coding.is_some();
+    if changed {
         host.set_response_body(len, &out);
     }
     let excerpt = config
         .audit
         .as_ref()
         .map(|a| String::from_utf8_lossy(audit::excerpt_bytes(&out, a.max_body_bytes)).into_owned());
-    let len = if counts.total() > 0 { out.len() } else { len };
+    let len = if changed { out.len() } else { len };
     Ok(Masked { values: counts.total(), len, excerpt })
 }
 
@@ -185,13 +216,27 @@ pub fn mask_chunk(
     host: &mut dyn Host,
     profile: usize,
     masker: &mut StreamMasker,
+    decoder: Option<&mut Decoder>,
     len: usize,
     end_of_stream: bool,
 ) -> Result<u64, Reply> {
     let Some(mask) = vm.config.mask_profile(profile) else {
         return Err(Reply::new(Code::Misconfigured, "the rule names a mask profile that does not exist"));
     };
-    let chunk = if len == 0 { Vec::new() } else { host.response_body(len).unwrap_or_default() };
+    let mut chunk = if len == 0 { Vec::new() } else { host.response_body(len).unwrap_or_default() };
+    let decoded = decoder.is_some();
+    if let Some(decoder) = decoder {
+        let mut plain = Vec::with_capacity(chunk.len() * 4);
+        let mut done = decoder.push(&chunk, &mut plain);
+        if done.is_ok() && end_of_stream {
+            done = decoder.finish(&mut plain);
+        }
+        if let Err(e) = done {
+            host.set_response_body(len, &[]);
+            return Err(undecodable(e));
+        }
+        chunk = plain;
+    }
     let mut out = Vec::with_capacity(chunk.len() + 64);
     let mut done = masker.push(mask, &chunk, &mut out);
     if done.is_ok() && end_of_stream {
@@ -202,7 +247,7 @@ pub fn mask_chunk(
         host.set_response_body(len, &[]);
         return Err(Reply::new(e.code(), format!("the streamed response cannot be masked safely: {e}")));
     }
-    if out != chunk {
+    if decoded || out != chunk {
         host.set_response_body(len, &out);
     }
     let counts = masker.take_counts();

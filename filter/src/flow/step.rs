@@ -9,6 +9,7 @@ use std::rc::Rc;
 use airlock_wire::Decision;
 
 use crate::approval::ApprovalSettings;
+use crate::decompress::Coding;
 use crate::identity::Identity;
 use crate::normalize::RequestTarget;
 use crate::reply::Reply;
@@ -35,9 +36,9 @@ pub enum Step {
     /// Paused until the control service answers `call`.
     NeedsApproval { call: u32, pending: PendingApproval },
     /// The response is to be masked: buffer its body.
-    MaskResponse { profile: usize, is_json: bool },
+    MaskResponse { profile: usize, is_json: bool, coding: Option<Coding> },
     /// The response streams (SSE, NDJSON): mask it chunk by chunk as it passes.
-    StreamResponse { profile: usize, kind: StreamKind },
+    StreamResponse { profile: usize, kind: StreamKind, coding: Option<Coding> },
     /// Nothing more to do: the rest of the response passes.
     Finished,
 }
