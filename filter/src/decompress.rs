@@ -1,4 +1,4 @@
-//! Compressed response bodies on masked routes: `gzip` and `deflate` are decoded inside
+//! Compressed response bodies on masked routes: `gzip`, `deflate` and `br` are decoded inside
 //! the filter, so the masker sees what the client would read, and the client gets the
 //! decoded, masked body (without `content-encoding`).
 //!
@@ -11,12 +11,13 @@
 //! Bounds, against decompression bombs: the decoded bytes never exceed `max_output`, and
 //! past the first [`RATIO_FLOOR`] bytes never exceed [`MAX_RATIO`] times the compressed
 //! bytes received so far, checked as the output is produced (a bomb costs at most that
-//! much memory and time, never more). `br`, `zstd` and stacked codings are not decoded:
+//! much memory and time, never more). `zstd` and stacked codings are not decoded:
 //! [`encoding`] names them, and the caller refuses them.
 
 use std::fmt;
 use std::io::{self, Write};
 
+use brotli_decompressor::DecompressorWriter as BrotliDecoder;
 use flate2::write::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
 
 /// Decoded bytes allowed for each compressed byte, past [`RATIO_FLOOR`]. Text and JSON
@@ -31,6 +32,8 @@ pub enum Coding {
     Gzip,
     /// HTTP's `deflate`: zlib-wrapped per RFC 9110, raw deflate as some servers send it.
     Deflate,
+    /// `br` (RFC 7932).
+    Brotli,
 }
 
 /// What a response's `content-encoding` asks of the masker.
@@ -54,6 +57,7 @@ pub fn encoding(value: &str) -> Encoding {
             Encoding::Decode(Coding::Gzip)
         }
         [one] if one.eq_ignore_ascii_case("deflate") => Encoding::Decode(Coding::Deflate),
+        [one] if one.eq_ignore_ascii_case("br") => Encoding::Decode(Coding::Brotli),
         _ => Encoding::Unsupported(codings.join(", ")),
     }
 }
@@ -86,6 +90,7 @@ impl Coding {
         match self {
             Coding::Gzip => "gzip",
             Coding::Deflate => "deflate",
+            Coding::Brotli => "br",
         }
     }
 }
@@ -105,6 +110,7 @@ enum State {
     Gzip(MultiGzDecoder<Sink>),
     Zlib(ZlibDecoder<Sink>),
     Raw(DeflateDecoder<Sink>),
+    Brotli(Box<BrotliDecoder<Sink>>),
     /// An error was reported; nothing more is decoded.
     Failed,
 }
@@ -115,6 +121,7 @@ impl Decoder {
         let state = match coding {
             Coding::Gzip => State::Gzip(MultiGzDecoder::new(Sink::default())),
             Coding::Deflate => State::Sniffing(Vec::new()),
+            Coding::Brotli => State::Brotli(Box::new(BrotliDecoder::new(Sink::default(), BROTLI_BUFFER))),
         };
         Decoder { coding, state, max_output, input: 0 }
     }
@@ -148,6 +155,7 @@ impl Decoder {
             State::Gzip(d) => finish_into(d, limit),
             State::Zlib(d) => finish_into(d, limit),
             State::Raw(d) => finish_into(d, limit),
+            State::Brotli(d) => finish_into(d.as_mut(), limit),
             State::Sniffing(_) | State::Failed => return Err(DecodeError::Corrupt(self.coding)),
         };
         self.drain(done, limit, out)
@@ -168,6 +176,7 @@ impl Decoder {
             State::Gzip(d) => write_into(d, chunk, limit),
             State::Zlib(d) => write_into(d, chunk, limit),
             State::Raw(d) => write_into(d, chunk, limit),
+            State::Brotli(d) => write_into(d.as_mut(), chunk, limit),
             State::Sniffing(_) | State::Failed => return Err(DecodeError::Corrupt(self.coding)),
         };
         self.drain(done, limit, out)
@@ -185,6 +194,7 @@ impl Decoder {
             State::Gzip(d) => d.get_mut(),
             State::Zlib(d) => d.get_mut(),
             State::Raw(d) => d.get_mut(),
+            State::Brotli(d) => d.get_mut(),
             State::Sniffing(_) | State::Failed => return Ok(()),
         };
         match done {
@@ -206,6 +216,9 @@ impl Decoder {
         Err(e)
     }
 }
+
+/// The brotli decoder's output buffer (its window is allocated as the stream asks).
+const BROTLI_BUFFER: usize = 4096;
 
 /// zlib's two-byte header (RFC 1950): method 8 (deflate), window ≤ 32 KiB, and a check
 /// that makes the pair a multiple of 31. Raw deflate data almost never starts so.
@@ -241,6 +254,12 @@ impl Bounded for ZlibDecoder<Sink> {
 }
 
 impl Bounded for DeflateDecoder<Sink> {
+    fn sink(&mut self) -> &mut Sink {
+        self.get_mut()
+    }
+}
+
+impl Bounded for BrotliDecoder<Sink> {
     fn sink(&mut self) -> &mut Sink {
         self.get_mut()
     }
@@ -286,6 +305,13 @@ impl Finish for ZlibDecoder<Sink> {
 impl Finish for DeflateDecoder<Sink> {
     fn finish_data(&mut self) -> io::Result<()> {
         self.try_finish()
+    }
+}
+
+impl Finish for BrotliDecoder<Sink> {
+    /// Fails when the data ended before the brotli stream did.
+    fn finish_data(&mut self) -> io::Result<()> {
+        self.close()
     }
 }
 
@@ -339,6 +365,15 @@ mod tests {
         e.finish().unwrap()
     }
 
+    fn br(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            e.write_all(data).unwrap();
+        }
+        out
+    }
+
     const BODY: &[u8] = br#"{"customers":[{"email":"alice@example.com","card":"4111 1111 1111 1111"}]}"#;
 
     #[test]
@@ -349,14 +384,19 @@ mod tests {
         assert_eq!(encoding("x-gzip, identity"), Encoding::Decode(Coding::Gzip));
         assert_eq!(encoding(" deflate"), Encoding::Decode(Coding::Deflate));
         assert_eq!(encoding("gzip, br"), Encoding::Unsupported("gzip, br".into()));
-        assert_eq!(encoding("br"), Encoding::Unsupported("br".into()));
+        assert_eq!(encoding("BR"), Encoding::Decode(Coding::Brotli));
         assert_eq!(encoding("zstd"), Encoding::Unsupported("zstd".into()));
     }
 
     #[test]
     fn gzip_zlib_and_raw_deflate_decode_whole_and_byte_by_byte() {
-        for (coding, data) in [(Coding::Gzip, gzip(BODY)), (Coding::Deflate, zlib(BODY)), (Coding::Deflate, raw(BODY))]
-        {
+        let cases = [
+            (Coding::Gzip, gzip(BODY)),
+            (Coding::Deflate, zlib(BODY)),
+            (Coding::Deflate, raw(BODY)),
+            (Coding::Brotli, br(BODY)),
+        ];
+        for (coding, data) in cases {
             assert_eq!(Decoder::decode_all(coding, &data, 1 << 20).unwrap(), BODY, "{coding:?}");
             let mut d = Decoder::new(coding, 1 << 20);
             let mut out = Vec::new();
@@ -383,18 +423,22 @@ mod tests {
     #[test]
     fn a_bomb_fails_on_its_ratio_without_decoding_it_whole() {
         let zeros = vec![0u8; 64 << 20];
-        let bomb = gzip(&zeros);
-        assert!(bomb.len() < 100_000, "{}", bomb.len());
-        let mut d = Decoder::new(Coding::Gzip, u64::MAX);
-        let mut out = Vec::new();
-        let got = bomb.chunks(16 << 10).try_for_each(|c| d.push(c, &mut out));
-        assert_eq!(got, Err(DecodeError::Ratio));
-        assert!(out.len() as u64 <= RATIO_FLOOR.max(bomb.len() as u64 * MAX_RATIO), "{}", out.len());
-        assert_eq!(d.push(b"more", &mut out), Err(DecodeError::Corrupt(Coding::Gzip)), "a failed decoder stays failed");
+        for (coding, bomb) in [(Coding::Gzip, gzip(&zeros)), (Coding::Brotli, br(&zeros))] {
+            assert!(bomb.len() < 100_000, "{}", bomb.len());
+            let mut d = Decoder::new(coding, u64::MAX);
+            let mut out = Vec::new();
+            let got = bomb.chunks(16 << 10).try_for_each(|c| d.push(c, &mut out));
+            assert_eq!(got, Err(DecodeError::Ratio), "{coding:?}");
+            assert!(out.len() as u64 <= RATIO_FLOOR.max(bomb.len() as u64 * MAX_RATIO), "{}", out.len());
+            assert_eq!(d.push(b"more", &mut out), Err(DecodeError::Corrupt(coding)), "a failed decoder stays failed");
+        }
     }
 
     #[test]
     fn corrupt_and_truncated_data_are_errors() {
+        let cut = br(BODY);
+        assert!(Decoder::decode_all(Coding::Brotli, &cut[..cut.len() / 2], 1 << 20).is_err());
+        assert!(Decoder::decode_all(Coding::Brotli, b"\xff\xff\xff not brotli", 1 << 20).is_err());
         assert_eq!(
             Decoder::decode_all(Coding::Gzip, b"not gzip at all", 1 << 20),
             Err(DecodeError::Corrupt(Coding::Gzip))

@@ -3,7 +3,7 @@
 //! body to mask it whole.
 //!
 //! Compressed bodies: Airlock removes `accept-encoding` from requests on masked routes, so
-//! a compliant upstream answers uncompressed. A `gzip` or `deflate` answer all the same is
+//! a compliant upstream answers uncompressed. A `gzip`, `deflate` or `br` answer all the same is
 //! decoded (bounded, see `decompress`), masked and sent decoded; any other coding cannot be
 //! masked as it is, and is refused rather than passed through.
 
@@ -76,11 +76,11 @@ fn drop_coding(host: &mut dyn Host, coding: Option<Coding>) {
     }
 }
 
-/// The refusal of codings Airlock does not decode (all but one `gzip` or `deflate`).
+/// The refusal of codings Airlock does not decode (all but one `gzip`, `deflate` or `br`).
 fn still_encoded(codings: &str) -> Reply {
     not_maskable(&format!(
         "the response is encoded (`content-encoding: {codings}`) although Airlock removed `accept-encoding`; \
-        Airlock decodes only a single gzip or deflate coding, so it cannot be masked"
+        Airlock decodes only a single gzip, deflate or br coding, so it cannot be masked"
     ))
 }
 
