@@ -72,7 +72,7 @@ impl Sse {
             }
         }
         while !rest.is_empty() {
-            let Some(end) = rest.iter().position(|&c| c == b'\n' || c == b'\r') else {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
                 self.line.extend_from_slice(rest);
                 break;
             };

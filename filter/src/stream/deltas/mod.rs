@@ -25,6 +25,7 @@ mod keys;
 use super::scan::{self, Message, Val};
 use super::tail::{mask_into, Tail};
 use super::{Cx, StreamError};
+use crate::mask::MaskCounts;
 use framing::made_message;
 pub(super) use framing::{write_data_lines, Framing};
 use keys::{Close, Family, Field, Key, Loc, Slot, NONE};
@@ -62,6 +63,18 @@ pub(super) struct Texts {
     released: String,
     splices: Vec<(usize, usize, usize)>,
     main: Vec<u8>,
+    envelope: Envelope,
+}
+
+/// The last message with its deltas blanked, and what masking made of it. LLM streams
+/// wrap every delta in the same envelope (id, model, created, …), so it is masked once
+/// and reused while it stays byte for byte the same: that masking was most of an
+/// event's cost.
+#[derive(Debug, Default)]
+struct Envelope {
+    blanked: Vec<u8>,
+    masked: Vec<u8>,
+    counts: MaskCounts,
 }
 
 impl Texts {
@@ -174,12 +187,21 @@ impl Texts {
             copied = s.val.end;
         }
         self.blanked.extend_from_slice(data.get(copied..).unwrap_or_default());
-        let masked = match cx.profile.mask_json(&self.blanked) {
-            Ok((masked, counts)) => {
-                cx.counts.add(&counts);
-                masked
+        let masked = if self.envelope.blanked == self.blanked {
+            // The same values are masked again in this message: counted again.
+            cx.counts.add(&self.envelope.counts);
+            self.envelope.masked.clone()
+        } else {
+            match cx.profile.mask_json(&self.blanked) {
+                Ok((masked, counts)) => {
+                    cx.counts.add(&counts);
+                    self.envelope.blanked.clone_from(&self.blanked);
+                    self.envelope.masked.clone_from(&masked);
+                    self.envelope.counts = counts;
+                    masked
+                }
+                Err(e) => return not_json(e),
             }
-            Err(e) => return not_json(e),
         };
 
         // Feed each delta to its text; release what can be released (all of it if the
