@@ -418,7 +418,10 @@ fn text_with_undecodable_sequences_is_left_as_it_is() {
 fn json_strings_carrying_escaped_text_are_masked() {
     // An MCP tool result: JSON text inside a JSON string, as a model reads it.
     let p = all();
-    let body = r#"{"content":[{"type":"text","text":"{\"email\":\"carol\\u0040example.com\"}"}],"link":"https://x.example/?to=dave%40example.org&a=1","html":"<b>erin&#64;example.net</b>"}"#;
+    let body = concat!(
+        r#"{"content":[{"type":"text","text":"{\"email\":\"carol\\u0040example.com\"}"}],"#,
+        r#""link":"https://x.example/?to=dave%40example.org&a=1","html":"<b>erin&#64;example.net</b>"}"#
+    );
     let (out, counts) = mask(&p, body);
     assert_eq!(count_of(&p, &counts, "email"), 3, "{out}");
     for leaked in ["carol", "dave", "erin"] {
