@@ -58,7 +58,7 @@
 
 use std::borrow::Cow;
 
-use crate::mask::{MaskProfile, FIELD_KIND};
+use crate::mask::{invisible_at, invisible_before, MaskProfile, FIELD_KIND};
 
 use super::Counter;
 
@@ -229,9 +229,10 @@ fn builtin_cut(b: &[u8], i: usize, at: &mut AtFinder) -> bool {
     if c == b' ' {
         return space_cut(b, i - 1);
     }
-    // The last byte of a non-ASCII character: `i` is a character boundary.
+    // The last byte of a non-ASCII character: `i` is a character boundary. Not after an
+    // invisible character: masking reads through it, so its neighbours may be one value.
     if c >= 0x80 && (i == b.len() || !is_continuation(byte(b, i))) {
-        return non_ascii_cut(b, i, at);
+        return invisible_before(b, i).is_none() && non_ascii_cut(b, i, at);
     }
     false
 }
@@ -240,27 +241,45 @@ fn is_continuation(c: u8) -> bool {
     (0x80..0xc0).contains(&c)
 }
 
-/// Rule 2: whether a cut right after the space at `s` is safe.
+/// Rule 2: whether a cut right after the space at `s` is safe. Invisible characters next
+/// to the space are looked through: masking reads the text without them.
 fn space_cut(b: &[u8], s: usize) -> bool {
     let may_start_group = |n: u8| n.is_ascii_digit() || n.is_ascii_uppercase() || n == b'(' || starts_escape(n);
-    if b.get(s + 1).is_some_and(|&n| !may_start_group(n)) {
+    let mut after = s + 1;
+    while let Some(len) = invisible_at(b, after) {
+        after += len;
+    }
+    if b.get(after).is_some_and(|&n| !may_start_group(n) && !is_invisible_lead(n)) {
         return true;
     }
-    let Some(p) = s.checked_sub(1) else { return true };
+    let mut before = s;
+    while let Some(len) = invisible_before(b, before) {
+        before -= len;
+    }
+    let Some(p) = before.checked_sub(1) else { return true };
     let prev = byte(b, p);
     if prev == b')' {
         return false;
     }
     // A word written with escapes may decode to a group of digits or capitals.
-    let mut run =
-        b.get(..s).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric() || is_escape_byte(**c));
+    let mut run = b
+        .get(..before)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || is_escape_byte(**c));
     if run.any(|&c| is_escape_byte(c)) {
         return false;
     }
     if !prev.is_ascii_alphanumeric() {
         return true;
     }
-    let word = b.get(..s).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric());
+    // Cards and SSNs may follow letters (`CC4111 1111 …`): any word ending in a digit may
+    // end with a group.
+    if prev.is_ascii_digit() {
+        return false;
+    }
+    let word = b.get(..before).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric());
     let (mut len, mut lower, mut upper) = (0usize, false, false);
     for c in word {
         len += 1;
@@ -268,6 +287,11 @@ fn space_cut(b: &[u8], s: usize) -> bool {
         upper |= c.is_ascii_uppercase();
     }
     lower || (upper && len > 4)
+}
+
+/// Whether `c` may lead an invisible character whose end has not arrived yet.
+fn is_invisible_lead(c: u8) -> bool {
+    matches!(c, 0xc2 | 0xe2 | 0xef)
 }
 
 /// Whether `c` may start an escape that masking decodes (`\u0040`, `&#64;`, `%40`).
