@@ -32,8 +32,8 @@ use bytes::{at, is_alnum, is_digit, prev, run};
 use email::email_at;
 use iban::iban_at;
 use numbers::{
-    card_at, card_network_digit, digit_start_ok, e164_at, end_ok, luhn_valid, nanp_at, nanp_body, nanp_parts_valid,
-    ssn_at, ssn_parts_valid,
+    card_at, card_network_digit, digit_start_ok, e164_at, end_ok, glued_plausible, issuer_prefix, luhn_valid, nanp_at,
+    nanp_body, nanp_parts_valid, ssn_at, ssn_parts_valid,
 };
 use secrets::{jwt_at, lower_key_at, private_key_at, upper_key_at};
 
@@ -104,13 +104,14 @@ const F_DASH: u8 = 7; // private_key `-----BEGIN`
 const FAMILY: u8 = 0b0111;
 /// The family only starts a detection where no ASCII letter or digit precedes.
 const AT_WORD_START: u8 = 0b1000;
-/// The byte is an ASCII letter or digit (whatever the family).
-const WORD: u8 = 0b1_0000;
-/// The byte is an ASCII digit.
-const DIGIT: u8 = 0b10_0000;
 /// The family only starts a detection where no ASCII digit precedes (digits: a card or an
 /// SSN may follow a letter).
-const AFTER_NON_DIGIT: u8 = 0b100_0000;
+const AFTER_NON_DIGIT: u8 = 0b1_0000;
+/// The byte is an ASCII letter or digit (whatever the family): it blocks `AT_WORD_START`
+/// in the byte after it. Two bits above that flag, so [`blocks`] is one shift.
+const WORD: u8 = AT_WORD_START << 2;
+/// The byte is an ASCII digit: it blocks `AFTER_NON_DIGIT` in the byte after it.
+const DIGIT: u8 = AFTER_NON_DIGIT << 2;
 
 /// The enabled built-ins of one profile, with the candidate table derived from them.
 #[derive(Clone)]
@@ -259,7 +260,7 @@ impl Detectors {
                         .filter(|_| on(Builtin::Phone) && !glued)
                         .and_then(|end| hit(end, Builtin::Phone)),
                     4 | 13..=19 => card_at(b, pos)
-                        .filter(|_| on(Builtin::CreditCard))
+                        .filter(|_| on(Builtin::CreditCard) && (!glued || issuer_prefix(b, pos)))
                         .and_then(|end| hit(end, Builtin::CreditCard)),
                     _ => None,
                 }
@@ -346,7 +347,7 @@ impl Detectors {
 /// The start flags that a byte with table entry `t` blocks in the byte after it.
 #[inline]
 fn blocks(t: u8) -> u8 {
-    (if t & WORD != 0 { AT_WORD_START } else { 0 }) | (if t & DIGIT != 0 { AFTER_NON_DIGIT } else { 0 })
+    (t >> 2) & (AT_WORD_START | AFTER_NON_DIGIT)
 }
 
 /// A two-to-five byte look at a candidate that rules out most word starts and short
@@ -358,6 +359,7 @@ fn plausible(b: &[u8], pos: usize, family: u8) -> bool {
     match family {
         F_LOWER => matches!(at(b, pos + 1), b'y' | b'h' | b'i' | b'o' | b'k'),
         F_UPPER => at(b, pos + 1).is_ascii_uppercase(),
+        F_DIGIT if prev(b, pos).is_ascii_alphabetic() => glued_plausible(b, pos),
         F_DIGIT => {
             let third = at(b, pos + 3);
             (is_digit(at(b, pos + 1))

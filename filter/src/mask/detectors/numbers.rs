@@ -5,8 +5,11 @@
 //! Letters glued to a value: a card or an SSN is found even when ASCII letters touch it
 //! (`CC4111111111111111`, `ssn123-45-6789x`), because a prefix is how a hostile query hides
 //! one (`'CC' || card`); digits touching it still stop it (it is a stretch of a longer
-//! number). Phones keep needing a non-alphanumeric neighbour: a glued 10-digit shape is far
-//! more often an id than a phone, and the phone shapes are short enough to be common there.
+//! number). A card right after a letter must also start with an issuer prefix that
+//! networks really use ([`issuer_prefix`]): letter-prefixed ids that carry a date
+//! (`INV20240101…`) pass Luhn one time in ten, and `20…` is no network's prefix. Phones
+//! keep needing a non-alphanumeric neighbour: a glued 10-digit shape is far more often an
+//! id than a phone.
 
 use super::bytes::{at, digit_value, digits_at, is_alnum, is_digit, prev, run};
 
@@ -148,6 +151,38 @@ pub(super) fn e164_at(b: &[u8], pos: usize) -> Option<usize> {
 /// the networks that issue 13–19 digit cards. Excludes `1…` millisecond timestamps.
 pub(super) fn card_network_digit(c: u8) -> bool {
     matches!(c, b'2'..=b'6')
+}
+
+/// Whether the digits at `pos` start with a prefix a card network issues: Visa 4,
+/// Mastercard 51–55 and 2221–2720, Amex 34/37, Diners 300–305/36/38, JCB 3528–3589,
+/// Discover 6011/644–649/65, UnionPay 62.
+pub(super) fn issuer_prefix(b: &[u8], pos: usize) -> bool {
+    let num = |n: usize| (pos..pos + n).fold(0u32, |acc, j| acc * 10 + digit_value(at(b, j)));
+    if !digits_at(b, pos, 4) {
+        return false;
+    }
+    let (two, three, four) = (num(2), num(3), num(4));
+    matches!(two, 40..=49 | 51..=55 | 34 | 37 | 36 | 38 | 65 | 62)
+        || (2221..=2720).contains(&four)
+        || (300..=305).contains(&three)
+        || (3528..=3589).contains(&four)
+        || four == 6011
+        || (644..=649).contains(&three)
+}
+
+/// A quick look at digits right after a letter: only an SSN (`123-45-`, `123 45 `) or a
+/// card with an issuer prefix (13+ digits, or a group of 4 and a separator) may start
+/// there. Keeps hashes and letter-prefixed ids, full of such digits, cheap to scan.
+pub(super) fn glued_plausible(b: &[u8], pos: usize) -> bool {
+    let sep = at(b, pos + 3);
+    if !digits_at(b, pos, 3) {
+        return false;
+    }
+    if matches!(sep, b'-' | b' ') {
+        return digits_at(b, pos + 4, 2) && at(b, pos + 6) == sep;
+    }
+    let grouped = matches!(at(b, pos + 4), b' ' | b'-' | b'.' | b'_') && is_digit(at(b, pos + 5));
+    is_digit(sep) && (grouped || digits_at(b, pos + 4, 9)) && issuer_prefix(b, pos)
 }
 
 pub(super) fn luhn_valid(digits: impl DoubleEndedIterator<Item = u8>) -> bool {

@@ -317,3 +317,10 @@ fn digits_glued_to_more_digits_are_still_part_of_a_longer_number() {
 fn phones_and_keys_glued_to_letters_are_left_alone() {
     assert!(hits("ref415-555-0132 and id4155550132 and xAKIAIOSFODNN7EXAMPLE").is_empty());
 }
+
+#[test]
+fn a_letter_prefixed_id_that_passes_luhn_without_an_issuer_prefix_is_not_a_card() {
+    assert!(hits("INV2024010112345605").is_empty(), "20… is no network's prefix");
+    assert_eq!(only("ref 2024010112345605"), ("credit_card", "2024010112345605".into()), "unglued: Luhn decides");
+    assert_eq!(only("AMEX378282246310005"), ("credit_card", "378282246310005".into()));
+}
