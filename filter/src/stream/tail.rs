@@ -27,18 +27,25 @@
 //!    space is a boundary when the byte before it is not `)` and the ASCII word right
 //!    before it (letters and digits) is empty, contains a lower-case letter, or contains
 //!    an upper-case letter and is longer than four characters (`Hello ␣`, `NOTICE ␣`,
-//!    `, ␣` are boundaries; `4111 ␣`, `WEST ␣`, `(415) ␣` are not). A space is also a
+//!    `, ␣` are boundaries; `4111 ␣`, `WEST ␣`, `(415) ␣` are not). Since cards and SSNs
+//!    may follow letters (`CC4111 1111 …`), a word that ends in a digit is never a boundary
+//!    whatever letters it holds (`NOTE4111 ␣`). A space is also a
 //!    boundary once the byte after it has arrived and is not a digit, an upper-case
 //!    letter or `(`, which every group after a space starts with (`0134 ␣now`);
 //!    since masking also reads values through escapes (`&#52;111 1111 …`), a space
 //!    next to a word that holds, or is preceded by, `\`, `&`, `#`, `;` or `%` is not a
-//!    boundary, nor one followed by `\`, `&` or `%`;
+//!    boundary, nor one followed by `\`, `&` or `%`. Masking also reads through invisible
+//!    characters (zero-width space, joiners, soft hyphen, BOM: `4111\u{200B} 1111 …` is a
+//!    card), so the bytes next to the space are taken from beyond any invisible characters
+//!    around it;
 //! 3. the last byte of a non-ASCII character, when no `@` is within 320 bytes before or
 //!    64 bytes after it and at least 65 bytes have arrived after it (a `\`, `&` or `%`
 //!    counts as an `@`: it may start `\u0040`, `&commat;`, `%40`). Only e-mail
 //!    addresses contain non-ASCII characters (internationalised local parts and domains);
 //!    an address has a local part of at most 64 bytes before its `@` and a domain of at
-//!    most 253 after it, so no address can straddle such a position. This keeps long
+//!    most 253 after it, so no address can straddle such a position. Never after an
+//!    invisible character: masking reads through it, so what precedes and what follows it
+//!    may be one value (`4111\u{200B}1111…`). This keeps long
 //!    texts in scripts without spaces (Chinese, Japanese) streaming.
 //!
 //! A private key (`-----BEGIN … PRIVATE KEY-----` up to its `-----END … PRIVATE
@@ -249,7 +256,7 @@ fn space_cut(b: &[u8], s: usize) -> bool {
     while let Some(len) = invisible_at(b, after) {
         after += len;
     }
-    if b.get(after).is_some_and(|&n| !may_start_group(n) && !is_invisible_lead(n)) {
+    if b.get(after).is_some_and(|&n| !may_start_group(n)) {
         return true;
     }
     let mut before = s;
@@ -287,11 +294,6 @@ fn space_cut(b: &[u8], s: usize) -> bool {
         upper |= c.is_ascii_uppercase();
     }
     lower || (upper && len > 4)
-}
-
-/// Whether `c` may lead an invisible character whose end has not arrived yet.
-fn is_invisible_lead(c: u8) -> bool {
-    matches!(c, 0xc2 | 0xe2 | 0xef)
 }
 
 /// Whether `c` may start an escape that masking decodes (`\u0040`, `&#64;`, `%40`).
