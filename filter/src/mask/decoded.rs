@@ -5,24 +5,87 @@
 //! `carol\u0040example.com`, so detections are also searched in this decoded view and
 //! mapped back to the bytes they came from, which are then masked whole.
 //!
+//! Invisible characters (zero-width space, non-joiner and joiner, word joiner, soft hyphen,
+//! BOM), raw or escaped, are left out of the view: a reader does not see them, so
+//! `alice\u{200B}@example.com` and `4111\u{AD}1111…` are found there and masked whole.
+//!
 //! One level only, all kinds at once: `&amp;#64;` reads as `&#64;`, not `@`. Sequences
 //! that do not decode (a lone surrogate, `&#xZZ;`, `%4`, an unknown entity) stay as they
 //! are. A leaf module.
 
-/// Bytes that may start an escape: `\\`, `&`, `%`. A table rather than `memchr3`: most
-/// strings this runs on are a few bytes long, where a vector search's setup costs more
-/// than a byte loop (measured on dense JSON rows: about 1.5× the instructions).
-#[allow(clippy::indexing_slicing)]
-static STARTS: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'\\' as usize] = true;
-    t[b'&' as usize] = true;
-    t[b'%' as usize] = true;
-    t
-};
+use memchr::memchr3;
 
-fn next_start(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| STARTS.get(usize::from(c)).copied().unwrap_or(false))
+/// Whether a reader sees nothing of `c`.
+pub(super) fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{ad}' | '\u{feff}')
+}
+
+/// The first byte at or after `from` where the view may differ from the source: an escape
+/// lead (`\`, `&`, `%`) or an invisible character, whose UTF-8 lead bytes are 0xE2, 0xC2
+/// and 0xEF. Each kind's next position is kept, so a text full of one kind (em dashes,
+/// all 0xE2) and free of the other costs one pass, not one per hit.
+struct Next<'a> {
+    b: &'a [u8],
+    escape: usize,
+    invisible: usize,
+}
+
+impl<'a> Next<'a> {
+    /// Starts at `first`, the first byte that may be either kind.
+    fn new(b: &'a [u8], first: usize) -> Self {
+        let mut next = Next { b, escape: 0, invisible: 0 };
+        next.escape = next.find_escape(first);
+        next.invisible = next.find_invisible(first);
+        next
+    }
+
+    fn at(&mut self, from: usize) -> usize {
+        if self.escape < from {
+            self.escape = self.find_escape(from);
+        }
+        if self.invisible < from {
+            self.invisible = self.find_invisible(from);
+        }
+        self.escape.min(self.invisible)
+    }
+
+    fn find_escape(&self, from: usize) -> usize {
+        let rest = self.b.get(from..).unwrap_or_default();
+        memchr3(b'\\', b'&', b'%', rest).map_or(self.b.len(), |k| from + k)
+    }
+
+    fn find_invisible(&self, from: usize) -> usize {
+        let mut i = from;
+        while let Some(k) = memchr3(0xe2, 0xc2, 0xef, self.b.get(i..).unwrap_or_default()) {
+            if invisible_at(self.b, i + k).is_some() {
+                return i + k;
+            }
+            i += k + 1;
+        }
+        self.b.len()
+    }
+}
+
+/// The first byte of `b` that may start an escape or an invisible character. A plain
+/// loop for short strings, where two `memchr3` calls cost more in setup than they save;
+/// `memchr3` (vectorised) for longer ones.
+fn first_special(b: &[u8]) -> Option<usize> {
+    if b.len() < SHORT {
+        return b.iter().position(|&c| matches!(c, b'\\' | b'&' | b'%' | 0xc2 | 0xe2 | 0xef));
+    }
+    let escape = memchr3(b'\\', b'&', b'%', b);
+    let lead = memchr3(0xc2, 0xe2, 0xef, b.get(..escape.unwrap_or(b.len())).unwrap_or_default());
+    lead.or(escape)
+}
+
+/// Strings shorter than this are searched byte by byte (see [`first_special`]).
+const SHORT: usize = 32;
+
+/// The length of the invisible character at `b[i]`, if there is one.
+pub(crate) fn invisible_at(b: &[u8], i: usize) -> Option<usize> {
+    let len = if b.get(i) == Some(&0xc2) { 2 } else { 3 };
+    let c = std::str::from_utf8(b.get(i..i + len)?).ok()?.chars().next()?;
+    is_invisible(c).then_some(len)
 }
 
 /// A decoded view of a source text, with the way back to the source's byte offsets.
@@ -38,28 +101,42 @@ pub(super) struct Decoded {
 
 impl Decoded {
     /// Decodes `s` into this view; false (and the view left meaningless) when `s` holds
-    /// nothing to decode, the common case, which costs one look at each byte.
+    /// nothing to decode, the common case, which costs one plain loop over it.
     pub(super) fn decode(&mut self, s: &str) -> bool {
         let b = s.as_bytes();
-        let Some(first) = next_start(b) else {
+        let Some(first) = first_special(b) else {
             return false;
         };
+        let mut next = Next::new(b, first);
+        let first = next.at(first);
+        if first >= b.len() {
+            return false;
+        }
         self.text.clear();
         self.origin.clear();
         let mut changed = false;
         let mut plain = 0;
         let mut i = first;
         while i < b.len() {
-            let Some((c, len)) = decode_at(b, i) else {
-                i += 1 + next_start(b.get(i + 1..).unwrap_or_default()).unwrap_or(b.len());
-                continue;
+            let (c, len) = match invisible_at(b, i) {
+                Some(len) => (None, len),
+                None => match decode_at(b, i) {
+                    Some((c, len)) => (Some(c).filter(|&c| !is_invisible(c)), len),
+                    None => {
+                        i = next.at(i + 1);
+                        continue;
+                    }
+                },
             };
             self.push_source(s, plain, i);
-            self.origin.extend(std::iter::repeat_n(i as u32, c.len_utf8()));
-            self.text.push(c);
+            if let Some(c) = c {
+                self.origin.extend(std::iter::repeat_n(i as u32, c.len_utf8()));
+                self.text.push(c);
+            }
             changed = true;
             i += len;
             plain = i;
+            i = next.at(i);
         }
         if !changed {
             return false;
@@ -82,6 +159,11 @@ impl Decoded {
             self.origin.extend(from as u32..to as u32);
         }
     }
+}
+
+/// The length of the invisible character ending right before `b[i]`, if there is one.
+pub(crate) fn invisible_before(b: &[u8], i: usize) -> Option<usize> {
+    [2, 3].into_iter().find(|&len| i >= len && invisible_at(b, i - len) == Some(len))
 }
 
 /// The character an escape at `b[i]` stands for, and the escape's length in bytes.
@@ -159,7 +241,7 @@ fn reference(rest: &[u8]) -> Option<(char, usize)> {
 
 /// Named references for the characters values are written with (the `;` required): the
 /// separators of e-mail addresses, numbers and keys, and the usual HTML escapes.
-const NAMED: [(&str, char); 22] = [
+const NAMED: [(&str, char); 25] = [
     ("commat", '@'),
     ("period", '.'),
     ("plus", '+'),
@@ -182,6 +264,9 @@ const NAMED: [(&str, char); 22] = [
     ("lt", '<'),
     ("gt", '>'),
     ("Tab", '\t'),
+    ("shy", '\u{ad}'),
+    ("zwj", '\u{200d}'),
+    ("zwnj", '\u{200c}'),
 ];
 
 /// `%40`: percent-encoding of an ASCII character.
@@ -220,6 +305,24 @@ mod tests {
     fn text_without_decodable_sequences_is_left_alone() {
         assert_eq!(decoded("plain words"), None);
         assert_eq!(decoded("a=1&b=2 100% \\d &#xZZ; &unknown; %4 %e9 \\ud800 x"), None);
+    }
+
+    #[test]
+    fn invisible_characters_raw_or_escaped_are_left_out_of_the_view() {
+        assert_eq!(decoded("alice\u{200b}@exa\u{ad}mple.com\u{feff}").unwrap(), "alice@example.com");
+        assert_eq!(decoded("4111\\u200B1111&#x2060;1111&shy;1111").unwrap(), "4111111111111111");
+        assert_eq!(decoded("a \u{200d}\u{200c}b"), Some("a b".into()));
+        assert_eq!(decoded("em — dash … «quote» ·"), None, "visible punctuation is not dropped");
+    }
+
+    #[test]
+    fn a_value_with_invisible_characters_maps_back_to_its_whole_span() {
+        let src = "mail ali\u{200b}ce@example.com\u{200b}— ok";
+        let mut d = Decoded::default();
+        assert!(d.decode(src));
+        let start = d.text.find("alice").unwrap();
+        let (a, b) = d.source_span(start, start + "alice@example.com".len());
+        assert_eq!(&src[a..b], "ali\u{200b}ce@example.com\u{200b}", "a dropped character maps to the span after it");
     }
 
     #[test]

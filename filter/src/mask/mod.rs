@@ -23,6 +23,8 @@ mod decoded;
 mod detectors;
 mod json;
 
+/// Invisible characters, which the cut rule of the stream masker must see through.
+pub(crate) use decoded::{invisible_at, invisible_before};
 /// Text written into a JSON string: one escaper for the masker and the stream masker.
 pub(crate) use json::write_escaped;
 mod matches;

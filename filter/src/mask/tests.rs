@@ -516,3 +516,76 @@ fn mutated_bodies_never_panic_and_agree_with_serde_json_on_validity() {
         }
     }
 }
+
+// ---- boundaries (issue 14) ----
+
+/// `SELECT email || '<suffix>'` shapes: the value, then a dash, an ellipsis, a guillemet or
+/// an invisible character, raw or JSON-escaped.
+const EMAIL_NEIGHBOURS: [&str; 9] = ["—", "-", "–", "…", "»", "\u{200b}", "\\u2014", "\\u200b", "--x"];
+
+#[test]
+fn an_email_followed_by_a_dash_ellipsis_guillemet_or_zero_width_space_is_masked_in_json() {
+    let p = all();
+    for after in EMAIL_NEIGHBOURS {
+        let (out, _) = mask(&p, &format!(r#"{{"rows":[["alice@example.co.uk{after}"]]}}"#));
+        assert!(!out.contains("alice") && !out.contains("example"), "{after:?}: {out}");
+        assert!(out.contains("[REDACTED:email]"), "{after:?}: {out}");
+    }
+}
+
+#[test]
+fn an_email_followed_by_a_dash_ellipsis_guillemet_or_zero_width_space_is_masked_in_text() {
+    let p = all();
+    for after in EMAIL_NEIGHBOURS {
+        let text = format!("write to alice@example.co.uk{after} today");
+        let (out, _) = p.mask_text(&text);
+        assert_eq!(out.matches("[REDACTED:email]").count(), 1, "{after:?}: {out}");
+        assert!(!out.contains("alice") && !out.contains("example"), "{after:?}: {out}");
+    }
+}
+
+#[test]
+fn invisible_characters_inside_a_value_do_not_hide_it_and_the_whole_span_is_masked() {
+    let p = all();
+    for (raw, kind) in [
+        ("ali\u{200b}ce@exam\u{ad}ple.com", "email"),
+        ("4111\u{200b}1111\u{200d}1111\u{2060}1111", "credit_card"),
+        ("123-45\u{feff}-6789", "us_ssn"),
+        ("415\u{200c}-555-0132", "phone"),
+    ] {
+        let text = format!("x {raw} y");
+        let (out, _) = p.mask_text(&text);
+        assert_eq!(out, format!("x [REDACTED:{kind}] y"), "{raw:?}");
+        let (json_out, counts) = mask(&p, &format!(r#"{{"v":"{raw}"}}"#));
+        assert_eq!(json_out, format!(r#"{{"v":"[REDACTED:{kind}]"}}"#), "{raw:?}");
+        assert_eq!(count_of(&p, &counts, kind), 1);
+    }
+    let (out, _) = mask(&p, r#"{"v":"4111\u200b1111\u00ad1111&#x200b;1111"}"#);
+    assert_eq!(out, r#"{"v":"[REDACTED:credit_card]"}"#);
+}
+
+#[test]
+fn spaced_phones_dotted_cards_and_letter_glued_cards_are_masked() {
+    let p = all();
+    let (out, _) =
+        p.mask_text("415 555 0132; +44 20 7946 0958; 4111.1111.1111.1111; 4111_1111_1111_1111; CC4111111111111111");
+    assert_eq!(
+        out,
+        "[REDACTED:phone]; [REDACTED:phone]; [REDACTED:credit_card]; [REDACTED:credit_card]; CC[REDACTED:credit_card]"
+    );
+}
+
+#[test]
+fn masking_the_masked_output_of_every_new_shape_changes_nothing() {
+    let p = all();
+    let text = "a alice@example.co.uk--x b—bob@example.org— c ali\u{200b}ce@example.com d 415 555 0132 \
+                e CC4111111111111111x f 4111_1111_1111_1111 g ssn123-45-6789 h zoë@bücher.de。";
+    let (once, _) = p.mask_text(text);
+    let (twice, counts) = p.mask_text(&once);
+    assert_eq!(once, twice);
+    assert_eq!(counts.total(), 0);
+    let body = serde_json::to_string(&json!({ "t": text })).unwrap();
+    let (once, _) = mask(&p, &body);
+    let (twice, _) = mask(&p, &once);
+    assert_eq!(once, twice);
+}

@@ -27,18 +27,25 @@
 //!    space is a boundary when the byte before it is not `)` and the ASCII word right
 //!    before it (letters and digits) is empty, contains a lower-case letter, or contains
 //!    an upper-case letter and is longer than four characters (`Hello ␣`, `NOTICE ␣`,
-//!    `, ␣` are boundaries; `4111 ␣`, `WEST ␣`, `(415) ␣` are not). A space is also a
+//!    `, ␣` are boundaries; `4111 ␣`, `WEST ␣`, `(415) ␣` are not). Since cards and SSNs
+//!    may follow letters (`CC4111 1111 …`), a word that ends in a digit is never a boundary
+//!    whatever letters it holds (`NOTE4111 ␣`). A space is also a
 //!    boundary once the byte after it has arrived and is not a digit, an upper-case
 //!    letter or `(`, which every group after a space starts with (`0134 ␣now`);
 //!    since masking also reads values through escapes (`&#52;111 1111 …`), a space
 //!    next to a word that holds, or is preceded by, `\`, `&`, `#`, `;` or `%` is not a
-//!    boundary, nor one followed by `\`, `&` or `%`;
+//!    boundary, nor one followed by `\`, `&` or `%`. Masking also reads through invisible
+//!    characters (zero-width space, joiners, soft hyphen, BOM: `4111\u{200B} 1111 …` is a
+//!    card), so the bytes next to the space are taken from beyond any invisible characters
+//!    around it;
 //! 3. the last byte of a non-ASCII character, when no `@` is within 320 bytes before or
 //!    64 bytes after it and at least 65 bytes have arrived after it (a `\`, `&` or `%`
 //!    counts as an `@`: it may start `\u0040`, `&commat;`, `%40`). Only e-mail
 //!    addresses contain non-ASCII characters (internationalised local parts and domains);
 //!    an address has a local part of at most 64 bytes before its `@` and a domain of at
-//!    most 253 after it, so no address can straddle such a position. This keeps long
+//!    most 253 after it, so no address can straddle such a position. Never after an
+//!    invisible character: masking reads through it, so what precedes and what follows it
+//!    may be one value (`4111\u{200B}1111…`). This keeps long
 //!    texts in scripts without spaces (Chinese, Japanese) streaming.
 //!
 //! A private key (`-----BEGIN … PRIVATE KEY-----` up to its `-----END … PRIVATE
@@ -58,7 +65,7 @@
 
 use std::borrow::Cow;
 
-use crate::mask::{MaskProfile, FIELD_KIND};
+use crate::mask::{invisible_at, invisible_before, MaskProfile, FIELD_KIND};
 
 use super::Counter;
 
@@ -229,9 +236,10 @@ fn builtin_cut(b: &[u8], i: usize, at: &mut AtFinder) -> bool {
     if c == b' ' {
         return space_cut(b, i - 1);
     }
-    // The last byte of a non-ASCII character: `i` is a character boundary.
+    // The last byte of a non-ASCII character: `i` is a character boundary. Not after an
+    // invisible character: masking reads through it, so its neighbours may be one value.
     if c >= 0x80 && (i == b.len() || !is_continuation(byte(b, i))) {
-        return non_ascii_cut(b, i, at);
+        return invisible_before(b, i).is_none() && non_ascii_cut(b, i, at);
     }
     false
 }
@@ -240,27 +248,45 @@ fn is_continuation(c: u8) -> bool {
     (0x80..0xc0).contains(&c)
 }
 
-/// Rule 2: whether a cut right after the space at `s` is safe.
+/// Rule 2: whether a cut right after the space at `s` is safe. Invisible characters next
+/// to the space are looked through: masking reads the text without them.
 fn space_cut(b: &[u8], s: usize) -> bool {
     let may_start_group = |n: u8| n.is_ascii_digit() || n.is_ascii_uppercase() || n == b'(' || starts_escape(n);
-    if b.get(s + 1).is_some_and(|&n| !may_start_group(n)) {
+    let mut after = s + 1;
+    while let Some(len) = invisible_at(b, after) {
+        after += len;
+    }
+    if b.get(after).is_some_and(|&n| !may_start_group(n)) {
         return true;
     }
-    let Some(p) = s.checked_sub(1) else { return true };
+    let mut before = s;
+    while let Some(len) = invisible_before(b, before) {
+        before -= len;
+    }
+    let Some(p) = before.checked_sub(1) else { return true };
     let prev = byte(b, p);
     if prev == b')' {
         return false;
     }
     // A word written with escapes may decode to a group of digits or capitals.
-    let mut run =
-        b.get(..s).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric() || is_escape_byte(**c));
+    let mut run = b
+        .get(..before)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || is_escape_byte(**c));
     if run.any(|&c| is_escape_byte(c)) {
         return false;
     }
     if !prev.is_ascii_alphanumeric() {
         return true;
     }
-    let word = b.get(..s).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric());
+    // Cards and SSNs may follow letters (`CC4111 1111 …`): any word ending in a digit may
+    // end with a group.
+    if prev.is_ascii_digit() {
+        return false;
+    }
+    let word = b.get(..before).unwrap_or_default().iter().rev().take_while(|c| c.is_ascii_alphanumeric());
     let (mut len, mut lower, mut upper) = (0usize, false, false);
     for c in word {
         len += 1;

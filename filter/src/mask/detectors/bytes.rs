@@ -43,3 +43,48 @@ pub(super) fn digits_at(b: &[u8], i: usize, n: usize) -> bool {
 pub(super) fn digit_value(c: u8) -> u32 {
     u32::from(c.wrapping_sub(b'0'))
 }
+
+/// The character starting at byte `i` and its length in bytes; `None` at the end or inside
+/// a character. The matchers scan `&str` bytes, so the text is valid UTF-8.
+pub(super) fn char_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let rest = b.get(i..b.len().min(i + 4))?;
+    let len = match rest.first()? {
+        0..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xff => 4,
+        _ => return None,
+    };
+    let c = std::str::from_utf8(rest.get(..len)?).ok()?.chars().next()?;
+    Some((c, len))
+}
+
+/// The character ending right before byte `i` and its length in bytes.
+pub(super) fn char_before(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let start = (i.saturating_sub(4)..i).rev().find(|&j| !(0x80..0xc0).contains(&at(b, j)))?;
+    char_at(b, start).filter(|&(_, len)| start + len == i)
+}
+
+/// Whether a non-ASCII character ends a value rather than belonging to one: spaces,
+/// invisible characters, and the punctuation and symbol blocks (Latin-1 punctuation such
+/// as `«` `»` `·` and the soft hyphen, general punctuation such as `—` `–` `…` `‘` `’` and
+/// the zero-width characters, currency, arrows, mathematical and technical symbols, CJK and
+/// full-width punctuation, emoji). Letters of any script are not: they may be part of an
+/// internationalised e-mail address.
+pub(super) fn is_unicode_separator(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c,
+            '\u{a0}'..='\u{bf}'
+            | '\u{d7}'
+            | '\u{f7}'
+            | '\u{2000}'..='\u{2bff}'
+            | '\u{2e00}'..='\u{2e7f}'
+            | '\u{3000}'..='\u{303f}'
+            | '\u{fe10}'..='\u{fe6f}'
+            | '\u{feff}'
+            | '\u{ff00}'..='\u{ff0f}'
+            | '\u{ff1a}'..='\u{ff20}'
+            | '\u{ff3b}'..='\u{ff40}'
+            | '\u{ff5b}'..='\u{ff65}'
+            | '\u{1f000}'..='\u{1faff}')
+}

@@ -9,9 +9,13 @@
 //! confirm a candidate in a handful of byte reads, never backtrack, and every read is
 //! bounded, so a hostile body (`@@@@`, `sk-sk-sk-`, endless digits) stays linear.
 //!
-//! Boundaries are ASCII: a detection never starts right after, or ends right before, an
-//! ASCII letter or digit, so PII-shaped runs inside longer identifiers (hashes, UUIDs,
-//! order ids) are left alone. Non-ASCII characters count as boundaries.
+//! Boundaries: a detection never starts right after, or ends right before, an ASCII digit,
+//! nor (except cards and SSNs, see `numbers`) an ASCII letter, so phone- or key-shaped runs
+//! inside longer identifiers (hashes, UUIDs, order ids) are left alone. Every other byte
+//! is a boundary: ASCII punctuation and symbols, and non-ASCII characters (dashes, `…`,
+//! `«»`, invisible characters, letters of other scripts); e-mail addresses, which may
+//! hold non-ASCII letters, end at non-ASCII punctuation (`email`). Invisible characters
+//! *inside* a value are handled by the masker, which also scans a view without them.
 //!
 //! Layout: this module holds the scan (the byte table, [`Detectors::find`] and the
 //! dispatch to a family's matchers); each detector family has its own file (`numbers`,
@@ -28,8 +32,8 @@ use bytes::{at, is_alnum, is_digit, prev, run};
 use email::email_at;
 use iban::iban_at;
 use numbers::{
-    card_at, card_network_digit, digit_start_ok, e164_at, end_ok, luhn_valid, nanp_at, nanp_body, nanp_parts_valid,
-    ssn_at, ssn_parts_valid,
+    card_at, card_network_digit, digit_start_ok, e164_at, end_ok, glued_plausible, issuer_prefix, luhn_valid, nanp_at,
+    nanp_body, nanp_parts_valid, ssn_at, ssn_parts_valid,
 };
 use secrets::{jwt_at, lower_key_at, private_key_at, upper_key_at};
 
@@ -100,8 +104,14 @@ const F_DASH: u8 = 7; // private_key `-----BEGIN`
 const FAMILY: u8 = 0b0111;
 /// The family only starts a detection where no ASCII letter or digit precedes.
 const AT_WORD_START: u8 = 0b1000;
-/// The byte is an ASCII letter or digit (whatever the family).
-const WORD: u8 = 0b1_0000;
+/// The family only starts a detection where no ASCII digit precedes (digits: a card or an
+/// SSN may follow a letter).
+const AFTER_NON_DIGIT: u8 = 0b1_0000;
+/// The byte is an ASCII letter or digit (whatever the family): it blocks `AT_WORD_START`
+/// in the byte after it. Two bits above that flag, so [`blocks`] is one shift.
+const WORD: u8 = AT_WORD_START << 2;
+/// The byte is an ASCII digit: it blocks `AFTER_NON_DIGIT` in the byte after it.
+const DIGIT: u8 = AFTER_NON_DIGIT << 2;
 
 /// The enabled built-ins of one profile, with the candidate table derived from them.
 #[derive(Clone)]
@@ -128,10 +138,17 @@ impl Detectors {
             if u8::try_from(b).is_ok_and(is_alnum) {
                 *slot = WORD;
             }
+            if u8::try_from(b).is_ok_and(is_digit) {
+                *slot |= DIGIT;
+            }
         }
         let on = |b: Builtin| bits & b.bit() != 0;
         let mut set = |bytes: &[u8], family: u8| {
-            let start = if matches!(family, F_AT | F_DASH) { 0 } else { AT_WORD_START };
+            let start = match family {
+                F_AT | F_DASH => 0,
+                F_DIGIT => AFTER_NON_DIGIT,
+                _ => AT_WORD_START,
+            };
             for &b in bytes {
                 if let Some(slot) = d.table.get_mut(usize::from(b)) {
                     *slot |= family | start;
@@ -192,18 +209,20 @@ impl Detectors {
     }
 
     /// The hot loop: the next byte at or after `from` that can start a detection. Letter,
-    /// digit, `+` and `(` families only count at a word start, so the inside of words and
-    /// digit runs costs one table read per byte.
+    /// `+` and `(` families only count at a word start and digits only after a non-digit,
+    /// so the inside of words and digit runs costs one table read per byte.
     #[inline]
     fn next_candidate(&self, bytes: &[u8], from: usize) -> Option<usize> {
         let rest = bytes.get(from..)?;
-        let mut prev_word = is_alnum(prev(bytes, from));
+        // A preceding letter or digit blocks AT_WORD_START; a preceding digit also blocks
+        // AFTER_NON_DIGIT: the entry of the previous byte, shifted onto those flags.
+        let mut blocked = blocks(self.entry(prev(bytes, from)));
         for (k, &c) in rest.iter().enumerate() {
             let t = self.entry(c);
-            if t & FAMILY != 0 && (t & AT_WORD_START == 0 || !prev_word) && plausible(bytes, from + k, t & FAMILY) {
+            if t & FAMILY != 0 && t & blocked == 0 && plausible(bytes, from + k, t & FAMILY) {
                 return Some(from + k);
             }
-            prev_word = t & WORD != 0;
+            blocked = blocks(t);
         }
         None
     }
@@ -220,7 +239,9 @@ impl Detectors {
         let hit = |end: usize, kind: Builtin| Some(Hit { start: pos, end, kind });
         match self.entry(at(b, pos)) & FAMILY {
             F_DIGIT => {
-                if !digit_start_ok(b, pos) {
+                // After a letter only cards and SSNs are looked for (see `numbers`).
+                let glued = prev(b, pos).is_ascii_alphabetic();
+                if !glued && !digit_start_ok(b, pos) {
                     return None;
                 }
                 // The leading digit run tells the shapes apart: `AAA-`/`NXX-` (3),
@@ -231,11 +252,15 @@ impl Detectors {
                         if let Some(end) = ssn_at(b, pos).filter(|_| on(Builtin::UsSsn)) {
                             return hit(end, Builtin::UsSsn);
                         }
-                        nanp_at(b, pos).filter(|_| on(Builtin::Phone)).and_then(|end| hit(end, Builtin::Phone))
+                        nanp_at(b, pos)
+                            .filter(|_| on(Builtin::Phone) && !glued)
+                            .and_then(|end| hit(end, Builtin::Phone))
                     }
-                    1 => nanp_at(b, pos).filter(|_| on(Builtin::Phone)).and_then(|end| hit(end, Builtin::Phone)),
+                    1 => nanp_at(b, pos)
+                        .filter(|_| on(Builtin::Phone) && !glued)
+                        .and_then(|end| hit(end, Builtin::Phone)),
                     4 | 13..=19 => card_at(b, pos)
-                        .filter(|_| on(Builtin::CreditCard))
+                        .filter(|_| on(Builtin::CreditCard) && (!glued || issuer_prefix(b, pos)))
                         .and_then(|end| hit(end, Builtin::CreditCard)),
                     _ => None,
                 }
@@ -319,6 +344,12 @@ impl Detectors {
     }
 }
 
+/// The start flags that a byte with table entry `t` blocks in the byte after it.
+#[inline]
+fn blocks(t: u8) -> u8 {
+    (t >> 2) & (AT_WORD_START | AFTER_NON_DIGIT)
+}
+
 /// A two-to-five byte look at a candidate that rules out most word starts and short
 /// numbers before the full matcher runs: key and JWT prefixes have a fixed second letter,
 /// IBANs and upper-case key prefixes a second capital, and every number-shaped detection
@@ -328,6 +359,7 @@ fn plausible(b: &[u8], pos: usize, family: u8) -> bool {
     match family {
         F_LOWER => matches!(at(b, pos + 1), b'y' | b'h' | b'i' | b'o' | b'k'),
         F_UPPER => at(b, pos + 1).is_ascii_uppercase(),
+        F_DIGIT if prev(b, pos).is_ascii_alphabetic() => glued_plausible(b, pos),
         F_DIGIT => {
             let third = at(b, pos + 3);
             (is_digit(at(b, pos + 1))

@@ -1,6 +1,15 @@
 //! Number-shaped detectors: US SSNs, phone numbers (NANP and E.164 with a `+`) and
 //! payment cards (Luhn). They share the edge rules [`digit_start_ok`] and [`end_ok`],
 //! which keep them from matching a stretch of a longer number.
+//!
+//! Letters glued to a value: a card or an SSN is found even when ASCII letters touch it
+//! (`CC4111111111111111`, `ssn123-45-6789x`), because a prefix is how a hostile query hides
+//! one (`'CC' || card`); digits touching it still stop it (it is a stretch of a longer
+//! number). A card right after a letter must also start with an issuer prefix that
+//! networks really use ([`issuer_prefix`]): letter-prefixed ids that carry a date
+//! (`INV20240101…`) pass Luhn one time in ten, and `20…` is no network's prefix. Phones
+//! keep needing a non-alphanumeric neighbour: a glued 10-digit shape is far more often an
+//! id than a phone.
 
 use super::bytes::{at, digit_value, digits_at, is_alnum, is_digit, prev, run};
 
@@ -26,6 +35,15 @@ pub(super) fn end_ok(b: &[u8], end: usize) -> bool {
 
 // ---- US SSN ----
 
+/// [`end_ok`] for cards and SSNs, which may be followed by a letter (see the module docs).
+pub(super) fn value_end_ok(b: &[u8], end: usize) -> bool {
+    let n = at(b, end);
+    if is_digit(n) || n == b'@' {
+        return false;
+    }
+    !(matches!(n, b'-' | b'.' | b'_') && is_digit(at(b, end + 1)))
+}
+
 /// `AAA-GG-SSSS` or `AAA GG SSSS` (one separator kind). A bare run of 9 digits is not an
 /// SSN in text: too many ids, amounts and zip+4 codes look like one.
 pub(super) fn ssn_at(b: &[u8], pos: usize) -> Option<usize> {
@@ -36,7 +54,7 @@ pub(super) fn ssn_at(b: &[u8], pos: usize) -> Option<usize> {
         && at(b, pos + 6) == sep
         && digits_at(b, pos + 7, 4);
     let end = pos + 11;
-    (shaped && ssn_parts_valid(b, pos, pos + 4, pos + 7) && end_ok(b, end)).then_some(end)
+    (shaped && ssn_parts_valid(b, pos, pos + 4, pos + 7) && value_end_ok(b, end)).then_some(end)
 }
 
 /// Area not 000, 666 or 900–999; group not 00; serial not 0000 (never issued).
@@ -54,7 +72,8 @@ pub(super) fn nanp_parts_valid(b: &[u8], area: usize, exchange: usize) -> bool {
     part(area) && part(exchange)
 }
 
-/// `415-555-0134`, `415.555.0134`, `(415) 555-0134`, optionally led by `1-`/`1 `/`1.`.
+/// `415-555-0134`, `415.555.0134`, `415 555 0134`, `(415) 555-0134`, optionally led by
+/// `1-`/`1 `/`1.`.
 /// A bare digit run is never a phone in text: it is far more often an order id.
 pub(super) fn nanp_at(b: &[u8], pos: usize) -> Option<usize> {
     if at(b, pos) == b'1' && matches!(at(b, pos + 1), b'-' | b'.' | b' ') {
@@ -74,7 +93,7 @@ pub(super) fn nanp_body(b: &[u8], pos: usize) -> Option<usize> {
         (pos + 1, ex, ex + 3)
     } else {
         let sep = at(b, pos + 3);
-        if !(digits_at(b, pos, 3) && matches!(sep, b'-' | b'.') && at(b, pos + 7) == sep) {
+        if !(digits_at(b, pos, 3) && matches!(sep, b'-' | b'.' | b' ') && at(b, pos + 7) == sep) {
             return None;
         }
         (pos, pos + 4, pos + 7)
@@ -134,6 +153,38 @@ pub(super) fn card_network_digit(c: u8) -> bool {
     matches!(c, b'2'..=b'6')
 }
 
+/// Whether the digits at `pos` start with a prefix a card network issues: Visa 4,
+/// Mastercard 51–55 and 2221–2720, Amex 34/37, Diners 300–305/36/38, JCB 3528–3589,
+/// Discover 6011/644–649/65, UnionPay 62.
+pub(super) fn issuer_prefix(b: &[u8], pos: usize) -> bool {
+    let num = |n: usize| (pos..pos + n).fold(0u32, |acc, j| acc * 10 + digit_value(at(b, j)));
+    if !digits_at(b, pos, 4) {
+        return false;
+    }
+    let (two, three, four) = (num(2), num(3), num(4));
+    matches!(two, 40..=49 | 51..=55 | 34 | 37 | 36 | 38 | 65 | 62)
+        || (2221..=2720).contains(&four)
+        || (300..=305).contains(&three)
+        || (3528..=3589).contains(&four)
+        || four == 6011
+        || (644..=649).contains(&three)
+}
+
+/// A quick look at digits right after a letter: only an SSN (`123-45-`, `123 45 `) or a
+/// card with an issuer prefix (13+ digits, or a group of 4 and a separator) may start
+/// there. Keeps hashes and letter-prefixed ids, full of such digits, cheap to scan.
+pub(super) fn glued_plausible(b: &[u8], pos: usize) -> bool {
+    let sep = at(b, pos + 3);
+    if !digits_at(b, pos, 3) {
+        return false;
+    }
+    if matches!(sep, b'-' | b' ') {
+        return digits_at(b, pos + 4, 2) && at(b, pos + 6) == sep;
+    }
+    let grouped = matches!(at(b, pos + 4), b' ' | b'-' | b'.' | b'_') && is_digit(at(b, pos + 5));
+    is_digit(sep) && (grouped || digits_at(b, pos + 4, 9)) && issuer_prefix(b, pos)
+}
+
 pub(super) fn luhn_valid(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
     let mut sum = 0u32;
     for (i, c) in digits.rev().enumerate() {
@@ -149,8 +200,8 @@ pub(super) fn luhn_valid(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// 13–19 digits, either one unbroken run or groups split by single spaces or dashes (one
-/// kind per number) with a first group of 4 and further groups of 3–6 (4-4-4-4, 4-6-5,
+/// 13–19 digits, either one unbroken run or groups split by single spaces, dashes, dots or
+/// underscores (one kind per number) with a first group of 4 and further groups of 3–6 (4-4-4-4, 4-6-5,
 /// 4-4-4-4-3), or a short last group of 2 (14-digit Diners cards written 4-4-4-2).
 /// Luhn-valid. A grouped number may be followed by more groups (`… 2024`): the longest
 /// valid prefix ending on a group boundary wins.
@@ -161,11 +212,11 @@ pub(super) fn card_at(b: &[u8], pos: usize) -> Option<usize> {
     let first = run(b, pos, is_digit);
     if first >= 13 {
         let end = pos + first;
-        let valid = first <= 19 && end_ok(b, end) && luhn_valid(b.get(pos..end)?.iter().copied());
+        let valid = first <= 19 && value_end_ok(b, end) && luhn_valid(b.get(pos..end)?.iter().copied());
         return valid.then_some(end);
     }
     let sep = at(b, pos + first);
-    if first != 4 || !matches!(sep, b' ' | b'-') {
+    if first != 4 || !matches!(sep, b' ' | b'-' | b'.' | b'_') {
         return None;
     }
     // Group boundaries as (digits so far, end offset); at most 19 digits fit in 6 groups.
@@ -191,7 +242,7 @@ pub(super) fn card_at(b: &[u8], pos: usize) -> Option<usize> {
     }
     ends.get(..n)?.iter().rev().find_map(|&(digits, end)| {
         let span = b.get(pos..end)?;
-        let valid = digits >= 13 && end_ok(b, end) && luhn_valid(span.iter().copied().filter(|c| is_digit(*c)));
+        let valid = digits >= 13 && value_end_ok(b, end) && luhn_valid(span.iter().copied().filter(|c| is_digit(*c)));
         valid.then_some(end)
     })
 }

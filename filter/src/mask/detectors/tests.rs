@@ -79,7 +79,7 @@ fn long_digit_runs_and_timestamps_are_not_cards() {
     assert!(hits("41111111111111111111").is_empty());
     assert!(hits("ts 1718000000000").is_empty());
     assert!(hits("4111-1111 1111-1111").is_empty());
-    assert!(hits("x4111111111111111").is_empty(), "inside a token");
+    assert!(hits("x41111111111111111111").is_empty(), "too long after a letter too");
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn bare_nine_digits_and_longer_dashed_runs_are_not_ssns() {
     assert!(hits("123456789").is_empty());
     assert!(hits("123-45-6789-1").is_empty());
     assert!(hits("1-123-45-6789").is_empty());
-    assert!(hits("123-45-6789x").is_empty());
+    assert!(hits("123-45-67891").is_empty());
 }
 
 #[test]
@@ -240,4 +240,87 @@ fn hostile_repetitions_do_not_match_and_stay_fast() {
         let junk = format!(" {}", p.repeat(20_000));
         assert!(hits(&junk).is_empty(), "{p}");
     }
+}
+
+#[test]
+fn an_email_is_found_whatever_punctuation_follows_it() {
+    for after in ["—", "-", "–", "…", "»", "\u{200b}", "\u{feff}", "\u{ad}", "’", "→", "。", "😀", "_", "--x"]
+    {
+        let s = format!("mail alice@example.com{after} next");
+        assert_eq!(only(&s), ("email", "alice@example.com".into()), "followed by {after:?}");
+    }
+}
+
+#[test]
+fn an_email_is_found_whatever_punctuation_precedes_it() {
+    for before in ["—", "«", "\u{200b}", "…", "“", "–"] {
+        let s = format!("mail {before}alice@example.com");
+        assert_eq!(only(&s), ("email", "alice@example.com".into()), "preceded by {before:?}");
+    }
+}
+
+#[test]
+fn a_multi_label_domain_followed_by_double_hyphen_is_masked_through_its_top_level_domain() {
+    assert_eq!(only("alice@example.co.uk--x"), ("email", "alice@example.co.uk".into()));
+    assert_eq!(only("alice@mail.my-company.com-ok"), ("email", "alice@mail.my-company.com".into()));
+}
+
+#[test]
+fn emails_next_to_each_other_across_an_em_dash_are_both_found() {
+    let h = hits("alice@example.com—bob@example.org");
+    assert_eq!(h, vec![("email", "alice@example.com".into()), ("email", "bob@example.org".into())]);
+}
+
+#[test]
+fn an_email_in_another_script_ends_at_that_scripts_punctuation() {
+    assert_eq!(only("почта: zoë@bücher.de。次"), ("email", "zoë@bücher.de".into()));
+}
+
+#[test]
+fn phones_written_with_spaces_are_phones() {
+    assert_eq!(only("call 415 555 0132 now"), ("phone", "415 555 0132".into()));
+    assert_eq!(only("call 1 415 555 0132."), ("phone", "1 415 555 0132".into()));
+    assert_eq!(only("call +44 20 7946 0958 now"), ("phone", "+44 20 7946 0958".into()));
+}
+
+#[test]
+fn numbers_are_found_whatever_unicode_punctuation_surrounds_them() {
+    for (v, kind) in [("4111111111111111", "credit_card"), ("123-45-6789", "us_ssn"), ("415-555-0132", "phone")] {
+        for (a, b) in [("—", "—"), ("«", "»"), ("\u{200b}", "\u{200b}"), ("…", "…"), ("¿", "¡")] {
+            assert_eq!(only(&format!("x {a}{v}{b} y")), (kind, v.to_string()), "{a}{v}{b}");
+        }
+    }
+}
+
+#[test]
+fn cards_grouped_with_dots_or_underscores_are_cards() {
+    assert_eq!(only("card 4111.1111.1111.1111."), ("credit_card", "4111.1111.1111.1111".into()));
+    assert_eq!(only("card 4111_1111_1111_1111 ok"), ("credit_card", "4111_1111_1111_1111".into()));
+    assert!(hits("card 4111.1111_1111-1111").is_empty(), "one separator kind per number");
+}
+
+#[test]
+fn card_and_ssn_digits_glued_to_letters_are_found() {
+    assert_eq!(only("CC4111111111111111"), ("credit_card", "4111111111111111".into()));
+    assert_eq!(only("x4111111111111111end"), ("credit_card", "4111111111111111".into()));
+    assert_eq!(only("cardno4111-1111-1111-1111"), ("credit_card", "4111-1111-1111-1111".into()));
+    assert_eq!(only("ssn123-45-6789x"), ("us_ssn", "123-45-6789".into()));
+}
+
+#[test]
+fn digits_glued_to_more_digits_are_still_part_of_a_longer_number() {
+    assert!(hits("94111111111111111 and 41111111111111119x").is_empty());
+    assert!(hits("CC0123-45-67890").is_empty());
+}
+
+#[test]
+fn phones_and_keys_glued_to_letters_are_left_alone() {
+    assert!(hits("ref415-555-0132 and id4155550132 and xAKIAIOSFODNN7EXAMPLE").is_empty());
+}
+
+#[test]
+fn a_letter_prefixed_id_that_passes_luhn_without_an_issuer_prefix_is_not_a_card() {
+    assert!(hits("INV2024010112345605").is_empty(), "20… is no network's prefix");
+    assert_eq!(only("ref 2024010112345605"), ("credit_card", "2024010112345605".into()), "unglued: Luhn decides");
+    assert_eq!(only("AMEX378282246310005"), ("credit_card", "378282246310005".into()));
 }

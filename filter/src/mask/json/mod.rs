@@ -46,7 +46,8 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
         view: Decoded::default(),
         pending: vec![Pending::Stale; profile.custom.len()],
         custom_in_body: profile.custom_in_body(src),
-        refs_in_body: memchr::memchr2(b'&', b'%', src.as_bytes()).is_some(),
+        refs_in_body: memchr::memchr2(b'&', b'%', src.as_bytes()).is_some()
+            || memchr::memchr3(0xc2, 0xe2, 0xef, src.as_bytes()).is_some(),
     };
     w.drop_ws();
     w.value(0, profile.pointers.root())?;
@@ -75,9 +76,10 @@ struct Walker<'p, 'a> {
     pending: Vec<Pending>,
     /// Custom detectors worth running on escape-free strings of this body.
     custom_in_body: u32,
-    /// Whether the body holds a `&` or `%` anywhere: if not, an escape-free string has
-    /// nothing a reader could decode further (its `\\` would be an escape), and the
-    /// per-string look for one is skipped. Dense JSON rows rarely have either.
+    /// Whether the body holds a `&`, a `%` or a lead byte of an invisible character
+    /// (0xC2, 0xE2, 0xEF) anywhere: if not, an escape-free string has nothing a reader
+    /// could decode further or would not see (its `\\` would be an escape), and the
+    /// per-string look for one is skipped. Dense JSON rows rarely have any.
     refs_in_body: bool,
 }
 

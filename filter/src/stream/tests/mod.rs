@@ -55,6 +55,17 @@ pub(super) const VALUES: &[(&str, &str)] = &[
     ("credit_card", "&#52;111 1111 1111 1111"),
     ("us_ssn", "123\\u002d45\\u002d6789"),
     ("phone", "(415)&#32;555-0134"),
+    // Shapes of issue 14: spaces inside phones, dots and underscores inside cards, a
+    // multi-label domain, and invisible characters inside values (masking reads through them).
+    ("phone", "415 555 0132"),
+    ("phone", "+44 20 7946 0958"),
+    ("credit_card", "4111.1111.1111.1111"),
+    ("credit_card", "4111_1111_1111_1111"),
+    ("email", "carol@example.co.uk"),
+    ("email", "ali\u{200b}ce@example.com"),
+    ("credit_card", "4111\u{200b} 1111 1111 1111"),
+    ("us_ssn", "123-45-67\u{200d}89"),
+    ("iban", "GB82\u{feff} WEST 1234 5698 7654 32"),
 ];
 
 /// The base64 lines of the private key sample: none may reach a client either.
