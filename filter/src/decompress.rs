@@ -8,10 +8,15 @@
 //! holds a buffered response, which then hangs. Decoding here gives exact errors and
 //! Airlock's own bounds.
 //!
-//! Bounds, against decompression bombs: the decoded bytes never exceed `max_output`, and
-//! past the first [`RATIO_FLOOR`] bytes never exceed [`MAX_RATIO`] times the compressed
-//! bytes received so far, checked as the output is produced (a bomb costs at most that
-//! much memory and time, never more). `zstd` and stacked codings are not decoded:
+//! Bounds, against decompression bombs, checked as the output is produced (a sink that
+//! refuses bytes past the bound), so a bomb costs at most the bound in memory and time:
+//! the decoded bytes never exceed `max_output`; each chunk may add at most
+//! [`MAX_RATIO`] times its own compressed size (at least [`PUSH_FLOOR`], and anything up
+//! to [`RATIO_FLOOR`] for a body's first bytes), so allowance saved by poorly
+//! compressing data cannot be spent at once; and a stream's chunk at most
+//! [`STREAM_PUSH_MAX`]. Brotli's window (allocated before any output) is at most the
+//! standard 16 MiB: large-window brotli is refused.
+//! `zstd` and stacked codings are not decoded:
 //! [`encoding`] names them, and the caller refuses them.
 
 use std::fmt;
@@ -23,8 +28,12 @@ use flate2::write::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
 /// Decoded bytes allowed for each compressed byte, past [`RATIO_FLOOR`]. Text and JSON
 /// compress 3–20×, repetitive JSON rows up to ~100×; deflate's own maximum is ~1032×.
 pub const MAX_RATIO: u64 = 200;
-/// Decoded bytes always allowed, whatever the ratio (small bodies compress very well).
+/// Decoded bytes a body's start may reach whatever the ratio (small bodies compress very well).
 pub const RATIO_FLOOR: u64 = 1 << 20;
+/// Decoded bytes any chunk may add whatever its ratio (one chunk may end a long run).
+pub const PUSH_FLOOR: u64 = 64 << 10;
+/// Decoded bytes one chunk of a stream may add: what the callback holds at once.
+pub const STREAM_PUSH_MAX: u64 = 4 << 20;
 
 /// A coding Airlock decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +80,8 @@ pub enum DecodeError {
     Ratio,
     /// Not valid data of its coding (or cut short).
     Corrupt(Coding),
+    /// Large-window brotli (a window up to 1 GiB, allocated before any output).
+    LargeWindow,
 }
 
 impl fmt::Display for DecodeError {
@@ -81,6 +92,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "the body decodes to more than {MAX_RATIO} times its compressed size (a decompression bomb)")
             }
             DecodeError::Corrupt(c) => write!(f, "the body is not valid {} data", c.name()),
+            DecodeError::LargeWindow => write!(f, "the body is large-window brotli, which is not decoded"),
         }
     }
 }
@@ -100,12 +112,13 @@ pub struct Decoder {
     coding: Coding,
     state: State,
     max_output: u64,
-    /// Compressed bytes received so far.
-    input: u64,
+    /// Decoded bytes one chunk may add at most.
+    push_max: u64,
 }
 
 enum State {
-    /// `deflate` until its first two bytes tell zlib from raw deflate.
+    /// `deflate` until its first two bytes tell zlib from raw deflate; `br` until its
+    /// first byte tells its window.
     Sniffing(Vec<u8>),
     Gzip(MultiGzDecoder<Sink>),
     Zlib(ZlibDecoder<Sink>),
@@ -116,29 +129,38 @@ enum State {
 }
 
 impl Decoder {
-    /// A decoder whose whole output may not exceed `max_output` bytes.
+    /// A decoder for a whole body, whose output may not exceed `max_output` bytes.
     pub fn new(coding: Coding, max_output: u64) -> Self {
+        Decoder::with_bounds(coding, max_output, max_output)
+    }
+
+    /// A decoder for a stream: no bound on the whole, [`STREAM_PUSH_MAX`] per chunk.
+    pub fn for_stream(coding: Coding) -> Self {
+        Decoder::with_bounds(coding, u64::MAX, STREAM_PUSH_MAX)
+    }
+
+    fn with_bounds(coding: Coding, max_output: u64, push_max: u64) -> Self {
         let state = match coding {
             Coding::Gzip => State::Gzip(MultiGzDecoder::new(Sink::default())),
-            Coding::Deflate => State::Sniffing(Vec::new()),
-            Coding::Brotli => State::Brotli(Box::new(BrotliDecoder::new(Sink::default(), BROTLI_BUFFER))),
+            Coding::Deflate | Coding::Brotli => State::Sniffing(Vec::new()),
         };
-        Decoder { coding, state, max_output, input: 0 }
+        Decoder { coding, state, max_output, push_max }
     }
 
     /// Decodes `chunk` and appends what it decodes to (so far) to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        self.input += chunk.len() as u64;
         if let State::Sniffing(head) = &mut self.state {
             head.extend_from_slice(chunk);
-            if head.len() < 2 {
+            let needed = if self.coding == Coding::Brotli { 1 } else { 2 };
+            if head.len() < needed {
                 return Ok(());
             }
             let head = std::mem::take(head);
-            self.state = if is_zlib_header(&head) {
-                State::Zlib(ZlibDecoder::new(Sink::default()))
-            } else {
-                State::Raw(DeflateDecoder::new(Sink::default()))
+            self.state = match self.coding {
+                Coding::Brotli if brotli_window_bits(&head).is_none() => return self.fail(DecodeError::LargeWindow),
+                Coding::Brotli => State::Brotli(Box::new(BrotliDecoder::new(Sink::default(), BROTLI_BUFFER))),
+                _ if is_zlib_header(&head) => State::Zlib(ZlibDecoder::new(Sink::default())),
+                _ => State::Raw(DeflateDecoder::new(Sink::default())),
             };
             return self.decode(&head, out);
         }
@@ -150,7 +172,7 @@ impl Decoder {
         if let State::Sniffing(head) = &self.state {
             return if head.is_empty() { Ok(()) } else { self.fail(DecodeError::Corrupt(self.coding)) };
         }
-        let limit = self.allowed();
+        let limit = self.allowed(0);
         let done = match &mut self.state {
             State::Gzip(d) => finish_into(d, limit),
             State::Zlib(d) => finish_into(d, limit),
@@ -171,7 +193,7 @@ impl Decoder {
     }
 
     fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let limit = self.allowed();
+        let limit = self.allowed(chunk.len());
         let done = match &mut self.state {
             State::Gzip(d) => write_into(d, chunk, limit),
             State::Zlib(d) => write_into(d, chunk, limit),
@@ -182,9 +204,23 @@ impl Decoder {
         self.drain(done, limit, out)
     }
 
-    /// The decoded total allowed now: the caller's bound, and the ratio past its floor.
-    fn allowed(&self) -> u64 {
-        self.max_output.min(RATIO_FLOOR.max(self.input.saturating_mul(MAX_RATIO)))
+    /// The decoded total allowed once a chunk of `len` compressed bytes is decoded (see
+    /// the module docs).
+    fn allowed(&self, len: usize) -> u64 {
+        let total = self.sink().map_or(0, |s| s.total);
+        let ratio = (len as u64).saturating_mul(MAX_RATIO);
+        let step = ratio.max(PUSH_FLOOR).max(RATIO_FLOOR.saturating_sub(total)).min(self.push_max);
+        self.max_output.min(total.saturating_add(step))
+    }
+
+    fn sink(&self) -> Option<&Sink> {
+        match &self.state {
+            State::Gzip(d) => Some(d.get_ref()),
+            State::Zlib(d) => Some(d.get_ref()),
+            State::Raw(d) => Some(d.get_ref()),
+            State::Brotli(d) => Some(d.get_ref()),
+            State::Sniffing(_) | State::Failed => None,
+        }
     }
 
     /// Moves the decoded bytes to `out`, or turns a failed write into its reason (`limit`:
@@ -198,6 +234,10 @@ impl Decoder {
             State::Sniffing(_) | State::Failed => return Ok(()),
         };
         match done {
+            Ok(()) if out.is_empty() => {
+                std::mem::swap(out, &mut sink.buf);
+                Ok(())
+            }
             Ok(()) => {
                 out.append(&mut sink.buf);
                 Ok(())
@@ -219,6 +259,23 @@ impl Decoder {
 
 /// The brotli decoder's output buffer (its window is allocated as the stream asks).
 const BROTLI_BUFFER: usize = 4096;
+
+/// The window of a brotli stream from its first byte (RFC 7932 §9.1, bits read from the
+/// lowest): `None` for the large-window extension's marker, whose window may reach 1 GiB.
+fn brotli_window_bits(head: &[u8]) -> Option<u32> {
+    let b = *head.first()?;
+    if b & 1 == 0 {
+        return Some(16);
+    }
+    match (b >> 1) & 7 {
+        0 => match (b >> 4) & 7 {
+            0 => Some(17),
+            1 => None,
+            m => Some(8 + u32::from(m)),
+        },
+        n => Some(17 + u32::from(n)),
+    }
+}
 
 /// zlib's two-byte header (RFC 1950): method 8 (deflate), window ≤ 32 KiB, and a check
 /// that makes the pair a multiple of 31. Raw deflate data almost never starts so.
@@ -432,6 +489,50 @@ mod tests {
             assert!(out.len() as u64 <= RATIO_FLOOR.max(bomb.len() as u64 * MAX_RATIO), "{}", out.len());
             assert_eq!(d.push(b"more", &mut out), Err(DecodeError::Corrupt(coding)), "a failed decoder stays failed");
         }
+    }
+
+    #[test]
+    fn allowance_saved_by_poorly_compressing_data_cannot_be_spent_in_one_chunk() {
+        // Hex text compresses about 2x; the zeros after it would decode hundreds of MiB.
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        let hex: Vec<u8> = (0..(6 << 20))
+            .map(|_| {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                b"0123456789abcdef"[(r % 16) as usize]
+            })
+            .collect();
+        let body = [gzip(&hex), gzip(&vec![b'a'; 256 << 20])].concat();
+        let mut d = Decoder::for_stream(Coding::Gzip);
+        let mut most = 0;
+        let mut got = Ok(());
+        for c in body.chunks(64 << 10) {
+            let mut out = Vec::new();
+            got = d.push(c, &mut out);
+            most = most.max(out.len() as u64);
+            if got.is_err() {
+                break;
+            }
+        }
+        assert_eq!(got, Err(DecodeError::Ratio));
+        assert!(most <= STREAM_PUSH_MAX, "one chunk decoded to {most} bytes");
+    }
+
+    #[test]
+    fn large_window_brotli_is_refused_before_its_window_is_allocated() {
+        assert_eq!(brotli_window_bits(&[0x11]), None);
+        assert_eq!(brotli_window_bits(&[0x0b]), Some(22));
+        assert_eq!(brotli_window_bits(&[0x00]), Some(16));
+        let mut d = Decoder::for_stream(Coding::Brotli);
+        assert_eq!(d.push(&[0x11, 0x00, 0x00, 0x00], &mut Vec::new()), Err(DecodeError::LargeWindow));
+        // What a standard encoder writes at its largest window still decodes.
+        let mut out = Vec::new();
+        {
+            let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 24);
+            e.write_all(BODY).unwrap();
+        }
+        assert_eq!(Decoder::decode_all(Coding::Brotli, &out, 1 << 20).unwrap(), BODY);
     }
 
     #[test]

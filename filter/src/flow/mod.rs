@@ -309,7 +309,7 @@ impl RequestFlow {
             }
             Step::StreamResponse { profile, kind, coding } => {
                 let masker = Box::new(StreamMasker::new(kind, StreamLimits::default()));
-                let decoder = coding.map(|c| Box::new(Decoder::new(c, u64::MAX)));
+                let decoder = coding.map(|c| Box::new(Decoder::for_stream(c)));
                 self.state = State::StreamingResponse { profile, masker, decoder };
                 Next::Continue
             }

@@ -88,7 +88,7 @@ fn still_encoded(codings: &str) -> Reply {
 fn undecodable(e: DecodeError) -> Reply {
     let code = match e {
         DecodeError::TooLarge { .. } | DecodeError::Ratio => Code::ResponseTooLarge,
-        DecodeError::Corrupt(_) => Code::ResponseNotMaskable,
+        DecodeError::Corrupt(_) | DecodeError::LargeWindow => Code::ResponseNotMaskable,
     };
     Reply::new(code, format!("the compressed response cannot be masked: {e}"))
 }
@@ -223,7 +223,15 @@ pub fn mask_chunk(
     let Some(mask) = vm.config.mask_profile(profile) else {
         return Err(Reply::new(Code::Misconfigured, "the rule names a mask profile that does not exist"));
     };
-    let mut chunk = if len == 0 { Vec::new() } else { host.response_body(len).unwrap_or_default() };
+    let mut chunk = match host.response_body(len) {
+        _ if len == 0 => Vec::new(),
+        Some(chunk) => chunk,
+        // Unread bytes must not pass as they are.
+        None => {
+            host.set_response_body(len, &[]);
+            return Err(not_maskable("the streamed response could not be read for masking"));
+        }
+    };
     let decoded = decoder.is_some();
     if let Some(decoder) = decoder {
         let mut plain = Vec::with_capacity(chunk.len() * 4);
