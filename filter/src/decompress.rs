@@ -120,10 +120,7 @@ enum State {
     /// `deflate` until its first two bytes tell zlib from raw deflate; `br` until its
     /// first byte tells its window.
     Sniffing(Vec<u8>),
-    Gzip(MultiGzDecoder<Sink>),
-    Zlib(ZlibDecoder<Sink>),
-    Raw(DeflateDecoder<Sink>),
-    Brotli(Box<BrotliDecoder<Sink>>),
+    Decoding(Box<dyn BodyDecoder>),
     /// An error was reported; nothing more is decoded.
     Failed,
 }
@@ -141,7 +138,7 @@ impl Decoder {
 
     fn with_bounds(coding: Coding, max_output: u64, push_max: u64) -> Self {
         let state = match coding {
-            Coding::Gzip => State::Gzip(MultiGzDecoder::new(Sink::default())),
+            Coding::Gzip => State::Decoding(Box::new(MultiGzDecoder::new(Sink::default()))),
             Coding::Deflate | Coding::Brotli => State::Sniffing(Vec::new()),
         };
         Decoder { coding, state, max_output, push_max }
@@ -156,12 +153,13 @@ impl Decoder {
                 return Ok(());
             }
             let head = std::mem::take(head);
-            self.state = match self.coding {
+            let decoder: Box<dyn BodyDecoder> = match self.coding {
                 Coding::Brotli if brotli_window_bits(&head).is_none() => return self.fail(DecodeError::LargeWindow),
-                Coding::Brotli => State::Brotli(Box::new(BrotliDecoder::new(Sink::default(), BROTLI_BUFFER))),
-                _ if is_zlib_header(&head) => State::Zlib(ZlibDecoder::new(Sink::default())),
-                _ => State::Raw(DeflateDecoder::new(Sink::default())),
+                Coding::Brotli => Box::new(BrotliDecoder::new(Sink::default(), BROTLI_BUFFER)),
+                _ if is_zlib_header(&head) => Box::new(ZlibDecoder::new(Sink::default())),
+                _ => Box::new(DeflateDecoder::new(Sink::default())),
             };
+            self.state = State::Decoding(decoder);
             return self.decode(&head, out);
         }
         self.decode(chunk, out)
@@ -173,13 +171,10 @@ impl Decoder {
             return if head.is_empty() { Ok(()) } else { self.fail(DecodeError::Corrupt(self.coding)) };
         }
         let limit = self.allowed(0);
-        let done = match &mut self.state {
-            State::Gzip(d) => finish_into(d, limit),
-            State::Zlib(d) => finish_into(d, limit),
-            State::Raw(d) => finish_into(d, limit),
-            State::Brotli(d) => finish_into(d.as_mut(), limit),
-            State::Sniffing(_) | State::Failed => return Err(DecodeError::Corrupt(self.coding)),
-        };
+        let State::Decoding(d) = &mut self.state else { return Err(DecodeError::Corrupt(self.coding)) };
+        d.sink_mut().limit = limit;
+        let done = d.finish_data();
+        let done = classify(d.as_mut(), done);
         self.drain(done, limit, out)
     }
 
@@ -194,45 +189,30 @@ impl Decoder {
 
     fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let limit = self.allowed(chunk.len());
-        let done = match &mut self.state {
-            State::Gzip(d) => write_into(d, chunk, limit),
-            State::Zlib(d) => write_into(d, chunk, limit),
-            State::Raw(d) => write_into(d, chunk, limit),
-            State::Brotli(d) => write_into(d.as_mut(), chunk, limit),
-            State::Sniffing(_) | State::Failed => return Err(DecodeError::Corrupt(self.coding)),
-        };
+        let State::Decoding(d) = &mut self.state else { return Err(DecodeError::Corrupt(self.coding)) };
+        d.sink_mut().limit = limit;
+        let done = d.write_all(chunk).and_then(|()| d.flush());
+        let done = classify(d.as_mut(), done);
         self.drain(done, limit, out)
     }
 
     /// The decoded total allowed once a chunk of `len` compressed bytes is decoded (see
     /// the module docs).
     fn allowed(&self, len: usize) -> u64 {
-        let total = self.sink().map_or(0, |s| s.total);
+        let total = match &self.state {
+            State::Decoding(d) => d.sink().total,
+            State::Sniffing(_) | State::Failed => 0,
+        };
         let ratio = (len as u64).saturating_mul(MAX_RATIO);
         let step = ratio.max(PUSH_FLOOR).max(RATIO_FLOOR.saturating_sub(total)).min(self.push_max);
         self.max_output.min(total.saturating_add(step))
     }
 
-    fn sink(&self) -> Option<&Sink> {
-        match &self.state {
-            State::Gzip(d) => Some(d.get_ref()),
-            State::Zlib(d) => Some(d.get_ref()),
-            State::Raw(d) => Some(d.get_ref()),
-            State::Brotli(d) => Some(d.get_ref()),
-            State::Sniffing(_) | State::Failed => None,
-        }
-    }
-
     /// Moves the decoded bytes to `out`, or turns a failed write into its reason (`limit`:
     /// the bound the write ran under).
     fn drain(&mut self, done: Result<(), Stop>, limit: u64, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let sink = match &mut self.state {
-            State::Gzip(d) => d.get_mut(),
-            State::Zlib(d) => d.get_mut(),
-            State::Raw(d) => d.get_mut(),
-            State::Brotli(d) => d.get_mut(),
-            State::Sniffing(_) | State::Failed => return Ok(()),
-        };
+        let State::Decoding(d) = &mut self.state else { return Ok(()) };
+        let sink = d.sink_mut();
         match done {
             Ok(()) if out.is_empty() => {
                 std::mem::swap(out, &mut sink.buf);
@@ -293,82 +273,69 @@ enum Stop {
     Corrupt,
 }
 
-/// The decoders' flate2 `Write` side, with the sink's bound set before each call.
-trait Bounded: Write {
-    fn sink(&mut self) -> &mut Sink;
+/// One coding's decoder, writing into a [`Sink`] (flate2's and brotli's `Write` side).
+trait BodyDecoder: Write {
+    fn sink(&self) -> &Sink;
+    fn sink_mut(&mut self) -> &mut Sink;
+    /// Flushes the decoder and checks the data was complete.
+    fn finish_data(&mut self) -> io::Result<()>;
 }
 
-impl Bounded for MultiGzDecoder<Sink> {
-    fn sink(&mut self) -> &mut Sink {
+impl BodyDecoder for MultiGzDecoder<Sink> {
+    fn sink(&self) -> &Sink {
+        self.get_ref()
+    }
+    fn sink_mut(&mut self) -> &mut Sink {
         self.get_mut()
+    }
+    fn finish_data(&mut self) -> io::Result<()> {
+        self.try_finish()
     }
 }
 
-impl Bounded for ZlibDecoder<Sink> {
-    fn sink(&mut self) -> &mut Sink {
+impl BodyDecoder for ZlibDecoder<Sink> {
+    fn sink(&self) -> &Sink {
+        self.get_ref()
+    }
+    fn sink_mut(&mut self) -> &mut Sink {
         self.get_mut()
+    }
+    fn finish_data(&mut self) -> io::Result<()> {
+        self.try_finish()
     }
 }
 
-impl Bounded for DeflateDecoder<Sink> {
-    fn sink(&mut self) -> &mut Sink {
+impl BodyDecoder for DeflateDecoder<Sink> {
+    fn sink(&self) -> &Sink {
+        self.get_ref()
+    }
+    fn sink_mut(&mut self) -> &mut Sink {
         self.get_mut()
+    }
+    fn finish_data(&mut self) -> io::Result<()> {
+        self.try_finish()
     }
 }
 
-impl Bounded for BrotliDecoder<Sink> {
-    fn sink(&mut self) -> &mut Sink {
+impl BodyDecoder for BrotliDecoder<Sink> {
+    fn sink(&self) -> &Sink {
+        self.get_ref()
+    }
+    fn sink_mut(&mut self) -> &mut Sink {
         self.get_mut()
+    }
+    /// Fails when the data ended before the brotli stream did.
+    fn finish_data(&mut self) -> io::Result<()> {
+        self.close()
     }
 }
 
-fn write_into(d: &mut impl Bounded, chunk: &[u8], limit: u64) -> Result<(), Stop> {
-    d.sink().limit = limit;
-    let done = d.write_all(chunk).and_then(|()| d.flush());
-    classify(d, done)
-}
-
-fn finish_into<D: Bounded + Finish>(d: &mut D, limit: u64) -> Result<(), Stop> {
-    d.sink().limit = limit;
-    let done = d.finish_data();
-    classify(d, done)
-}
-
-fn classify(d: &mut impl Bounded, done: io::Result<()>) -> Result<(), Stop> {
+/// A failed write as a reason: the sink's bound, or bad data.
+fn classify(d: &mut dyn BodyDecoder, done: io::Result<()>) -> Result<(), Stop> {
     match done {
         Ok(()) => Ok(()),
         Err(_) if d.sink().hit_bound => Err(Stop::Bound),
         Err(_) => Err(Stop::Corrupt),
-    }
-}
-
-/// Ending the data: flushes the decoder and checks the stream was complete.
-trait Finish {
-    fn finish_data(&mut self) -> io::Result<()>;
-}
-
-impl Finish for MultiGzDecoder<Sink> {
-    fn finish_data(&mut self) -> io::Result<()> {
-        self.try_finish()
-    }
-}
-
-impl Finish for ZlibDecoder<Sink> {
-    fn finish_data(&mut self) -> io::Result<()> {
-        self.try_finish()
-    }
-}
-
-impl Finish for DeflateDecoder<Sink> {
-    fn finish_data(&mut self) -> io::Result<()> {
-        self.try_finish()
-    }
-}
-
-impl Finish for BrotliDecoder<Sink> {
-    /// Fails when the data ended before the brotli stream did.
-    fn finish_data(&mut self) -> io::Result<()> {
-        self.close()
     }
 }
 
