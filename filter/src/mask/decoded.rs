@@ -15,6 +15,21 @@
 
 use memchr::memchr3;
 
+/// The bytes an escape that this view decodes starts with: `\\u0040`, `&#64;`, `%40`.
+const ESCAPE_LEADS: [u8; 3] = [b'\\', b'&', b'%'];
+
+/// Whether `c` may start an escape this view decodes (the stream's cut rule must not
+/// split a value there either).
+pub(crate) fn starts_escape(c: u8) -> bool {
+    ESCAPE_LEADS.contains(&c)
+}
+
+/// `memchr3` for the escape leads.
+fn find_escape_lead(b: &[u8]) -> Option<usize> {
+    let [a, e, p] = ESCAPE_LEADS;
+    memchr3(a, e, p, b)
+}
+
 /// Whether a reader sees nothing of `c`.
 pub(super) fn is_invisible(c: char) -> bool {
     matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{ad}' | '\u{feff}')
@@ -51,7 +66,7 @@ impl<'a> Next<'a> {
 
     fn find_escape(&self, from: usize) -> usize {
         let rest = self.b.get(from..).unwrap_or_default();
-        memchr3(b'\\', b'&', b'%', rest).map_or(self.b.len(), |k| from + k)
+        find_escape_lead(rest).map_or(self.b.len(), |k| from + k)
     }
 
     fn find_invisible(&self, from: usize) -> usize {
@@ -71,9 +86,9 @@ impl<'a> Next<'a> {
 /// `memchr3` (vectorised) for longer ones.
 fn first_special(b: &[u8]) -> Option<usize> {
     if b.len() < SHORT {
-        return b.iter().position(|&c| matches!(c, b'\\' | b'&' | b'%' | 0xc2 | 0xe2 | 0xef));
+        return b.iter().position(|&c| starts_escape(c) || matches!(c, 0xc2 | 0xe2 | 0xef));
     }
-    let escape = memchr3(b'\\', b'&', b'%', b);
+    let escape = find_escape_lead(b);
     let lead = memchr3(0xc2, 0xe2, 0xef, b.get(..escape.unwrap_or(b.len())).unwrap_or_default());
     lead.or(escape)
 }

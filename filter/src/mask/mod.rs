@@ -24,7 +24,7 @@ mod detectors;
 mod json;
 
 /// Invisible characters, which the cut rule of the stream masker must see through.
-pub(crate) use decoded::{invisible_at, invisible_before};
+pub(crate) use decoded::{invisible_at, invisible_before, starts_escape};
 /// Text written into a JSON string: one escaper for the masker and the stream masker.
 pub(crate) use json::write_escaped;
 mod matches;
@@ -270,19 +270,17 @@ impl MaskProfile {
 
     fn replace_in_text<'t>(&self, text: &'t str, found: impl Iterator<Item = Found>) -> (Cow<'t, str>, MaskCounts) {
         let mut counts = MaskCounts::default();
-        let mut out = String::new();
+        let mut found = found.peekable();
+        if found.peek().is_none() {
+            return (Cow::Borrowed(text), counts);
+        }
+        let mut out = String::with_capacity(text.len() + 32);
         let mut last = 0;
         for m in found {
-            if out.is_empty() {
-                out.reserve(text.len() + 32);
-            }
             out.push_str(text.get(last..m.start).unwrap_or_default());
             out.push_str(self.replacement(m.slot).map_or("", |r| r.text.as_str()));
             counts.add(m.slot, self.kinds.len());
             last = m.end;
-        }
-        if counts.total() == 0 {
-            return (Cow::Borrowed(text), counts);
         }
         out.push_str(text.get(last..).unwrap_or_default());
         (Cow::Owned(out), counts)

@@ -65,7 +65,7 @@
 
 use std::borrow::Cow;
 
-use crate::mask::{invisible_at, invisible_before, MaskProfile, FIELD_KIND};
+use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, FIELD_KIND};
 
 use super::Counter;
 
@@ -296,12 +296,8 @@ fn space_cut(b: &[u8], s: usize) -> bool {
     lower || (upper && len > 4)
 }
 
-/// Whether `c` may start an escape that masking decodes (`\u0040`, `&#64;`, `%40`).
-fn starts_escape(c: u8) -> bool {
-    matches!(c, b'\\' | b'&' | b'%')
-}
-
-/// Whether `c` may be part of such an escape without being a letter or digit.
+/// Whether `c` may be inside an escape that masking decodes (`&#64;`) without being a
+/// letter or digit.
 fn is_escape_byte(c: u8) -> bool {
     starts_escape(c) || matches!(c, b'#' | b';')
 }
