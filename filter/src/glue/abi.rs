@@ -13,6 +13,7 @@ use crate::headers::HeaderList;
 
 /// Host status codes (proxy-wasm ABI 0.2.1).
 const OK: u32 = 0;
+const CAS_MISMATCH: u32 = 8;
 
 pub const MAP_REQUEST_HEADERS: u32 = 0;
 pub const MAP_RESPONSE_HEADERS: u32 = 2;
@@ -69,6 +70,14 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
 }
 
 /// Takes ownership of a buffer the host allocated through the SDK's exported
@@ -189,6 +198,24 @@ pub fn define_counter(name: &str) -> Option<u32> {
 pub fn increment(metric: u32, by: i64) {
     // SAFETY: plain value call.
     unsafe { proxy_increment_metric(metric, by) };
+}
+
+/// A value every VM of this proxy sees, with the version a conditional write must name.
+pub fn shared_data(key: &str) -> Option<(Vec<u8>, u32)> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0, 0);
+    // SAFETY: key is a live str; the host writes a pointer/length pair and a u32 into locals.
+    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    (status == OK).then(|| (take(data, size), cas))
+}
+
+/// Writes a shared value if its version is still `cas` (0: whatever it is).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<bool, u32> {
+    // SAFETY: pointers and lengths of live buffers.
+    match unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) } {
+        OK => Ok(true),
+        CAS_MISMATCH => Ok(false),
+        status => Err(status),
+    }
 }
 
 fn lossy(bytes: Vec<u8>) -> String {

@@ -55,6 +55,15 @@ impl Runtime for EnvoyHost {
     fn log(&mut self, wanted: Level, message: &str) {
         abi::log(level(wanted), message);
     }
+
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        abi::shared_data(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], version: Option<u32>) -> Result<bool, String> {
+        abi::set_shared_data(key, value, version.unwrap_or(0))
+            .map_err(|status| format!("host refused to store shared data `{key}` (status {status})"))
+    }
 }
 
 impl Host for EnvoyHost {

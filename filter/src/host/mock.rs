@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use super::{Callout, Host, Level, Runtime};
 use crate::headers::HeaderList;
@@ -36,6 +37,9 @@ pub struct MockHost {
     pub logs: Vec<String>,
     /// Host calls made, by the name of the proxy-wasm call they stand for.
     pub calls: RefCell<BTreeMap<&'static str, u64>>,
+    /// Shared data as Envoy keeps it: value and version. Tests that model several
+    /// workers hand the same map to several mocks.
+    pub shared: Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>,
 }
 
 impl MockHost {
@@ -181,5 +185,25 @@ impl Runtime for MockHost {
         if level >= self.log_level {
             self.logs.push(message.to_string());
         }
+    }
+
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.called("get_shared_data");
+        self.shared.borrow().get(key).cloned()
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], version: Option<u32>) -> Result<bool, String> {
+        self.called("set_shared_data");
+        let mut shared = self.shared.borrow_mut();
+        // Envoy's rules: a version is checked only for a key that exists; each write
+        // gives the key a new version.
+        let current = shared.get(key).map(|(_, v)| *v);
+        if let (Some(want), Some(have)) = (version, current) {
+            if want != have {
+                return Ok(false);
+            }
+        }
+        shared.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+        Ok(true)
     }
 }

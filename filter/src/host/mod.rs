@@ -43,6 +43,12 @@ pub trait Runtime {
     fn increment(&mut self, metric: MetricId, by: u64);
     fn log_enabled(&self, level: Level) -> bool;
     fn log(&mut self, level: Level, message: &str);
+    /// A value shared by every worker thread's VM in this proxy (proxy-wasm shared data),
+    /// with its version. Lost when Envoy restarts; per proxy, never across replicas.
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes a shared value if its version is still `version` (`None`: unconditionally).
+    /// `Ok(false)`: another worker wrote first; read again and retry.
+    fn shared_set(&mut self, key: &str, value: &[u8], version: Option<u32>) -> Result<bool, String>;
 }
 
 /// What a request context needs on top: the request and response it is handling.
