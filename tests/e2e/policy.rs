@@ -32,6 +32,12 @@ fn extra_rules() -> Vec<Value> {
                "when": {"path": {"exact": "/echo/stats-probe/deny"}}}),
         json!({"name": "stats-probe-allow", "action": "allow",
                "when": {"path": {"exact": "/echo/stats-probe/allow"}}}),
+        // One rule, two shapes: deletes, and anything without a ticket that names a change.
+        json!({"name": "vault-needs-a-ticket", "action": "deny",
+               "when": {"path": {"prefix": "/echo/vault"}, "any": [
+                   {"methods": ["DELETE"]},
+                   {"not": {"headers": [{"name": "x-ticket", "regex": "^OPS-[0-9]+$"}]}}
+               ]}}),
         // Operators may do anything the rules above do not forbid: so a request that
         // slips past a deny rule would be allowed here, not caught by default deny.
         json!({"name": "ops-anything", "action": "allow",
@@ -298,6 +304,25 @@ fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
         .request("POST", "/echo/mcp", &[("authorization", &auth), ("content-type", "application/json")], Some(escaped))
         .unwrap();
     assert_denied_by(&denied, "block-dangerous-mcp-tool");
+}
+
+#[test]
+fn one_rule_with_any_and_not_covers_deletes_and_requests_without_a_ticket() {
+    let stack = stack();
+    let auth = ops();
+    let ask = |method: &str, tickets: &[&str]| {
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend(tickets.iter().map(|t| ("x-ticket", *t)));
+        stack.request(method, "/echo/vault/keys", &headers, None).unwrap()
+    };
+    let ticketed = ask("GET", &["OPS-42"]);
+    assert_eq!(ticketed.status, 200, "{}", ticketed.text());
+    assert_eq!(ticketed.json().unwrap()["method"], "GET", "the upstream answered");
+    assert_denied_by(&ask("GET", &[]), "vault-needs-a-ticket");
+    assert_denied_by(&ask("GET", &["please"]), "vault-needs-a-ticket");
+    assert_denied_by(&ask("DELETE", &["OPS-42"]), "vault-needs-a-ticket");
+    // A valid ticket beside an invalid one does not carry it.
+    assert_denied_by(&ask("GET", &["OPS-42", "nope"]), "vault-needs-a-ticket");
 }
 
 #[test]

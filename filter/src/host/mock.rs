@@ -13,6 +13,9 @@ use crate::stats::{DefineCounter, MetricId};
 /// Status, headers and body of a reply the filter sent.
 pub type SentReply = (u32, Vec<(String, String)>, Vec<u8>);
 
+/// Shared data as Envoy keeps it: key → (value, version).
+pub type SharedData = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
+
 #[derive(Default)]
 pub struct MockHost {
     pub request_headers: Vec<(String, String)>,
@@ -37,9 +40,8 @@ pub struct MockHost {
     pub logs: Vec<String>,
     /// Host calls made, by the name of the proxy-wasm call they stand for.
     pub calls: RefCell<BTreeMap<&'static str, u64>>,
-    /// Shared data as Envoy keeps it: value and version. Tests that model several
-    /// workers hand the same map to several mocks.
-    pub shared: Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>,
+    /// Tests that model several workers hand the same map to several mocks.
+    pub shared: SharedData,
 }
 
 impl MockHost {

@@ -41,7 +41,7 @@ impl Quantifier {
         }
     }
 
-    fn flip(self) -> Self {
+    pub(super) fn flip(self) -> Self {
         match self {
             Quantifier::Any => Quantifier::All,
             Quantifier::All => Quantifier::Any,

@@ -7,7 +7,8 @@
 //!   changes what happens to the request.
 //! - **Conditions.** All of a rule's conditions must hold (AND); the entries of one list
 //!   (`methods`, `any_of`, `groups.any_of`) are alternatives (OR). A rule without
-//!   conditions matches every request.
+//!   conditions matches every request. `any` holds when one of its blocks holds, `not`
+//!   when its block does not (see `conditions` for how negation keeps fail closed).
 //! - **Identity.** `subjects` and `groups` only hold for an authenticated caller; an
 //!   anonymous request satisfies neither, negated or not.
 //! - **Body.** A rule's request-level conditions (identity, method, path, headers,
@@ -40,6 +41,7 @@
 //!   combined as above.
 
 mod body;
+mod conditions;
 mod matcher;
 pub mod spec;
 
@@ -50,8 +52,8 @@ mod tests;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
-use body::BodyCondition;
-use matcher::{Quantifier, StringMatcher};
+use conditions::Conditions;
+use matcher::Quantifier;
 pub use spec::{
     Action, BodyConditionSpec, GroupsSpec, HeaderConditionSpec, MatchSpec, Normalize, QueryConditionSpec, RuleSpec,
     StringMatcherSpec,
@@ -111,26 +113,6 @@ pub struct Decision<'p> {
     pub dry_run: Option<&'p Rule>,
 }
 
-#[derive(Debug)]
-struct HeaderCondition {
-    /// Lower-case.
-    name: String,
-    /// `None`: the header must be absent.
-    matcher: Option<StringMatcher>,
-}
-
-#[derive(Debug)]
-struct QueryCondition {
-    name: String,
-    matcher: StringMatcher,
-}
-
-#[derive(Debug)]
-enum Groups {
-    AnyOf(Vec<String>),
-    AllOf(Vec<String>),
-}
-
 /// A compiled rule.
 #[derive(Debug)]
 pub struct Rule {
@@ -140,15 +122,7 @@ pub struct Rule {
     mask_profile: Option<usize>,
     approval: Option<ApprovalSettings>,
     mode: Quantifier,
-    subjects: Option<StringMatcher>,
-    groups: Option<Groups>,
-    /// Upper-case.
-    methods: Option<Vec<String>>,
-    path: Option<StringMatcher>,
-    headers: Vec<HeaderCondition>,
-    query: Vec<QueryCondition>,
-    /// `mcp_tool` (if any) followed by the `body` conditions.
-    body: Vec<BodyCondition>,
+    when: Conditions,
 }
 
 impl Rule {
@@ -176,58 +150,7 @@ impl Rule {
 
     /// Whether the rule can only be decided with the request body.
     pub fn needs_body(&self) -> bool {
-        !self.body.is_empty()
-    }
-
-    /// Identity, method, path, header and query conditions.
-    fn request_conditions_hold(&self, facts: &RequestFacts<'_>) -> bool {
-        if let Some(methods) = &self.methods {
-            if !methods.iter().any(|m| m.eq_ignore_ascii_case(facts.method)) {
-                return false;
-            }
-        }
-        if let Some(path) = &self.path {
-            if !path.test(&facts.target.path, self.mode) {
-                return false;
-            }
-        }
-        if self.subjects.is_some() || self.groups.is_some() {
-            let Some(identity) = facts.identity else {
-                return false;
-            };
-            if let Some(subjects) = &self.subjects {
-                if !subjects.test(&identity.subject, self.mode) {
-                    return false;
-                }
-            }
-            let in_groups = match &self.groups {
-                None => true,
-                Some(Groups::AnyOf(gs)) => gs.iter().any(|g| identity.in_group(g)),
-                Some(Groups::AllOf(gs)) => gs.iter().all(|g| identity.in_group(g)),
-            };
-            if !in_groups {
-                return false;
-            }
-        }
-        let headers_hold = self.headers.iter().all(|cond| {
-            let mut values = facts.headers.values(&cond.name);
-            match &cond.matcher {
-                None => values.next().is_none(),
-                Some(m) => m.judge_each(self.mode, |f| {
-                    let _ = values.try_for_each(f);
-                }),
-            }
-        });
-        headers_hold
-            && self.query.iter().all(|cond| {
-                cond.matcher.judge_each(self.mode, |f| {
-                    let _ = facts.target.query.iter().filter(|(n, _)| *n == cond.name).try_for_each(|(_, v)| f(v));
-                })
-            })
-    }
-
-    fn body_conditions_hold(&self, body: Body<'_>, canonical: &OnceCell<String>) -> bool {
-        self.body.iter().all(|c| c.holds(body, self.mode, canonical))
+        self.when.needs_body()
     }
 }
 
@@ -244,16 +167,10 @@ impl Policy {
         let canonical = OnceCell::new();
         let mut dry_run = None;
         for rule in &self.rules {
-            if !rule.request_conditions_hold(facts) {
-                continue;
-            }
-            if rule.needs_body() {
-                if matches!(body, Body::NotRead) {
-                    return Evaluation::NeedBody;
-                }
-                if !rule.body_conditions_hold(body, &canonical) {
-                    continue;
-                }
+            match rule.when.judge(facts, body, rule.mode, &canonical) {
+                Some(true) => {}
+                Some(false) => continue,
+                None => return Evaluation::NeedBody,
             }
             if rule.dry_run {
                 dry_run = dry_run.or(Some(rule));
@@ -332,36 +249,7 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
         }
         (_, None) => None,
     };
-    let when = spec.when;
-    let w = format!("{field}.when");
-    let matcher = |s: &StringMatcherSpec, sub: &str| StringMatcher::compile(s.matcher_fields(), &format!("{w}.{sub}"));
-
-    let subjects = when.subjects.as_ref().map(|s| matcher(s, "subjects")).transpose()?;
-    let path = when.path.as_ref().map(|s| matcher(s, "path")).transpose()?;
-    let groups = when.groups.map(|g| compile_groups(g, &format!("{w}.groups"))).transpose()?;
-    let methods = when.methods.map(|m| compile_methods(m, &format!("{w}.methods"))).transpose()?;
-    let headers = when
-        .headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| compile_header(h, &format!("{w}.headers[{i}]")))
-        .collect::<Result<_, _>>()?;
-    let query = when
-        .query
-        .iter()
-        .enumerate()
-        .map(|(i, q)| compile_query(q, &format!("{w}.query[{i}]")))
-        .collect::<Result<_, _>>()?;
-    let mut body: Vec<BodyCondition> = when
-        .body
-        .iter()
-        .enumerate()
-        .map(|(i, b)| BodyCondition::compile(b, &format!("{w}.body[{i}]")))
-        .collect::<Result<_, _>>()?;
-    if let Some(tool) = &when.mcp_tool {
-        // First: a name check is cheaper than pointer walks and SQL readings.
-        body.insert(0, BodyCondition::mcp_tool(matcher(tool, "mcp_tool")?));
-    }
+    let when = Conditions::compile(spec.when, &format!("{field}.when"))?;
 
     Ok(Rule {
         name: spec.name,
@@ -370,13 +258,7 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
         mask_profile,
         approval,
         mode: Quantifier::for_action(spec.action),
-        subjects,
-        groups,
-        methods,
-        path,
-        headers,
-        query,
-        body,
+        when,
     })
 }
 
@@ -391,68 +273,4 @@ fn check_rule_name(name: &str, field: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-fn compile_groups(spec: GroupsSpec, field: &str) -> Result<Groups, ConfigError> {
-    let (groups, key) = match spec {
-        GroupsSpec::AnyOf(g) => (Groups::AnyOf(g), "any_of"),
-        GroupsSpec::AllOf(g) => (Groups::AllOf(g), "all_of"),
-    };
-    let (Groups::AnyOf(list) | Groups::AllOf(list)) = &groups;
-    if list.is_empty() {
-        return Err(ConfigError::new(format!("{field}.{key}"), "is empty; list at least one group"));
-    }
-    Ok(groups)
-}
-
-fn compile_methods(methods: Vec<String>, field: &str) -> Result<Vec<String>, ConfigError> {
-    if methods.is_empty() {
-        return Err(ConfigError::new(field, "is empty; list at least one method or remove `methods`"));
-    }
-    methods
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
-                return Err(ConfigError::new(
-                    format!("{field}[{i}]"),
-                    format!("`{m}` is not an HTTP method name (letters only, e.g. `GET`)"),
-                ));
-            }
-            Ok(m.to_ascii_uppercase())
-        })
-        .collect()
-}
-
-fn check_header_name(name: &str, field: &str) -> Result<(), ConfigError> {
-    let token = name.strip_prefix(':').unwrap_or(name);
-    let valid =
-        !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(ConfigError::new(field, format!("`{name}` is not a valid HTTP header name")))
-    }
-}
-
-fn compile_header(spec: &HeaderConditionSpec, field: &str) -> Result<HeaderCondition, ConfigError> {
-    check_header_name(&spec.name, &format!("{field}.name"))?;
-    let name = spec.name.to_ascii_lowercase();
-    if spec.absent {
-        if spec.matcher_fields().any_set() {
-            return Err(ConfigError::new(
-                field,
-                "`absent: true` takes no matcher fields; use a separate condition to match the value",
-            ));
-        }
-        return Ok(HeaderCondition { name, matcher: None });
-    }
-    Ok(HeaderCondition { name, matcher: Some(StringMatcher::compile(spec.matcher_fields(), field)?) })
-}
-
-fn compile_query(spec: &QueryConditionSpec, field: &str) -> Result<QueryCondition, ConfigError> {
-    if spec.name.is_empty() {
-        return Err(ConfigError::new(format!("{field}.name"), "is empty; name the query parameter"));
-    }
-    Ok(QueryCondition { name: spec.name.clone(), matcher: StringMatcher::compile(spec.matcher_fields(), field)? })
 }

@@ -78,6 +78,11 @@ pub struct MatchSpec {
     pub body: Vec<BodyConditionSpec>,
     /// On the tool name of a JSON-RPC `tools/call` request (MCP).
     pub mcp_tool: Option<StringMatcherSpec>,
+    /// Alternatives: holds when at least one of these blocks holds (each block is a full
+    /// set of conditions, ANDed like this one), so one rule covers several shapes.
+    pub any: Option<Vec<MatchSpec>>,
+    /// Holds when this block does not.
+    pub not: Option<Box<MatchSpec>>,
 }
 
 /// Group membership: `{"any_of": [...]}` or `{"all_of": [...]}`.

@@ -596,6 +596,120 @@ fn mcp_tool_arguments_checked_with_pointer() {
     assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&call)), hit("prod-sql", Action::Approve));
 }
 
+// ---- any / not ----
+
+#[test]
+fn any_block_lets_one_rule_cover_several_shapes() {
+    let p = policy(
+        json!([{"name": "no-destructive", "action": "deny", "when": {"methods": ["POST"], "any": [
+            {"path": {"prefix": "/admin"}},
+            {"mcp_tool": {"exact": "delete_repo"}},
+            {"headers": [{"name": "x-force", "exact": "true"}]}
+        ]}}]),
+        Action::Allow,
+    );
+    assert_eq!(req("POST", "/admin/x").decide(&p, Body::NotRead), hit("no-destructive", Action::Deny));
+    assert_eq!(
+        req("POST", "/q").header("x-force", "true").decide(&p, Body::NotRead),
+        hit("no-destructive", Action::Deny)
+    );
+    assert_eq!(
+        req("POST", "/mcp").decide(&p, Body::Json(&tool_call("delete_repo"))),
+        hit("no-destructive", Action::Deny)
+    );
+    assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&tool_call("read_file"))), default(Action::Allow));
+    // The rule's own conditions still hold alongside `any`.
+    assert_eq!(req("GET", "/admin/x").decide(&p, Body::NotRead), default(Action::Allow));
+}
+
+#[test]
+fn any_block_settled_by_the_request_needs_no_body() {
+    let p = policy(
+        json!([{"name": "d", "action": "deny", "when": {"any": [
+            {"path": {"prefix": "/admin"}},
+            {"body": [{"json_pointer": "/sql", "contains": "drop"}]}
+        ]}}]),
+        Action::Allow,
+    );
+    // One alternative holds without the body: decided at the headers.
+    assert_eq!(req("POST", "/admin").decide(&p, Body::NotRead), hit("d", Action::Deny));
+    // Only the body can tell.
+    assert!(matches!(req("POST", "/q").eval(&p, Body::NotRead), Evaluation::NeedBody));
+    assert!(p.rules().first().unwrap().needs_body());
+    assert_eq!(req("POST", "/q").with_json(&p, r#"{"sql": "drop x"}"#), hit("d", Action::Deny));
+    assert_eq!(req("POST", "/q").with_json(&p, r#"{"sql": "select"}"#), default(Action::Allow));
+}
+
+#[test]
+fn not_block_holds_when_its_conditions_do_not() {
+    let p = policy(
+        json!([
+            {"name": "only-reads-outside-public", "action": "deny", "when": {
+                "methods": ["POST", "PUT", "DELETE"], "not": {"path": {"prefix": "/public/"}}}},
+            {"name": "rest", "action": "allow"}
+        ]),
+        Action::Deny,
+    );
+    assert_eq!(req("POST", "/private/x").decide(&p, Body::NotRead), hit("only-reads-outside-public", Action::Deny));
+    assert_eq!(req("POST", "/public/x").decide(&p, Body::NotRead), hit("rest", Action::Allow));
+    assert_eq!(req("GET", "/private/x").decide(&p, Body::NotRead), hit("rest", Action::Allow));
+}
+
+#[test]
+fn negated_block_on_an_unreadable_body_still_fails_closed() {
+    // "Deny unless the body is a read": a body that cannot be judged is not a read.
+    let deny = policy(
+        json!([{"name": "d", "action": "deny", "when": {"not": {"body": [{"json_pointer": "/op", "exact": "read"}]}}}]),
+        Action::Allow,
+    );
+    // "Allow unless the body asks for delete": an unjudgeable body is not allowed.
+    let allow = policy(
+        json!([{"name": "a", "action": "allow", "when": {"not": {"body": [{"json_pointer": "/op", "exact": "delete"}]}}}]),
+        Action::Deny,
+    );
+    for body in [Body::NotJson("{op: read"), Body::Unreadable] {
+        assert_eq!(req("POST", "/q").decide(&deny, body), hit("d", Action::Deny));
+        assert_eq!(req("POST", "/q").decide(&allow, body), default(Action::Deny));
+    }
+    assert_eq!(req("POST", "/q").with_json(&deny, r#"{"op": "read"}"#), default(Action::Allow));
+    assert_eq!(req("POST", "/q").with_json(&allow, r#"{"op": "read"}"#), hit("a", Action::Allow));
+}
+
+#[test]
+fn negated_block_leans_against_the_smuggled_value() {
+    // A header sent twice: an allow rule's `not` must hold for neither value being
+    // `prod`, a deny rule's `not` for some value not being `staging`.
+    let allow = policy(
+        json!([{"name": "a", "action": "allow", "when": {"not": {"headers": [{"name": "x-env", "exact": "prod"}]}}}]),
+        Action::Deny,
+    );
+    let two = req("POST", "/q").header("x-env", "staging").header("x-env", "prod");
+    assert_eq!(two.decide(&allow, Body::NotRead), default(Action::Deny));
+    let deny = policy(
+        json!([{"name": "d", "action": "deny", "when": {"not": {"headers": [{"name": "x-env", "exact": "staging"}]}}}]),
+        Action::Allow,
+    );
+    assert_eq!(two.decide(&deny, Body::NotRead), hit("d", Action::Deny));
+    let staging = req("POST", "/q").header("x-env", "staging");
+    assert_eq!(staging.decide(&deny, Body::NotRead), default(Action::Allow));
+}
+
+#[test]
+fn config_errors_inside_any_and_not_name_the_nested_field() {
+    let e = config_error(json!([{"name": "r", "action": "deny", "when": {"any": [
+        {"path": {"prefix": "/a"}}, {"not": {"path": {"regex": "("}}}
+    ]}}]));
+    assert_eq!(e.field, "rules[0].when.any[1].not.path.regex");
+    let e = config_error(json!([{"name": "r", "action": "deny", "when": {"any": []}}]));
+    assert_eq!(e.field, "rules[0].when.any");
+    let mut deep = json!({"path": {"prefix": "/"}});
+    for _ in 0..10 {
+        deep = json!({"not": deep});
+    }
+    let e = config_error(json!([{"name": "r", "action": "deny", "when": deep}]));
+    assert!(e.to_string().contains("deeper than"), "{e}");
+}
+
 // ---- config errors ----
 
 #[test]
