@@ -34,10 +34,10 @@ fn extra_rules() -> Vec<Value> {
                "when": {"path": {"exact": "/echo/stats-probe/allow"}}}),
         // One rule, two shapes: deletes, and anything without a ticket that names a change.
         json!({"name": "vault-needs-a-ticket", "action": "deny",
-               "when": {"path": {"prefix": "/echo/vault"}, "any": [
-                   {"methods": ["DELETE"]},
-                   {"not": {"headers": [{"name": "x-ticket", "regex": "^OPS-[0-9]+$"}]}}
-               ]}}),
+        "when": {"path": {"prefix": "/echo/vault"}, "any": [
+            {"methods": ["DELETE"]},
+            {"not": {"headers": [{"name": "x-ticket", "regex": "^OPS-[0-9]+$"}]}}
+        ]}}),
         // Operators may do anything the rules above do not forbid: so a request that
         // slips past a deny rule would be allowed here, not caught by default deny.
         json!({"name": "ops-anything", "action": "allow",

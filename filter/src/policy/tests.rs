@@ -664,7 +664,8 @@ fn negated_block_on_an_unreadable_body_still_fails_closed() {
     );
     // "Allow unless the body asks for delete": an unjudgeable body is not allowed.
     let allow = policy(
-        json!([{"name": "a", "action": "allow", "when": {"not": {"body": [{"json_pointer": "/op", "exact": "delete"}]}}}]),
+        json!([{"name": "a", "action": "allow",
+                "when": {"not": {"body": [{"json_pointer": "/op", "exact": "delete"}]}}}]),
         Action::Deny,
     );
     for body in [Body::NotJson("{op: read"), Body::Unreadable] {
