@@ -32,6 +32,8 @@ fn extra_rules() -> Vec<Value> {
                "when": {"path": {"exact": "/echo/stats-probe/deny"}}}),
         json!({"name": "stats-probe-allow", "action": "allow",
                "when": {"path": {"exact": "/echo/stats-probe/allow"}}}),
+        json!({"name": "mcp-no-secret-resources", "action": "deny",
+               "when": {"path": {"exact": "/echo/mcp"}, "mcp_resource": {"prefix": "secret://"}}}),
         // One rule, two shapes: deletes, and anything without a ticket that names a change.
         json!({"name": "vault-needs-a-ticket", "action": "deny",
         "when": {"path": {"prefix": "/echo/vault"}, "any": [
@@ -304,6 +306,23 @@ fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
         .request("POST", "/echo/mcp", &[("authorization", &auth), ("content-type", "application/json")], Some(escaped))
         .unwrap();
     assert_denied_by(&denied, "block-dangerous-mcp-tool");
+}
+
+#[test]
+fn mcp_resource_rule_refuses_reading_a_secret_uri_and_passes_other_reads() {
+    let stack = stack();
+    let auth = ops();
+    let read = |id: u32, uri: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": {"uri": uri}});
+        stack.post_json("/echo/mcp", &[("authorization", &auth)], &body).unwrap()
+    };
+    let passed = read(1, "file:///srv/readme.md");
+    assert_eq!(passed.status, 200, "{}", passed.text());
+    assert!(passed.json().unwrap()["body"].as_str().unwrap().contains("file:///srv/readme.md"), "reached the upstream");
+    let refused = read(2, "secret://payments/api-key");
+    // Refused by the rule, whatever the answer's shape: the upstream echo never ran.
+    assert!(refused.text().contains(r#""rule":"mcp-no-secret-resources""#), "{}", refused.text());
+    assert!(refused.json().unwrap().get("body").is_none(), "{}", refused.text());
 }
 
 #[test]

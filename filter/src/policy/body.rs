@@ -1,5 +1,5 @@
 //! Conditions on the request body: JSON pointers, "anywhere in the document", the raw
-//! text, and the MCP `tools/call` tool name.
+//! text, the MCP `tools/call` tool name and `resources/read` URI.
 
 use std::cell::OnceCell;
 use std::ops::ControlFlow;
@@ -143,11 +143,30 @@ enum Target {
     Pointer(JsonPointer),
     Anywhere,
     Raw,
-    /// `params.name` of a JSON-RPC `tools/call` message.
-    McpTool,
+    /// A parameter of one MCP request method: `params.name` of `tools/call`,
+    /// `params.uri` of `resources/read`.
+    Mcp(McpParam),
 }
 
-/// A compiled body condition (also used for `mcp_tool`).
+/// The MCP request parameters rules can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum McpParam {
+    /// `mcp_tool`: the tool a `tools/call` runs.
+    ToolName,
+    /// `mcp_resource`: the URI a `resources/read` reads.
+    ResourceUri,
+}
+
+impl McpParam {
+    fn method_and_param(self) -> (&'static str, &'static str) {
+        match self {
+            McpParam::ToolName => ("tools/call", "name"),
+            McpParam::ResourceUri => ("resources/read", "uri"),
+        }
+    }
+}
+
+/// A compiled body condition (also used for `mcp_tool` and `mcp_resource`).
 #[derive(Debug)]
 pub struct BodyCondition {
     target: Target,
@@ -186,8 +205,8 @@ impl BodyCondition {
         Ok(BodyCondition { target, matcher })
     }
 
-    pub(crate) fn mcp_tool(matcher: StringMatcher) -> Self {
-        BodyCondition { target: Target::McpTool, matcher }
+    pub(crate) fn mcp(param: McpParam, matcher: StringMatcher) -> Self {
+        BodyCondition { target: Target::Mcp(param), matcher }
     }
 
     /// Whether the condition holds for `body`, leaning by `mode` (see the module docs
@@ -230,13 +249,13 @@ impl BodyCondition {
             Target::Anywhere => m.judge_somewhere(mode, |f| {
                 let _ = visit_leaves(document, true, f);
             }),
-            Target::McpTool => {
-                let is_tool_call = document.get("method").and_then(Value::as_str) == Some("tools/call");
-                // Not a tool call at all: neither "tool X" nor "a tool other than X".
-                is_tool_call
+            Target::Mcp(param) => {
+                let (method, name) = param.method_and_param();
+                // Another method entirely: neither "tool X" nor "a tool other than X".
+                document.get("method").and_then(Value::as_str) == Some(method)
                     && m.judge_each(mode, |f| {
-                        if let Some(name) = document.get("params").and_then(|p| p.get("name")) {
-                            let _ = visit_leaves(name, false, f);
+                        if let Some(value) = document.get("params").and_then(|p| p.get(name)) {
+                            let _ = visit_leaves(value, false, f);
                         }
                     })
             }

@@ -13,7 +13,7 @@
 
 use std::cell::OnceCell;
 
-use super::body::BodyCondition;
+use super::body::{BodyCondition, McpParam};
 use super::matcher::{Quantifier, StringMatcher};
 use super::spec::{GroupsSpec, HeaderConditionSpec, MatchSpec, QueryConditionSpec, StringMatcherSpec};
 use super::{Body, RequestFacts};
@@ -53,7 +53,7 @@ pub(super) struct Conditions {
     path: Option<StringMatcher>,
     headers: Vec<HeaderCondition>,
     query: Vec<QueryCondition>,
-    /// `mcp_tool` (if any) followed by the `body` conditions.
+    /// `mcp_tool` and `mcp_resource` (if any) followed by the `body` conditions.
     body: Vec<BodyCondition>,
     /// Empty: no `any` block.
     any: Vec<Conditions>,
@@ -94,9 +94,12 @@ impl Conditions {
             .enumerate()
             .map(|(i, b)| BodyCondition::compile(b, &format!("{w}.body[{i}]")))
             .collect::<Result<_, _>>()?;
+        // First: a name check is cheaper than pointer walks and SQL readings.
+        if let Some(uri) = &spec.mcp_resource {
+            body.insert(0, BodyCondition::mcp(McpParam::ResourceUri, matcher(uri, "mcp_resource")?));
+        }
         if let Some(tool) = &spec.mcp_tool {
-            // First: a name check is cheaper than pointer walks and SQL readings.
-            body.insert(0, BodyCondition::mcp_tool(matcher(tool, "mcp_tool")?));
+            body.insert(0, BodyCondition::mcp(McpParam::ToolName, matcher(tool, "mcp_tool")?));
         }
         let any = match spec.any {
             None => Vec::new(),

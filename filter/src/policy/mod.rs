@@ -14,7 +14,7 @@
 //! - **Body.** A rule's request-level conditions (identity, method, path, headers,
 //!   query) are checked first. If they fail the rule is skipped without the body, so a
 //!   request no body rule concerns is never buffered. If they hold and the rule has
-//!   body conditions (`body`, `mcp_tool`) while the body is [`Body::NotRead`], the
+//!   body conditions (`body`, `mcp_tool`, `mcp_resource`) while the body is [`Body::NotRead`], the
 //!   answer is [`Evaluation::NeedBody`], even if a later rule would match without
 //!   the body: order is part of the policy.
 //! - **Fail closed.** A JSON condition against a body that is not JSON
@@ -35,7 +35,8 @@
 //!   values, object keys, scalars as JSON text); negated, that it occurs nowhere.
 //! - **`mcp_tool`** holds for a JSON-RPC message whose `method` is `tools/call` and whose
 //!   `params.name` matches; negated, for a `tools/call` of any *other* tool. Messages
-//!   that are not tool calls never satisfy it.
+//!   that are not tool calls never satisfy it. `mcp_resource` is the same for the
+//!   `params.uri` of `resources/read`.
 //! - **Batches.** A body whose root is a non-empty array is a JSON-RPC batch: JSON
 //!   conditions (pointers are relative to each message) are judged per message and
 //!   combined as above.

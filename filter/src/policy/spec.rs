@@ -78,6 +78,8 @@ pub struct MatchSpec {
     pub body: Vec<BodyConditionSpec>,
     /// On the tool name of a JSON-RPC `tools/call` request (MCP).
     pub mcp_tool: Option<StringMatcherSpec>,
+    /// On the URI of a JSON-RPC `resources/read` request (MCP).
+    pub mcp_resource: Option<StringMatcherSpec>,
     /// Alternatives: holds when at least one of these blocks holds (each block is a full
     /// set of conditions, ANDed like this one), so one rule covers several shapes.
     pub any: Option<Vec<MatchSpec>>,

@@ -537,6 +537,27 @@ fn mcp_tool_matches_tools_call_name() {
 }
 
 #[test]
+fn mcp_resource_matches_the_uri_of_resources_read_only() {
+    let p = policy(
+        json!([{"name": "no-secrets", "action": "deny",
+                "when": {"mcp_resource": {"regex": "^file:///etc/|^secret://"}}}]),
+        Action::Allow,
+    );
+    let read = |uri: &str| json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": uri}});
+    assert_eq!(
+        req("POST", "/mcp").decide(&p, Body::Json(&read("file:///etc/shadow"))),
+        hit("no-secrets", Action::Deny)
+    );
+    assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&read("secret://db"))), hit("no-secrets", Action::Deny));
+    assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&read("file:///srv/readme"))), default(Action::Allow));
+    // The same URI in another method is not a resource read.
+    let subscribe = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/subscribe",
+                           "params": {"uri": "file:///etc/shadow"}});
+    assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&subscribe)), default(Action::Allow));
+    assert!(p.rules().first().unwrap().needs_body());
+}
+
+#[test]
 fn negated_mcp_tool_matches_other_tool_calls_only() {
     let p = policy(
         json!([{"name": "only-read", "action": "deny", "when": {"mcp_tool": {"exact": "read_file", "negate": true}}}]),
