@@ -17,6 +17,7 @@ pub mod host;
 pub mod identity;
 pub mod jwt;
 pub mod mask;
+pub mod mcp;
 pub mod normalize;
 pub mod policy;
 pub mod reply;

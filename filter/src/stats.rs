@@ -28,6 +28,8 @@ pub struct Stats {
     pub jwks_fetch_ok: MetricId,
     pub jwks_fetch_failed: MetricId,
     pub masked_responses: MetricId,
+    /// Tools removed from MCP `tools/list` answers because the caller's rules deny them.
+    pub mcp_tools_hidden: MetricId,
     pub approvals_requested: MetricId,
     pub approvals_granted: MetricId,
     pub approvals_refused: MetricId,
@@ -63,6 +65,7 @@ impl Stats {
             jwks_fetch_ok: c("jwks.fetch_ok")?,
             jwks_fetch_failed: c("jwks.fetch_failed")?,
             masked_responses: c("masked_responses")?,
+            mcp_tools_hidden: c("mcp.tools_hidden")?,
             approvals_requested: c("approvals.requested")?,
             approvals_granted: c("approvals.granted")?,
             approvals_refused: c("approvals.refused")?,

@@ -76,7 +76,7 @@ fn mcp_server() -> (airlock_e2e::process::ChildGuard, u16) {
 }
 
 #[test]
-fn an_mcp_session_works_through_airlock_with_tool_results_masked_and_a_denied_tool_refused() {
+fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_and_results_masked() {
     let (_server, port) = mcp_server();
     let mut config = test_plugin_config();
     let rules = json!([
@@ -111,7 +111,10 @@ fn an_mcp_session_works_through_airlock_with_tool_results_masked_and_a_denied_to
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(tools.contains(&"echo") && tools.contains(&"get-env"), "{seen}");
+    // The tool the agent may not call is not even listed to it; the others are.
+    assert!(tools.contains(&"echo") && !tools.contains(&"get-env"), "{seen}");
+    assert!(tools.len() > 3, "the server's other tools are all listed: {seen}");
+    assert!(stack.stat("wasmcustom.airlock.mcp.tools_hidden").unwrap_or(0) >= 1);
     let echo = seen["echo"].as_str().unwrap();
     assert!(echo.starts_with("Echo: mail "), "the tool answered through Airlock: {seen}");
     for raw in ["alice@example.com", "4111 1111 1111 1111", "123-45-6789"] {

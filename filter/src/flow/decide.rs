@@ -7,6 +7,9 @@ use super::record::describe;
 use super::request::Request;
 use super::step::{AfterBody, Caller, Step};
 use crate::host::{Host, Level};
+use crate::identity::Identity;
+use crate::mcp;
+use crate::normalize::RequestTarget;
 use crate::policy::{Action, Body, Evaluation, RequestFacts};
 use crate::reply::{Code, Reply};
 use crate::vm_state::VmState;
@@ -17,6 +20,9 @@ pub struct Verdict {
     /// A dry-run rule, or the dry-run config, was reported as "would have refused".
     pub dry_run_reported: bool,
     pub step: Step,
+    /// An allowed MCP `tools/list`: its answer is filtered for this caller, judged on
+    /// this target.
+    pub listing: Option<RequestTarget>,
 }
 
 /// Runs the policy. `body` is `NotRead` until the body is buffered; a rule that needs it
@@ -32,7 +38,8 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     };
     let decision = match config.policy.evaluate(&facts, body) {
         Evaluation::NeedBody => {
-            return Verdict { rule: None, dry_run_reported: false, step: Step::NeedsBody(caller, AfterBody::Decide) }
+            let step = Step::NeedsBody(caller, AfterBody::Decide);
+            return Verdict { rule: None, dry_run_reported: false, step, listing: None };
         }
         Evaluation::Decided(decision) => decision,
     };
@@ -57,7 +64,12 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         dry_run_reported = true;
     }
     let refusal = match decision.action {
-        Action::Allow => return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow) },
+        Action::Allow => {
+            // Hiding tools enforces the rules: not while the whole config is a dry run.
+            let lists = !config.dry_run && matches!(body, Body::Json(b) if mcp::lists_tools(b));
+            let listing = lists.then(|| caller.target.clone());
+            return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow), listing };
+        }
         Action::Deny => match rule_name {
             Some(name) => {
                 Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name)
@@ -67,18 +79,21 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         Action::Approve => match (rule, config.dry_run) {
             // The approval is bound to the exact body: read it before asking anyone.
             (Some(index), false) if !body_read => {
-                return Verdict { rule, dry_run_reported, step: Step::NeedsBody(caller, AfterBody::Approve(index)) }
+                let step = Step::NeedsBody(caller, AfterBody::Approve(index));
+                return Verdict { rule, dry_run_reported, step, listing: None };
             }
-            (Some(index), false) => return Verdict { rule, dry_run_reported, step: Step::Approve(caller, index) },
+            (Some(index), false) => {
+                return Verdict { rule, dry_run_reported, step: Step::Approve(caller, index), listing: None }
+            }
             _ => Reply::new(Code::ApprovalPending, "this request needs human approval")
                 .with_rule(rule_name.unwrap_or("default")),
         },
     };
     if config.dry_run {
         report(host, rule_name.unwrap_or("default"), refusal.code.as_str());
-        return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow) };
+        return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow), listing: None };
     }
-    Verdict { rule, dry_run_reported, step: Step::Refuse(refusal) }
+    Verdict { rule, dry_run_reported, step: Step::Refuse(refusal), listing: None }
 }
 
 /// The policy's view of a buffered body: parsed, not grepped, so JSON escapes such as
@@ -93,4 +108,12 @@ pub fn decide_on_body(vm: &VmState, host: &mut dyn Host, request: &Request, call
         (Err(_), Ok(text)) => decide(vm, host, request, caller, Body::NotJson(text)),
         (Err(_), Err(_)) => decide(vm, host, request, caller, Body::Unreadable),
     }
+}
+
+/// Whether the caller's rules deny calling `tool` (with no arguments): such a tool is
+/// hidden from the caller's `tools/list`.
+pub fn denies_tool(vm: &VmState, request: &Request, identity: &Identity, target: &RequestTarget, tool: &str) -> bool {
+    let facts = RequestFacts { method: request.method(), target, headers: &request.headers, identity: Some(identity) };
+    let call = mcp::call_of(tool);
+    matches!(vm.config.policy.evaluate(&facts, Body::Json(&call)), Evaluation::Decided(d) if d.action == Action::Deny)
 }

@@ -47,13 +47,13 @@ use crate::hold::HoldBy;
 use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
-use crate::normalize;
+use crate::normalize::{self, RequestTarget};
 use crate::policy::Body;
 use crate::reply::{Code, Reply};
-use crate::stream::{StreamLimits, StreamMasker};
+use crate::stream::{StreamKind, StreamLimits, StreamMasker};
 use crate::vm_state::VmState;
 use body::{BodyBuffer, Progress};
-use decide::{decide, decide_on_body, Verdict};
+use decide::{decide, decide_on_body, denies_tool, Verdict};
 use record::Record;
 use request::{complete_upstream_headers, Request};
 use response::Plan;
@@ -72,7 +72,15 @@ enum State {
     Forwarded { mask: Option<usize> },
     /// Buffering the response body to mask it whole; with the hold in Envoy its headers
     /// wait too (`held`), so the status and `content-length` can still be set.
-    MaskingResponse { profile: usize, is_json: bool, coding: Option<Coding>, body: BodyBuffer, held: bool },
+    /// A tool list (the flow's `listing`) is buffered the same way, masked or not.
+    MaskingResponse {
+        profile: Option<usize>,
+        is_json: bool,
+        sse: bool,
+        coding: Option<Coding>,
+        body: BodyBuffer,
+        held: bool,
+    },
     /// Masking a streamed response chunk by chunk.
     /// A compressed stream is decoded first (`decoder`).
     StreamingResponse { profile: usize, masker: Box<StreamMasker>, decoder: Option<Box<Decoder>> },
@@ -97,6 +105,8 @@ pub struct RequestFlow {
     headers_continued: bool,
     /// The hold watch knows this request.
     watched: bool,
+    /// An allowed MCP `tools/list`: the target its answer's tools are judged on.
+    listing: Option<RequestTarget>,
 }
 
 impl RequestFlow {
@@ -111,6 +121,7 @@ impl RequestFlow {
             record: Record::default(),
             headers_continued: false,
             watched: false,
+            listing: None,
         }
     }
 
@@ -169,16 +180,24 @@ impl RequestFlow {
         if self.vm.config.audit.is_some() {
             self.record.status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         }
-        let State::Forwarded { mask: Some(profile) } = self.state else {
+        let State::Forwarded { mask } = self.state else {
             return Next::Continue;
         };
-        let is_head = self.request.method().eq_ignore_ascii_case("HEAD");
-        match response::plan(&self.vm, host, end_of_stream, is_head) {
-            Plan::PassThrough => Next::Continue,
-            Plan::Buffer { is_json, coding } => self.settle(host, Step::MaskResponse { profile, is_json, coding }),
-            Plan::Stream(kind, coding) => self.settle(host, Step::StreamResponse { profile, kind, coding }),
-            Plan::Refuse(reply) => self.settle(host, Step::Refuse(reply)),
+        if mask.is_none() && self.listing.is_none() {
+            return Next::Continue;
         }
+        let is_head = self.request.method().eq_ignore_ascii_case("HEAD");
+        let step = match response::plan(&self.vm, host, end_of_stream, is_head) {
+            Plan::PassThrough => return Next::Continue,
+            Plan::Buffer { is_json, coding } => Step::MaskResponse { profile: mask, is_json, sse: false, coding },
+            Plan::Stream(kind, coding) => match (mask, &self.listing) {
+                (Some(profile), None) => Step::StreamResponse { profile, kind, coding },
+                // A tool list answered as events is one short stream: filtered whole.
+                _ => Step::MaskResponse { profile: mask, is_json: false, sse: kind == StreamKind::Sse, coding },
+            },
+            Plan::Refuse(reply) => Step::Refuse(reply),
+        };
+        self.settle(host, step)
     }
 
     pub fn on_response_body(&mut self, host: &mut dyn Host, buffered: usize, end_of_stream: bool) -> Next {
@@ -231,7 +250,7 @@ impl RequestFlow {
             Step::Forward(decision) => {
                 let mask =
                     self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
-                self.continue_headers(host, mask.is_some());
+                self.continue_headers(host, mask.is_some() || self.listing.is_some());
                 host.increment(vm.stats.allowed, 1);
                 self.record.decision = Some(decision);
                 self.state = State::Forwarded { mask };
@@ -290,13 +309,14 @@ impl RequestFlow {
                 self.state = State::AwaitingApproval { call, pending };
                 Next::Pause
             }
-            Step::MaskResponse { profile, is_json, coding } => {
+            Step::MaskResponse { profile, is_json, sse, coding } => {
                 // With the hold in Envoy the headers wait for the masked body: a refusal
                 // gets its real status, and the masked body its real length.
                 let held = vm.config.hold.by == HoldBy::Envoy;
                 self.state = State::MaskingResponse {
                     profile,
                     is_json,
+                    sse,
                     coding,
                     body: BodyBuffer::new(vm.config.response_body_limit),
                     held,
@@ -408,6 +428,7 @@ impl RequestFlow {
     fn note(&mut self, verdict: Verdict) -> Step {
         self.record.rule = verdict.rule.or(self.record.rule);
         self.record.dry_run_reported |= verdict.dry_run_reported;
+        self.listing = verdict.listing;
         verdict.step
     }
 
@@ -427,10 +448,25 @@ impl RequestFlow {
             Progress::OverLimit => return self.settle(host, Step::Refuse(response::too_large())),
             Progress::Complete(len) => len,
         };
-        let State::MaskingResponse { profile, is_json, coding, held, .. } = self.state else {
+        let State::MaskingResponse { profile, is_json, sse, mut coding, held, .. } = self.state else {
             return Next::Continue;
         };
-        match response::mask(&self.vm, host, profile, is_json, coding, len) {
+        let mut len = len;
+        if let (Some(target), Some(identity)) = (self.listing.take(), self.record.identity.clone()) {
+            let (vm, request) = (&self.vm, &self.request);
+            let mut hide = |tool: &str| denies_tool(vm, request, &identity, &target, tool);
+            match response::filter_tool_list(vm, host, coding, sse, len, &mut hide) {
+                Ok(filtered) => len = filtered,
+                Err(reply) => return self.settle(host, Step::Refuse(reply)),
+            }
+            // Decoded for filtering: what masking gets now is plain.
+            coding = None;
+        }
+        let masked = match profile {
+            Some(profile) => response::mask(&self.vm, host, profile, is_json, coding, len),
+            None => Ok(response::Masked { values: 0, len, excerpt: None }),
+        };
+        match masked {
             Ok(masked) => {
                 if held {
                     host.set_response_header("content-length", &masked.len.to_string());

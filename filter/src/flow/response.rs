@@ -201,6 +201,40 @@ pub fn mask(
     Ok(Masked { values: counts.total(), len, excerpt })
 }
 
+/// Removes from a buffered MCP `tools/list` answer of `len` bytes the tools `hide`
+/// names (decoding it first if `coding`), counting them. Returns the body's length now.
+pub fn filter_tool_list(
+    vm: &VmState,
+    host: &mut dyn Host,
+    coding: Option<Coding>,
+    sse: bool,
+    len: usize,
+    hide: &mut dyn FnMut(&str) -> bool,
+) -> Result<usize, Reply> {
+    if len == 0 {
+        return Ok(0);
+    }
+    let Some(body) = host.response_body(len) else {
+        return Err(not_maskable("the tool list could not be read to filter it"));
+    };
+    let body = match coding {
+        Some(c) => Decoder::decode_all(c, &body, vm.config.response_body_limit as u64).map_err(undecodable)?,
+        None => body,
+    };
+    match crate::mcp::filter_tool_list(&body, sse, hide) {
+        Some((out, hidden)) => {
+            host.increment(vm.stats.mcp_tools_hidden, hidden as u64);
+            host.set_response_body(len, &out);
+            Ok(out.len())
+        }
+        None if coding.is_some() => {
+            host.set_response_body(len, &body);
+            Ok(body.len())
+        }
+        None => Ok(len),
+    }
+}
+
 /// The byte order mark of UTF-8.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 

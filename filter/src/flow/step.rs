@@ -35,8 +35,9 @@ pub enum Step {
     NeedsKeys { call: u32, token: String },
     /// Paused until the control service answers `call`.
     NeedsApproval { call: u32, pending: PendingApproval },
-    /// The response is to be masked: buffer its body.
-    MaskResponse { profile: usize, is_json: bool, coding: Option<Coding> },
+    /// The response is to be masked (with `profile`) or is a tool list to filter (the
+    /// flow's `listing`; `sse`: its events): buffer its body.
+    MaskResponse { profile: Option<usize>, is_json: bool, sse: bool, coding: Option<Coding> },
     /// The response streams (SSE, NDJSON): mask it chunk by chunk as it passes.
     StreamResponse { profile: usize, kind: StreamKind, coding: Option<Coding> },
     /// Nothing more to do: the rest of the response passes.

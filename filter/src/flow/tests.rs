@@ -1072,3 +1072,60 @@ fn utf16_bodies_without_a_charset_are_refused_with_or_without_a_byte_order_mark(
         assert_eq!(host.reply_status(), Some(502), "{content_type}");
     }
 }
+
+// ---- MCP tool lists ----
+
+fn mcp_fixture() -> Fixture {
+    let rules = serde_json::json!([
+        {"name": "no-env", "action": "deny", "when": {"path": {"exact": "/mcp"}, "mcp_tool": {"exact": "get-env"}}},
+        {"name": "ops-only-shell", "action": "deny", "when": {"path": {"exact": "/mcp"},
+            "mcp_tool": {"exact": "shell"}, "not": {"groups": {"any_of": ["ops"]}}}},
+        {"name": "mcp", "action": "allow", "when": {"path": {"exact": "/mcp"}}}
+    ]);
+    let extra = serde_json::json!({"request_body_limit_bytes": 4096, "response_body_limit_bytes": 4096});
+    Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, extra))
+}
+
+/// A caller in `groups` lists the tools; returns the names it was shown.
+fn listed_tools(f: &Fixture, groups: &[&str], content_type: &str, answer: &str) -> (Vec<String>, MockHost) {
+    let mut flow = f.flow();
+    let mut host = request("POST", "/mcp", Some(&token("agent", groups)));
+    host.request_body = br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#.to_vec();
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Continue);
+    host.response_headers = vec![("content-type".into(), content_type.into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause, "the headers wait for the filtered list");
+    host.response_body = answer.as_bytes().to_vec();
+    let n = host.response_body.len();
+    assert_eq!(flow.on_response_body(&mut host, n, true), Next::Continue);
+    let sent = String::from_utf8(host.response_body.clone()).unwrap();
+    assert_eq!(response_header(&host, "content-length"), Some(sent.len().to_string().as_str()));
+    let json = sent.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or(&sent);
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let names = v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().into()).collect();
+    (names, host)
+}
+
+const TOOL_LIST: &str =
+    r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo"},{"name":"get-env"},{"name":"shell"}]}}"#;
+
+#[test]
+fn a_tool_list_answer_hides_the_tools_the_callers_rules_deny() {
+    let f = mcp_fixture();
+    let (names, host) = listed_tools(&f, &["agents"], "application/json", TOOL_LIST);
+    assert_eq!(names, ["echo"]);
+    assert_eq!(f.counter(&host, "mcp.tools_hidden"), 2);
+    // The same list for an operator: only the tool denied to everyone is gone.
+    let (names, _) = listed_tools(&f, &["ops"], "application/json", TOOL_LIST);
+    assert_eq!(names, ["echo", "shell"]);
+}
+
+#[test]
+fn a_tool_list_answered_as_server_sent_events_is_filtered_too() {
+    let f = mcp_fixture();
+    let answer = format!("event: message\ndata: {TOOL_LIST}\n\n");
+    let (names, host) = listed_tools(&f, &["agents"], "text/event-stream", &answer);
+    assert_eq!(names, ["echo"]);
+    assert!(String::from_utf8(host.response_body.clone()).unwrap().starts_with("event: message\ndata: "));
+}
