@@ -76,24 +76,9 @@ impl Conditions {
         let path = spec.path.as_ref().map(|s| matcher(s, "path")).transpose()?;
         let groups = spec.groups.map(|g| compile_groups(g, &format!("{w}.groups"))).transpose()?;
         let methods = spec.methods.map(|m| compile_methods(m, &format!("{w}.methods"))).transpose()?;
-        let headers = spec
-            .headers
-            .iter()
-            .enumerate()
-            .map(|(i, h)| compile_header(h, &format!("{w}.headers[{i}]")))
-            .collect::<Result<_, _>>()?;
-        let query = spec
-            .query
-            .iter()
-            .enumerate()
-            .map(|(i, q)| compile_query(q, &format!("{w}.query[{i}]")))
-            .collect::<Result<_, _>>()?;
-        let mut body: Vec<BodyCondition> = spec
-            .body
-            .iter()
-            .enumerate()
-            .map(|(i, b)| BodyCondition::compile(b, &format!("{w}.body[{i}]")))
-            .collect::<Result<_, _>>()?;
+        let headers = compile_each(&spec.headers, &format!("{w}.headers"), compile_header)?;
+        let query = compile_each(&spec.query, &format!("{w}.query"), compile_query)?;
+        let mut body = compile_each(&spec.body, &format!("{w}.body"), BodyCondition::compile)?;
         // First: a name check is cheaper than pointer walks and SQL readings.
         if let Some(uri) = &spec.mcp_resource {
             body.insert(0, BodyCondition::mcp(McpParam::ResourceUri, matcher(uri, "mcp_resource")?));
@@ -139,16 +124,20 @@ impl Conditions {
         if !self.request_conditions_hold(facts, mode) {
             return Some(false);
         }
-        // Unknowns are kept until the end: a later condition that fails settles the
-        // block without the body.
-        let mut unknown = false;
-        if !self.body.is_empty() {
-            if matches!(body, Body::NotRead) {
-                unknown = true;
-            } else if !self.body.iter().all(|c| c.holds(body, mode, canonical)) {
-                return Some(false);
-            }
+        let body_holds = if self.body.is_empty() {
+            Some(true)
+        } else if matches!(body, Body::NotRead) {
+            None
+        } else {
+            Some(self.body.iter().all(|c| c.holds(body, mode, canonical)))
+        };
+        // Most blocks have no nested ones: settled here, without the walk below.
+        if body_holds == Some(false) || (self.any.is_empty() && self.not.is_none()) {
+            return body_holds;
         }
+        // Unknowns are kept until the end: a nested block that fails settles the block
+        // without the body.
+        let mut unknown = body_holds.is_none();
         if !self.any.is_empty() {
             let mut some_unknown = false;
             let mut held = false;
@@ -180,6 +169,7 @@ impl Conditions {
     }
 
     /// Identity, method, path, header and query conditions.
+    #[inline]
     fn request_conditions_hold(&self, facts: &RequestFacts<'_>, mode: Quantifier) -> bool {
         if let Some(methods) = &self.methods {
             if !methods.iter().any(|m| m.eq_ignore_ascii_case(facts.method)) {
@@ -225,6 +215,15 @@ impl Conditions {
                 })
             })
     }
+}
+
+/// Compiles each entry of a config list; errors name the entry (`…headers[2].name`).
+fn compile_each<S, T>(
+    specs: &[S],
+    field: &str,
+    compile: impl Fn(&S, &str) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    specs.iter().enumerate().map(|(i, s)| compile(s, &format!("{field}[{i}]"))).collect()
 }
 
 fn compile_groups(spec: GroupsSpec, field: &str) -> Result<Groups, ConfigError> {
