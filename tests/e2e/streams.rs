@@ -6,6 +6,7 @@
 use std::process::Command;
 
 use airlock_demo::llm::chat_pii;
+use airlock_e2e::control::{ControlService, DBA_BOB};
 use airlock_e2e::fixtures::{auth_for, builder_for, test_plugin_config};
 use airlock_e2e::paths::workspace_root;
 use airlock_e2e::{Stack, TestKeys};
@@ -75,9 +76,22 @@ fn mcp_server() -> (airlock_e2e::process::ChildGuard, u16) {
     (child, port)
 }
 
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("airlock-e2e-{name}-{}-{nanos}", std::process::id()))
+}
+
+/// The audit session Airlock names an MCP session by: a digest of its id (README).
+fn audit_session_of(mcp_session_id: &str) -> String {
+    let digest: String =
+        hmac_sha256::Hash::hash(mcp_session_id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!("mcp-{}", &digest[..32])
+}
+
 #[test]
 fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_and_results_masked() {
     let (_server, port) = mcp_server();
+    let control = ControlService::start(&temp_dir("mcp"), &[DBA_BOB], "").unwrap();
     let mut config = test_plugin_config();
     let rules = json!([
         {"name": "agents-never-read-env", "action": "deny",
@@ -87,7 +101,12 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
     for (i, rule) in rules.as_array().unwrap().iter().enumerate() {
         config["rules"].as_array_mut().unwrap().insert(i, rule.clone());
     }
-    let stack = builder_for(config, TestKeys::shared()).set("UPSTREAM_PORT", &port.to_string()).start().unwrap();
+    config["audit"]["flush_interval_ms"] = json!(200);
+    let stack = builder_for(config, TestKeys::shared())
+        .set("UPSTREAM_PORT", &port.to_string())
+        .control_port(control.port())
+        .start()
+        .unwrap();
     let auth = auth_for(TestKeys::shared(), "agent-7", &["analyst"]);
     let token = auth.trim_start_matches("Bearer ");
 
@@ -121,11 +140,37 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
         assert!(!echo.contains(raw), "`{raw}` came back unmasked: {echo}");
     }
     assert!(echo.contains("[REDACTED:email]"), "{echo}");
+
+    // Called anyway, the denied tool is a JSON-RPC error the SDK raises as such, with
+    // Airlock's answer in its data; the session goes on.
     let denied = &seen["denied"];
-    assert!(
-        denied["exception"].is_string() || denied["is_error"] == true,
-        "the denied tool call was refused: {denied}"
-    );
+    assert_eq!(denied["exception"], "MCPError", "{denied}");
+    assert_eq!(denied["code"], -32061, "`denied_by_rule`'s JSON-RPC code: {denied}");
+    assert_eq!(denied["data"]["code"], "denied_by_rule", "{denied}");
+    assert_eq!(denied["data"]["rule"], "agents-never-read-env", "{denied}");
+    assert_eq!(denied["data"]["retry"], "never", "{denied}");
     assert!(!denied.to_string().contains("PATH"), "nothing of the environment came back: {denied}");
+    assert_eq!(seen["echo_after"], "Echo: still here", "{seen}");
     assert!(stack.stat("wasmcustom.airlock.rule.agents-never-read-env.matched").unwrap_or(0) >= 1);
+    assert!(stack.stat("wasmcustom.airlock.mcp.jsonrpc_refusals").unwrap_or(0) >= 1);
+
+    // The audit trail files the session's requests under its MCP session.
+    let ids = seen["session_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "the server assigned one session: {seen}");
+    let session = audit_session_of(ids[0].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let records = loop {
+        let got = control.get(&format!("/v1/sessions/{session}"), DBA_BOB.token).unwrap_or_default();
+        let records = got["records"].as_array().cloned().unwrap_or_default();
+        if records.iter().any(|r| r["decision"] == "denied_by_rule") || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let decisions: Vec<&str> = records.iter().filter_map(|r| r["decision"].as_str()).collect();
+    assert!(decisions.contains(&"denied_by_rule") && decisions.contains(&"allow"), "{decisions:?}");
+    let denied_record = records.iter().find(|r| r["decision"] == "denied_by_rule").unwrap();
+    assert_eq!(denied_record["status"], 200, "the status the client got: {denied_record}");
+    assert_eq!(denied_record["subject"], "agent-7");
+    assert!(!records.iter().any(|r| r.to_string().contains(ids[0].as_str().unwrap())), "no raw MCP session id");
 }

@@ -228,6 +228,31 @@ mod tests {
         }
     }
 
+    /// The README's table of answers is checked here, so it cannot drift from the codes:
+    /// every code has a row with its status and JSON-RPC code.
+    #[test]
+    fn the_readme_table_lists_every_code_with_its_status_and_jsonrpc_code() {
+        let readme = include_str!("../../README.md");
+        let mut seen = Vec::new();
+        let table = readme.lines().skip_while(|l| !l.starts_with("| code | status | retry | JSON-RPC |"));
+        for row in table.skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (names, status, jsonrpc) = (cells[1], cells[2], cells[4]);
+            let jsonrpc: Vec<&str> = jsonrpc.split(" / ").collect();
+            let names: Vec<&str> = names.split(" / ").map(|n| n.trim_matches('`')).collect();
+            assert_eq!(names.len(), jsonrpc.len(), "{row}");
+            for (name, rpc) in names.into_iter().zip(jsonrpc) {
+                let code = Code::parse(name).unwrap_or_else(|| panic!("README names an unknown code: {row}"));
+                assert_eq!(status, code.status().to_string(), "{row}");
+                assert_eq!(rpc, code.jsonrpc_code().to_string(), "{row}");
+                seen.push(code);
+            }
+        }
+        for code in Code::ALL {
+            assert_eq!(seen.iter().filter(|c| **c == code).count(), 1, "{code:?} needs one README row");
+        }
+    }
+
     #[test]
     fn refusals_are_client_or_server_errors_and_pending_is_accepted() {
         for code in Code::ALL {
