@@ -94,6 +94,8 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
     let control = ControlService::start(&temp_dir("mcp"), &[DBA_BOB], "").unwrap();
     let mut config = test_plugin_config();
     let rules = json!([
+        {"name": "guests-stay-out", "action": "deny",
+         "when": {"path": {"exact": "/mcp"}, "groups": {"any_of": ["guests"]}}},
         {"name": "agents-never-read-env", "action": "deny",
          "when": {"methods": ["POST"], "path": {"exact": "/mcp"}, "mcp_tool": {"exact": "get-env"}}},
         {"name": "agents-use-mcp", "action": "allow", "when": {"path": {"exact": "/mcp"}}, "mask": "pii"}
@@ -107,27 +109,8 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
         .control_port(control.port())
         .start()
         .unwrap();
-    let auth = auth_for(TestKeys::shared(), "agent-7", &["analyst"]);
-    let token = auth.trim_start_matches("Bearer ");
-
-    let python = workspace_root().join(".venv").join("bin").join("python");
-    let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
     let message = "mail alice@example.com, card 4111 1111 1111 1111, ssn 123-45-6789";
-    let out = Command::new(python)
-        .arg(script)
-        .arg(stack.url("/mcp"))
-        .arg(token)
-        .arg(message)
-        .arg("get-env")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mcp client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        stack.envoy_log_tail()
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = mcp_session(&stack, &["analyst"], message, "get-env");
 
     let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     // The tool the agent may not call is not even listed to it; the others are.
@@ -173,4 +156,33 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
     assert_eq!(denied_record["status"], 200, "the status the client got: {denied_record}");
     assert_eq!(denied_record["subject"], "agent-7");
     assert!(!records.iter().any(|r| r.to_string().contains(ids[0].as_str().unwrap())), "no raw MCP session id");
+
+    // A caller refused on the path alone, before any body was needed: Airlock still reads
+    // the body to answer the SDK's `initialize` by its id.
+    let seen = mcp_session(&stack, &["guests"], "hello", "echo");
+    let refused = &seen["initialize_error"];
+    assert_eq!(refused["code"], -32061, "{seen}");
+    assert_eq!(refused["data"]["rule"], "guests-stay-out", "{seen}");
+}
+
+/// One SDK session (`mcp_session.py`) as agent-7 in `groups`: what the client saw.
+fn mcp_session(stack: &Stack, groups: &[&str], message: &str, denied_tool: &str) -> Value {
+    let auth = auth_for(TestKeys::shared(), "agent-7", groups);
+    let python = workspace_root().join(".venv").join("bin").join("python");
+    let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(stack.url("/mcp"))
+        .arg(auth.trim_start_matches("Bearer "))
+        .arg(message)
+        .arg(denied_tool)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mcp client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stack.envoy_log_tail()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

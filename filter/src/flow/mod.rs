@@ -24,6 +24,10 @@
 //! Envoy's `buffer` filter after Airlock holds them. Either way, whatever must never reach
 //! the upstream (the agent's token, spoofed identity headers) is removed in the headers
 //! callback.
+//!
+//! A refusal answers an MCP request in JSON-RPC, by the request's id (`reply.rs`): so an
+//! MCP request refused on its headers alone is held the same way until its body is read
+//! (`AfterBody::Refuse`), and only then answered.
 
 mod approval;
 mod body;

@@ -1,7 +1,8 @@
 """One MCP session over Streamable HTTP with the official `mcp` SDK, as an agent would:
 initialize, list the tools, call `echo` with personal values, then call a tool the
 policy denies. Prints what the client saw as one JSON line on stdout: for the denied call,
-the exception the SDK raised and, for a JSON-RPC error, its code and data.
+the exception the SDK raised and, for a JSON-RPC error, its code and data (for a refused
+`initialize`, only that).
 
     python mcp_session.py URL BEARER_TOKEN MESSAGE DENIED_TOOL
 """
@@ -29,7 +30,12 @@ async def main(url, token, message, denied_tool):
     async with http:
         async with streamable_http_client(url, http_client=http) as (read, write, *_):
             async with ClientSession(read, write) as session:
-                await session.initialize()
+                try:
+                    await session.initialize()
+                except MCPError as e:  # refused from the start: nothing else to try
+                    seen["initialize_error"] = {"code": e.code, "data": e.data}
+                    print(json.dumps(seen))
+                    return
                 tools = await session.list_tools()
                 seen["tools"] = sorted(t.name for t in tools.tools)
                 echoed = await session.call_tool("echo", {"message": message})
