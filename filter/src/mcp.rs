@@ -1,11 +1,72 @@
-//! MCP `tools/list` answers filtered per caller: a tool the caller's rules would deny is
-//! removed, so an agent does not plan with tools it cannot use.
+//! MCP as a protocol: which requests are JSON-RPC messages (so a refusal is answered as
+//! JSON-RPC, see `reply.rs`), and `tools/list` answers filtered per caller: a tool the
+//! caller's rules would deny is removed, so an agent does not plan with tools it cannot use.
 //!
 //! The calls stay guarded either way (each `tools/call` is judged on its own); hiding is
 //! about the agent's plan, so an answer that cannot be read is passed as it is rather
 //! than refused.
 
 use serde_json::Value;
+
+/// The request header MCP's Streamable HTTP transport names its session in.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// What a JSON-RPC request body waits for: the ids of its requests (notifications and
+/// responses get no answer), and whether it was a batch (answered with an array).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Awaited {
+    pub ids: Vec<Value>,
+    pub batch: bool,
+}
+
+/// The body as JSON-RPC 2.0: one message or a non-empty batch of them, each an object
+/// with `"jsonrpc": "2.0"` that is a request (`method`, and an `id` that is a string or a
+/// number), a notification (`method`, no `id`) or a response (`id` with `result` or
+/// `error`). `None` for anything else, which keeps the plain answer.
+pub fn awaited(body: &[u8]) -> Option<Awaited> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let (messages, batch) = match &body {
+        Value::Array(items) if !items.is_empty() => (items.as_slice(), true),
+        Value::Object(_) => (std::slice::from_ref(&body), false),
+        _ => return None,
+    };
+    let mut ids = Vec::new();
+    for message in messages {
+        if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return None;
+        }
+        let id = message.get("id");
+        match (message.get("method"), id) {
+            (Some(Value::String(_)), None) => {}
+            (Some(Value::String(_)), Some(id @ (Value::String(_) | Value::Number(_)))) => ids.push(id.clone()),
+            (None, Some(_)) if message.get("result").is_some() || message.get("error").is_some() => {}
+            _ => return None,
+        }
+    }
+    Some(Awaited { ids, batch })
+}
+
+/// Whether a request's headers say it is MCP's Streamable HTTP: a JSON POST whose client
+/// accepts an event stream back (the transport requires clients to list both). Such a
+/// request refused before its body was read waits for the body, so that the refusal can
+/// be answered as JSON-RPC with the request's id.
+pub fn streamable_http(method: &str, content_type: Option<&str>, accept: Option<&str>) -> bool {
+    let media = |value: Option<&str>, wanted: &str| {
+        value.is_some_and(|v| {
+            v.split(',').any(|m| m.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(wanted))
+        })
+    };
+    method.eq_ignore_ascii_case("POST") && media(content_type, "application/json") && media(accept, "text/event-stream")
+}
+
+/// The audit session of an MCP session: a digest of `Mcp-Session-Id`, never the id
+/// itself. Servers use the id to route and resume a session's streams, so whoever reads
+/// audit records should not be able to replay it; the same session still has one name.
+/// Operators find it from a server log's id with `printf %s ID | sha256sum | cut -c1-32`.
+pub fn audit_session(session_id: &str) -> String {
+    let digest = hmac_sha256::Hash::hash(session_id.as_bytes());
+    format!("mcp-{}", crate::approval::hex(digest.get(..16).unwrap_or_default()))
+}
 
 /// Whether a request body asks for the tool list: one JSON-RPC request (not a batch,
 /// whose answers are matched to requests by id, which this filter does not follow).
@@ -100,6 +161,49 @@ mod tests {
 
     fn names(answer: &Value) -> Vec<&str> {
         answer["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect()
+    }
+
+    fn ids(body: &Value) -> Option<(Vec<Value>, bool)> {
+        awaited(&serde_json::to_vec(body).unwrap()).map(|a| (a.ids, a.batch))
+    }
+
+    #[test]
+    fn requests_wait_for_answers_by_id_and_notifications_and_responses_for_none() {
+        let call = json!({"jsonrpc": "2.0", "id": "c1", "method": "tools/call"});
+        assert_eq!(ids(&call), Some((vec![json!("c1")], false)));
+        assert_eq!(ids(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})), Some((vec![], false)));
+        assert_eq!(ids(&json!({"jsonrpc": "2.0", "id": 3, "result": {}})), Some((vec![], false)));
+        let batch = json!([call, {"jsonrpc": "2.0", "method": "n"}, {"jsonrpc": "2.0", "id": 9, "method": "ping"}]);
+        assert_eq!(ids(&batch), Some((vec![json!("c1"), json!(9)], true)));
+    }
+
+    #[test]
+    fn what_is_not_json_rpc_2_keeps_the_plain_answer() {
+        for body in [
+            json!({"id": 1, "method": "tools/call"}),
+            json!({"jsonrpc": "1.0", "id": 1, "method": "tools/call"}),
+            json!({"jsonrpc": "2.0", "id": null, "method": "tools/call"}),
+            json!({"jsonrpc": "2.0", "id": {"x": 1}, "method": "tools/call"}),
+            json!({"jsonrpc": "2.0", "id": 1}),
+            json!({"jsonrpc": "2.0", "method": 5}),
+            json!([]),
+            json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, 5]),
+            json!({"sql": "select 1"}),
+        ] {
+            assert_eq!(ids(&body), None, "{body}");
+        }
+        assert!(awaited(b"{not json").is_none());
+    }
+
+    #[test]
+    fn streamable_http_is_a_json_post_accepting_an_event_stream() {
+        let both = Some("application/json, text/event-stream");
+        assert!(streamable_http("POST", Some("application/json; charset=utf-8"), both));
+        assert!(streamable_http("post", Some("Application/JSON"), Some("text/event-stream;q=0.9, */*")));
+        assert!(!streamable_http("GET", Some("application/json"), both));
+        assert!(!streamable_http("POST", Some("text/plain"), both));
+        assert!(!streamable_http("POST", Some("application/json"), Some("application/json")));
+        assert!(!streamable_http("POST", None, both));
     }
 
     #[test]

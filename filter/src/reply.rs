@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::approval::APPROVAL_ID_HEADER;
+use crate::mcp::Awaited;
 
 /// The codes and retry hints are part of the contract with the control service too
 /// (an audit record's decision is the code of the answer): defined once, in the wire crate.
@@ -39,6 +40,8 @@ struct Envelope<'a> {
     error: Body<'a>,
 }
 
+/// What an agent acts on, the same in both answers: the plain answer's `error`, and the
+/// `data` of a JSON-RPC error.
 #[derive(Serialize)]
 struct Body<'a> {
     code: &'static str,
@@ -53,6 +56,25 @@ struct Body<'a> {
     approval: Option<&'a ApprovalRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    /// Seconds, in JSON-RPC answers only: the plain answer says it in the `retry-after`
+    /// header, and its body stays as it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u32>,
+}
+
+/// One JSON-RPC 2.0 error response.
+#[derive(Serialize)]
+struct RpcError<'a> {
+    jsonrpc: &'static str,
+    id: &'a serde_json::Value,
+    error: RpcErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct RpcErrorBody<'a> {
+    code: i32,
+    message: &'a str,
+    data: &'a Body<'a>,
 }
 
 impl Reply {
@@ -79,24 +101,57 @@ impl Reply {
         self.code.status()
     }
 
+    fn body<'a>(&'a self, request_id: Option<&'a str>) -> Body<'a> {
+        Body {
+            code: self.code.as_str(),
+            status: self.status(),
+            message: &self.message,
+            retry: self.code.retry(),
+            reason: self.reason,
+            rule: self.rule.as_deref(),
+            approval: self.approval.as_deref(),
+            request_id,
+            retry_after: None,
+        }
+    }
+
     /// The JSON body. `request_id` is Envoy's `x-request-id`, so a user can quote it to
     /// an operator who then finds the matching log line and audit record.
     pub fn to_json(&self, request_id: Option<&str>) -> Vec<u8> {
-        let envelope = Envelope {
-            error: Body {
-                code: self.code.as_str(),
-                status: self.status(),
-                message: &self.message,
-                retry: self.code.retry(),
-                reason: self.reason,
-                rule: self.rule.as_deref(),
-                approval: self.approval.as_deref(),
-                request_id,
-            },
-        };
+        let envelope = Envelope { error: self.body(request_id) };
         // Serialising plain strings and numbers cannot fail; keep a valid JSON fallback anyway.
         serde_json::to_vec(&envelope)
             .unwrap_or_else(|_| br#"{"error":{"code":"airlock_misconfigured","retry":"never"}}"#.to_vec())
+    }
+
+    /// The answer to a JSON-RPC request body (see `mcp::awaited`), as status and body: an
+    /// error response per request, with its id (an array for a batch), at the code's
+    /// JSON-RPC status. Notifications and responses get no answer: when nothing waits for
+    /// one, the body is empty and the status is the plain one, but never 202 (which tells
+    /// an MCP client its message was accepted).
+    pub fn to_jsonrpc(&self, awaited: &Awaited, request_id: Option<&str>) -> (u32, Vec<u8>) {
+        let Some(first) = awaited.ids.first() else {
+            let status = if self.code == Code::ApprovalPending { 403 } else { self.status() };
+            return (status, Vec::new());
+        };
+        let mut data = self.body(request_id);
+        data.retry_after = self.retry_after_s();
+        let error = |id| RpcError {
+            jsonrpc: "2.0",
+            id,
+            error: RpcErrorBody { code: self.code.jsonrpc_code(), message: &self.message, data: &data },
+        };
+        let body = if awaited.batch {
+            serde_json::to_vec(&awaited.ids.iter().map(error).collect::<Vec<_>>())
+        } else {
+            serde_json::to_vec(&error(first))
+        };
+        (self.code.jsonrpc_status(), body.unwrap_or_default())
+    }
+
+    /// How long to wait before retrying, when the code says to retry later.
+    fn retry_after_s(&self) -> Option<u32> {
+        matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable).then_some(1)
     }
 
     /// Headers sent with the reply besides `content-type`.
@@ -108,8 +163,8 @@ impl Reply {
         if let Some(a) = &self.approval {
             headers.push((APPROVAL_ID_HEADER, a.id.clone()));
         }
-        if matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable) {
-            headers.push(("retry-after", "1".to_string()));
+        if let Some(seconds) = self.retry_after_s() {
+            headers.push(("retry-after", seconds.to_string()));
         }
         headers
     }

@@ -30,6 +30,8 @@ pub struct Stats {
     pub masked_responses: MetricId,
     /// Tools removed from MCP `tools/list` answers because the caller's rules deny them.
     pub mcp_tools_hidden: MetricId,
+    /// Refusals of MCP requests answered in JSON-RPC (also counted by their code).
+    pub mcp_jsonrpc_refusals: MetricId,
     pub approvals_requested: MetricId,
     pub approvals_granted: MetricId,
     pub approvals_refused: MetricId,
@@ -66,6 +68,7 @@ impl Stats {
             jwks_fetch_failed: c("jwks.fetch_failed")?,
             masked_responses: c("masked_responses")?,
             mcp_tools_hidden: c("mcp.tools_hidden")?,
+            mcp_jsonrpc_refusals: c("mcp.jsonrpc_refusals")?,
             approvals_requested: c("approvals.requested")?,
             approvals_granted: c("approvals.granted")?,
             approvals_refused: c("approvals.refused")?,

@@ -281,6 +281,26 @@ fn mcp_call(id: u32, tool: &str) -> Value {
            "params": {"name": tool, "arguments": {"q": "customers"}}})
 }
 
+/// An MCP request refused by `rule`, answered as its client expects: a JSON-RPC error at
+/// HTTP 200 with the request's id and Airlock's answer in `data`.
+fn assert_jsonrpc_denied_by(answer: &Value, id: Value, rule: &str) {
+    assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+    assert_eq!(answer["id"], id, "{answer}");
+    // `denied_by_rule`'s JSON-RPC code (README: MCP answers).
+    assert_eq!(answer["error"]["code"], -32061, "{answer}");
+    let data = &answer["error"]["data"];
+    assert_eq!(data["code"], "denied_by_rule", "{answer}");
+    assert_eq!(data["rule"], rule, "{answer}");
+    assert_eq!(data["retry"], "never", "{answer}");
+}
+
+fn jsonrpc_answer(reply: &Reply) -> Value {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"), "{}", reply.text());
+    assert_eq!(reply.header("x-airlock-code"), Some("denied_by_rule"));
+    reply.json().unwrap()
+}
+
 #[test]
 fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
     let stack = stack();
@@ -295,17 +315,29 @@ fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
     );
 
     let denied = stack.post_json("/echo/mcp", &[("authorization", &auth)], &mcp_call(2, "delete_database")).unwrap();
-    assert_denied_by(&denied, "block-dangerous-mcp-tool");
+    assert_jsonrpc_denied_by(&jsonrpc_answer(&denied), json!(2), "block-dangerous-mcp-tool");
 
+    // The whole batch is refused: each request in it gets its error, by id.
     let batch = json!([mcp_call(3, "search"), mcp_call(4, "drop_table")]);
     let denied = stack.post_json("/echo/mcp", &[("authorization", &auth)], &batch).unwrap();
-    assert_denied_by(&denied, "block-dangerous-mcp-tool");
+    let answers = jsonrpc_answer(&denied);
+    assert_eq!(answers.as_array().map(Vec::len), Some(2), "{answers}");
+    assert_jsonrpc_denied_by(&answers[0], json!(3), "block-dangerous-mcp-tool");
+    assert_jsonrpc_denied_by(&answers[1], json!(4), "block-dangerous-mcp-tool");
 
-    let escaped = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"delete\u005fdatabase"}}"#;
+    let escaped = br#"{"jsonrpc":"2.0","id":"five","method":"tools/call","params":{"name":"delete\u005fdatabase"}}"#;
     let denied = stack
         .request("POST", "/echo/mcp", &[("authorization", &auth), ("content-type", "application/json")], Some(escaped))
         .unwrap();
-    assert_denied_by(&denied, "block-dangerous-mcp-tool");
+    assert_jsonrpc_denied_by(&jsonrpc_answer(&denied), json!("five"), "block-dangerous-mcp-tool");
+
+    // A notification waits for no answer: its refusal is the status alone.
+    let mut notification = mcp_call(0, "drop_table");
+    notification.as_object_mut().unwrap().remove("id");
+    let refused = stack.post_json("/echo/mcp", &[("authorization", &auth)], &notification).unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.body.is_empty(), "{}", refused.text());
+    assert_eq!(refused.header("x-airlock-code"), Some("denied_by_rule"));
 }
 
 #[test]
@@ -320,9 +352,9 @@ fn mcp_resource_rule_refuses_reading_a_secret_uri_and_passes_other_reads() {
     assert_eq!(passed.status, 200, "{}", passed.text());
     assert!(passed.json().unwrap()["body"].as_str().unwrap().contains("file:///srv/readme.md"), "reached the upstream");
     let refused = read(2, "secret://payments/api-key");
-    // Refused by the rule, whatever the answer's shape: the upstream echo never ran.
-    assert!(refused.text().contains(r#""rule":"mcp-no-secret-resources""#), "{}", refused.text());
-    assert!(refused.json().unwrap().get("body").is_none(), "{}", refused.text());
+    let answer = jsonrpc_answer(&refused);
+    assert_jsonrpc_denied_by(&answer, json!(2), "mcp-no-secret-resources");
+    assert!(answer.get("body").is_none(), "the upstream echo never ran: {answer}");
 }
 
 #[test]

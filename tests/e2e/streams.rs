@@ -6,6 +6,7 @@
 use std::process::Command;
 
 use airlock_demo::llm::chat_pii;
+use airlock_e2e::control::{ControlService, DBA_BOB};
 use airlock_e2e::fixtures::{auth_for, builder_for, test_plugin_config};
 use airlock_e2e::paths::workspace_root;
 use airlock_e2e::{Stack, TestKeys};
@@ -75,11 +76,26 @@ fn mcp_server() -> (airlock_e2e::process::ChildGuard, u16) {
     (child, port)
 }
 
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("airlock-e2e-{name}-{}-{nanos}", std::process::id()))
+}
+
+/// The audit session Airlock names an MCP session by: a digest of its id (README).
+fn audit_session_of(mcp_session_id: &str) -> String {
+    let digest: String =
+        hmac_sha256::Hash::hash(mcp_session_id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!("mcp-{}", &digest[..32])
+}
+
 #[test]
 fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_and_results_masked() {
     let (_server, port) = mcp_server();
+    let control = ControlService::start(&temp_dir("mcp"), &[DBA_BOB], "").unwrap();
     let mut config = test_plugin_config();
     let rules = json!([
+        {"name": "guests-stay-out", "action": "deny",
+         "when": {"path": {"exact": "/mcp"}, "groups": {"any_of": ["guests"]}}},
         {"name": "agents-never-read-env", "action": "deny",
          "when": {"methods": ["POST"], "path": {"exact": "/mcp"}, "mcp_tool": {"exact": "get-env"}}},
         {"name": "agents-use-mcp", "action": "allow", "when": {"path": {"exact": "/mcp"}}, "mask": "pii"}
@@ -87,28 +103,14 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
     for (i, rule) in rules.as_array().unwrap().iter().enumerate() {
         config["rules"].as_array_mut().unwrap().insert(i, rule.clone());
     }
-    let stack = builder_for(config, TestKeys::shared()).set("UPSTREAM_PORT", &port.to_string()).start().unwrap();
-    let auth = auth_for(TestKeys::shared(), "agent-7", &["analyst"]);
-    let token = auth.trim_start_matches("Bearer ");
-
-    let python = workspace_root().join(".venv").join("bin").join("python");
-    let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
-    let message = "mail alice@example.com, card 4111 1111 1111 1111, ssn 123-45-6789";
-    let out = Command::new(python)
-        .arg(script)
-        .arg(stack.url("/mcp"))
-        .arg(token)
-        .arg(message)
-        .arg("get-env")
-        .output()
+    config["audit"]["flush_interval_ms"] = json!(200);
+    let stack = builder_for(config, TestKeys::shared())
+        .set("UPSTREAM_PORT", &port.to_string())
+        .control_port(control.port())
+        .start()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "mcp client failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        stack.envoy_log_tail()
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = "mail alice@example.com, card 4111 1111 1111 1111, ssn 123-45-6789";
+    let seen = mcp_session(&stack, &["analyst"], message, "get-env");
 
     let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     // The tool the agent may not call is not even listed to it; the others are.
@@ -121,11 +123,66 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
         assert!(!echo.contains(raw), "`{raw}` came back unmasked: {echo}");
     }
     assert!(echo.contains("[REDACTED:email]"), "{echo}");
+
+    // Called anyway, the denied tool is a JSON-RPC error the SDK raises as such, with
+    // Airlock's answer in its data; the session goes on.
     let denied = &seen["denied"];
-    assert!(
-        denied["exception"].is_string() || denied["is_error"] == true,
-        "the denied tool call was refused: {denied}"
-    );
+    assert_eq!(denied["exception"], "MCPError", "{denied}");
+    assert_eq!(denied["code"], -32061, "`denied_by_rule`'s JSON-RPC code: {denied}");
+    assert_eq!(denied["data"]["code"], "denied_by_rule", "{denied}");
+    assert_eq!(denied["data"]["rule"], "agents-never-read-env", "{denied}");
+    assert_eq!(denied["data"]["retry"], "never", "{denied}");
     assert!(!denied.to_string().contains("PATH"), "nothing of the environment came back: {denied}");
+    assert_eq!(seen["echo_after"], "Echo: still here", "{seen}");
     assert!(stack.stat("wasmcustom.airlock.rule.agents-never-read-env.matched").unwrap_or(0) >= 1);
+    assert!(stack.stat("wasmcustom.airlock.mcp.jsonrpc_refusals").unwrap_or(0) >= 1);
+
+    // The audit trail files the session's requests under its MCP session.
+    let ids = seen["session_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "the server assigned one session: {seen}");
+    let session = audit_session_of(ids[0].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let records = loop {
+        let got = control.get(&format!("/v1/sessions/{session}"), DBA_BOB.token).unwrap_or_default();
+        let records = got["records"].as_array().cloned().unwrap_or_default();
+        if records.iter().any(|r| r["decision"] == "denied_by_rule") || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let decisions: Vec<&str> = records.iter().filter_map(|r| r["decision"].as_str()).collect();
+    assert!(decisions.contains(&"denied_by_rule") && decisions.contains(&"allow"), "{decisions:?}");
+    let denied_record = records.iter().find(|r| r["decision"] == "denied_by_rule").unwrap();
+    assert_eq!(denied_record["status"], 200, "the status the client got: {denied_record}");
+    assert_eq!(denied_record["subject"], "agent-7");
+    assert!(!records.iter().any(|r| r.to_string().contains(ids[0].as_str().unwrap())), "no raw MCP session id");
+
+    // A caller refused on the path alone, before any body was needed: Airlock still reads
+    // the body to answer the SDK's `initialize` by its id.
+    let seen = mcp_session(&stack, &["guests"], "hello", "echo");
+    let refused = &seen["initialize_error"];
+    assert_eq!(refused["code"], -32061, "{seen}");
+    assert_eq!(refused["data"]["rule"], "guests-stay-out", "{seen}");
+}
+
+/// One SDK session (`mcp_session.py`) as agent-7 in `groups`: what the client saw.
+fn mcp_session(stack: &Stack, groups: &[&str], message: &str, denied_tool: &str) -> Value {
+    let auth = auth_for(TestKeys::shared(), "agent-7", groups);
+    let python = workspace_root().join(".venv").join("bin").join("python");
+    let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(stack.url("/mcp"))
+        .arg(auth.trim_start_matches("Bearer "))
+        .arg(message)
+        .arg(denied_tool)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mcp client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stack.envoy_log_tail()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

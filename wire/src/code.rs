@@ -93,6 +93,47 @@ impl Code {
         }
     }
 
+    /// The JSON-RPC error code of this answer to an MCP (JSON-RPC) request: stable, one per
+    /// code, in the implementation-defined server-error range (-32000 to -32099), in
+    /// `Code::ALL` order from -32060. The range starts there to stay clear of the codes MCP
+    /// and its SDKs already give a meaning: -32000 (connection closed), -32001 (request
+    /// timeout), -32002 (resource not found), -32020 to -32022, -32042 (URL elicitation).
+    /// Reserved for codes being added: -32074 `rate_limited`, -32075 `tool_definition_changed`.
+    pub fn jsonrpc_code(self) -> i32 {
+        match self {
+            Code::Unauthenticated => -32060,
+            Code::DeniedByRule => -32061,
+            Code::DeniedByDefault => -32062,
+            Code::ApprovalPending => -32063,
+            Code::ApprovalDenied => -32064,
+            Code::ApprovalExpired => -32065,
+            Code::ApprovalRejected => -32066,
+            Code::AuditUnavailable => -32067,
+            Code::InvalidRequestTarget => -32068,
+            Code::RequestBodyTooLarge => -32069,
+            Code::DependencyUnavailable => -32070,
+            Code::ResponseTooLarge => -32071,
+            Code::ResponseNotMaskable => -32072,
+            Code::Misconfigured => -32073,
+        }
+    }
+
+    /// The HTTP status of a JSON-RPC error answer: 200, the status of a JSON-RPC answer an
+    /// MCP client reads as a result or error of its call (any other status is a transport
+    /// failure to it, and 202 says no answer follows). Kept only where clients act on the
+    /// status itself: 401 starts their OAuth flow (`rate_limited`, when added, keeps 429
+    /// for the same reason: `retry-after`).
+    pub fn jsonrpc_status(self) -> u32 {
+        match self {
+            Code::Unauthenticated => self.status(),
+            Code::DeniedByRule | Code::DeniedByDefault => 200,
+            Code::ApprovalPending | Code::ApprovalDenied | Code::ApprovalExpired | Code::ApprovalRejected => 200,
+            Code::AuditUnavailable | Code::DependencyUnavailable | Code::Misconfigured => 200,
+            Code::InvalidRequestTarget | Code::RequestBodyTooLarge => 200,
+            Code::ResponseTooLarge | Code::ResponseNotMaskable => 200,
+        }
+    }
+
     pub fn retry(self) -> Retry {
         match self {
             Code::Unauthenticated => Retry::Reauthenticate,
@@ -163,6 +204,52 @@ mod tests {
     fn every_variant_is_listed_in_all() {
         for (i, code) in Code::ALL.into_iter().enumerate() {
             assert_eq!(position(code), i);
+        }
+    }
+
+    #[test]
+    fn jsonrpc_codes_are_distinct_server_errors_clear_of_the_codes_mcp_defines() {
+        let mut codes: Vec<i32> = Code::ALL.iter().map(|c| c.jsonrpc_code()).collect();
+        for code in &codes {
+            assert!((-32099..=-32000).contains(code), "{code}");
+            assert!(![-32000, -32001, -32002, -32020, -32021, -32022, -32042].contains(code), "{code}");
+        }
+        // In `Code::ALL` order, so the next code added takes the next number.
+        assert!(codes.windows(2).all(|w| w[1] == w[0] - 1), "{codes:?}");
+        codes.dedup();
+        assert_eq!(codes.len(), Code::ALL.len());
+    }
+
+    #[test]
+    fn jsonrpc_answers_are_200_but_where_clients_act_on_the_status() {
+        for code in Code::ALL {
+            let expected = if code == Code::Unauthenticated { 401 } else { 200 };
+            assert_eq!(code.jsonrpc_status(), expected, "{code:?}");
+        }
+    }
+
+    /// The README's table of answers is checked here, so it cannot drift from the codes:
+    /// every code has a row with its status and JSON-RPC code.
+    #[test]
+    fn the_readme_table_lists_every_code_with_its_status_and_jsonrpc_code() {
+        let readme = include_str!("../../README.md");
+        let mut seen = Vec::new();
+        let table = readme.lines().skip_while(|l| !l.starts_with("| code | status | retry | JSON-RPC |"));
+        for row in table.skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (names, status, jsonrpc) = (cells[1], cells[2], cells[4]);
+            let jsonrpc: Vec<&str> = jsonrpc.split(" / ").collect();
+            let names: Vec<&str> = names.split(" / ").map(|n| n.trim_matches('`')).collect();
+            assert_eq!(names.len(), jsonrpc.len(), "{row}");
+            for (name, rpc) in names.into_iter().zip(jsonrpc) {
+                let code = Code::parse(name).unwrap_or_else(|| panic!("README names an unknown code: {row}"));
+                assert_eq!(status, code.status().to_string(), "{row}");
+                assert_eq!(rpc, code.jsonrpc_code().to_string(), "{row}");
+                seen.push(code);
+            }
+        }
+        for code in Code::ALL {
+            assert_eq!(seen.iter().filter(|c| **c == code).count(), 1, "{code:?} needs one README row");
         }
     }
 

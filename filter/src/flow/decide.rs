@@ -38,7 +38,7 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     };
     let decision = match config.policy.evaluate(&facts, body) {
         Evaluation::NeedBody => {
-            let step = Step::NeedsBody(caller, AfterBody::Decide);
+            let step = Step::NeedsBody(AfterBody::Decide(caller));
             return Verdict { rule: None, dry_run_reported: false, step, listing: None };
         }
         Evaluation::Decided(decision) => decision,
@@ -79,7 +79,7 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         Action::Approve => match (rule, config.dry_run) {
             // The approval is bound to the exact body: read it before asking anyone.
             (Some(index), false) if !body_read => {
-                let step = Step::NeedsBody(caller, AfterBody::Approve(index));
+                let step = Step::NeedsBody(AfterBody::Approve(caller, index));
                 return Verdict { rule, dry_run_reported, step, listing: None };
             }
             (Some(index), false) => {

@@ -24,6 +24,10 @@
 //! Envoy's `buffer` filter after Airlock holds them. Either way, whatever must never reach
 //! the upstream (the agent's token, spoofed identity headers) is removed in the headers
 //! callback.
+//!
+//! A refusal answers an MCP request in JSON-RPC, by the request's id (`reply.rs`): so an
+//! MCP request refused on its headers alone is held the same way until its body is read
+//! (`AfterBody::Refuse`), and only then answered.
 
 mod approval;
 mod body;
@@ -47,6 +51,7 @@ use crate::hold::HoldBy;
 use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
+use crate::mcp;
 use crate::normalize::{self, RequestTarget};
 use crate::policy::Body;
 use crate::reply::{Code, Reply};
@@ -64,8 +69,8 @@ enum State {
     Start,
     /// Paused until the JWKS fetch `call` answers; then `token` is judged again.
     AwaitingKeys { call: u32, token: String },
-    /// Buffering the request body for the decision.
-    AwaitingBody { caller: Caller, then: AfterBody },
+    /// Buffering the request body for the decision, or for the answer.
+    AwaitingBody { then: AfterBody },
     /// Paused until the control service answers `call`.
     AwaitingApproval { call: u32, pending: PendingApproval },
     /// Sent upstream; the response is masked with this profile, if any.
@@ -267,7 +272,7 @@ impl RequestFlow {
                 self.state = if responding { State::Severed } else { State::Finished };
                 Next::Pause
             }
-            Step::NeedsBody(caller, then) => match vm.config.hold.by {
+            Step::NeedsBody(then) => match vm.config.hold.by {
                 // Paused, Envoy keeps feeding the body and sends nothing upstream. Some or
                 // all of it may have arrived already (during a key fetch).
                 HoldBy::Envoy => match self.request_body.progress() {
@@ -276,12 +281,12 @@ impl RequestFlow {
                             vm.holds.paused(self.context_id, self.request.started_ms);
                             self.watched = true;
                         }
-                        self.state = State::AwaitingBody { caller, then };
+                        self.state = State::AwaitingBody { then };
                         Next::Pause
                     }
-                    Progress::OverLimit => self.settle(host, Step::Refuse(body_too_large(&vm))),
+                    Progress::OverLimit => self.settle(host, Step::Refuse(over_limit(&vm, then))),
                     Progress::Complete(len) => {
-                        let step = self.body_complete(host, caller, then, len);
+                        let step = self.body_complete(host, then, len);
                         self.settle(host, step)
                     }
                 },
@@ -290,7 +295,7 @@ impl RequestFlow {
                 // request needs: they cannot change once they move on.
                 HoldBy::BufferFilter => {
                     self.continue_headers(host, !vm.config.mask_profiles.is_empty());
-                    self.state = State::AwaitingBody { caller, then };
+                    self.state = State::AwaitingBody { then };
                     Next::Continue
                 }
             },
@@ -370,10 +375,9 @@ impl RequestFlow {
         let target = match normalize::normalize_target(self.request.raw_path()) {
             Ok(target) => target,
             Err(e) => {
-                return Step::Refuse(Reply::new(
-                    Code::InvalidRequestTarget,
-                    format!("the request path cannot be inspected: {e}"),
-                ))
+                let reply =
+                    Reply::new(Code::InvalidRequestTarget, format!("the request path cannot be inspected: {e}"));
+                return self.answer_after_body(Step::Refuse(reply));
             }
         };
         self.request.strip_for_upstream(host, &vm.config, &identity);
@@ -384,7 +388,30 @@ impl RequestFlow {
             Body::NotRead
         };
         let verdict = decide(&vm, host, &self.request, Caller { identity, target }, body);
-        self.note(verdict)
+        let step = self.note(verdict);
+        self.answer_after_body(step)
+    }
+
+    /// A refusal of an authenticated MCP request whose body is not read yet waits for the
+    /// body: answered as JSON-RPC, it needs the request's id. Refusals before the caller
+    /// is known are answered at once (reading bodies for anyone is work for an attacker),
+    /// and so is everything that does not look like MCP's Streamable HTTP.
+    fn answer_after_body(&self, step: Step) -> Step {
+        let request = &self.request;
+        match step {
+            Step::Refuse(reply)
+                if request.body.is_none()
+                    && !request.bodiless
+                    && mcp::streamable_http(
+                        request.method(),
+                        request.header("content-type"),
+                        request.header("accept"),
+                    ) =>
+            {
+                Step::NeedsBody(AfterBody::Refuse(Box::new(reply)))
+            }
+            step => step,
+        }
     }
 
     fn request_body_progress(&mut self, host: &mut dyn Host, progress: Progress) -> Next {
@@ -399,28 +426,30 @@ impl RequestFlow {
             State::AwaitingKeys { .. } | State::AwaitingApproval { .. } => return Next::Pause,
             _ => return Next::Continue,
         }
-        let len = match progress {
-            Progress::Partial => return Next::Pause,
-            Progress::OverLimit => return self.settle(host, Step::Refuse(body_too_large(&self.vm))),
-            Progress::Complete(len) => len,
-        };
-        let State::AwaitingBody { caller, then } = std::mem::replace(&mut self.state, State::Finished) else {
+        if progress == Progress::Partial {
+            return Next::Pause;
+        }
+        let State::AwaitingBody { then } = std::mem::replace(&mut self.state, State::Finished) else {
             return Next::Continue;
         };
-        let step = self.body_complete(host, caller, then, len);
+        let step = match progress {
+            Progress::Complete(len) => self.body_complete(host, then, len),
+            _ => Step::Refuse(over_limit(&self.vm, then)),
+        };
         self.settle(host, step)
     }
 
     /// The whole body is buffered: read it, then decide or ask for the approval.
-    fn body_complete(&mut self, host: &mut dyn Host, caller: Caller, then: AfterBody, len: usize) -> Step {
+    fn body_complete(&mut self, host: &mut dyn Host, then: AfterBody, len: usize) -> Step {
         let vm = Rc::clone(&self.vm);
         self.request.body = Some(if len == 0 { Vec::new() } else { host.request_body(len).unwrap_or_default() });
         match then {
-            AfterBody::Decide => {
+            AfterBody::Decide(caller) => {
                 let verdict = decide_on_body(&vm, host, &self.request, caller);
                 self.note(verdict)
             }
-            AfterBody::Approve(rule) => Step::Approve(caller, rule),
+            AfterBody::Approve(caller, rule) => Step::Approve(caller, rule),
+            AfterBody::Refuse(reply) => Step::Refuse(*reply),
         }
     }
 
@@ -507,16 +536,39 @@ impl RequestFlow {
         if reply.code == Code::Misconfigured {
             host.log(Level::Warn, &format!("airlock: misconfigured: {}", reply.message));
         }
-        self.record.decision = Some(Decision::Refused(reply.code));
-        self.record.status = reply.status();
         if let Some(approval) = &reply.approval {
             self.record.approval_id = Some(approval.id.clone());
         }
-        let body = reply.to_json(self.request.request_id());
+        let request_id = self.request.request_id();
+        // An MCP request (a JSON-RPC body, read) is answered in JSON-RPC, which its client
+        // reads as the answer to its call rather than as a broken transport.
+        let jsonrpc = self.request.body.as_deref().filter(|_| self.request.method().eq_ignore_ascii_case("POST"));
+        let (status, body) = match jsonrpc.and_then(mcp::awaited) {
+            Some(awaited) => {
+                host.increment(self.vm.stats.mcp_jsonrpc_refusals, 1);
+                reply.to_jsonrpc(&awaited, request_id)
+            }
+            None => (reply.status(), reply.to_json(request_id)),
+        };
+        self.record.decision = Some(Decision::Refused(reply.code));
+        self.record.status = status;
         let extra = reply.extra_headers();
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        let mut headers: Vec<(&str, &str)> = vec![("cache-control", "no-store")];
+        if !body.is_empty() {
+            headers.push(("content-type", "application/json"));
+        }
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
-        host.send_reply(reply.status(), &headers, &body);
+        host.send_reply(status, &headers, &body);
+    }
+}
+
+/// A body over the inspection limit: refused as too large, or, when the request was
+/// refused already and only waited for its body to say so in JSON-RPC, with that refusal
+/// (in the plain answer: the body and its id are not read).
+fn over_limit(vm: &VmState, then: AfterBody) -> Reply {
+    match then {
+        AfterBody::Refuse(reply) => *reply,
+        AfterBody::Decide(_) | AfterBody::Approve(..) => body_too_large(vm),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::headers::HeaderList;
 use crate::host::Host;
 use crate::identity::Identity;
+use crate::mcp;
 
 #[derive(Default)]
 pub struct Request {
@@ -21,7 +22,7 @@ pub struct Request {
     pub ticket: Option<String>,
     /// Why the caller says it needs this.
     pub reason: Option<String>,
-    /// The audit session the client named, if any.
+    /// The audit session the client named, or its MCP session's, if any.
     pub session_header: Option<String>,
     /// The headers callback said end-of-stream: there is no body.
     pub bodiless: bool,
@@ -42,11 +43,13 @@ impl Request {
         }
         let ticket = headers.get(APPROVAL_ID_HEADER).map(str::to_string);
         let reason = headers.get(REASON_HEADER).map(|r| audit::excerpt(r, 2000).to_string());
-        let session_header = config
-            .audit
-            .as_ref()
-            .and_then(|audit| headers.get(&audit.session_header))
-            .map(|s| audit::excerpt(s, audit::MAX_SESSION_ID_BYTES).to_string());
+        // The session the client names; else the MCP session it is in (by digest).
+        let session_header = config.audit.as_ref().and_then(|audit| {
+            let named = headers.get(&audit.session_header).map(|s| audit::excerpt(s, audit::MAX_SESSION_ID_BYTES));
+            named
+                .map(str::to_string)
+                .or_else(|| headers.get(mcp::SESSION_HEADER).filter(|s| !s.is_empty()).map(mcp::audit_session))
+        });
         Request { started_ms, headers, ticket, reason, session_header, bodiless: end_of_stream, body: None }
     }
 
@@ -73,7 +76,8 @@ impl Request {
         self.body.as_deref().unwrap_or_default()
     }
 
-    /// Sessions exist for audit: the one the client named, else one per token.
+    /// Sessions exist for audit: the one the client named, else its MCP session, else one
+    /// per token.
     pub fn session_id<'a>(&'a self, config: &Config, identity: Option<&'a Identity>) -> &'a str {
         if config.audit.is_none() {
             return "";

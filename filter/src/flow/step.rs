@@ -27,8 +27,8 @@ pub enum Step {
     Forward(Decision),
     /// Decided: the filter answers the request itself.
     Refuse(Reply),
-    /// The decision needs the request body.
-    NeedsBody(Caller, AfterBody),
+    /// The decision, or the answer, needs the request body.
+    NeedsBody(AfterBody),
     /// This `approve` rule (index) decided, and the body is read: ask for the approval.
     Approve(Caller, usize),
     /// Paused until the JWKS fetch `call` answers; then `token` is judged again.
@@ -47,11 +47,15 @@ pub enum Step {
 /// What to do once the body is complete.
 pub enum AfterBody {
     /// Run the policy on it.
-    Decide,
+    Decide(Caller),
     /// The policy already chose this `approve` rule without looking at the body (rule
     /// index); the approval is bound to the body, so it is asked for now. The policy
     /// does not run twice.
-    Approve(usize),
+    Approve(Caller, usize),
+    /// Refused already, before the body was read; an MCP request's body is read first so
+    /// the refusal can be answered as JSON-RPC, with the request's id. Boxed: a `Reply`
+    /// is larger than a caller.
+    Refuse(Box<Reply>),
 }
 
 /// Which call to the control service is in flight.

@@ -1129,3 +1129,223 @@ fn a_tool_list_answered_as_server_sent_events_is_filtered_too() {
     assert_eq!(names, ["echo"]);
     assert!(String::from_utf8(host.response_body.clone()).unwrap().starts_with("event: message\ndata: "));
 }
+
+// ---- MCP answers in JSON-RPC ----
+
+/// The MCP rules, plus a ticket approval for one tool and nothing allowed off `/mcp`.
+fn mcp_answers_fixture() -> Fixture {
+    let rules = serde_json::json!([
+        {"name": "no-env", "action": "deny", "when": {"path": {"exact": "/mcp"}, "mcp_tool": {"exact": "get-env"}}},
+        {"name": "deploys-need-a-ticket", "action": "approve",
+            "when": {"path": {"exact": "/mcp"}, "mcp_tool": {"exact": "deploy"}},
+            "approval": {"mode": "ticket", "approvers": {"groups": ["dba"]}}},
+        {"name": "mcp", "action": "allow", "when": {"path": {"exact": "/mcp"}}}
+    ]);
+    let extra = serde_json::json!({"request_body_limit_bytes": 4096});
+    Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, extra))
+}
+
+/// Posts `body` to `path` the way MCP's Streamable HTTP client does, body and all.
+fn post_mcp(f: &Fixture, path: &str, body: &str) -> (RequestFlow, MockHost) {
+    let mut flow = f.flow();
+    let mut host = request("POST", path, Some(&token("agent", &["agents"])));
+    host.request_headers.push(("content-type".into(), "application/json".into()));
+    host.request_headers.push(("accept".into(), "application/json, text/event-stream".into()));
+    host.request_body = body.as_bytes().to_vec();
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    let n = host.request_body.len();
+    flow.on_request_body(&mut host, n, true);
+    (flow, host)
+}
+
+fn reply_header<'h>(host: &'h MockHost, name: &str) -> Option<&'h str> {
+    let (_, headers, _) = host.reply.as_ref()?;
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_denied_tool_call_is_a_jsonrpc_error_with_the_same_id_at_http_200() {
+    let f = mcp_answers_fixture();
+    for id in [serde_json::json!(7), serde_json::json!("call-7")] {
+        let call =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "get-env"}});
+        let (_, host) = post_mcp(&f, "/mcp", &call.to_string());
+        assert_eq!(host.reply_status(), Some(200), "a JSON-RPC answer, not a transport failure");
+        assert_eq!(reply_header(&host, "content-type"), Some("application/json"));
+        assert_eq!(reply_header(&host, "x-airlock-code"), Some("denied_by_rule"));
+        let v = host.reply_json();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert_eq!(v["id"], id);
+        assert!(v.get("result").is_none(), "{v}");
+        assert_eq!(v["error"]["code"], Code::DeniedByRule.jsonrpc_code());
+        assert_eq!(v["error"]["message"], "the request was blocked by rule `no-env`");
+        let data = &v["error"]["data"];
+        assert_eq!(data["code"], "denied_by_rule");
+        assert_eq!(data["retry"], "never");
+        assert_eq!(data["rule"], "no-env");
+        assert_eq!(data["status"], 403, "the status the plain answer would have had");
+        assert_eq!(data["request_id"], "req-1");
+    }
+}
+
+#[test]
+fn the_jsonrpc_data_carries_the_same_fields_as_the_plain_answer() {
+    let f = mcp_answers_fixture();
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"}}"#;
+    let (_, mcp) = post_mcp(&f, "/mcp", call);
+    let mut flow = f.flow();
+    let mut plain = request("POST", "/mcp", Some(&token("agent", &["agents"])));
+    plain.request_body = call.replace(r#""jsonrpc":"2.0","#, "").into_bytes();
+    flow.on_request_headers(&mut plain, false);
+    let n = plain.request_body.len();
+    flow.on_request_body(&mut plain, n, true);
+    assert_eq!(plain.reply_status(), Some(403), "a body without `jsonrpc` is not JSON-RPC: the plain answer");
+    assert_eq!(mcp.reply_json()["error"]["data"], plain.reply_json()["error"]);
+    assert_eq!(f.counter(&mcp, "mcp.jsonrpc_refusals"), 1);
+    assert_eq!(f.counter(&mcp, "denied"), 1, "still counted by its code");
+    assert_eq!(f.counter(&plain, "mcp.jsonrpc_refusals"), 0);
+}
+
+#[test]
+fn a_refused_notification_gets_the_status_and_no_body() {
+    let f = mcp_answers_fixture();
+    let notification = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get-env"}}"#;
+    let (_, host) = post_mcp(&f, "/mcp", notification);
+    assert_eq!(host.reply_status(), Some(403));
+    let (_, _, body) = host.reply.as_ref().unwrap();
+    assert!(body.is_empty(), "nothing answers a notification");
+    assert_eq!(reply_header(&host, "content-type"), None);
+    assert_eq!(reply_header(&host, "x-airlock-code"), Some("denied_by_rule"));
+}
+
+#[test]
+fn a_refused_batch_answers_each_request_by_id_and_no_notification() {
+    let f = mcp_answers_fixture();
+    let batch = serde_json::json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}},
+        {"jsonrpc": "2.0", "method": "notifications/progress"},
+        {"jsonrpc": "2.0", "id": "b", "method": "tools/call", "params": {"name": "get-env"}}
+    ]);
+    let (_, host) = post_mcp(&f, "/mcp", &batch.to_string());
+    assert_eq!(host.reply_status(), Some(200));
+    let v = host.reply_json();
+    let answers = v.as_array().unwrap();
+    let ids: Vec<&serde_json::Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(ids, [&serde_json::json!(1), &serde_json::json!("b")]);
+    for answer in answers {
+        assert_eq!(answer["error"]["data"]["code"], "denied_by_rule", "the whole batch is refused: {answer}");
+    }
+
+    let notifications = serde_json::json!([
+        {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "get-env"}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    ]);
+    let (_, host) = post_mcp(&f, "/mcp", &notifications.to_string());
+    assert_eq!(host.reply_status(), Some(403));
+    assert!(host.reply.as_ref().unwrap().2.is_empty());
+}
+
+#[test]
+fn a_pending_mcp_approval_is_a_jsonrpc_error_not_a_202_the_client_reads_as_no_answer() {
+    let f = mcp_answers_fixture();
+    let call = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"deploy"}}"#;
+    let (mut flow, mut host) = post_mcp(&f, "/mcp", call);
+    assert_eq!(host.callouts[0].1, "/v1/approvals");
+    flow.on_callout_response(
+        &mut host,
+        1,
+        Some(201),
+        json(serde_json::json!({"id": "apr4", "status": "pending",
+        "url": "http://c/console#apr4"})),
+    );
+    assert_eq!(host.reply_status(), Some(200));
+    let v = host.reply_json();
+    assert_eq!(v["id"], 4);
+    assert_eq!(v["error"]["code"], Code::ApprovalPending.jsonrpc_code());
+    let data = &v["error"]["data"];
+    assert_eq!(data["code"], "approval_pending");
+    assert_eq!(data["retry"], "after_approval");
+    assert_eq!(data["approval"]["id"], "apr4");
+    assert_eq!(data["approval"]["url"], "http://c/console#apr4");
+    assert_eq!(reply_header(&host, APPROVAL_ID_HEADER), Some("apr4"));
+}
+
+#[test]
+fn an_mcp_request_refused_on_its_headers_waits_for_its_body_to_answer_by_id() {
+    let f = mcp_answers_fixture();
+    // No rule allows `/other`: denied by default before the body is needed.
+    let call = r#"{"jsonrpc":"2.0","id":"x1","method":"initialize","params":{}}"#;
+    let mut flow = f.flow();
+    let mut host = request("POST", "/other", Some(&token("agent", &["agents"])));
+    host.request_headers.push(("content-type".into(), "application/json".into()));
+    host.request_headers.push(("accept".into(), "application/json, text/event-stream".into()));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply, None, "the answer waits for the id");
+    assert_eq!(host.header("authorization"), None, "the token is gone and no upstream credential came in");
+    host.request_body = call.as_bytes().to_vec();
+    flow.on_request_body(&mut host, call.len(), true);
+    assert_eq!(host.reply_status(), Some(200));
+    let v = host.reply_json();
+    assert_eq!(v["id"], "x1");
+    assert_eq!(v["error"]["data"]["code"], "denied_by_default");
+
+    // A client that does not speak Streamable HTTP is answered at once, as before.
+    let mut host = request("POST", "/other", Some(&token("agent", &["agents"])));
+    host.request_headers.push(("content-type".into(), "application/json".into()));
+    assert_eq!(f.flow().on_request_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(403));
+    assert_eq!(host.reply_json()["error"]["code"], "denied_by_default");
+}
+
+#[test]
+fn an_mcp_body_over_the_limit_keeps_the_refusal_it_waited_with_in_the_plain_answer() {
+    let f = mcp_answers_fixture();
+    let mut flow = f.flow();
+    let mut host = request("POST", "/other", Some(&token("agent", &["agents"])));
+    host.request_headers.push(("content-type".into(), "application/json".into()));
+    host.request_headers.push(("accept".into(), "text/event-stream, application/json".into()));
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    assert_eq!(flow.on_request_body(&mut host, 5000, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(403));
+    assert_eq!(host.reply_json()["error"]["code"], "denied_by_default", "not `request_body_too_large`");
+}
+
+#[test]
+fn an_unauthenticated_mcp_request_stays_a_401_for_the_clients_oauth_flow() {
+    let f = mcp_answers_fixture();
+    let mut host = request("POST", "/mcp", None);
+    host.request_headers.push(("content-type".into(), "application/json".into()));
+    host.request_headers.push(("accept".into(), "application/json, text/event-stream".into()));
+    assert_eq!(f.flow().on_request_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(401));
+    assert_eq!(host.reply_json()["error"]["code"], "unauthenticated");
+    assert!(reply_header(&host, "www-authenticate").is_some());
+}
+
+/// The audit session of one request sent with these headers.
+fn audited_session(f: &Fixture, headers: &[(&str, &str)]) -> String {
+    let mut flow = f.flow();
+    let mut host = request("GET", "/mcp", Some(&token("agent", &["agents"])));
+    host.request_headers.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    flow.on_request_headers(&mut host, true);
+    flow.on_log(&mut host);
+    let (body, _) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    f.vm.audit.borrow_mut().delivered();
+    v["records"][0]["session_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_mcp_session_is_the_audit_session_by_digest_unless_the_client_names_one() {
+    let f = mcp_answers_fixture();
+    let id = "1868a90c-0a1b-4c2d-9e8f-0123456789ab";
+    let session = audited_session(&f, &[("mcp-session-id", id)]);
+    let digest = crate::approval::hex(&hmac_sha256::Hash::hash(id.as_bytes()));
+    assert_eq!(session, format!("mcp-{}", &digest[..32]));
+    assert!(!session.contains(id));
+    assert_eq!(audited_session(&f, &[("mcp-session-id", id)]), session, "one session, one name");
+    assert_ne!(audited_session(&f, &[("mcp-session-id", "another")]), session);
+    let named = audited_session(&f, &[("mcp-session-id", id), ("x-airlock-session", "run-42")]);
+    assert_eq!(named, "run-42", "the session the client names wins");
+    assert!(audited_session(&f, &[]).starts_with("tok-agent-"));
+}
