@@ -32,6 +32,8 @@ pub struct Reply {
     pub rule: Option<String>,
     /// Boxed: most replies carry none, and a small `Reply` is cheap to return in a `Result`.
     pub approval: Option<Box<ApprovalRef>>,
+    /// Seconds the client should wait (`retry-after`), where the filter knows them.
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -52,12 +54,19 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<&'a ApprovalRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
 }
 
 impl Reply {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Reply { code, message: message.into(), reason: None, rule: None, approval: None }
+        Reply { code, message: message.into(), reason: None, rule: None, approval: None, retry_after_secs: None }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs = Some(seconds);
+        self
     }
 
     pub fn with_reason(mut self, reason: &'static str) -> Self {
@@ -91,6 +100,7 @@ impl Reply {
                 reason: self.reason,
                 rule: self.rule.as_deref(),
                 approval: self.approval.as_deref(),
+                retry_after_seconds: self.retry_after_secs,
                 request_id,
             },
         };
@@ -108,7 +118,9 @@ impl Reply {
         if let Some(a) = &self.approval {
             headers.push((APPROVAL_ID_HEADER, a.id.clone()));
         }
-        if matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable) {
+        if let Some(seconds) = self.retry_after_secs {
+            headers.push(("retry-after", seconds.to_string()));
+        } else if matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable) {
             headers.push(("retry-after", "1".to_string()));
         }
         headers
@@ -151,6 +163,20 @@ mod tests {
         assert!(!obj.contains_key("approval"));
         assert!(!obj.contains_key("request_id"));
         assert_eq!(v["error"]["status"], 413);
+    }
+
+    #[test]
+    fn rate_limited_reply_says_when_to_retry_in_header_and_body() {
+        let r = Reply::new(Code::RateLimited, "slow down").with_rule("reads").with_retry_after(42);
+        let v = parse(&r, None);
+        assert_eq!(v["error"]["status"], 429);
+        assert_eq!(v["error"]["retry"], "later");
+        assert_eq!(v["error"]["retry_after_seconds"], 42);
+        assert!(r.extra_headers().contains(&("retry-after", "42".to_string())));
+        assert!(!parse(&Reply::new(Code::DeniedByRule, "no"), None)["error"]
+            .as_object()
+            .unwrap()
+            .contains_key("retry_after_seconds"));
     }
 
     #[test]

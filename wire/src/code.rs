@@ -36,10 +36,12 @@ pub enum Code {
     ResponseTooLarge,
     ResponseNotMaskable,
     Misconfigured,
+    /// A rule's rate limit is reached for this caller: retry after `retry-after` seconds.
+    RateLimited,
 }
 
 impl Code {
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::Unauthenticated,
         Code::DeniedByRule,
         Code::DeniedByDefault,
@@ -54,6 +56,7 @@ impl Code {
         Code::ResponseTooLarge,
         Code::ResponseNotMaskable,
         Code::Misconfigured,
+        Code::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Code {
             Code::ResponseTooLarge => "response_too_large",
             Code::ResponseNotMaskable => "response_not_maskable",
             Code::Misconfigured => "airlock_misconfigured",
+            Code::RateLimited => "rate_limited",
         }
     }
 
@@ -90,6 +94,7 @@ impl Code {
             Code::DependencyUnavailable | Code::AuditUnavailable => 503,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 502,
             Code::Misconfigured => 500,
+            Code::RateLimited => 429,
         }
     }
 
@@ -104,6 +109,8 @@ impl Code {
             Code::ApprovalExpired => Retry::Never,
             Code::InvalidRequestTarget | Code::RequestBodyTooLarge => Retry::FixRequest,
             Code::DependencyUnavailable | Code::AuditUnavailable => Retry::Later,
+            // After the `retry-after` the reply carries, when the window ends.
+            Code::RateLimited => Retry::Later,
         }
     }
 }
@@ -156,6 +163,7 @@ mod tests {
             Code::ResponseTooLarge => 11,
             Code::ResponseNotMaskable => 12,
             Code::Misconfigured => 13,
+            Code::RateLimited => 14,
         }
     }
 
