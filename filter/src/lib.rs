@@ -16,6 +16,7 @@ pub mod hold;
 pub mod host;
 pub mod identity;
 pub mod jwt;
+pub mod limit;
 pub mod mask;
 pub mod mcp;
 pub mod normalize;

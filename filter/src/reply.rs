@@ -33,6 +33,8 @@ pub struct Reply {
     pub rule: Option<String>,
     /// Boxed: most replies carry none, and a small `Reply` is cheap to return in a `Result`.
     pub approval: Option<Box<ApprovalRef>>,
+    /// Seconds the client should wait (`retry-after`), where the filter knows them.
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -54,12 +56,13 @@ struct Body<'a> {
     rule: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<&'a ApprovalRef>,
+    /// In the plain answer only where the filter computed it (a rate limit's window); the
+    /// `retry-after` header always says it. A JSON-RPC client sees no headers, so its
+    /// `data` always carries it when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
-    /// Seconds, in JSON-RPC answers only: the plain answer says it in the `retry-after`
-    /// header, and its body stays as it always was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after: Option<u32>,
 }
 
 /// One JSON-RPC 2.0 error response.
@@ -79,7 +82,12 @@ struct RpcErrorBody<'a> {
 
 impl Reply {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Reply { code, message: message.into(), reason: None, rule: None, approval: None }
+        Reply { code, message: message.into(), reason: None, rule: None, approval: None, retry_after_secs: None }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs = Some(seconds);
+        self
     }
 
     pub fn with_reason(mut self, reason: &'static str) -> Self {
@@ -110,8 +118,8 @@ impl Reply {
             reason: self.reason,
             rule: self.rule.as_deref(),
             approval: self.approval.as_deref(),
+            retry_after_seconds: self.retry_after_secs,
             request_id,
-            retry_after: None,
         }
     }
 
@@ -135,7 +143,7 @@ impl Reply {
             return (status, Vec::new());
         };
         let mut data = self.body(request_id);
-        data.retry_after = self.retry_after_s();
+        data.retry_after_seconds = self.retry_after_s();
         let error = |id| RpcError {
             jsonrpc: "2.0",
             id,
@@ -150,8 +158,9 @@ impl Reply {
     }
 
     /// How long to wait before retrying, when the code says to retry later.
-    fn retry_after_s(&self) -> Option<u32> {
-        matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable).then_some(1)
+    fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_secs
+            .or_else(|| matches!(self.code, Code::DependencyUnavailable | Code::AuditUnavailable).then_some(1))
     }
 
     /// Headers sent with the reply besides `content-type`.
@@ -206,6 +215,20 @@ mod tests {
         assert!(!obj.contains_key("approval"));
         assert!(!obj.contains_key("request_id"));
         assert_eq!(v["error"]["status"], 413);
+    }
+
+    #[test]
+    fn rate_limited_reply_says_when_to_retry_in_header_and_body() {
+        let r = Reply::new(Code::RateLimited, "slow down").with_rule("reads").with_retry_after(42);
+        let v = parse(&r, None);
+        assert_eq!(v["error"]["status"], 429);
+        assert_eq!(v["error"]["retry"], "later");
+        assert_eq!(v["error"]["retry_after_seconds"], 42);
+        assert!(r.extra_headers().contains(&("retry-after", "42".to_string())));
+        assert!(!parse(&Reply::new(Code::DeniedByRule, "no"), None)["error"]
+            .as_object()
+            .unwrap()
+            .contains_key("retry_after_seconds"));
     }
 
     #[test]

@@ -41,8 +41,13 @@ pub struct Stats {
     pub audit_batches_shipped: MetricId,
     pub audit_ship_failed: MetricId,
     pub audit_refused_requests: MetricId,
+    /// Requests refused by a rule's rate limit (or because they could not be counted).
+    pub rate_limited: MetricId,
     /// Per rule (same index as the policy): how often it decided a request.
     pub rule_matched: Vec<MetricId>,
+    /// Per rule (same index as the policy): `Some` for rules with a limit, how often it
+    /// refused a request.
+    pub rule_rate_limited: Vec<Option<MetricId>>,
     /// Per mask profile, per kind (same index as `MaskProfile::kinds`).
     pub masked_values: Vec<Vec<MetricId>>,
 }
@@ -78,11 +83,18 @@ impl Stats {
             audit_batches_shipped: c("audit.batches_shipped")?,
             audit_ship_failed: c("audit.ship_failed")?,
             audit_refused_requests: c("audit.refused_requests")?,
+            rate_limited: c("rate_limited")?,
             rule_matched: Vec::new(),
+            rule_rate_limited: Vec::new(),
             masked_values: Vec::new(),
         };
         for rule in config.policy.rules() {
             stats.rule_matched.push(c(&format!("rule.{}.matched", rule.name()))?);
+            let limited = match rule.limit() {
+                Some(_) => Some(c(&format!("rule.{}.rate_limited", rule.name()))?),
+                None => None,
+            };
+            stats.rule_rate_limited.push(limited);
         }
         for (name, profile) in &config.mask_profiles {
             let mut ids = Vec::with_capacity(profile.kinds().len());
@@ -108,6 +120,7 @@ impl Stats {
             Code::DependencyUnavailable => Some(self.dependency_unavailable),
             Code::ResponseTooLarge => Some(self.response_over_limit),
             Code::ResponseNotMaskable => Some(self.response_not_maskable),
+            Code::RateLimited => Some(self.rate_limited),
             // Pending is counted as `approvals.requested`; the flow logs a misconfiguration.
             Code::ApprovalPending | Code::Misconfigured => None,
         }

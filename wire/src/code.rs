@@ -36,10 +36,12 @@ pub enum Code {
     ResponseTooLarge,
     ResponseNotMaskable,
     Misconfigured,
+    /// A rule's rate limit is reached for this caller: retry after `retry-after` seconds.
+    RateLimited,
 }
 
 impl Code {
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::Unauthenticated,
         Code::DeniedByRule,
         Code::DeniedByDefault,
@@ -54,6 +56,7 @@ impl Code {
         Code::ResponseTooLarge,
         Code::ResponseNotMaskable,
         Code::Misconfigured,
+        Code::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Code {
             Code::ResponseTooLarge => "response_too_large",
             Code::ResponseNotMaskable => "response_not_maskable",
             Code::Misconfigured => "airlock_misconfigured",
+            Code::RateLimited => "rate_limited",
         }
     }
 
@@ -90,6 +94,7 @@ impl Code {
             Code::DependencyUnavailable | Code::AuditUnavailable => 503,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 502,
             Code::Misconfigured => 500,
+            Code::RateLimited => 429,
         }
     }
 
@@ -115,6 +120,7 @@ impl Code {
             Code::ResponseTooLarge => -32071,
             Code::ResponseNotMaskable => -32072,
             Code::Misconfigured => -32073,
+            Code::RateLimited => -32074,
         }
     }
 
@@ -131,6 +137,8 @@ impl Code {
             Code::AuditUnavailable | Code::DependencyUnavailable | Code::Misconfigured => 200,
             Code::InvalidRequestTarget | Code::RequestBodyTooLarge => 200,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 200,
+            // The window is the client's to wait out: a status (and `retry-after`) it can act on.
+            Code::RateLimited => self.status(),
         }
     }
 
@@ -145,6 +153,8 @@ impl Code {
             Code::ApprovalExpired => Retry::Never,
             Code::InvalidRequestTarget | Code::RequestBodyTooLarge => Retry::FixRequest,
             Code::DependencyUnavailable | Code::AuditUnavailable => Retry::Later,
+            // After the `retry-after` the reply carries, when the window ends.
+            Code::RateLimited => Retry::Later,
         }
     }
 }
@@ -197,6 +207,7 @@ mod tests {
             Code::ResponseTooLarge => 11,
             Code::ResponseNotMaskable => 12,
             Code::Misconfigured => 13,
+            Code::RateLimited => 14,
         }
     }
 
@@ -223,7 +234,11 @@ mod tests {
     #[test]
     fn jsonrpc_answers_are_200_but_where_clients_act_on_the_status() {
         for code in Code::ALL {
-            let expected = if code == Code::Unauthenticated { 401 } else { 200 };
+            let expected = match code {
+                Code::Unauthenticated => 401,
+                Code::RateLimited => 429,
+                _ => 200,
+            };
             assert_eq!(code.jsonrpc_status(), expected, "{code:?}");
         }
     }

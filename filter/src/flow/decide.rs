@@ -8,9 +8,10 @@ use super::request::Request;
 use super::step::{AfterBody, Caller, Step};
 use crate::host::{Host, Level};
 use crate::identity::Identity;
+use crate::limit::{self, Counter, Outcome};
 use crate::mcp;
 use crate::normalize::RequestTarget;
-use crate::policy::{Action, Body, Evaluation, RequestFacts};
+use crate::policy::{Action, Body, Evaluation, RequestFacts, Rule};
 use crate::reply::{Code, Reply};
 use crate::vm_state::VmState;
 
@@ -63,20 +64,26 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         report(host, shadow.name(), shadow.action().as_str());
         dry_run_reported = true;
     }
-    let refusal = match decision.action {
-        Action::Allow => {
+    let limited = match (rule, decision.rule) {
+        (Some(index), Some(r)) => over_limit(vm, host, request, &caller, index, r),
+        _ => None,
+    };
+    // Over its limit, the rule's own action does not apply.
+    let refusal = match (limited, decision.action) {
+        (Some(reply), _) => reply,
+        (None, Action::Allow) => {
             // Hiding tools enforces the rules: not while the whole config is a dry run.
             let lists = !config.dry_run && matches!(body, Body::Json(b) if mcp::lists_tools(b));
             let listing = lists.then(|| caller.target.clone());
             return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow), listing };
         }
-        Action::Deny => match rule_name {
+        (None, Action::Deny) => match rule_name {
             Some(name) => {
                 Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name)
             }
             None => Reply::new(Code::DeniedByDefault, "no rule allows this request"),
         },
-        Action::Approve => match (rule, config.dry_run) {
+        (None, Action::Approve) => match (rule, config.dry_run) {
             // The approval is bound to the exact body: read it before asking anyone.
             (Some(index), false) if !body_read => {
                 let step = Step::NeedsBody(AfterBody::Approve(caller, index));
@@ -94,6 +101,50 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow), listing: None };
     }
     Verdict { rule, dry_run_reported, step: Step::Refuse(refusal), listing: None }
+}
+
+/// Counts the request against the deciding rule's limit, if it has one. `Some` refusal
+/// when the limit is reached, or when the request cannot be counted (fail closed).
+/// Called only where the policy decided, which happens once per request: a decision
+/// that needs the body is taken (and counted) once the body is read, and an `approve`
+/// rule that reads the body afterwards does not decide again.
+fn over_limit(
+    vm: &VmState,
+    host: &mut dyn Host,
+    request: &Request,
+    caller: &Caller,
+    index: usize,
+    rule: &Rule,
+) -> Option<Reply> {
+    let limit = rule.limit()?;
+    let name = rule.name();
+    let hash = limit::identity_hash(limit.by, &caller.identity, request.session(&caller.identity));
+    let reply = match Counter::new(name, limit).count(host, &hash, request.started_ms) {
+        Outcome::Counted => return None,
+        Outcome::Limited { retry_after_secs } => Reply::new(
+            Code::RateLimited,
+            format!(
+                "rule `{name}` allows {} requests per {} s per {}; retry in {retry_after_secs} s",
+                limit.requests,
+                limit.per_seconds,
+                limit.by.as_str()
+            ),
+        )
+        .with_retry_after(retry_after_secs),
+        Outcome::Uncounted(failure) => {
+            host.log(
+                Level::Warn,
+                &format!("airlock: rule `{name}`: a request could not be counted, refused: {}", failure.describe()),
+            );
+            Reply::new(Code::RateLimited, format!("rule `{name}` could not count this request against its limit"))
+                .with_reason("limit_uncounted")
+                .with_retry_after(1)
+        }
+    };
+    if let Some(Some(id)) = vm.stats.rule_rate_limited.get(index) {
+        host.increment(*id, 1);
+    }
+    Some(reply.with_rule(name))
 }
 
 /// The policy's view of a buffered body: parsed, not grepped, so JSON escapes such as

@@ -82,7 +82,13 @@ impl Request {
         if config.audit.is_none() {
             return "";
         }
-        self.session_header.as_deref().or_else(|| identity.map(Identity::token_session)).unwrap_or("")
+        identity.map_or(self.session_header.as_deref().unwrap_or(""), |i| self.session(i))
+    }
+
+    /// The caller's session, as audit records name it and `by: session` limits count it:
+    /// the one the client named, else one per token.
+    pub fn session<'a>(&'a self, identity: &'a Identity) -> &'a str {
+        self.session_header.as_deref().unwrap_or(identity.token_session())
     }
 
     /// Header changes that hold whatever the decision: the agent's token and any

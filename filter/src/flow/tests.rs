@@ -1297,6 +1297,159 @@ fn an_mcp_request_refused_on_its_headers_waits_for_its_body_to_answer_by_id() {
     assert_eq!(host.reply_json()["error"]["code"], "denied_by_default");
 }
 
+fn limit_fixture(extra: serde_json::Value) -> Fixture {
+    let rules = serde_json::json!([
+        {"name": "reads", "action": "allow", "when": {"methods": ["GET"]},
+            "limit": {"requests": 2, "per_seconds": 60, "by": "subject"}},
+        {"name": "sql-reads", "action": "allow",
+            "when": {"methods": ["POST"], "body": [{"json_pointer": "/sql", "prefix": "select"}]},
+            "limit": {"requests": 2, "per_seconds": 60, "by": "group"}},
+        {"name": "writes-need-approval", "action": "approve", "when": {"methods": ["PUT"]},
+            "approval": {"mode": "hold", "approvers": {"groups": ["dba"]}},
+            "limit": {"requests": 1, "per_seconds": 60, "by": "session"}}
+    ]);
+    Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, extra))
+}
+
+/// A request of a worker whose VM shares `shared` with the others.
+fn limited_request(shared: &crate::host::mock::SharedData, method: &str, who: &str) -> MockHost {
+    limited_request_with(shared, method, &token(who, &["support"]))
+}
+
+fn limited_request_with(shared: &crate::host::mock::SharedData, method: &str, token: &str) -> MockHost {
+    let mut host = request(method, "/customers", Some(token));
+    host.shared = shared.clone();
+    host
+}
+
+#[test]
+fn a_rule_limit_allows_its_requests_then_answers_429_with_retry_after_and_counts_it() {
+    let f = limit_fixture(serde_json::json!({"audit": {}}));
+    let shared = crate::host::mock::SharedData::default();
+    for _ in 0..2 {
+        let mut host = limited_request(&shared, "GET", "alice");
+        assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+        assert_eq!(host.reply, None);
+    }
+    let mut host = limited_request(&shared, "GET", "alice");
+    let mut flow = f.flow();
+    assert_eq!(flow.on_request_headers(&mut host, true), Next::Pause);
+    assert_eq!(host.reply_status(), Some(429));
+    let error = &host.reply_json()["error"];
+    assert_eq!(error["code"], "rate_limited");
+    assert_eq!(error["retry"], "later");
+    assert_eq!(error["rule"], "reads");
+    let (_, headers, _) = host.reply.clone().unwrap();
+    let retry_after: u64 = headers.iter().find(|(n, _)| n == "retry-after").unwrap().1.parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(error["retry_after_seconds"], retry_after);
+    assert_eq!(f.counter(&host, "rate_limited"), 1);
+    assert_eq!(f.counter(&host, "rule.reads.rate_limited"), 1);
+    assert_eq!(f.counter(&host, "rule.reads.matched"), 1);
+    flow.on_log(&mut host);
+    assert!(
+        host.logs.iter().any(|l| l.contains("decision=rate_limited") && l.contains("rule=reads")),
+        "{:?}",
+        host.logs
+    );
+    let (batch, _) = f.vm.audit.borrow_mut().next_batch(0, 10).unwrap();
+    let batch: serde_json::Value = serde_json::from_str(&batch).unwrap();
+    let record = batch["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((record["decision"].as_str(), record["rule"].as_str()), (Some("rate_limited"), Some("reads")));
+
+    // Another caller has a count of its own.
+    let mut host = limited_request(&shared, "GET", "bob");
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+    // Once the window is over, alice is let through again.
+    let mut host = limited_request(&shared, "GET", "alice");
+    host.now_ms += retry_after * 1000;
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+}
+
+#[test]
+fn a_limited_rule_that_needs_the_body_counts_each_request_once() {
+    let f = limit_fixture(serde_json::json!({}));
+    let shared = crate::host::mock::SharedData::default();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let mut host = limited_request(&shared, "POST", "alice");
+        let mut flow = f.flow();
+        assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+        host.request_body = br#"{"sql": "select 1"}"#.to_vec();
+        let n = host.request_body.len();
+        flow.on_request_body(&mut host, n, true);
+        statuses.push(host.reply_status());
+    }
+    // Decided once the body was read, and counted then only: two pass, the third is limited.
+    assert_eq!(statuses, [None, None, Some(429)]);
+}
+
+#[test]
+fn an_approve_rule_counts_the_request_before_the_approval_and_not_again_after_the_body() {
+    let f = limit_fixture(serde_json::json!({}));
+    let shared = crate::host::mock::SharedData::default();
+    let alice = token("alice", &["support"]);
+    let mut host = limited_request_with(&shared, "PUT", &alice);
+    let mut flow = f.flow();
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    host.request_body = br#"{"email":"x"}"#.to_vec();
+    let n = host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut host, n, true), Next::Pause);
+    assert_eq!(host.callouts.len(), 1, "the approval was asked for");
+    assert_eq!(f.counter(&host, "rule.writes-need-approval.rate_limited"), 0);
+    // The same token is the same session (one per token): its limit of 1 is used up.
+    let mut host = limited_request_with(&shared, "PUT", &alice);
+    assert_eq!(f.flow().on_request_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_status(), Some(429));
+    assert!(host.callouts.is_empty(), "no approval is asked for a limited request");
+}
+
+#[test]
+fn sessions_the_client_names_are_counted_apart() {
+    let f = limit_fixture(serde_json::json!({"audit": {}}));
+    let shared = crate::host::mock::SharedData::default();
+    let alice = token("alice", &["support"]);
+    let mut statuses = Vec::new();
+    for session in ["s-1", "s-2", "s-1"] {
+        let mut host = limited_request_with(&shared, "PUT", &alice);
+        host.request_headers.push(("x-airlock-session".into(), session.into()));
+        f.flow().on_request_headers(&mut host, false);
+        statuses.push(host.reply_status());
+    }
+    assert_eq!(statuses, [None, None, Some(429)]);
+}
+
+#[test]
+fn under_a_global_dry_run_a_limited_request_passes_and_is_reported() {
+    let f = limit_fixture(serde_json::json!({"dry_run": true}));
+    let shared = crate::host::mock::SharedData::default();
+    let mut reported = Vec::new();
+    for _ in 0..3 {
+        let mut host = limited_request(&shared, "GET", "alice");
+        assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Continue);
+        assert_eq!(host.reply, None);
+        reported.push(host.logs.iter().any(|l| l.contains("would have answered rate_limited")));
+        assert_eq!(f.counter(&host, "dry_run.would_block"), u64::from(reported.len() == 3));
+    }
+    assert_eq!(reported, [false, false, true]);
+}
+
+#[test]
+fn shared_data_that_cannot_be_written_refuses_limited_requests() {
+    let f = limit_fixture(serde_json::json!({}));
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    host.fail_shared_set = true;
+    assert_eq!(f.flow().on_request_headers(&mut host, true), Next::Pause);
+    assert_eq!(host.reply_status(), Some(429));
+    assert_eq!(host.reply_json()["error"]["reason"], "limit_uncounted");
+    assert!(host.logs.iter().any(|l| l.contains("could not be counted")), "{:?}", host.logs);
+    // A rule without a limit does not touch shared data.
+    let mut host = request("DELETE", "/customers", Some(&token("alice", &["support"])));
+    host.fail_shared_set = true;
+    f.flow().on_request_headers(&mut host, true);
+    assert_eq!(host.reply_json()["error"]["code"], "denied_by_default");
+}
+
 #[test]
 fn an_mcp_body_over_the_limit_keeps_the_refusal_it_waited_with_in_the_plain_answer() {
     let f = mcp_answers_fixture();
@@ -1348,4 +1501,22 @@ fn the_mcp_session_is_the_audit_session_by_digest_unless_the_client_names_one() 
     let named = audited_session(&f, &[("mcp-session-id", id), ("x-airlock-session", "run-42")]);
     assert_eq!(named, "run-42", "the session the client names wins");
     assert!(audited_session(&f, &[]).starts_with("tok-agent-"));
+}
+
+#[test]
+fn a_limit_by_an_unknown_key_or_with_a_typo_names_its_field_at_load() {
+    let load = |limit: serde_json::Value| {
+        let rules = serde_json::json!([{"name": "reads", "action": "allow", "limit": limit}]);
+        let c = config(serde_json::json!({"inline": jwks()}), rules, serde_json::json!({}));
+        match Config::from_json(c.to_string().as_bytes(), &|_| None) {
+            Ok(_) => panic!("{limit} was accepted"),
+            Err(e) => e,
+        }
+    };
+    let e = load(serde_json::json!({"requests": 5, "per_seconds": 60, "by": "tenant"}));
+    assert_eq!(e.field, "rules[0].limit.by", "{e}");
+    let e = load(serde_json::json!({"requests": 5, "per_second": 60, "by": "subject"}));
+    assert_eq!(e.field, "rules[0].limit.per_second", "{e}");
+    let e = load(serde_json::json!({"requests": -1, "per_seconds": 60, "by": "subject"}));
+    assert_eq!(e.field, "rules[0].limit.requests", "{e}");
 }

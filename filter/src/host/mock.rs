@@ -42,6 +42,8 @@ pub struct MockHost {
     pub calls: RefCell<BTreeMap<&'static str, u64>>,
     /// Tests that model several workers hand the same map to several mocks.
     pub shared: SharedData,
+    /// Envoy refuses every shared-data write.
+    pub fail_shared_set: bool,
 }
 
 impl MockHost {
@@ -196,6 +198,9 @@ impl Runtime for MockHost {
 
     fn shared_set(&mut self, key: &str, value: &[u8], version: Option<u32>) -> Result<bool, String> {
         self.called("set_shared_data");
+        if self.fail_shared_set {
+            return Err(format!("host refused to store shared data `{key}` (status 2)"));
+        }
         let mut shared = self.shared.borrow_mut();
         // Envoy's rules: a version is checked only for a key that exists; each write
         // gives the key a new version.

@@ -64,6 +64,7 @@ use crate::approval::{self, ApprovalSettings};
 use crate::config_error::ConfigError;
 use crate::headers::HeaderList;
 use crate::identity::Identity;
+use crate::limit::Limit;
 use crate::normalize::RequestTarget;
 
 /// Longest accepted rule name; it becomes part of Envoy stat names.
@@ -122,6 +123,7 @@ pub struct Rule {
     dry_run: bool,
     mask_profile: Option<usize>,
     approval: Option<ApprovalSettings>,
+    limit: Option<Limit>,
     mode: Quantifier,
     when: Conditions,
 }
@@ -147,6 +149,11 @@ impl Rule {
     /// Set exactly on `approve` rules.
     pub fn approval(&self) -> Option<&ApprovalSettings> {
         self.approval.as_ref()
+    }
+
+    /// The rate limit on requests this rule decides; never on `deny` or dry-run rules.
+    pub fn limit(&self) -> Option<&Limit> {
+        self.limit.as_ref()
     }
 
     /// Whether the rule can only be decided with the request body.
@@ -250,6 +257,22 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
         }
         (_, None) => None,
     };
+    let limit = match spec.limit {
+        None => None,
+        Some(_) if spec.action == Action::Deny => {
+            return Err(ConfigError::new(
+                format!("{field}.limit"),
+                "a `deny` rule refuses every request it matches: a limit on it would never apply",
+            ));
+        }
+        Some(_) if spec.dry_run => {
+            return Err(ConfigError::new(
+                format!("{field}.limit"),
+                "a `dry_run` rule never decides a request: a limit on it would never apply",
+            ));
+        }
+        Some(l) => Some(Limit::compile(l, &format!("{field}.limit"))?),
+    };
     let when = Conditions::compile(spec.when, &format!("{field}.when"))?;
 
     Ok(Rule {
@@ -258,6 +281,7 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
         dry_run: spec.dry_run,
         mask_profile,
         approval,
+        limit,
         mode: Quantifier::for_action(spec.action),
         when,
     })

@@ -59,6 +59,9 @@ pub struct RuleSpec {
     /// Required on `approve` rules: who approves, how, and for how long.
     #[serde(default)]
     pub approval: Option<crate::approval::ApprovalSpec>,
+    /// A rate limit on the requests this rule decides (`allow` and `approve` rules).
+    #[serde(default)]
+    pub limit: Option<crate::limit::LimitSpec>,
 }
 
 /// The conditions of a rule; all present conditions must hold.

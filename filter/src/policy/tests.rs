@@ -866,3 +866,20 @@ fn approve_rule_without_approval_block_is_a_config_error() {
     .unwrap();
     assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
 }
+
+#[test]
+fn limits_are_refused_where_they_would_never_apply_or_are_out_of_range() {
+    let limit = json!({"requests": 5, "per_seconds": 60, "by": "subject"});
+    let e = config_error(json!([{"name": "a", "action": "deny", "limit": limit}]));
+    assert_eq!(e.field, "rules[0].limit");
+    assert!(e.problem.contains("deny"), "{}", e.problem);
+    let e = config_error(json!([{"name": "a", "action": "allow", "dry_run": true, "limit": limit}]));
+    assert_eq!(e.field, "rules[0].limit");
+    let e = config_error(json!([
+        {"name": "a", "action": "allow", "limit": limit},
+        {"name": "b", "action": "approve", "limit": {"requests": 5, "per_seconds": 0, "by": "group"}}
+    ]));
+    assert_eq!(e.field, "rules[1].limit.per_seconds");
+    let p = policy(json!([{"name": "a", "action": "approve", "limit": limit}]), Action::Deny);
+    assert_eq!(p.rules()[0].limit().map(|l| l.requests), Some(5));
+}
