@@ -22,6 +22,7 @@ pub mod mcp;
 pub mod normalize;
 pub mod policy;
 pub mod reply;
+pub mod sql;
 pub mod stats;
 pub mod stream;
 pub mod vm_state;
