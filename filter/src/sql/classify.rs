@@ -5,8 +5,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, CopyTarget, Expr, Grant, GrantObjects, ObjectName, ObjectNamePart, Query, Revoke, Select, SetExpr,
-    Statement, Visit, Visitor,
+    CopySource, CopyTarget, Delete, Expr, Grant, GrantObjects, ObjectName, ObjectNamePart, Query, Revoke, Select,
+    SetExpr, Statement, Update, Visit, Visitor,
 };
 
 use super::always_true::always_true;
@@ -56,15 +56,10 @@ impl Visitor for Walk {
         let (kind, effect) = kind_and_effect(statement);
         self.note(kind, effect);
         match statement {
-            Statement::Update(update) => {
-                if update.selection.as_ref().is_none_or(always_true) {
-                    self.analysis.unbounded = true;
-                }
-            }
-            Statement::Delete(delete) => {
-                if delete.selection.as_ref().is_none_or(always_true) {
-                    self.analysis.unbounded = true;
-                }
+            Statement::Update(Update { selection, .. }) | Statement::Delete(Delete { selection, .. })
+                if selection.as_ref().is_none_or(always_true) =>
+            {
+                self.analysis.unbounded = true;
             }
             // The visitor does not treat dropped or copied tables as relations.
             Statement::Drop { names, .. } => names.iter().for_each(|n| self.table(n)),
