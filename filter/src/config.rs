@@ -50,9 +50,16 @@ struct PluginConfigSpec {
     #[serde(default)]
     audit: Option<AuditSpec>,
     rules: Vec<RuleSpec>,
+    /// The SQL dialect of `sql` conditions that do not name their own.
+    #[serde(default = "default_sql_dialect")]
+    sql_dialect: String,
     /// Required on purpose: what happens to a request no rule matches must be a decision
     /// someone wrote down, not a default they did not know about.
     default_action: Action,
+}
+
+fn default_sql_dialect() -> String {
+    "generic".into()
 }
 
 fn default_request_body_limit() -> usize {
@@ -151,7 +158,13 @@ impl Config {
             }
         }
         let names: Vec<&str> = mask_profiles.iter().map(|(n, _)| n.as_str()).collect();
-        let policy = policy::compile(spec.rules, spec.default_action, &names, "rules")?;
+        if crate::sql::Dialect::named(&spec.sql_dialect).is_none() {
+            return Err(ConfigError::new(
+                "sql_dialect",
+                format!("unknown SQL dialect `{}`; dialects are {}", spec.sql_dialect, crate::sql::DIALECTS.join(", ")),
+            ));
+        }
+        let policy = policy::compile(spec.rules, spec.default_action, &names, &spec.sql_dialect, "rules")?;
         let control = spec.control.map(|c| control::compile(c, "control", env)).transpose()?;
         let audit = match (&control, spec.audit) {
             (Some(_), audit) => audit::compile(audit.unwrap_or_default(), "audit")?,

@@ -94,6 +94,11 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
                 let _ = write!(out, " (global dry_run: not enforced)");
             }
             out.push('\n');
+            // What the deciding rule's SQL conditions read, so a surprising decision can
+            // be traced to the statement, effect or table behind it.
+            for line in d.rule.map(|r| r.explain_sql(body)).unwrap_or_default() {
+                let _ = writeln!(out, "  {line}");
+            }
         }
     }
     Ok(out)
@@ -132,7 +137,7 @@ mod tests {
     fn offline_check_names_the_approval_and_the_mask_profile() {
         let out = check(
             &shipped(),
-            Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"UPDATE customers SET name='x'"}"#))),
+            Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"UPDATE customers SET name='x' WHERE id = 3"}"#))),
         )
         .unwrap();
         assert!(
@@ -144,10 +149,38 @@ mod tests {
     }
 
     #[test]
+    fn offline_check_explains_the_statement_effect_and_tables_a_sql_rule_matched_on() {
+        let out = check(
+            &shipped(),
+            Some(&sample(
+                "POST",
+                "/sql",
+                &["analyst"],
+                Some(r#"{"sql":"WITH x AS (SELECT 1) DELETE FROM customers"}"#),
+            )),
+        )
+        .unwrap();
+        assert!(out.contains("decision: deny by rule `sql-no-unbounded-writes`"), "{out}");
+        assert!(
+            out.contains("sql at /sql (sqlite): statements [select, delete], effects [read, write], tables [customers], unbounded"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn offline_check_refuses_an_unknown_sql_dialect() {
+        let mut config: serde_json::Value = serde_json::from_slice(&shipped()).unwrap();
+        config["sql_dialect"] = serde_json::json!("cobol");
+        let err = check(config.to_string().as_bytes(), None).unwrap_err();
+        assert_eq!(err.field, "sql_dialect");
+        assert!(err.problem.contains("sqlite"), "{err}");
+    }
+
+    #[test]
     fn offline_check_reports_the_bad_field() {
         let mut config: serde_json::Value = serde_json::from_slice(&shipped()).unwrap();
-        config["rules"][0]["when"]["body"][0]["regex"] = serde_json::json!("(unclosed");
+        config["rules"][4]["when"]["path"] = serde_json::json!({"regex": "(unclosed"});
         let err = check(config.to_string().as_bytes(), None).unwrap_err();
-        assert_eq!(err.field, "rules[0].when.body[0].regex");
+        assert_eq!(err.field, "rules[4].when.path.regex");
     }
 }

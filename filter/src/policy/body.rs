@@ -1,5 +1,6 @@
 //! Conditions on the request body: JSON pointers, "anywhere in the document", the raw
-//! text, the MCP `tools/call` tool name and `resources/read` URI.
+//! text, the MCP `tools/call` tool name and `resources/read` URI; what is found there is
+//! tested by a string matcher or read as SQL (`sql`).
 
 use std::cell::OnceCell;
 use std::ops::ControlFlow;
@@ -8,8 +9,17 @@ use serde_json::Value;
 
 use super::matcher::{Quantifier, Sink, StringMatcher};
 use super::spec::BodyConditionSpec;
+use super::sql::{SqlCondition, SqlMemo};
 use super::Body;
 use crate::config_error::ConfigError;
+
+/// What one policy evaluation computes from the body at most once, however many rules
+/// ask: the JSON text of a JSON body (for `raw`), the SQL analyses (for `sql`).
+#[derive(Default)]
+pub(crate) struct Memo {
+    canonical: OnceCell<String>,
+    pub(crate) sql: SqlMemo,
+}
 
 /// One step of a compiled JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +34,8 @@ enum Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonPointer {
     segments: Vec<Segment>,
+    /// As configured, for explanations.
+    text: String,
 }
 
 impl JsonPointer {
@@ -31,7 +43,7 @@ impl JsonPointer {
     /// cannot be addressed: the wildcard takes that spelling.
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.is_empty() {
-            return Ok(JsonPointer { segments: Vec::new() });
+            return Ok(JsonPointer { segments: Vec::new(), text: String::new() });
         }
         let Some(rest) = text.strip_prefix('/') else {
             return Err("must be empty or start with `/` (RFC 6901), e.g. `/params/arguments/sql`".into());
@@ -46,7 +58,7 @@ impl JsonPointer {
                 Ok(Segment::Key { index: array_index(&name), name })
             })
             .collect::<Result<_, String>>()?;
-        Ok(JsonPointer { segments })
+        Ok(JsonPointer { segments, text: text.to_string() })
     }
 
     /// Feeds every value the pointer reaches to `f`, stopping when it breaks.
@@ -166,15 +178,54 @@ impl McpParam {
     }
 }
 
+/// How the values a condition reaches are judged.
+#[derive(Debug)]
+enum Test {
+    Matcher(StringMatcher),
+    Sql(SqlCondition),
+}
+
+impl Test {
+    /// The verdict for one text.
+    fn text(&self, text: &str, mode: Quantifier, memo: &Memo) -> bool {
+        match self {
+            Test::Matcher(m) => m.test(text, mode),
+            Test::Sql(c) => c.holds(text, mode, &memo.sql),
+        }
+    }
+
+    /// The verdict over the values `visit` feeds, combined by `mode`; no value at all
+    /// holds only for a negated matcher (see `StringMatcher::judge_each`).
+    fn each(&self, mode: Quantifier, memo: &Memo, visit: impl FnOnce(&mut Sink<'_>)) -> bool {
+        match self {
+            Test::Matcher(m) => m.judge_each(mode, visit),
+            Test::Sql(c) => {
+                let mut verdict = None;
+                visit(&mut |text| {
+                    let holds = c.holds(text, mode, &memo.sql);
+                    if holds == (mode == Quantifier::Any) {
+                        verdict = Some(holds);
+                        return ControlFlow::Break(());
+                    }
+                    verdict = Some(holds);
+                    ControlFlow::Continue(())
+                });
+                verdict.unwrap_or(false)
+            }
+        }
+    }
+}
+
 /// A compiled body condition (also used for `mcp_tool` and `mcp_resource`).
 #[derive(Debug)]
 pub struct BodyCondition {
     target: Target,
-    matcher: StringMatcher,
+    test: Test,
 }
 
 impl BodyCondition {
-    pub(crate) fn compile(spec: &BodyConditionSpec, field: &str) -> Result<Self, ConfigError> {
+    /// `sql_dialect` is the config's default for `sql` conditions that name none.
+    pub(crate) fn compile(spec: &BodyConditionSpec, sql_dialect: &str, field: &str) -> Result<Self, ConfigError> {
         let mut targets = Vec::new();
         if spec.json_pointer.is_some() {
             targets.push("json_pointer");
@@ -201,17 +252,65 @@ impl BodyCondition {
                 ))
             }
         };
-        let matcher = StringMatcher::compile(spec.matcher_fields(), field)?;
-        Ok(BodyCondition { target, matcher })
+        let test = match &spec.sql {
+            None => Test::Matcher(StringMatcher::compile(spec.matcher_fields(), field)?),
+            Some(_) if spec.matcher_fields().any_set() => {
+                return Err(ConfigError::new(
+                    field,
+                    "sets `sql` and a string matcher; a condition reads its value one way: split it into two conditions",
+                ))
+            }
+            Some(_) if matches!(target, Target::Anywhere) => {
+                return Err(ConfigError::new(
+                    format!("{field}.sql"),
+                    "needs the field that holds the SQL: use `json_pointer` (or `raw: true` for a text body), not `anywhere`",
+                ))
+            }
+            Some(sql) => Test::Sql(SqlCondition::compile(sql, sql_dialect, &format!("{field}.sql"))?),
+        };
+        Ok(BodyCondition { target, test })
     }
 
     pub(crate) fn mcp(param: McpParam, matcher: StringMatcher) -> Self {
-        BodyCondition { target: Target::Mcp(param), matcher }
+        BodyCondition { target: Target::Mcp(param), test: Test::Matcher(matcher) }
+    }
+
+    /// For a `sql` condition, what the SQL it reads in `body` is: one line per text
+    /// (`sql at /sql (sqlite): statements [delete], …`), so `airlock check-config` can say
+    /// what a rule matched on.
+    pub(crate) fn explain_sql(&self, body: Body<'_>, out: &mut Vec<String>) {
+        let Test::Sql(condition) = &self.test else { return };
+        let dialect = condition.dialect().name();
+        let mut describe = |place: &str, text: &str| {
+            let what = match crate::sql::analyze(text, condition.dialect()) {
+                Ok(analysis) => analysis.to_string(),
+                Err(e) => e.to_string(),
+            };
+            out.push(format!("sql at {place} ({dialect}): {what}"));
+        };
+        match (&self.target, body) {
+            (Target::Raw, Body::NotJson(text)) => describe("the body", text),
+            (Target::Pointer(pointer), Body::Json(root)) => {
+                let documents = match root {
+                    Value::Array(items) if !items.is_empty() => items.as_slice(),
+                    document => std::slice::from_ref(document),
+                };
+                for document in documents {
+                    let _ = pointer.visit(document, &mut |v| {
+                        visit_leaves(v, false, &mut |text| {
+                            describe(&pointer.text, text);
+                            ControlFlow::Continue(())
+                        })
+                    });
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Whether the condition holds for `body`, leaning by `mode` (see the module docs
-    /// of `policy`). `canonical` caches the JSON text of a JSON body for `raw`.
-    pub(crate) fn holds(&self, body: Body<'_>, mode: Quantifier, canonical: &OnceCell<String>) -> bool {
+    /// of `policy`).
+    pub(crate) fn holds(&self, body: Body<'_>, mode: Quantifier, memo: &Memo) -> bool {
         // What a condition that cannot be evaluated resolves to: deny/approve match,
         // allow does not.
         let fail_closed = mode == Quantifier::Any;
@@ -219,48 +318,48 @@ impl BodyCondition {
             // Callers only evaluate body conditions once the body was read.
             (_, Body::NotRead) => fail_closed,
             (_, Body::Unreadable) => fail_closed,
-            (Target::Raw, Body::Empty) => self.matcher.test("", mode),
-            (Target::Raw, Body::NotJson(text)) => self.matcher.test(text, mode),
+            (Target::Raw, Body::Empty) => self.test.text("", mode, memo),
+            (Target::Raw, Body::NotJson(text)) => self.test.text(text, mode, memo),
             (Target::Raw, Body::Json(value)) => {
                 // The body's own bytes are not at hand; its canonical serialisation is
                 // at least as revealing (`\u0044ROP` comes out as `DROP`).
-                let text = canonical.get_or_init(|| serde_json::to_string(value).unwrap_or_default());
-                self.matcher.test(text, mode)
+                let text = memo.canonical.get_or_init(|| serde_json::to_string(value).unwrap_or_default());
+                self.test.text(text, mode, memo)
             }
             (_, Body::Empty) => false,
             (_, Body::NotJson(_)) => fail_closed,
             (_, Body::Json(root)) => match root {
                 // A JSON-RPC batch: judge each message, so an allowed call cannot
                 // carry a dangerous one beside it.
-                Value::Array(items) if !items.is_empty() => {
-                    mode.combine(items.iter().map(|item| self.holds_in_document(item, mode))).unwrap_or(fail_closed)
-                }
-                document => self.holds_in_document(document, mode),
+                Value::Array(items) if !items.is_empty() => mode
+                    .combine(items.iter().map(|item| self.holds_in_document(item, mode, memo)))
+                    .unwrap_or(fail_closed),
+                document => self.holds_in_document(document, mode, memo),
             },
         }
     }
 
-    fn holds_in_document(&self, document: &Value, mode: Quantifier) -> bool {
-        let m = &self.matcher;
-        match &self.target {
-            Target::Pointer(pointer) => m.judge_each(mode, |f| {
+    fn holds_in_document(&self, document: &Value, mode: Quantifier, memo: &Memo) -> bool {
+        match (&self.target, &self.test) {
+            (Target::Pointer(pointer), test) => test.each(mode, memo, |f| {
                 let _ = pointer.visit(document, &mut |v| visit_leaves(v, false, f));
             }),
-            Target::Anywhere => m.judge_somewhere(mode, |f| {
+            (Target::Anywhere, Test::Matcher(m)) => m.judge_somewhere(mode, |f| {
                 let _ = visit_leaves(document, true, f);
             }),
-            Target::Mcp(param) => {
+            (Target::Mcp(param), test) => {
                 let (method, name) = param.method_and_param();
                 // Another method entirely: neither "tool X" nor "a tool other than X".
                 document.get("method").and_then(Value::as_str) == Some(method)
-                    && m.judge_each(mode, |f| {
+                    && test.each(mode, memo, |f| {
                         if let Some(value) = document.get("params").and_then(|p| p.get(name)) {
                             let _ = visit_leaves(value, false, f);
                         }
                     })
             }
-            // Raw is handled on the whole body, before documents are split.
-            Target::Raw => false,
+            // Raw is handled on the whole body, before documents are split; `sql` is
+            // never compiled with `anywhere`.
+            (Target::Raw, _) | (Target::Anywhere, Test::Sql(_)) => false,
         }
     }
 }

@@ -11,9 +11,7 @@
 //! Fail closed therefore survives negation: a deny rule with `not: {body: ...}` against an
 //! unreadable body holds.
 
-use std::cell::OnceCell;
-
-use super::body::{BodyCondition, McpParam};
+use super::body::{BodyCondition, McpParam, Memo};
 use super::matcher::{Quantifier, StringMatcher};
 use super::spec::{GroupsSpec, HeaderConditionSpec, MatchSpec, QueryConditionSpec, StringMatcherSpec};
 use super::{Body, RequestFacts};
@@ -62,11 +60,12 @@ pub(super) struct Conditions {
 
 impl Conditions {
     /// Compiles `spec`; `field` is its config path (`rules[2].when`).
-    pub(super) fn compile(spec: MatchSpec, field: &str) -> Result<Self, ConfigError> {
-        Self::compile_nested(spec, field, 0)
+    /// `sql_dialect` is the default for its `sql` conditions.
+    pub(super) fn compile(spec: MatchSpec, sql_dialect: &str, field: &str) -> Result<Self, ConfigError> {
+        Self::compile_nested(spec, sql_dialect, field, 0)
     }
 
-    fn compile_nested(spec: MatchSpec, w: &str, depth: usize) -> Result<Self, ConfigError> {
+    fn compile_nested(spec: MatchSpec, sql_dialect: &str, w: &str, depth: usize) -> Result<Self, ConfigError> {
         if depth > MAX_NESTING {
             return Err(ConfigError::new(w, format!("nests `any` / `not` deeper than {MAX_NESTING} levels")));
         }
@@ -78,7 +77,8 @@ impl Conditions {
         let methods = spec.methods.map(|m| compile_methods(m, &format!("{w}.methods"))).transpose()?;
         let headers = compile_each(&spec.headers, &format!("{w}.headers"), compile_header)?;
         let query = compile_each(&spec.query, &format!("{w}.query"), compile_query)?;
-        let mut body = compile_each(&spec.body, &format!("{w}.body"), BodyCondition::compile)?;
+        let mut body =
+            compile_each(&spec.body, &format!("{w}.body"), |b, f| BodyCondition::compile(b, sql_dialect, f))?;
         // First: a name check is cheaper than pointer walks and SQL readings.
         if let Some(uri) = &spec.mcp_resource {
             body.insert(0, BodyCondition::mcp(McpParam::ResourceUri, matcher(uri, "mcp_resource")?));
@@ -97,11 +97,13 @@ impl Conditions {
             Some(blocks) => blocks
                 .into_iter()
                 .enumerate()
-                .map(|(i, b)| Self::compile_nested(b, &format!("{w}.any[{i}]"), depth + 1))
+                .map(|(i, b)| Self::compile_nested(b, sql_dialect, &format!("{w}.any[{i}]"), depth + 1))
                 .collect::<Result<_, _>>()?,
         };
-        let not =
-            spec.not.map(|b| Self::compile_nested(*b, &format!("{w}.not"), depth + 1).map(Box::new)).transpose()?;
+        let not = spec
+            .not
+            .map(|b| Self::compile_nested(*b, sql_dialect, &format!("{w}.not"), depth + 1).map(Box::new))
+            .transpose()?;
         Ok(Conditions { subjects, groups, methods, path, headers, query, body, any, not })
     }
 
@@ -112,14 +114,23 @@ impl Conditions {
             || self.not.as_ref().is_some_and(|n| n.needs_body())
     }
 
+    /// What the block's `sql` conditions, nested ones included, read in `body`.
+    pub(super) fn explain_sql(&self, body: Body<'_>, out: &mut Vec<String>) {
+        self.body.iter().for_each(|c| c.explain_sql(body, out));
+        self.any.iter().for_each(|block| block.explain_sql(body, out));
+        if let Some(not) = &self.not {
+            not.explain_sql(body, out);
+        }
+    }
+
     /// Judges the block; `None` only while the body is [`Body::NotRead`] and the answer
-    /// turns on it. `canonical` caches the JSON text of a JSON body for `raw` conditions.
+    /// turns on it. `memo` keeps what the evaluation computes from the body once.
     pub(super) fn judge(
         &self,
         facts: &RequestFacts<'_>,
         body: Body<'_>,
         mode: Quantifier,
-        canonical: &OnceCell<String>,
+        memo: &Memo,
     ) -> Option<bool> {
         if !self.request_conditions_hold(facts, mode) {
             return Some(false);
@@ -129,7 +140,7 @@ impl Conditions {
         } else if matches!(body, Body::NotRead) {
             None
         } else {
-            Some(self.body.iter().all(|c| c.holds(body, mode, canonical)))
+            Some(self.body.iter().all(|c| c.holds(body, mode, memo)))
         };
         // Most blocks have no nested ones: settled here, without the walk below.
         if body_holds == Some(false) || (self.any.is_empty() && self.not.is_none()) {
@@ -142,7 +153,7 @@ impl Conditions {
             let mut some_unknown = false;
             let mut held = false;
             for block in &self.any {
-                match block.judge(facts, body, mode, canonical) {
+                match block.judge(facts, body, mode, memo) {
                     Some(true) => {
                         held = true;
                         break;
@@ -159,7 +170,7 @@ impl Conditions {
             }
         }
         if let Some(not) = &self.not {
-            match not.judge(facts, body, mode.flip(), canonical) {
+            match not.judge(facts, body, mode.flip(), memo) {
                 Some(true) => return Some(false),
                 Some(false) => {}
                 None => unknown = true,

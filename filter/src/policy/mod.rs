@@ -45,20 +45,22 @@ mod body;
 mod conditions;
 mod matcher;
 pub mod spec;
+mod sql;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests;
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
 
+use body::Memo;
 use conditions::Conditions;
 use matcher::Quantifier;
 pub use spec::{
     Action, BodyConditionSpec, GroupsSpec, HeaderConditionSpec, MatchSpec, Normalize, QueryConditionSpec, RuleSpec,
     StringMatcherSpec,
 };
+pub use sql::{OnUnparsable, SqlConditionSpec};
 
 use crate::approval::{self, ApprovalSettings};
 use crate::config_error::ConfigError;
@@ -160,6 +162,13 @@ impl Rule {
     pub fn needs_body(&self) -> bool {
         self.when.needs_body()
     }
+
+    /// What each of the rule's `sql` conditions reads in `body`, one line per SQL text.
+    pub fn explain_sql(&self, body: Body<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        self.when.explain_sql(body, &mut out);
+        out
+    }
 }
 
 /// A compiled policy.
@@ -172,10 +181,10 @@ pub struct Policy {
 impl Policy {
     /// Decides what happens to a request; see the module docs for the semantics.
     pub fn evaluate<'p>(&'p self, facts: &RequestFacts<'_>, body: Body<'_>) -> Evaluation<'p> {
-        let canonical = OnceCell::new();
+        let memo = Memo::default();
         let mut dry_run = None;
         for rule in &self.rules {
-            match rule.when.judge(facts, body, rule.mode, &canonical) {
+            match rule.when.judge(facts, body, rule.mode, &memo) {
                 Some(true) => {}
                 Some(false) => continue,
                 None => return Evaluation::NeedBody,
@@ -205,11 +214,13 @@ impl Policy {
 
 /// Compiles rules once at config load. `field` is the config path of the rule list
 /// (`"rules"`); errors name the exact offending field, e.g. `rules[1].when.path.regex`.
-/// `mask_profiles` are the names a rule's `mask` may refer to.
+/// `mask_profiles` are the names a rule's `mask` may refer to; `sql_dialect` is the
+/// dialect of `sql` conditions that name none.
 pub fn compile(
     rules: Vec<RuleSpec>,
     default_action: Action,
     mask_profiles: &[&str],
+    sql_dialect: &str,
     field: &str,
 ) -> Result<Policy, ConfigError> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -224,12 +235,12 @@ pub fn compile(
     let rules: Vec<Rule> = rules
         .into_iter()
         .enumerate()
-        .map(|(i, spec)| compile_rule(spec, mask_profiles, &format!("{field}[{i}]")))
+        .map(|(i, spec)| compile_rule(spec, mask_profiles, sql_dialect, &format!("{field}[{i}]")))
         .collect::<Result<_, _>>()?;
     Ok(Policy { rules, default_action })
 }
 
-fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<Rule, ConfigError> {
+fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], sql_dialect: &str, field: &str) -> Result<Rule, ConfigError> {
     check_rule_name(&spec.name, &format!("{field}.name"))?;
     let mask_profile = match &spec.mask {
         None => None,
@@ -273,7 +284,7 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], field: &str) -> Result<R
         }
         Some(l) => Some(Limit::compile(l, &format!("{field}.limit"))?),
     };
-    let when = Conditions::compile(spec.when, &format!("{field}.when"))?;
+    let when = Conditions::compile(spec.when, sql_dialect, &format!("{field}.when"))?;
 
     Ok(Rule {
         name: spec.name,

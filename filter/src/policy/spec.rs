@@ -211,7 +211,7 @@ with_matcher_fields! {
 
 with_matcher_fields! {
     /// A request-body condition: exactly one of `json_pointer`, `anywhere: true` or
-    /// `raw: true`, plus matcher fields.
+    /// `raw: true`, plus matcher fields or a `sql` condition.
     pub struct BodyConditionSpec {
         /// RFC 6901 pointer; a `*` segment stands for every array element / object member.
         #[serde(default)]
@@ -222,6 +222,9 @@ with_matcher_fields! {
         /// The whole body as UTF-8 text.
         #[serde(default)]
         pub raw: bool,
+        /// Read the value as SQL instead of matching it as a string (no matcher fields then).
+        #[serde(default)]
+        pub sql: Option<super::sql::SqlConditionSpec>,
     }
 }
 

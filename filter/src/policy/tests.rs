@@ -20,12 +20,12 @@ fn with_approval_blocks(mut rules: Value) -> Value {
 
 fn policy(rules: Value, default_action: Action) -> Policy {
     let specs: Vec<RuleSpec> = serde_json::from_value(with_approval_blocks(rules)).unwrap();
-    compile(specs, default_action, PROFILES, "rules").unwrap()
+    compile(specs, default_action, PROFILES, "generic", "rules").unwrap()
 }
 
 fn config_error(rules: Value) -> ConfigError {
     let specs: Vec<RuleSpec> = serde_json::from_value(with_approval_blocks(rules)).unwrap();
-    compile(specs, Action::Deny, PROFILES, "rules").unwrap_err()
+    compile(specs, Action::Deny, PROFILES, "generic", "rules").unwrap_err()
 }
 
 fn identity(subject: &str, groups: &[&str]) -> Identity {
@@ -845,7 +845,7 @@ fn config_error_for_bad_mcp_tool_and_query_matchers() {
 fn config_error_uses_the_callers_field_prefix() {
     let specs: Vec<RuleSpec> =
         serde_json::from_value(json!([{"name": "x", "action": "deny", "mask": "nope"}])).unwrap();
-    let e = compile(specs, Action::Deny, &[], "routes[2].rules").unwrap_err();
+    let e = compile(specs, Action::Deny, &[], "generic", "routes[2].rules").unwrap_err();
     assert_eq!(e.field, "routes[2].rules[0].mask");
     assert!(e.problem.contains("no mask profiles"));
 }
@@ -859,12 +859,12 @@ fn config_errors_do_not_leak_into_display_beyond_the_field_and_problem() {
 #[test]
 fn approve_rule_without_approval_block_is_a_config_error() {
     let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "approve"}])).unwrap();
-    assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
+    assert_eq!(compile(specs, Action::Deny, PROFILES, "generic", "rules").unwrap_err().field, "rules[0].approval");
     let specs: Vec<RuleSpec> = serde_json::from_value(
         json!([{"name": "a", "action": "deny", "approval": {"mode": "hold", "approvers": {"groups": ["x"]}}}]),
     )
     .unwrap();
-    assert_eq!(compile(specs, Action::Deny, PROFILES, "rules").unwrap_err().field, "rules[0].approval");
+    assert_eq!(compile(specs, Action::Deny, PROFILES, "generic", "rules").unwrap_err().field, "rules[0].approval");
 }
 
 #[test]
@@ -882,4 +882,145 @@ fn limits_are_refused_where_they_would_never_apply_or_are_out_of_range() {
     assert_eq!(e.field, "rules[1].limit.per_seconds");
     let p = policy(json!([{"name": "a", "action": "approve", "limit": limit}]), Action::Deny);
     assert_eq!(p.rules()[0].limit().map(|l| l.requests), Some(5));
+}
+
+/// The policy a user writes first with `sql` conditions: DDL blocked, writes to
+/// `customers` need approval, unbounded deletes refused, reads allowed.
+fn sql_policy() -> Policy {
+    policy(
+        json!([
+            {"name": "no-ddl", "action": "deny",
+             "when": {"body": [{"json_pointer": "/sql", "sql": {"effects": ["ddl", "admin"]}}]}},
+            {"name": "no-unbounded", "action": "deny",
+             "when": {"body": [{"json_pointer": "/sql", "sql": {"unbounded": true}}]}},
+            {"name": "customer-writes", "action": "approve",
+             "when": {"body": [{"json_pointer": "/sql", "sql": {"effects": ["write"], "tables": ["customers"]}}]}},
+            {"name": "reads", "action": "allow",
+             "when": {"body": [{"json_pointer": "/sql", "sql": {"effects": ["read"]}}]}}
+        ]),
+        Action::Deny,
+    )
+}
+
+fn sql_decision(p: &Policy, sql: &str) -> (String, Action) {
+    let body = json!({ "sql": sql });
+    req("POST", "/sql").decide(p, Body::Json(&body))
+}
+
+#[test]
+fn sql_conditions_tell_reads_writes_and_ddl_apart_whatever_the_literals_say() {
+    let p = sql_policy();
+    assert_eq!(sql_decision(&p, "SELECT * FROM customers WHERE name = 'please drop table later'").0, "reads");
+    assert_eq!(sql_decision(&p, "SELECT 'truncate'").0, "reads");
+    assert_eq!(sql_decision(&p, "DROP/**/TABLE customers"), ("no-ddl".into(), Action::Deny));
+    assert_eq!(sql_decision(&p, "UPDATE customers SET email = NULL"), ("no-unbounded".into(), Action::Deny));
+    assert_eq!(sql_decision(&p, "UPDATE customers SET email = NULL WHERE id = 3").0, "customer-writes");
+    assert_eq!(sql_decision(&p, "UPDATE orders SET note = 'x' WHERE id = 3"), ("default".into(), Action::Deny));
+}
+
+#[test]
+fn sql_write_hidden_in_a_cte_or_second_statement_is_not_a_read() {
+    let p = sql_policy();
+    assert_eq!(
+        sql_decision(&p, "WITH d AS (DELETE FROM customers WHERE id = 1 RETURNING *) SELECT * FROM d").0,
+        "customer-writes"
+    );
+    assert_eq!(sql_decision(&p, "SELECT 1; DELETE FROM customers WHERE id = 2").0, "customer-writes");
+}
+
+#[test]
+fn sql_that_does_not_parse_is_refused_by_deny_rules_and_not_allowed() {
+    let p = sql_policy();
+    assert_eq!(sql_decision(&p, "DROP TABLE"), ("no-ddl".into(), Action::Deny));
+    let lenient = policy(
+        json!([
+            {"name": "no-ddl", "action": "deny",
+             "when": {"body": [{"json_pointer": "/sql", "sql": {"effects": ["ddl"], "on_unparsable": "no_match"}}]}},
+            {"name": "reads", "action": "allow",
+             "when": {"body": [{"json_pointer": "/sql", "sql": {"effects": ["read"]}}]}}
+        ]),
+        Action::Approve,
+    );
+    assert_eq!(sql_decision(&lenient, "SELEC 1"), ("default".into(), Action::Approve));
+}
+
+#[test]
+fn sql_condition_judges_every_message_of_a_batch_and_every_value_under_a_wildcard() {
+    let p = sql_policy();
+    let batch = json!([{"sql": "SELECT 1"}, {"sql": "DROP TABLE t"}]);
+    assert_eq!(req("POST", "/sql").decide(&p, Body::Json(&batch)).0, "no-ddl");
+    let reads_only = policy(
+        json!([{"name": "reads", "action": "allow",
+                "when": {"body": [{"json_pointer": "/queries/*", "sql": {"effects": ["read"]}}]}}]),
+        Action::Deny,
+    );
+    let mixed = json!({"queries": ["SELECT 1", "DELETE FROM t WHERE id = 1"]});
+    assert_eq!(req("POST", "/sql").decide(&reads_only, Body::Json(&mixed)).0, "default");
+    let reads = json!({"queries": ["SELECT 1", "SELECT 2"]});
+    assert_eq!(req("POST", "/sql").decide(&reads_only, Body::Json(&reads)).0, "reads");
+}
+
+#[test]
+fn sql_condition_reads_mcp_tool_arguments() {
+    let p = policy(
+        json!([{"name": "no-writes-via-query-tool", "action": "deny",
+                "when": {"mcp_tool": {"exact": "query"},
+                         "body": [{"json_pointer": "/params/arguments/sql", "sql": {"effects": ["write", "ddl", "admin"]}}]}}]),
+        Action::Allow,
+    );
+    let call = |sql: &str| json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "query", "arguments": {"sql": sql}}});
+    assert_eq!(
+        req("POST", "/mcp").decide(&p, Body::Json(&call("DELETE FROM t WHERE id = 1"))).0,
+        "no-writes-via-query-tool"
+    );
+    assert_eq!(req("POST", "/mcp").decide(&p, Body::Json(&call("SELECT 'delete'"))).0, "default");
+}
+
+#[test]
+fn sql_condition_under_not_keeps_failing_closed() {
+    // "deny anything that is not a plain read": unparsable SQL is not a plain read.
+    let p = policy(
+        json!([{"name": "only-reads", "action": "deny",
+                "when": {"not": {"body": [{"json_pointer": "/sql", "sql": {"effects": ["read"]}}]}}}]),
+        Action::Allow,
+    );
+    assert_eq!(sql_decision(&p, "SELECT 1").0, "default");
+    assert_eq!(sql_decision(&p, "SELECT 1; DELETE FROM t WHERE id = 1").0, "only-reads");
+    assert_eq!(sql_decision(&p, "SELEC 1").0, "only-reads");
+    let not_json = req("POST", "/sql").decide(&p, Body::NotJson("DELETE FROM t"));
+    assert_eq!(not_json.0, "only-reads");
+}
+
+#[test]
+fn sql_condition_reads_a_raw_text_body() {
+    let p = policy(
+        json!([{"name": "no-ddl", "action": "deny", "when": {"body": [{"raw": true, "sql": {"effects": ["ddl"]}}]}}]),
+        Action::Allow,
+    );
+    assert_eq!(req("POST", "/sql").decide(&p, Body::NotJson("TRUNCATE payments")).0, "no-ddl");
+    assert_eq!(req("POST", "/sql").decide(&p, Body::NotJson("SELECT 'truncate'")).0, "default");
+}
+
+#[test]
+fn sql_condition_config_errors_name_the_field() {
+    let e = config_error(json!([{"name": "r", "action": "deny",
+        "when": {"body": [{"json_pointer": "/sql", "regex": "drop", "sql": {"effects": ["ddl"]}}]}}]));
+    assert_eq!(e.field, "rules[0].when.body[0]");
+    let e = config_error(json!([{"name": "r", "action": "deny",
+        "when": {"body": [{"anywhere": true, "sql": {"effects": ["ddl"]}}]}}]));
+    assert_eq!(e.field, "rules[0].when.body[0].sql");
+    let e = config_error(json!([{"name": "r", "action": "deny",
+        "when": {"any": [{"body": [{"json_pointer": "/sql", "sql": {"statements": ["dropp"]}}]}]}}]));
+    assert_eq!(e.field, "rules[0].when.any[0].body[0].sql.statements[0]");
+}
+
+#[test]
+fn rule_explains_what_its_sql_conditions_read() {
+    let p = sql_policy();
+    let body = json!({"sql": "DELETE FROM main.customers"});
+    let lines = p.rules()[1].explain_sql(Body::Json(&body));
+    assert_eq!(
+        lines,
+        ["sql at /sql (generic): statements [delete], effects [write], tables [main.customers], unbounded"]
+    );
 }
