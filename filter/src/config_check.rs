@@ -137,7 +137,12 @@ mod tests {
     fn offline_check_names_the_approval_and_the_mask_profile() {
         let out = check(
             &shipped(),
-            Some(&sample("POST", "/sql", &["analyst"], Some(r#"{"sql":"UPDATE customers SET name='x' WHERE id = 3"}"#))),
+            Some(&sample(
+                "POST",
+                "/sql",
+                &["analyst"],
+                Some(r#"{"sql":"UPDATE customers SET name='x' WHERE id = 3"}"#),
+            )),
         )
         .unwrap();
         assert!(
