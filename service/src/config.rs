@@ -19,10 +19,12 @@ pub enum AlertEvent {
     ApprovalPending,
     /// The filter denied a request (seen in the audit stream).
     RequestDenied,
+    /// A filter saw an MCP tool's definition differ from its pin.
+    ToolDefinitionChanged,
 }
 
 fn all_events() -> Vec<AlertEvent> {
-    vec![AlertEvent::ApprovalPending, AlertEvent::RequestDenied]
+    vec![AlertEvent::ApprovalPending, AlertEvent::RequestDenied, AlertEvent::ToolDefinitionChanged]
 }
 
 fn default_severity() -> String {
