@@ -206,7 +206,7 @@ pub fn observe(rt: &mut dyn Runtime, upstream: &str, tools: &[(String, String)])
                     let entry = Entry { pin: fingerprint.clone(), seen: Some(fingerprint.clone()), pending: None };
                     table.insert(tool.clone(), entry);
                     out.pinned.push(tool.clone());
-                    out.report.push(observation(upstream, tool, fingerprint));
+                    out.report.push(observation(upstream, tool, fingerprint, fingerprint));
                     continue;
                 }
             };
@@ -218,7 +218,7 @@ pub fn observe(rt: &mut dyn Runtime, upstream: &str, tools: &[(String, String)])
                 let known = entry.pending.as_ref().is_some_and(|p| p.fingerprint == *fingerprint);
                 if new_sight && !known {
                     out.changed.push(tool.clone());
-                    out.report.push(observation(upstream, tool, fingerprint));
+                    out.report.push(observation(upstream, tool, fingerprint, &entry.pin));
                 }
             }
         }
@@ -236,8 +236,13 @@ pub fn observe(rt: &mut dyn Runtime, upstream: &str, tools: &[(String, String)])
     }
 }
 
-fn observation(upstream: &str, tool: &str, fingerprint: &str) -> ToolObservation {
-    ToolObservation { upstream: upstream.to_string(), tool: tool.to_string(), fingerprint: fingerprint.to_string() }
+fn observation(upstream: &str, tool: &str, fingerprint: &str, pin: &str) -> ToolObservation {
+    ToolObservation {
+        upstream: upstream.to_string(),
+        tool: tool.to_string(),
+        fingerprint: fingerprint.to_string(),
+        pin: pin.to_string(),
+    }
 }
 
 /// The pending change that blocks `tool` of `upstream`, if `block` mode refuses it:
@@ -375,7 +380,7 @@ mod tests {
         let pulled = observe(&mut host, "mcp", &listing(&[("echo", "f2"), ("add", "a1")]));
         assert_eq!(pulled.changed, ["echo"]);
         assert_eq!(pulled.blocked, ["echo"]);
-        assert_eq!(pulled.report, vec![observation("mcp", "echo", "f2")]);
+        assert_eq!(pulled.report, vec![observation("mcp", "echo", "f2", "f1")]);
         assert_eq!(blocking_change(&host, "mcp", "echo"), Some(None));
         assert_eq!(blocking_change(&host, "mcp", "add"), None);
         assert_eq!(blocking_change(&host, "other", "echo"), None, "pins are per upstream");
@@ -440,7 +445,7 @@ mod tests {
     fn a_report_leaves_the_queue_only_once_stored_and_refreshes_come_every_interval() {
         let mut sync = PinSync::default();
         assert!(sync.next_report().is_none());
-        assert!(sync.push(vec![observation("mcp", "echo", "f1")]));
+        assert!(sync.push(vec![observation("mcp", "echo", "f1", "f1")]));
         let body: Value = serde_json::from_slice(&sync.next_report().unwrap()).unwrap();
         assert_eq!(body["observations"][0]["tool"], "echo");
         assert!(sync.next_report().is_none(), "one report in flight at a time");
@@ -448,7 +453,7 @@ mod tests {
         assert!(sync.next_report().is_some(), "a failed report is sent again");
         sync.reported(true);
         assert!(sync.next_report().is_none());
-        assert!(!sync.push(vec![observation("mcp", "echo", "f"); MAX_QUEUED + 1]), "bounded");
+        assert!(!sync.push(vec![observation("mcp", "echo", "f", "f"); MAX_QUEUED + 1]), "bounded");
 
         assert!(sync.refresh_due(5, 10_000), "at the first tick");
         assert!(!sync.refresh_due(9_000, 10_000));

@@ -92,6 +92,7 @@ pub fn check_tool_observations(body: &ToolObservations) -> Result<(), ApiError> 
         non_empty(&format!("observations[{i}].upstream"), &o.upstream, MAX_SHORT)?;
         non_empty(&format!("observations[{i}].tool"), &o.tool, MAX_SHORT)?;
         check_digest(&format!("observations[{i}].fingerprint"), &o.fingerprint)?;
+        check_digest(&format!("observations[{i}].pin"), &o.pin)?;
     }
     Ok(())
 }

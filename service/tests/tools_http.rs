@@ -14,14 +14,21 @@ fn fingerprint(n: u8) -> String {
     format!("{n:02x}").repeat(32)
 }
 
-fn report(tool: &str, fp: &str) -> Value {
-    json!({"observations": [{"upstream": "mcp-cluster", "tool": tool, "fingerprint": fp}]})
+fn report(tool: &str, fp: &str, pin: &str) -> Value {
+    json!({"observations": [{"upstream": "mcp-cluster", "tool": tool, "fingerprint": fp, "pin": pin}]})
 }
 
-async fn observe(s: &Server, tool: &str, fp: &str) -> Value {
-    let (status, v) = call("POST", &s.at("/v1/mcp/tool-definitions"), Some(FILTER_KEY), Some(&report(tool, fp))).await;
+/// Reports `fp` for `tool` as a filter that trusts `pin` (itself on first sight).
+async fn observe_as(s: &Server, tool: &str, fp: &str, pin: &str) -> Value {
+    let body = report(tool, fp, pin);
+    let (status, v) = call("POST", &s.at("/v1/mcp/tool-definitions"), Some(FILTER_KEY), Some(&body)).await;
     assert_eq!(status, 200, "{v}");
     v
+}
+
+/// Reports `fp` for `tool` as a filter that trusts what it reports.
+async fn observe(s: &Server, tool: &str, fp: &str) -> Value {
+    observe_as(s, tool, fp, fp).await
 }
 
 fn pin_of<'a>(pins: &'a Value, tool: &str) -> &'a Value {
@@ -51,8 +58,8 @@ async fn a_changed_definition_is_recorded_once_alerted_and_becomes_the_pin_only_
     assert_eq!(changes["changes"], json!([]), "trust on first use records no change");
 
     // The rug pull, reported by two filters: one pending change, one alert.
-    let pins = observe(&s, "echo", &fingerprint(2)).await;
-    observe(&s, "echo", &fingerprint(2)).await;
+    let pins = observe_as(&s, "echo", &fingerprint(2), &fingerprint(1)).await;
+    observe_as(&s, "echo", &fingerprint(2), &fingerprint(1)).await;
     let pending = &pin_of(&pins, "echo")["pending"];
     let id = pending["id"].as_str().unwrap().to_string();
     assert_eq!(pending["fingerprint"], fingerprint(2));
@@ -102,9 +109,9 @@ async fn a_changed_definition_is_recorded_once_alerted_and_becomes_the_pin_only_
 async fn a_newer_definition_supersedes_a_pending_change_and_only_the_newer_one_can_be_accepted() {
     let s = Server::start();
     observe(&s, "add", &fingerprint(1)).await;
-    let first = observe(&s, "add", &fingerprint(2)).await;
+    let first = observe_as(&s, "add", &fingerprint(2), &fingerprint(1)).await;
     let first_id = pin_of(&first, "add")["pending"]["id"].as_str().unwrap().to_string();
-    let second = observe(&s, "add", &fingerprint(3)).await;
+    let second = observe_as(&s, "add", &fingerprint(3), &fingerprint(1)).await;
     let pending = &pin_of(&second, "add")["pending"];
     assert_ne!(pending["id"], first_id.as_str());
     assert_eq!(pending["fingerprint"], fingerprint(3));
@@ -117,15 +124,26 @@ async fn a_newer_definition_supersedes_a_pending_change_and_only_the_newer_one_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reported_before_the_first_sight_still_pins_what_the_filter_trusted() {
+    let s = Server::start();
+    // Another worker's report of the first sight is still on its way.
+    let pins = observe_as(&s, "echo", &fingerprint(2), &fingerprint(1)).await;
+    assert_eq!(pin_of(&pins, "echo")["fingerprint"], fingerprint(1));
+    assert_eq!(pin_of(&pins, "echo")["pending"]["fingerprint"], fingerprint(2));
+    let late = observe(&s, "echo", &fingerprint(1)).await;
+    assert_eq!(late, pins, "the late first sight changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_are_validated_by_field_and_only_the_filter_may_send_them() {
     let s = Server::start();
     let url = s.at("/v1/mcp/tool-definitions");
-    let (status, v) = call("POST", &url, Some(FILTER_KEY), Some(&report("echo", "not-hex"))).await;
+    let (status, v) = call("POST", &url, Some(FILTER_KEY), Some(&report("echo", "not-hex", "not-hex"))).await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["field"], "observations[0].fingerprint");
-    let (status, v) = call("POST", &url, Some(FILTER_KEY), Some(&report("", &fingerprint(1)))).await;
+    let (status, v) = call("POST", &url, Some(FILTER_KEY), Some(&report("", &fingerprint(1), &fingerprint(1)))).await;
     assert_eq!((status, v["error"]["field"].clone()), (400, json!("observations[0].tool")));
-    let (status, _) = call("POST", &url, Some(ALICE), Some(&report("echo", &fingerprint(1)))).await;
+    let (status, _) = call("POST", &url, Some(ALICE), Some(&report("echo", &fingerprint(1), &fingerprint(1)))).await;
     assert_eq!(status, 401, "an approver is not the filter");
     let (status, _) = call("GET", &s.at("/v1/mcp/tool-changes"), Some(FILTER_KEY), None).await;
     assert_eq!(status, 401, "the filter is not an approver");

@@ -15,6 +15,10 @@ pub struct ToolObservation {
     pub upstream: String,
     pub tool: String,
     pub fingerprint: String,
+    /// The fingerprint the filter trusts for the tool (the same, on first sight). The
+    /// service pins it when it has no pin yet: reports of several workers may arrive out
+    /// of order, and a change reported first must not become the trusted definition.
+    pub pin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -73,14 +73,15 @@ impl Store {
         let mut changes = Vec::new();
         let mut tx = self.pool().begin().await?;
         for (o, id) in observations {
-            // Trust on first use; a concurrent first report is the same trust.
+            // Trust on first use, of what the filter first saw: a concurrent first report
+            // is the same trust.
             sqlx::query(
                 "INSERT INTO tool_pins (upstream, tool, fingerprint, pinned_ms) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(&o.upstream)
             .bind(&o.tool)
-            .bind(&o.fingerprint)
+            .bind(&o.pin)
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
