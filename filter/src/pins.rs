@@ -350,10 +350,14 @@ mod tests {
 
     #[test]
     fn the_fingerprint_does_not_depend_on_key_order_but_on_every_field() {
-        let a = json!({"name": "echo", "description": "Echoes", "inputSchema": {"type": "object", "properties": {"m": {"type": "string"}, "n": {}}}});
-        let b: Value = serde_json::from_str(
-            r#"{"inputSchema": {"properties": {"n": {}, "m": {"type": "string"}}, "type": "object"}, "description": "Echoes", "name": "echo", "title": "ignored"}"#,
-        )
+        let schema = json!({"type": "object", "properties": {"m": {"type": "string"}, "n": {}}});
+        let a = json!({"name": "echo", "description": "Echoes", "inputSchema": schema});
+        // The same definition as another server writes it: keys in another order, and a
+        // field the fingerprint does not cover.
+        let b: Value = serde_json::from_str(concat!(
+            r#"{"inputSchema": {"properties": {"n": {}, "m": {"type": "string"}}, "type": "object"}, "#,
+            r#""description": "Echoes", "name": "echo", "title": "ignored"}"#
+        ))
         .unwrap();
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_eq!(fingerprint(&a).len(), 64);
