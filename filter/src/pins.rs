@@ -254,20 +254,31 @@ pub fn blocking_change(rt: &dyn Runtime, upstream: &str, tool: &str) -> Option<O
 }
 
 /// Takes the service's pins (its answer to a report or a refresh) into shared data: its
-/// pin and pending change replace this proxy's, what this proxy last saw stays.
-pub fn apply(rt: &mut dyn Runtime, pins: ToolPins) {
+/// pin and pending change replace this proxy's, what this proxy last saw stays. Returns
+/// what this proxy saw that the service does not know (a changed definition it holds no
+/// change for, say after a report was dropped): reported again, so that a blocked tool
+/// always has a change an approver can accept.
+pub fn apply(rt: &mut dyn Runtime, pins: ToolPins) -> Vec<ToolObservation> {
+    let mut unknown = Vec::new();
     let mut by_upstream: BTreeMap<String, Vec<airlock_wire::ToolPin>> = BTreeMap::new();
     for pin in pins.pins {
         by_upstream.entry(pin.upstream.clone()).or_default().push(pin);
     }
     for (upstream, pins) in by_upstream {
         let mut merge = |table: &mut Table| {
+            let mut unknown = Vec::new();
             for pin in &pins {
                 let full = table.len() >= MAX_TOOLS;
                 match table.get_mut(&pin.tool) {
                     Some(entry) => {
                         entry.pin.clone_from(&pin.fingerprint);
                         entry.pending.clone_from(&pin.pending);
+                        let known = |seen: &String| {
+                            *seen == entry.pin || entry.pending.as_ref().is_some_and(|p| p.fingerprint == *seen)
+                        };
+                        if let Some(seen) = entry.seen.as_ref().filter(|s| !known(s)) {
+                            unknown.push(observation(&upstream, &pin.tool, seen, &entry.pin));
+                        }
                     }
                     None if full => {}
                     None => {
@@ -276,11 +287,16 @@ pub fn apply(rt: &mut dyn Runtime, pins: ToolPins) {
                     }
                 }
             }
+            unknown
         };
-        if let Err(problem) = update(rt, &upstream, &mut merge) {
-            rt.log(Level::Warn, &format!("airlock: MCP tool pins of `{upstream}` not refreshed: {problem}"));
+        match update(rt, &upstream, &mut merge) {
+            Ok(mut found) => unknown.append(&mut found),
+            Err(problem) => {
+                rt.log(Level::Warn, &format!("airlock: MCP tool pins of `{upstream}` not refreshed: {problem}"));
+            }
         }
     }
+    unknown
 }
 
 /// Observations waiting beyond this many are dropped (and logged): the service is down
@@ -298,12 +314,14 @@ pub struct PinSync {
 }
 
 impl PinSync {
-    /// `false` when the queue is full and the observations were dropped.
+    /// `false` when the queue is full and the observations were dropped. One already
+    /// waiting (or in flight) is not queued twice.
     pub fn push(&mut self, report: Vec<ToolObservation>) -> bool {
-        if self.queue.len() + report.len() > MAX_QUEUED {
+        let new: Vec<ToolObservation> = report.into_iter().filter(|o| !self.queue.contains(o)).collect();
+        if self.queue.len() + new.len() > MAX_QUEUED {
             return false;
         }
-        self.queue.extend(report);
+        self.queue.extend(new);
         true
     }
 
@@ -411,9 +429,13 @@ mod tests {
             fingerprint: fingerprint.into(),
             pending,
         };
-        apply(&mut host, ToolPins { pins: vec![pin("f1", Some(pending))] });
+        // Before the service heard of the change, it is what the proxy reports again.
+        let unknown = apply(&mut host, ToolPins { pins: vec![pin("f1", None)] });
+        assert_eq!(unknown, vec![observation("mcp", "echo", "f2", "f1")]);
+        assert_eq!(blocking_change(&host, "mcp", "echo"), Some(None), "still blocked");
+        assert!(apply(&mut host, ToolPins { pins: vec![pin("f1", Some(pending))] }).is_empty());
         assert_eq!(blocking_change(&host, "mcp", "echo"), Some(Some("tch_1".into())));
-        apply(&mut host, ToolPins { pins: vec![pin("f2", None)] });
+        assert!(apply(&mut host, ToolPins { pins: vec![pin("f2", None)] }).is_empty());
         assert_eq!(blocking_change(&host, "mcp", "echo"), None, "accepted: the new definition is the pin");
     }
 
@@ -455,6 +477,7 @@ mod tests {
         assert!(sync.next_report().is_none(), "one report in flight at a time");
         sync.reported(false);
         assert!(sync.next_report().is_some(), "a failed report is sent again");
+        assert!(sync.push(vec![observation("mcp", "echo", "f1", "f1")]), "in flight: not queued twice");
         sync.reported(true);
         assert!(sync.next_report().is_none());
         assert!(!sync.push(vec![observation("mcp", "echo", "f", "f"); MAX_QUEUED + 1]), "bounded");

@@ -164,7 +164,8 @@ impl VmState {
         if report {
             self.pins.borrow_mut().reported(true);
         }
-        pins::apply(rt, pins);
+        let unknown = pins::apply(rt, pins);
+        self.report_pins(rt, unknown);
     }
 
     fn pin_sync_failed(&self, rt: &mut dyn Runtime, report: bool, problem: &str) {
