@@ -2,7 +2,8 @@
 //! HTTP) whose tool description changes at runtime, the SDK's client, real Envoy +
 //! airlock.wasm, and the real control service with an alert receiver. The changed tool is
 //! detected on the next listing (stat, log, alert, change listed), hidden and refused in
-//! `block` mode, and back once an approver runs `airlock tools accept`.
+//! `block` mode — also by a second proxy that never saw the first definition — and back
+//! once an approver runs `airlock tools accept`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -190,6 +191,17 @@ fn a_changed_tool_description_is_detected_alerted_blocked_and_usable_again_after
     assert_eq!(alerts[0]["details"]["tool"], "lookup");
     let listed = tools_cli(&control, &["changes"]);
     assert!(listed.contains(&id) && listed.contains("tool=lookup"), "{listed}");
+
+    // Another proxy (or this one restarted) does not trust the changed definition anew:
+    // the service's pins reach it at its first tick, before it lists anything.
+    let other = pinning_stack(&control, port, "block");
+    std::thread::sleep(Duration::from_millis(1500));
+    let seen = session(&other, "lookup", &json!({"term": "airlock"}));
+    assert!(!seen["tools"].as_object().unwrap().contains_key("lookup"), "{seen}");
+    assert_eq!(seen["call"]["data"]["code"], "tool_definition_changed", "{seen}");
+    assert_eq!(seen["call"]["data"]["tool_change"], id.as_str(), "{seen}");
+    assert_eq!(other.stat("wasmcustom.airlock.mcp.tool_definition_changed"), Some(0), "known, not new: {seen}");
+    drop(other);
 
     // Once the filter heard back, a refused call names the change to accept.
     let deadline = Instant::now() + Duration::from_secs(10);
