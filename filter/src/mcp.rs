@@ -4,7 +4,7 @@
 //!
 //! The calls stay guarded either way (each `tools/call` is judged on its own); hiding is
 //! about the agent's plan, so an answer that cannot be read is passed as it is rather
-//! than refused.
+//! than refused. The same reading of lists and calls serves tool pinning (`pins.rs`).
 
 use serde_json::Value;
 
