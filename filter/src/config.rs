@@ -16,6 +16,7 @@ use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
 use crate::hold::{self, HoldConfig, HoldSpec};
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
+use crate::pins::{self, McpConfig, McpSpec, PinMode};
 use crate::policy::{self, Action, Policy, RuleSpec};
 
 /// Envoy buffers up to this much per connection in the configs we ship (16 MiB); the
@@ -49,6 +50,9 @@ struct PluginConfigSpec {
     /// Audit settings; auditing is on whenever `control` is set, unless disabled here.
     #[serde(default)]
     audit: Option<AuditSpec>,
+    /// MCP settings: tool-definition pinning.
+    #[serde(default)]
+    mcp: McpSpec,
     rules: Vec<RuleSpec>,
     /// The SQL dialect of `sql` conditions that do not name their own.
     #[serde(default = "default_sql_dialect")]
@@ -104,6 +108,7 @@ pub struct Config {
     pub policy: Policy,
     pub control: Option<Control>,
     pub audit: Option<AuditConfig>,
+    pub mcp: McpConfig,
     /// Masks bodies in audit records and approval requests when the deciding rule has no
     /// profile of its own: every built-in detector, so no secret reaches the store.
     pub record_masker: MaskProfile,
@@ -184,6 +189,13 @@ impl Config {
                 ));
             }
         }
+        let mcp = pins::compile(spec.mcp, "mcp")?;
+        if control.is_none() && mcp.pin_tools != PinMode::Off {
+            return Err(ConfigError::new(
+                "mcp.pin_tools",
+                "pins are kept, and changes alerted and accepted, by the control service: configure `control`",
+            ));
+        }
         let all_detectors: MaskProfileSpec = serde_json::from_value(serde_json::json!({"detectors": ["all"]}))
             .map_err(|e| ConfigError::new("", format!("internal record masker: {e}")))?;
         let record_masker = mask::compile_profile(all_detectors, "")?;
@@ -206,6 +218,7 @@ impl Config {
             policy,
             control,
             audit,
+            mcp,
             record_masker,
             stripped_headers,
         })

@@ -20,6 +20,7 @@ pub mod limit;
 pub mod mask;
 pub mod mcp;
 pub mod normalize;
+pub mod pins;
 pub mod policy;
 pub mod reply;
 pub mod sql;

@@ -4,7 +4,7 @@
 //!
 //! The calls stay guarded either way (each `tools/call` is judged on its own); hiding is
 //! about the agent's plan, so an answer that cannot be read is passed as it is rather
-//! than refused.
+//! than refused. The same reading of lists and calls serves tool pinning (`pins.rs`).
 
 use serde_json::Value;
 
@@ -59,6 +59,15 @@ pub fn streamable_http(method: &str, content_type: Option<&str>, accept: Option<
     method.eq_ignore_ascii_case("POST") && media(content_type, "application/json") && media(accept, "text/event-stream")
 }
 
+/// Whether a request may carry JSON-RPC: a POST of JSON (what MCP's Streamable HTTP
+/// transport requires of every message a client sends). Pinning reads such bodies to see
+/// what they list and call, whatever their `accept` says.
+pub fn may_carry_jsonrpc(method: &str, content_type: Option<&str>) -> bool {
+    method.eq_ignore_ascii_case("POST")
+        && content_type
+            .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// The audit session of an MCP session: a digest of `Mcp-Session-Id`, never the id
 /// itself. Servers use the id to route and resume a session's streams, so whoever reads
 /// audit records should not be able to replay it; the same session still has one name.
@@ -93,6 +102,46 @@ fn filter_answer(answer: &mut Value, hide: &mut dyn FnMut(&str) -> bool) -> usiz
     before - tools.len()
 }
 
+/// The JSON-RPC message of one Server-Sent Event: its `data:` lines joined.
+fn event_message(event: &str) -> Option<Value> {
+    let data: Vec<&str> =
+        event.lines().filter_map(|line| line.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+    (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).ok()).flatten()
+}
+
+/// The named tools of a `tools/list` answer (JSON, or the events of `is_sse`), each with
+/// its definition's fingerprint (`pins::fingerprint`). Empty when it cannot be read.
+pub fn listed_tools(body: &[u8], is_sse: bool) -> Vec<(String, String)> {
+    let answers: Vec<Value> = if is_sse {
+        let Ok(text) = std::str::from_utf8(body) else { return Vec::new() };
+        text.split_inclusive("\n\n").filter_map(event_message).collect()
+    } else {
+        serde_json::from_slice(body).into_iter().collect()
+    };
+    let mut tools = Vec::new();
+    for answer in &answers {
+        for tool in answer.pointer("/result/tools").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(name) = tool.get("name").and_then(Value::as_str) {
+                tools.push((name.to_string(), crate::pins::fingerprint(tool)));
+            }
+        }
+    }
+    tools
+}
+
+/// The tools a JSON-RPC body calls (`tools/call` requests, in a batch too).
+pub fn called_tools(body: &Value) -> Vec<&str> {
+    let messages = match body {
+        Value::Array(items) => items.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    messages
+        .iter()
+        .filter(|m| m.get("method").and_then(Value::as_str) == Some("tools/call"))
+        .filter_map(|m| m.pointer("/params/name").and_then(Value::as_str))
+        .collect()
+}
+
 /// Filters a whole `tools/list` answer, JSON (`is_sse: false`) or Server-Sent Events
 /// (MCP's Streamable HTTP answers a POST with either). `None`: nothing was removed, the
 /// body stays as it is.
@@ -107,13 +156,7 @@ pub fn filter_tool_list(body: &[u8], is_sse: bool, hide: &mut dyn FnMut(&str) ->
     let mut removed = 0;
     // One event at a time: its `data:` lines joined are one JSON-RPC message.
     for event in text.split_inclusive("\n\n") {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        let parsed = (!data.is_empty()).then(|| serde_json::from_str::<Value>(&data.join("\n")).ok()).flatten();
-        let Some(mut answer) = parsed else {
+        let Some(mut answer) = event_message(event) else {
             out.push_str(event);
             continue;
         };
@@ -204,6 +247,9 @@ mod tests {
         assert!(!streamable_http("POST", Some("text/plain"), both));
         assert!(!streamable_http("POST", Some("application/json"), Some("application/json")));
         assert!(!streamable_http("POST", None, both));
+        assert!(may_carry_jsonrpc("POST", Some("application/json; charset=utf-8")));
+        assert!(!may_carry_jsonrpc("GET", Some("application/json")));
+        assert!(!may_carry_jsonrpc("POST", Some("text/plain")));
     }
 
     #[test]
@@ -251,6 +297,28 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "data: {\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[]}}\n\n"
         );
+    }
+
+    #[test]
+    fn listed_tools_are_read_from_json_and_event_answers_with_their_fingerprints() {
+        let body = serde_json::to_vec(&listing()).unwrap();
+        let tools = listed_tools(&body, false);
+        let names: Vec<&str> = tools.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["echo", "get-env"], "the nameless tool cannot be called, nor pinned");
+        assert_eq!(tools[0].1, crate::pins::fingerprint(&json!({"name": "echo", "inputSchema": {}})));
+        let sse = format!("event: message\ndata: {}\n\n", listing());
+        assert_eq!(listed_tools(sse.as_bytes(), true), tools);
+        assert!(listed_tools(b"{not json", false).is_empty());
+    }
+
+    #[test]
+    fn called_tools_are_named_by_single_calls_and_batches() {
+        let call =
+            |id: u32, name: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name}});
+        assert_eq!(called_tools(&call(1, "echo")), ["echo"]);
+        let batch = json!([call(1, "echo"), {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, call(3, "add")]);
+        assert_eq!(called_tools(&batch), ["echo", "add"]);
+        assert!(called_tools(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).is_empty());
     }
 
     #[test]

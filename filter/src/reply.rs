@@ -35,6 +35,8 @@ pub struct Reply {
     pub approval: Option<Box<ApprovalRef>>,
     /// Seconds the client should wait (`retry-after`), where the filter knows them.
     pub retry_after_secs: Option<u64>,
+    /// The control service's id of the tool-definition change that blocks this call.
+    pub tool_change: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +63,9 @@ struct Body<'a> {
     /// `data` always carries it when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_seconds: Option<u64>,
+    /// `airlock tools accept` takes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_change: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
 }
@@ -82,7 +87,20 @@ struct RpcErrorBody<'a> {
 
 impl Reply {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Reply { code, message: message.into(), reason: None, rule: None, approval: None, retry_after_secs: None }
+        Reply {
+            code,
+            message: message.into(),
+            reason: None,
+            rule: None,
+            approval: None,
+            retry_after_secs: None,
+            tool_change: None,
+        }
+    }
+
+    pub fn with_tool_change(mut self, id: Option<String>) -> Self {
+        self.tool_change = id;
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -119,6 +137,7 @@ impl Reply {
             rule: self.rule.as_deref(),
             approval: self.approval.as_deref(),
             retry_after_seconds: self.retry_after_secs,
+            tool_change: self.tool_change.as_deref(),
             request_id,
         }
     }

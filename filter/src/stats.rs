@@ -32,6 +32,14 @@ pub struct Stats {
     pub mcp_tools_hidden: MetricId,
     /// Refusals of MCP requests answered in JSON-RPC (also counted by their code).
     pub mcp_jsonrpc_refusals: MetricId,
+    /// Tools pinned on first sight (`mcp.pin_tools`).
+    pub mcp_tools_pinned: MetricId,
+    /// Listed tool definitions that differ from their pin (each new definition once).
+    pub mcp_tool_definition_changed: MetricId,
+    /// Calls of a tool `block` mode refuses (`tool_definition_changed`).
+    pub mcp_tool_calls_blocked: MetricId,
+    /// Failed exchanges of pins with the control service (reports and refreshes).
+    pub mcp_pin_sync_failed: MetricId,
     pub approvals_requested: MetricId,
     pub approvals_granted: MetricId,
     pub approvals_refused: MetricId,
@@ -74,6 +82,10 @@ impl Stats {
             masked_responses: c("masked_responses")?,
             mcp_tools_hidden: c("mcp.tools_hidden")?,
             mcp_jsonrpc_refusals: c("mcp.jsonrpc_refusals")?,
+            mcp_tools_pinned: c("mcp.tools_pinned")?,
+            mcp_tool_definition_changed: c("mcp.tool_definition_changed")?,
+            mcp_tool_calls_blocked: c("mcp.tool_calls_blocked")?,
+            mcp_pin_sync_failed: c("mcp.pin_sync_failed")?,
             approvals_requested: c("approvals.requested")?,
             approvals_granted: c("approvals.granted")?,
             approvals_refused: c("approvals.refused")?,
@@ -121,6 +133,7 @@ impl Stats {
             Code::ResponseTooLarge => Some(self.response_over_limit),
             Code::ResponseNotMaskable => Some(self.response_not_maskable),
             Code::RateLimited => Some(self.rate_limited),
+            Code::ToolDefinitionChanged => Some(self.mcp_tool_calls_blocked),
             // Pending is counted as `approvals.requested`; the flow logs a misconfiguration.
             Code::ApprovalPending | Code::Misconfigured => None,
         }

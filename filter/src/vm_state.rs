@@ -11,6 +11,7 @@ use crate::authenticate::{Authenticator, FetchCounters};
 use crate::config::Config;
 use crate::hold::HoldWatch;
 use crate::host::{Callout, Level, Runtime};
+use crate::pins::{self, PinMode, PinSync};
 use crate::stats::Stats;
 
 pub struct VmState {
@@ -20,6 +21,8 @@ pub struct VmState {
     /// Requests held for their body, watched until Envoy proves it delivers bodies.
     pub holds: HoldWatch,
     pub audit: RefCell<AuditQueue>,
+    /// MCP tool pins on their way to and from the control service.
+    pub pins: RefCell<PinSync>,
     /// Makes audit record ids unique across VMs and restarts: ingestion is idempotent by
     /// id, so two records must never share one.
     record_prefix: String,
@@ -41,6 +44,7 @@ impl VmState {
             auth,
             holds: HoldWatch::default(),
             audit: RefCell::new(AuditQueue::default()),
+            pins: RefCell::new(PinSync::default()),
             record_prefix: instance.to_string(),
             record_seq: Cell::new(0),
             audit_drops: Cell::new(0),
@@ -100,6 +104,77 @@ impl VmState {
             );
             false
         }
+    }
+
+    /// Queues what a `tools/list` answer showed for the next report to the service.
+    pub fn report_pins(&self, rt: &mut dyn Runtime, report: Vec<airlock_wire::ToolObservation>) {
+        if !report.is_empty() && !self.pins.borrow_mut().push(report) {
+            rt.log(Level::Warn, "airlock: MCP tool observations dropped: the control service has not taken them");
+        }
+    }
+
+    /// Posts the observations waiting, or reads the service's pins when that is due (at
+    /// the first tick, then every `mcp.pin_refresh_ms`). Called from the root context's
+    /// timer: `report` says which exchange, and a callout already in flight for it is
+    /// not doubled. Returns the callout's token.
+    pub fn sync_pins(&self, rt: &mut dyn Runtime, report: bool) -> Option<u32> {
+        let control = self.config.control.as_ref()?;
+        if self.config.mcp.pin_tools == PinMode::Off {
+            return None;
+        }
+        let body = if report {
+            Some(self.pins.borrow_mut().next_report()?)
+        } else {
+            let now = rt.now_unix_ms();
+            if !self.pins.borrow_mut().refresh_due(now, self.config.mcp.pin_refresh_ms) {
+                return None;
+            }
+            None
+        };
+        let call = Callout {
+            cluster: &control.cluster,
+            method: if report { "POST" } else { "GET" },
+            authority: &control.authority,
+            path: if report { "/v1/mcp/tool-definitions" } else { "/v1/mcp/tool-pins" },
+            headers: &[("content-type", "application/json"), ("authorization", control.authorization.expose())],
+            body: body.as_deref(),
+            timeout_ms: control.timeout_ms,
+        };
+        match rt.dispatch(&call) {
+            Ok(token) => Some(token),
+            Err(problem) => {
+                self.pin_sync_failed(rt, report, &problem);
+                None
+            }
+        }
+    }
+
+    /// Takes the service's answer to a report (`report`) or a refresh: its pins (both
+    /// answer them) go into shared data.
+    pub fn finish_pin_sync(&self, rt: &mut dyn Runtime, report: bool, status: Option<u32>, body: Option<&[u8]>) {
+        let pins = match (status, body.map(serde_json::from_slice::<airlock_wire::ToolPins>)) {
+            (Some(200), Some(Ok(pins))) => pins,
+            _ => {
+                let why =
+                    status.map_or_else(|| "unreachable or timed out".to_string(), |s| format!("answered HTTP {s}"));
+                self.pin_sync_failed(rt, report, &format!("control service {why}"));
+                return;
+            }
+        };
+        if report {
+            self.pins.borrow_mut().reported(true);
+        }
+        let unknown = pins::apply(rt, pins);
+        self.report_pins(rt, unknown);
+    }
+
+    fn pin_sync_failed(&self, rt: &mut dyn Runtime, report: bool, problem: &str) {
+        if report {
+            self.pins.borrow_mut().reported(false);
+        }
+        rt.increment(self.stats.mcp_pin_sync_failed, 1);
+        let what = if report { "reported" } else { "refreshed" };
+        rt.log(Level::Warn, &format!("airlock: MCP tool pins not {what} ({problem}); known pins stay in force"));
     }
 
     /// Counts a dropped audit record; says whether to log it. Logged at the 1st, 2nd,

@@ -39,6 +39,7 @@ impl Alert {
         match self.event {
             AlertEvent::ApprovalPending => "approval_pending",
             AlertEvent::RequestDenied => "request_denied",
+            AlertEvent::ToolDefinitionChanged => "tool_definition_changed",
         }
     }
 }

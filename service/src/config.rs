@@ -19,10 +19,12 @@ pub enum AlertEvent {
     ApprovalPending,
     /// The filter denied a request (seen in the audit stream).
     RequestDenied,
+    /// A filter saw an MCP tool's definition differ from its pin.
+    ToolDefinitionChanged,
 }
 
 fn all_events() -> Vec<AlertEvent> {
-    vec![AlertEvent::ApprovalPending, AlertEvent::RequestDenied]
+    vec![AlertEvent::ApprovalPending, AlertEvent::RequestDenied, AlertEvent::ToolDefinitionChanged]
 }
 
 fn default_severity() -> String {
@@ -278,7 +280,8 @@ routing_key = "${{PD_KEY}}"
         match &cfg.alerts.sinks[0] {
             SinkConfig::Slack { url, events } => {
                 assert_eq!(url.expose(), "https://hooks.example/T1");
-                assert_eq!(events.len(), 2);
+                let all = [AlertEvent::ApprovalPending, AlertEvent::RequestDenied, AlertEvent::ToolDefinitionChanged];
+                assert_eq!(events, &all, "a sink that names no events gets every one");
             }
             other => panic!("{other:?}"),
         }

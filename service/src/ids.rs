@@ -30,6 +30,20 @@ pub fn is_approval_id(s: &str) -> bool {
         && s.bytes().skip(4).all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A new tool-change id: `tch_` followed by 32 lowercase hex digits.
+pub fn new_tool_change_id() -> Result<String, RandomUnavailable> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|_| RandomUnavailable)?;
+    Ok(format!("tch_{}", hex::encode(bytes)))
+}
+
+/// Whether `s` has the shape of an id minted by [`new_tool_change_id`].
+pub fn is_tool_change_id(s: &str) -> bool {
+    s.len() == 36
+        && s.starts_with("tch_")
+        && s.bytes().skip(4).all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

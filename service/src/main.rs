@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         action: ApprovalAction,
     },
+    /// List changed MCP tool definitions and accept them (approver token from AIRLOCK_TOKEN).
+    Tools {
+        #[command(subcommand)]
+        action: ToolAction,
+    },
     /// List sessions and show their timelines (auditor token from AIRLOCK_TOKEN).
     Sessions {
         #[command(subcommand)]
@@ -148,6 +153,24 @@ enum ApprovalAction {
 }
 
 #[derive(Subcommand)]
+enum ToolAction {
+    /// Definitions that differ from their pin (pending, accepted, superseded or all).
+    Changes {
+        #[arg(long, default_value = "pending")]
+        status: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Accept a changed definition: it becomes the tool's pin, and filters in `block`
+    /// mode let the tool through again at their next refresh.
+    Accept {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
 enum SessionAction {
     List {
         #[arg(long)]
@@ -218,6 +241,15 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
                 ApprovalAction::Deny { id, reason, remote } => {
                     commands::approvals_decide(&client(&remote)?, &id, "deny", &reason).await?
                 }
+            }
+            Ok(true)
+        }
+        Command::Tools { action } => {
+            match action {
+                ToolAction::Changes { status, remote } => {
+                    commands::tool_changes(&client(&remote)?, &status, remote.json).await?
+                }
+                ToolAction::Accept { id, remote } => commands::tool_accept(&client(&remote)?, &id, remote.json).await?,
             }
             Ok(true)
         }

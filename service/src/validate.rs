@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use airlock_wire::{AuditBatch, CreateApproval};
+use airlock_wire::{AuditBatch, CreateApproval, ToolObservations};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -76,6 +76,23 @@ pub fn check_path(field: &str, p: &str) -> Result<(), ApiError> {
 pub fn check_digest(field: &str, d: &str) -> Result<(), ApiError> {
     if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(ApiError::invalid(field, "must be a lowercase hex SHA-256 digest (64 characters)"));
+    }
+    Ok(())
+}
+
+/// The most observations one report may carry (a filter sends what one tick gathered).
+pub const MAX_TOOL_OBSERVATIONS: usize = 1000;
+
+/// Checks a `POST /v1/mcp/tool-definitions` body.
+pub fn check_tool_observations(body: &ToolObservations) -> Result<(), ApiError> {
+    if body.observations.len() > MAX_TOOL_OBSERVATIONS {
+        return Err(ApiError::invalid("observations", format!("has more than {MAX_TOOL_OBSERVATIONS} entries")));
+    }
+    for (i, o) in body.observations.iter().enumerate() {
+        non_empty(&format!("observations[{i}].upstream"), &o.upstream, MAX_SHORT)?;
+        non_empty(&format!("observations[{i}].tool"), &o.tool, MAX_SHORT)?;
+        check_digest(&format!("observations[{i}].fingerprint"), &o.fingerprint)?;
+        check_digest(&format!("observations[{i}].pin"), &o.pin)?;
     }
     Ok(())
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use airlock_service::chain::AuditRecord;
 use airlock_service::store::approvals::{NewApproval, RedeemError, Verdict};
+use airlock_service::store::tools::AcceptError;
 use airlock_service::store::Store;
-use airlock_wire::{ApprovalStatus, Decision, Mode};
+use airlock_wire::{ApprovalStatus, Decision, Mode, ToolChangeStatus, ToolObservation};
 use common::*;
 use sqlx::Executor;
 
@@ -341,3 +342,51 @@ async fn append_rate(db: &Db) {
     store.close().await;
 }
 on_both_backends!(append_rate_of_ten_thousand_records, append_rate);
+
+fn seen(tool: &str, fingerprint: char, pin: char, change: u8) -> (ToolObservation, String) {
+    let observation = ToolObservation {
+        upstream: "outbound|8080||mcp".into(),
+        tool: tool.into(),
+        fingerprint: fingerprint.to_string().repeat(64),
+        pin: pin.to_string().repeat(64),
+    };
+    (observation, format!("tch_{change:032x}"))
+}
+
+async fn tool_pins(db: &Db) {
+    let store = Store::open(&db.url).await.unwrap();
+    assert!(store.observe_tools(&[seen("echo", 'a', 'a', 1), seen("add", 'b', 'b', 2)], 1).await.unwrap().is_empty());
+    // Two reports of one change, concurrently as from two replicas: recorded once.
+    let store = Arc::new(store);
+    let (x, y) = tokio::join!(
+        {
+            let s = Arc::clone(&store);
+            async move { s.observe_tools(&[seen("echo", 'c', 'a', 3)], 2).await.unwrap() }
+        },
+        {
+            let s = Arc::clone(&store);
+            async move { s.observe_tools(&[seen("echo", 'c', 'a', 4)], 2).await.unwrap() }
+        }
+    );
+    assert_eq!(x.len() + y.len(), 1, "{x:?} {y:?}");
+    let pending = store.tool_changes(Some(ToolChangeStatus::Pending), 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let pins = store.tool_pins().await.unwrap();
+    let echo = pins.iter().find(|p| p.tool == "echo").unwrap();
+    assert_eq!(
+        (echo.fingerprint.as_str(), echo.pending.as_ref().map(|p| p.id.as_str())),
+        ("a".repeat(64).as_str(), Some(pending[0].id.as_str()))
+    );
+    let accepted = store.accept_tool_change(&pending[0].id, "bob", 3).await.unwrap();
+    assert_eq!(accepted.status, ToolChangeStatus::Accepted);
+    assert!(matches!(
+        store.accept_tool_change(&pending[0].id, "alice", 4).await,
+        Err(AcceptError::NotPending(ToolChangeStatus::Accepted))
+    ));
+    let pins = store.tool_pins().await.unwrap();
+    let echo = pins.iter().find(|p| p.tool == "echo").unwrap();
+    assert_eq!((echo.fingerprint.clone(), echo.pending.clone()), ("c".repeat(64), None));
+    store.close().await;
+}
+
+on_both_backends!(tool_pins_trust_first_use_record_a_change_once_and_take_the_accepted_one, tool_pins);

@@ -38,10 +38,13 @@ pub enum Code {
     Misconfigured,
     /// A rule's rate limit is reached for this caller: retry after `retry-after` seconds.
     RateLimited,
+    /// An MCP tool's definition changed since it was pinned, and `block` mode refuses it
+    /// until an approver accepts the new definition.
+    ToolDefinitionChanged,
 }
 
 impl Code {
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::Unauthenticated,
         Code::DeniedByRule,
         Code::DeniedByDefault,
@@ -57,6 +60,7 @@ impl Code {
         Code::ResponseNotMaskable,
         Code::Misconfigured,
         Code::RateLimited,
+        Code::ToolDefinitionChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Code {
             Code::ResponseNotMaskable => "response_not_maskable",
             Code::Misconfigured => "airlock_misconfigured",
             Code::RateLimited => "rate_limited",
+            Code::ToolDefinitionChanged => "tool_definition_changed",
         }
     }
 
@@ -95,6 +100,7 @@ impl Code {
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 502,
             Code::Misconfigured => 500,
             Code::RateLimited => 429,
+            Code::ToolDefinitionChanged => 409,
         }
     }
 
@@ -103,7 +109,6 @@ impl Code {
     /// `Code::ALL` order from -32060. The range starts there to stay clear of the codes MCP
     /// and its SDKs already give a meaning: -32000 (connection closed), -32001 (request
     /// timeout), -32002 (resource not found), -32020 to -32022, -32042 (URL elicitation).
-    /// Reserved for codes being added: -32074 `rate_limited`, -32075 `tool_definition_changed`.
     pub fn jsonrpc_code(self) -> i32 {
         match self {
             Code::Unauthenticated => -32060,
@@ -121,13 +126,14 @@ impl Code {
             Code::ResponseNotMaskable => -32072,
             Code::Misconfigured => -32073,
             Code::RateLimited => -32074,
+            Code::ToolDefinitionChanged => -32075,
         }
     }
 
     /// The HTTP status of a JSON-RPC error answer: 200, the status of a JSON-RPC answer an
     /// MCP client reads as a result or error of its call (any other status is a transport
     /// failure to it, and 202 says no answer follows). Kept only where clients act on the
-    /// status itself: 401 starts their OAuth flow (`rate_limited`, when added, keeps 429
+    /// status itself: 401 starts their OAuth flow (`rate_limited` keeps 429
     /// for the same reason: `retry-after`).
     pub fn jsonrpc_status(self) -> u32 {
         match self {
@@ -137,6 +143,7 @@ impl Code {
             Code::AuditUnavailable | Code::DependencyUnavailable | Code::Misconfigured => 200,
             Code::InvalidRequestTarget | Code::RequestBodyTooLarge => 200,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 200,
+            Code::ToolDefinitionChanged => 200,
             // The window is the client's to wait out: a status (and `retry-after`) it can act on.
             Code::RateLimited => self.status(),
         }
@@ -155,6 +162,8 @@ impl Code {
             Code::DependencyUnavailable | Code::AuditUnavailable => Retry::Later,
             // After the `retry-after` the reply carries, when the window ends.
             Code::RateLimited => Retry::Later,
+            // Once an approver accepts the new definition (`airlock tools accept`).
+            Code::ToolDefinitionChanged => Retry::AfterApproval,
         }
     }
 }
@@ -208,6 +217,7 @@ mod tests {
             Code::ResponseNotMaskable => 12,
             Code::Misconfigured => 13,
             Code::RateLimited => 14,
+            Code::ToolDefinitionChanged => 15,
         }
     }
 

@@ -9,9 +9,11 @@
 pub mod approval;
 pub mod audit;
 pub mod code;
+pub mod tools;
 
 pub use approval::{
     ApprovalErrorCode, ApprovalState, ApprovalStatus, Approvers, CreateApproval, ErrorEnvelope, Mode, RedeemApproval,
 };
 pub use audit::{AuditBatch, AuditRecord, Decision};
 pub use code::{Code, Retry};
+pub use tools::{PendingChange, ToolChangeStatus, ToolObservation, ToolObservations, ToolPin, ToolPins};

@@ -11,6 +11,7 @@ use crate::identity::Identity;
 use crate::limit::{self, Counter, Outcome};
 use crate::mcp;
 use crate::normalize::RequestTarget;
+use crate::pins::{self, PinMode};
 use crate::policy::{Action, Body, Evaluation, RequestFacts, Rule};
 use crate::reply::{Code, Reply};
 use crate::vm_state::VmState;
@@ -21,9 +22,53 @@ pub struct Verdict {
     /// A dry-run rule, or the dry-run config, was reported as "would have refused".
     pub dry_run_reported: bool,
     pub step: Step,
-    /// An allowed MCP `tools/list`: its answer is filtered for this caller, judged on
-    /// this target.
-    pub listing: Option<RequestTarget>,
+    /// An allowed MCP `tools/list`: what its answer is checked for.
+    pub listing: Option<Listing>,
+}
+
+/// What an allowed `tools/list` answer is checked for.
+pub struct Listing {
+    /// Tools the caller's rules deny are hidden, judged on this target (not in a dry run).
+    pub hide_for: Option<RequestTarget>,
+    /// The upstream whose tool definitions are pinned (`mcp.pin_tools`), if any.
+    pub pins: Option<String>,
+    /// `block` mode, enforced: changed tools are hidden too.
+    pub block: bool,
+}
+
+/// The name tool pins are kept under for this request's upstream: its Envoy cluster
+/// (the name `upstreams[].cluster` gives it too), else its `:authority`. The cluster
+/// first: the authority is the client's to choose, and a new name would trust a changed
+/// definition on first use.
+pub fn pin_upstream(host: &dyn Host, request: &Request) -> String {
+    host.upstream_cluster()
+        .filter(|c| !c.is_empty())
+        .or_else(|| request.header(":authority").map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A `tools/call` (alone or in a batch) of a tool `block` mode refuses: its definition
+/// changed and no approver accepted it yet.
+fn blocked_call(vm: &VmState, host: &mut dyn Host, request: &Request, body: &serde_json::Value) -> Option<Reply> {
+    if vm.config.mcp.pin_tools != PinMode::Block {
+        return None;
+    }
+    let tools = mcp::called_tools(body);
+    if tools.is_empty() {
+        return None;
+    }
+    let upstream = pin_upstream(host, request);
+    let (tool, change) = tools.into_iter().find_map(|t| pins::blocking_change(host, &upstream, t).map(|c| (t, c)))?;
+    Some(
+        Reply::new(
+            Code::ToolDefinitionChanged,
+            format!(
+                "the definition of MCP tool `{tool}` changed since it was pinned; it is refused until an approver \
+                 accepts the new definition"
+            ),
+        )
+        .with_tool_change(change),
+    )
 }
 
 /// Runs the policy. `body` is `NotRead` until the body is buffered; a rule that needs it
@@ -37,6 +82,14 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         headers: &request.headers,
         identity: Some(&caller.identity),
     };
+    // Pinning reads what an MCP request lists or calls, whatever the rules need.
+    if config.mcp.pin_tools != PinMode::Off
+        && !body_read
+        && mcp::may_carry_jsonrpc(request.method(), request.header("content-type"))
+    {
+        let step = Step::NeedsBody(AfterBody::Decide(caller));
+        return Verdict { rule: None, dry_run_reported: false, step, listing: None };
+    }
     let decision = match config.policy.evaluate(&facts, body) {
         Evaluation::NeedBody => {
             let step = Step::NeedsBody(AfterBody::Decide(caller));
@@ -72,10 +125,18 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     let refusal = match (limited, decision.action) {
         (Some(reply), _) => reply,
         (None, Action::Allow) => {
-            // Hiding tools enforces the rules: not while the whole config is a dry run.
-            let lists = !config.dry_run && matches!(body, Body::Json(b) if mcp::lists_tools(b));
-            let listing = lists.then(|| caller.target.clone());
-            return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow), listing };
+            let json = match body {
+                Body::Json(b) => Some(b),
+                _ => None,
+            };
+            match json.and_then(|b| blocked_call(vm, host, request, b)) {
+                Some(refusal) => refusal,
+                None => {
+                    let listing =
+                        json.filter(|b| mcp::lists_tools(b)).and_then(|_| listing(vm, host, request, &caller));
+                    return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow), listing };
+                }
+            }
         }
         (None, Action::Deny) => match rule_name {
             Some(name) => {
@@ -101,6 +162,16 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow), listing: None };
     }
     Verdict { rule, dry_run_reported, step: Step::Refuse(refusal), listing: None }
+}
+
+/// What the answer to an allowed `tools/list` is checked for; `None`: nothing.
+fn listing(vm: &VmState, host: &dyn Host, request: &Request, caller: &Caller) -> Option<Listing> {
+    let config = &vm.config;
+    // Hiding tools enforces the rules: not while the whole config is a dry run.
+    let hide_for = (!config.dry_run).then(|| caller.target.clone());
+    let pins = (config.mcp.pin_tools != PinMode::Off).then(|| pin_upstream(host, request));
+    let block = config.mcp.pin_tools == PinMode::Block && !config.dry_run;
+    (hide_for.is_some() || pins.is_some()).then_some(Listing { hide_for, pins, block })
 }
 
 /// Counts the request against the deciding rule's limit, if it has one. `Some` refusal

@@ -52,13 +52,13 @@ use crate::host::{Host, Level, Next};
 use crate::identity::Identity;
 use crate::jwt::{self, AuthError};
 use crate::mcp;
-use crate::normalize::{self, RequestTarget};
+use crate::normalize;
 use crate::policy::Body;
 use crate::reply::{Code, Reply};
 use crate::stream::{StreamKind, StreamLimits, StreamMasker};
 use crate::vm_state::VmState;
 use body::{BodyBuffer, Progress};
-use decide::{decide, decide_on_body, denies_tool, Verdict};
+use decide::{decide, decide_on_body, denies_tool, Listing, Verdict};
 use record::Record;
 use request::{complete_upstream_headers, Request};
 use response::Plan;
@@ -110,8 +110,8 @@ pub struct RequestFlow {
     headers_continued: bool,
     /// The hold watch knows this request.
     watched: bool,
-    /// An allowed MCP `tools/list`: the target its answer's tools are judged on.
-    listing: Option<RequestTarget>,
+    /// An allowed MCP `tools/list`: what its answer is checked for.
+    listing: Option<Listing>,
 }
 
 impl RequestFlow {
@@ -481,10 +481,11 @@ impl RequestFlow {
             return Next::Continue;
         };
         let mut len = len;
-        if let (Some(target), Some(identity)) = (self.listing.take(), self.record.identity.clone()) {
+        if let (Some(listing), Some(identity)) = (self.listing.take(), self.record.identity.clone()) {
             let (vm, request) = (&self.vm, &self.request);
-            let mut hide = |tool: &str| denies_tool(vm, request, &identity, &target, tool);
-            match response::filter_tool_list(vm, host, coding, sse, len, &mut hide) {
+            let mut hide =
+                |tool: &str| listing.hide_for.as_ref().is_some_and(|t| denies_tool(vm, request, &identity, t, tool));
+            match response::filter_tool_list(vm, host, coding, sse, len, &listing, &mut hide) {
                 Ok(filtered) => len = filtered,
                 Err(reply) => return self.settle(host, Step::Refuse(reply)),
             }

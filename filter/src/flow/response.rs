@@ -9,11 +9,14 @@
 
 use crate::audit;
 use crate::decompress::{Coding, DecodeError, Decoder, Encoding};
-use crate::host::Host;
+use crate::host::{Host, Level};
 use crate::mask::MaskError;
+use crate::pins;
 use crate::reply::{Code, Reply};
 use crate::stream::{StreamKind, StreamMasker};
 use crate::vm_state::VmState;
+
+use super::decide::Listing;
 
 /// What to do with a response whose request was forwarded under a mask profile.
 pub enum Plan {
@@ -202,13 +205,16 @@ pub fn mask(
 }
 
 /// Removes from a buffered MCP `tools/list` answer of `len` bytes the tools `hide`
-/// names (decoding it first if `coding`), counting them. Returns the body's length now.
+/// names (decoding it first if `coding`), counting them. With pinning, its tools'
+/// definitions are checked against their pins first, and in `block` mode a changed tool
+/// is removed too. Returns the body's length now.
 pub fn filter_tool_list(
     vm: &VmState,
     host: &mut dyn Host,
     coding: Option<Coding>,
     sse: bool,
     len: usize,
+    listing: &Listing,
     hide: &mut dyn FnMut(&str) -> bool,
 ) -> Result<usize, Reply> {
     if len == 0 {
@@ -221,7 +227,12 @@ pub fn filter_tool_list(
         Some(c) => Decoder::decode_all(c, &body, vm.config.response_body_limit as u64).map_err(undecodable)?,
         None => body,
     };
-    match crate::mcp::filter_tool_list(&body, sse, hide) {
+    let blocked = match &listing.pins {
+        Some(upstream) => check_pins(vm, host, upstream, &body, sse, listing.block),
+        None => Vec::new(),
+    };
+    let mut hide = |tool: &str| blocked.iter().any(|b| b == tool) || hide(tool);
+    match crate::mcp::filter_tool_list(&body, sse, &mut hide) {
         Some((out, hidden)) => {
             host.increment(vm.stats.mcp_tools_hidden, hidden as u64);
             host.set_response_body(len, &out);
@@ -232,6 +243,35 @@ pub fn filter_tool_list(
             Ok(body.len())
         }
         None => Ok(len),
+    }
+}
+
+/// Checks the definitions a tool list shows against the upstream's pins: new ones are
+/// pinned, changed ones counted and logged, and both reported to the control service
+/// (which alerts). Returns the tools to remove: the changed ones, in `block` mode.
+fn check_pins(vm: &VmState, host: &mut dyn Host, upstream: &str, body: &[u8], sse: bool, block: bool) -> Vec<String> {
+    let tools = crate::mcp::listed_tools(body, sse);
+    if tools.is_empty() {
+        return Vec::new();
+    }
+    let observed = pins::observe(host, upstream, &tools);
+    host.increment(vm.stats.mcp_tools_pinned, observed.pinned.len() as u64);
+    host.increment(vm.stats.mcp_tool_definition_changed, observed.changed.len() as u64);
+    let then = if block { "hidden and its calls refused" } else { "still usable (mcp.pin_tools: alert)" };
+    for tool in &observed.changed {
+        host.log(
+            Level::Warn,
+            &format!(
+                "airlock: MCP tool `{tool}` of upstream `{upstream}` changed its definition since it was pinned; \
+                 {then} until an approver accepts it (airlock tools changes)"
+            ),
+        );
+    }
+    vm.report_pins(host, observed.report);
+    if block {
+        observed.blocked
+    } else {
+        Vec::new()
     }
 }
 

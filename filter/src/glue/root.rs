@@ -1,5 +1,6 @@
 //! The root context: validates the plugin config once, defines the counters, keeps the
-//! remote JWKS fresh and ships audit batches, both on its timer.
+//! remote JWKS fresh, ships audit batches and exchanges MCP tool pins with the control
+//! service, all on its timer.
 
 use std::rc::Rc;
 
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::flow::RequestFlow;
 use crate::hold::HoldBy;
 use crate::host::Runtime;
+use crate::pins::PinMode;
 use crate::reply::{Code, Reply};
 use crate::stats::Stats;
 use crate::vm_state::VmState;
@@ -27,11 +29,14 @@ pub struct AirlockRoot {
     vm: Option<Rc<VmState>>,
     /// The callout carrying the audit batch in flight, to tell its answer from a JWKS one.
     audit_call: Option<u32>,
+    /// The callouts reporting tool observations and reading the service's pins.
+    pins_report: Option<u32>,
+    pins_refresh: Option<u32>,
 }
 
 impl AirlockRoot {
     pub fn new(context_id: u32) -> AirlockRoot {
-        AirlockRoot { context_id, vm: None, audit_call: None }
+        AirlockRoot { context_id, vm: None, audit_call: None, pins_report: None, pins_refresh: None }
     }
 }
 
@@ -76,6 +81,12 @@ impl Context for AirlockRoot {
             if delivered {
                 self.audit_call = vm.ship_audit(&mut EnvoyHost);
             }
+        } else if self.pins_report == Some(token) {
+            self.pins_report = None;
+            vm.finish_pin_sync(&mut EnvoyHost, true, status, body.as_deref());
+        } else if self.pins_refresh == Some(token) {
+            self.pins_refresh = None;
+            vm.finish_pin_sync(&mut EnvoyHost, false, status, body.as_deref());
         } else {
             vm.auth.finish_fetch(&mut EnvoyHost, status, body.as_deref());
         }
@@ -100,10 +111,12 @@ impl RootContext for AirlockRoot {
         // The hold watch needs the timer too: a request held on an Envoy that never
         // delivers its body must be answered within `first_body_timeout_ms` (+ a tick).
         let watch_holds = config.hold.by == HoldBy::Envoy;
+        // Pins are read back on the timer, and observations reported on it.
+        let sync_pins = config.mcp.pin_tools != PinMode::Off;
         let tick_ms = match (&config.auth.remote, &config.audit) {
             (_, Some(audit)) => audit.flush_interval_ms.min(MAX_TICK_MS),
             (Some(_), None) => MAX_TICK_MS,
-            (None, None) if watch_holds => MAX_TICK_MS,
+            (None, None) if watch_holds || sync_pins => MAX_TICK_MS,
             (None, None) => 0,
         };
         // Start time plus a random value (WASI `random_get`, behind `RandomState`): VMs of
@@ -124,6 +137,12 @@ impl RootContext for AirlockRoot {
         vm.auth.refresh(&mut host);
         if self.audit_call.is_none() {
             self.audit_call = vm.ship_audit(&mut host);
+        }
+        if self.pins_report.is_none() {
+            self.pins_report = vm.sync_pins(&mut host, true);
+        }
+        if self.pins_refresh.is_none() {
+            self.pins_refresh = vm.sync_pins(&mut host, false);
         }
         // Last: answering a held request switches the effective context to it.
         answer_stalled_holds(vm, self.context_id);

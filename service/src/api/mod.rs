@@ -8,6 +8,7 @@ pub mod console;
 mod params;
 pub mod sessions;
 mod state;
+pub mod tools;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -34,6 +35,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/{id}", get(sessions::show))
+        .route("/v1/mcp/tool-definitions", post(tools::observe))
+        .route("/v1/mcp/tool-pins", get(tools::pins))
+        .route("/v1/mcp/tool-changes", get(tools::changes))
+        .route("/v1/mcp/tool-changes/{id}/accept", post(tools::accept))
         .route("/console", get(console::page))
         .fallback(|| async { ApiError::NotFound { code: "not_found", what: "route".into() } })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

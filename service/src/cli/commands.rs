@@ -1,4 +1,4 @@
-//! `airlock approvals|sessions|verify` subcommands: each fetches JSON from the service
+//! `airlock approvals|tools|sessions|verify` subcommands: each fetches JSON from the service
 //! and renders it for a terminal (or as raw JSON with `--json`).
 
 use serde_json::{json, Value};
@@ -77,6 +77,46 @@ pub async fn approvals_decide(client: &Client, id: &str, decision: &str, reason:
         .post(&format!("/v1/approvals/{}/decision", encode(id)), &json!({"decision": decision, "reason": reason}))
         .await?;
     println!("recorded {decision} on {}: status is now {}", text(&a["id"]), text(&a["status"]));
+    Ok(())
+}
+
+pub async fn tool_changes(client: &Client, status: &str, as_json: bool) -> Result<(), CliError> {
+    let v = client.get(&format!("/v1/mcp/tool-changes?status={}", encode(status))).await?;
+    if as_json {
+        print_json(&v);
+        return Ok(());
+    }
+    let list = v["changes"].as_array().ok_or_else(|| CliError::BadAnswer("no `changes` list".into()))?;
+    if list.is_empty() {
+        println!("no {status} tool changes");
+    }
+    for c in list {
+        println!(
+            "{}  {:<10}  {}  tool={}  observed={}  {}.. -> {}..",
+            text(&c["id"]),
+            text(&c["status"]),
+            text(&c["upstream"]),
+            text(&c["tool"]),
+            text(&c["observed_at"]),
+            text(&c["old_fingerprint"]).chars().take(12).collect::<String>(),
+            text(&c["new_fingerprint"]).chars().take(12).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+pub async fn tool_accept(client: &Client, id: &str, as_json: bool) -> Result<(), CliError> {
+    let c = client.post(&format!("/v1/mcp/tool-changes/{}/accept", encode(id)), &json!({})).await?;
+    if as_json {
+        print_json(&c);
+        return Ok(());
+    }
+    println!(
+        "accepted {}: tool `{}` of upstream `{}` is pinned to its new definition",
+        text(&c["id"]),
+        text(&c["tool"]),
+        text(&c["upstream"])
+    );
     Ok(())
 }
 

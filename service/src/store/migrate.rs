@@ -76,7 +76,33 @@ const V1: &[&str] = &[
     )",
 ];
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(1, V1)];
+/// MCP tool-definition pins, trusted on first use, and the changes filters observed.
+const V2: &[&str] = &[
+    "CREATE TABLE tool_pins (
+        upstream TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        pinned_ms BIGINT NOT NULL,
+        PRIMARY KEY (upstream, tool)
+    )",
+    "CREATE TABLE tool_changes (
+        id TEXT PRIMARY KEY,
+        upstream TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        old_fingerprint TEXT NOT NULL,
+        new_fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        observed_ms BIGINT NOT NULL,
+        accepted_by TEXT,
+        decided_ms BIGINT
+    )",
+    // At most one pending change per tool: two filters (or replicas) reporting the same
+    // change at once record it once.
+    "CREATE UNIQUE INDEX tool_changes_one_pending ON tool_changes (upstream, tool) WHERE status = 'pending'",
+    "CREATE INDEX tool_changes_by_status ON tool_changes (status, observed_ms)",
+];
+
+const MIGRATIONS: &[(i64, &[&str])] = &[(1, V1), (2, V2)];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
     let fail = |version: i64| move |source| StoreError::Migrate { version, source };

@@ -10,5 +10,6 @@ mod open;
 pub mod approvals;
 pub mod audit;
 pub mod sessions;
+pub mod tools;
 
 pub use db::{Backend, Store, StoreError};
