@@ -167,7 +167,10 @@ mod tests {
         .unwrap();
         assert!(out.contains("decision: deny by rule `sql-no-unbounded-writes`"), "{out}");
         assert!(
-            out.contains("sql at /sql (sqlite): statements [select, delete], effects [read, write], tables [customers], unbounded"),
+            out.contains(
+                "sql at /sql (sqlite): statements [select, delete], effects [read, write], tables [customers], \
+                 unbounded"
+            ),
             "{out}"
         );
     }

@@ -1,8 +1,9 @@
 //! MCP as a protocol: which requests are JSON-RPC messages (so a refusal is answered as
-//! JSON-RPC, see `reply.rs`), and `tools/list` answers filtered per caller: a tool the
-//! caller's rules would deny is removed, so an agent does not plan with tools it cannot use.
+//! JSON-RPC, see `reply.rs`), and `tools/list`, `resources/list` and `prompts/list`
+//! answers filtered per caller: a tool, resource or prompt the caller's rules would deny
+//! is removed, so an agent does not plan with what it cannot use.
 //!
-//! The calls stay guarded either way (each `tools/call` is judged on its own); hiding is
+//! The uses stay guarded either way (each `tools/call` is judged on its own); hiding is
 //! about the agent's plan, so an answer that cannot be read is passed as it is rather
 //! than refused. The same reading of lists and calls serves tool pinning (`pins.rs`).
 
@@ -77,29 +78,71 @@ pub fn audit_session(session_id: &str) -> String {
     format!("mcp-{}", crate::approval::hex(digest.get(..16).unwrap_or_default()))
 }
 
-/// Whether a request body asks for the tool list: one JSON-RPC request (not a batch,
-/// whose answers are matched to requests by id, which this filter does not follow).
-pub fn lists_tools(body: &Value) -> bool {
-    body.get("method").and_then(Value::as_str) == Some("tools/list") && body.get("id").is_some()
+/// The MCP lists whose answers are filtered per caller: what the caller's rules would
+/// refuse to call, read or get is removed from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `tools/list`: tools by `name`, judged as a `tools/call`.
+    Tools,
+    /// `resources/list`: resources by `uri`, judged as a `resources/read`.
+    Resources,
+    /// `prompts/list`: prompts by `name`, judged as a `prompts/get`.
+    Prompts,
 }
 
-/// The `tools/call` a listed tool would be called with: what the policy judges to decide
-/// whether the tool is shown. Arguments are empty, so a rule that denies only some
-/// arguments of a tool does not hide it.
-pub fn call_of(tool: &str) -> Value {
-    serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
+impl ListKind {
+    const ALL: [ListKind; 3] = [ListKind::Tools, ListKind::Resources, ListKind::Prompts];
+
+    fn list_method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Resources => "resources/list",
+            ListKind::Prompts => "prompts/list",
+        }
+    }
+
+    /// Where the answer holds the items, and the member that names one.
+    fn items_and_key(self) -> (&'static str, &'static str) {
+        match self {
+            ListKind::Tools => ("/result/tools", "name"),
+            ListKind::Resources => ("/result/resources", "uri"),
+            ListKind::Prompts => ("/result/prompts", "name"),
+        }
+    }
+
+    /// The request a listed item would be used with: what the policy judges to decide
+    /// whether the item is shown. Arguments are empty, so a rule that denies only some
+    /// arguments of a tool or prompt does not hide it.
+    pub fn use_of(self, item: &str) -> Value {
+        let (method, params) = match self {
+            ListKind::Tools => ("tools/call", serde_json::json!({"name": item, "arguments": {}})),
+            ListKind::Resources => ("resources/read", serde_json::json!({"uri": item})),
+            ListKind::Prompts => ("prompts/get", serde_json::json!({"name": item, "arguments": {}})),
+        };
+        serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
+    }
 }
 
-/// Removes from `result.tools` of one JSON-RPC answer the tools `hide` names. Returns how
+/// Which list a request body asks for: one JSON-RPC request (not a batch, whose answers
+/// are matched to requests by id, which this filter does not follow).
+pub fn lists(body: &Value) -> Option<ListKind> {
+    // A notification (no `id`) gets no answer to filter.
+    body.get("id")?;
+    let method = body.get("method").and_then(Value::as_str)?;
+    ListKind::ALL.into_iter().find(|k| k.list_method() == method)
+}
+
+/// Removes from one JSON-RPC answer the items of `kind` that `hide` names. Returns how
 /// many it removed.
-fn filter_answer(answer: &mut Value, hide: &mut dyn FnMut(&str) -> bool) -> usize {
-    let Some(tools) = answer.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
+fn filter_answer(answer: &mut Value, kind: ListKind, hide: &mut dyn FnMut(&str) -> bool) -> usize {
+    let (items, key) = kind.items_and_key();
+    let Some(items) = answer.pointer_mut(items).and_then(Value::as_array_mut) else {
         return 0;
     };
-    let before = tools.len();
-    // A tool without a name cannot be called; it is kept as the server sent it.
-    tools.retain(|tool| !tool.get("name").and_then(Value::as_str).is_some_and(&mut *hide));
-    before - tools.len()
+    let before = items.len();
+    // An item without a name cannot be used; it is kept as the server sent it.
+    items.retain(|item| !item.get(key).and_then(Value::as_str).is_some_and(&mut *hide));
+    before - items.len()
 }
 
 /// The JSON-RPC message of one Server-Sent Event: its `data:` lines joined.
@@ -142,13 +185,18 @@ pub fn called_tools(body: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// Filters a whole `tools/list` answer, JSON (`is_sse: false`) or Server-Sent Events
+/// Filters a whole list answer of `kind`, JSON (`is_sse: false`) or Server-Sent Events
 /// (MCP's Streamable HTTP answers a POST with either). `None`: nothing was removed, the
 /// body stays as it is.
-pub fn filter_tool_list(body: &[u8], is_sse: bool, hide: &mut dyn FnMut(&str) -> bool) -> Option<(Vec<u8>, usize)> {
+pub fn filter_list(
+    body: &[u8],
+    is_sse: bool,
+    kind: ListKind,
+    hide: &mut dyn FnMut(&str) -> bool,
+) -> Option<(Vec<u8>, usize)> {
     if !is_sse {
         let mut answer: Value = serde_json::from_slice(body).ok()?;
-        let removed = filter_answer(&mut answer, hide);
+        let removed = filter_answer(&mut answer, kind, hide);
         return (removed > 0).then(|| (serde_json::to_vec(&answer).unwrap_or_default(), removed));
     }
     let text = std::str::from_utf8(body).ok()?;
@@ -160,7 +208,7 @@ pub fn filter_tool_list(body: &[u8], is_sse: bool, hide: &mut dyn FnMut(&str) ->
             out.push_str(event);
             continue;
         };
-        let n = filter_answer(&mut answer, hide);
+        let n = filter_answer(&mut answer, kind, hide);
         if n == 0 {
             out.push_str(event);
             continue;
@@ -253,17 +301,19 @@ mod tests {
     }
 
     #[test]
-    fn only_a_single_tools_list_request_is_a_listing() {
-        assert!(lists_tools(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})));
-        assert!(!lists_tools(&json!({"jsonrpc": "2.0", "method": "tools/list"})), "a notification gets no answer");
-        assert!(!lists_tools(&json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}])));
-        assert!(!lists_tools(&json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/list"})));
+    fn only_a_single_list_request_is_a_listing() {
+        assert_eq!(lists(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})), Some(ListKind::Tools));
+        assert_eq!(lists(&json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list"})), Some(ListKind::Resources));
+        assert_eq!(lists(&json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/list"})), Some(ListKind::Prompts));
+        assert_eq!(lists(&json!({"jsonrpc": "2.0", "method": "tools/list"})), None, "a notification gets no answer");
+        assert_eq!(lists(&json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}])), None);
+        assert_eq!(lists(&json!({"jsonrpc": "2.0", "id": 1, "method": "resources/templates/list"})), None);
     }
 
     #[test]
     fn json_answer_loses_the_hidden_tool_and_keeps_the_rest() {
         let body = serde_json::to_vec(&listing()).unwrap();
-        let (out, removed) = filter_tool_list(&body, false, &mut hide_env).unwrap();
+        let (out, removed) = filter_list(&body, false, ListKind::Tools, &mut hide_env).unwrap();
         assert_eq!(removed, 1);
         let answer: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(names(&answer), ["echo"]);
@@ -275,7 +325,7 @@ mod tests {
     fn sse_answer_is_rewritten_event_by_event_keeping_ids_and_other_events() {
         let notification = r#"{"jsonrpc":"2.0","method":"notifications/x"}"#;
         let body = format!("event: message\nid: 1\ndata: {}\n\n: keep-alive\n\ndata: {notification}\n\n", listing());
-        let (out, removed) = filter_tool_list(body.as_bytes(), true, &mut hide_env).unwrap();
+        let (out, removed) = filter_list(body.as_bytes(), true, ListKind::Tools, &mut hide_env).unwrap();
         assert_eq!(removed, 1);
         let out = String::from_utf8(out).unwrap();
         let events: Vec<&str> = out.split_inclusive("\n\n").collect();
@@ -291,7 +341,7 @@ mod tests {
     #[test]
     fn sse_data_split_over_several_lines_is_one_message() {
         let body = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\ndata: \"result\":{\"tools\":[{\"name\":\"get-env\"}]}}\n\n";
-        let (out, removed) = filter_tool_list(body.as_bytes(), true, &mut hide_env).unwrap();
+        let (out, removed) = filter_list(body.as_bytes(), true, ListKind::Tools, &mut hide_env).unwrap();
         assert_eq!(removed, 1);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -322,11 +372,42 @@ mod tests {
     }
 
     #[test]
+    fn resource_and_prompt_answers_lose_hidden_items_by_uri_and_name() {
+        let resources = json!({"jsonrpc": "2.0", "id": 3, "result": {"resources": [
+            {"uri": "secret://vault/key", "name": "key"}, {"uri": "file:///readme", "name": "readme"}
+        ]}});
+        let body = serde_json::to_vec(&resources).unwrap();
+        let (out, removed) =
+            filter_list(&body, false, ListKind::Resources, &mut |uri| uri.starts_with("secret://")).unwrap();
+        assert_eq!(removed, 1);
+        let answer: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(answer["result"]["resources"], json!([{"uri": "file:///readme", "name": "readme"}]));
+        let prompts =
+            json!({"jsonrpc": "2.0", "id": 4, "result": {"prompts": [{"name": "exfiltrate"}, {"name": "summarise"}]}});
+        let body = serde_json::to_vec(&prompts).unwrap();
+        let (out, _) = filter_list(&body, false, ListKind::Prompts, &mut |name| name == "exfiltrate").unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["result"]["prompts"], json!([{"name": "summarise"}]));
+        assert!(
+            filter_list(&body, false, ListKind::Tools, &mut |_| true).is_none(),
+            "another kind's list is left alone"
+        );
+    }
+
+    #[test]
+    fn the_use_a_listed_item_is_judged_by_is_its_call_read_or_get() {
+        assert_eq!(ListKind::Tools.use_of("echo")["params"], json!({"name": "echo", "arguments": {}}));
+        assert_eq!(ListKind::Resources.use_of("file:///a")["method"], "resources/read");
+        assert_eq!(ListKind::Resources.use_of("file:///a")["params"]["uri"], "file:///a");
+        assert_eq!(ListKind::Prompts.use_of("p")["method"], "prompts/get");
+    }
+
+    #[test]
     fn nothing_hidden_or_unreadable_leaves_the_body_alone() {
         let body = serde_json::to_vec(&listing()).unwrap();
-        assert!(filter_tool_list(&body, false, &mut |_| false).is_none());
-        assert!(filter_tool_list(b"{not json", false, &mut hide_env).is_none());
-        assert!(filter_tool_list(b"\xff\xfe", true, &mut hide_env).is_none());
-        assert!(filter_tool_list(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#, false, &mut hide_env).is_none());
+        assert!(filter_list(&body, false, ListKind::Tools, &mut |_| false).is_none());
+        assert!(filter_list(b"{not json", false, ListKind::Tools, &mut hide_env).is_none());
+        assert!(filter_list(b"\xff\xfe", true, ListKind::Tools, &mut hide_env).is_none());
+        assert!(filter_list(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#, false, ListKind::Tools, &mut hide_env)
+            .is_none());
     }
 }

@@ -30,6 +30,10 @@ pub struct Stats {
     pub masked_responses: MetricId,
     /// Tools removed from MCP `tools/list` answers because the caller's rules deny them.
     pub mcp_tools_hidden: MetricId,
+    /// Resources removed from `resources/list` answers (their `resources/read` is denied).
+    pub mcp_resources_hidden: MetricId,
+    /// Prompts removed from `prompts/list` answers (their `prompts/get` is denied).
+    pub mcp_prompts_hidden: MetricId,
     /// Refusals of MCP requests answered in JSON-RPC (also counted by their code).
     pub mcp_jsonrpc_refusals: MetricId,
     /// Tools pinned on first sight (`mcp.pin_tools`).
@@ -81,6 +85,8 @@ impl Stats {
             jwks_fetch_failed: c("jwks.fetch_failed")?,
             masked_responses: c("masked_responses")?,
             mcp_tools_hidden: c("mcp.tools_hidden")?,
+            mcp_resources_hidden: c("mcp.resources_hidden")?,
+            mcp_prompts_hidden: c("mcp.prompts_hidden")?,
             mcp_jsonrpc_refusals: c("mcp.jsonrpc_refusals")?,
             mcp_tools_pinned: c("mcp.tools_pinned")?,
             mcp_tool_definition_changed: c("mcp.tool_definition_changed")?,

@@ -134,7 +134,9 @@ fn a_bounded_write_needs_approval_and_runs_once_approved() {
 fn a_write_hidden_in_a_cte_needs_approval_and_does_not_run() {
     let s = setup();
     let before = s.customers();
-    let reply = s.sql("WITH doomed AS (SELECT id FROM customers WHERE id = 5) DELETE FROM customers WHERE id IN (SELECT id FROM doomed)", None);
+    let cte = "WITH doomed AS (SELECT id FROM customers WHERE id = 5) \
+               DELETE FROM customers WHERE id IN (SELECT id FROM doomed)";
+    let reply = s.sql(cte, None);
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert_eq!(error_of(&reply)["rule"], "sql-writes-need-approval");
     assert_eq!(s.customers(), before);

@@ -89,7 +89,8 @@ fn audit_session_of(mcp_session_id: &str) -> String {
 }
 
 #[test]
-fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_and_results_masked() {
+fn an_mcp_session_works_through_airlock_with_denied_tools_resources_and_prompts_unlisted_and_refused_and_results_masked(
+) {
     let (_server, port) = mcp_server();
     let control = ControlService::start(&temp_dir("mcp"), &[DBA_BOB], "").unwrap();
     let mut config = test_plugin_config();
@@ -98,6 +99,10 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
          "when": {"path": {"exact": "/mcp"}, "groups": {"any_of": ["guests"]}}},
         {"name": "agents-never-read-env", "action": "deny",
          "when": {"methods": ["POST"], "path": {"exact": "/mcp"}, "mcp_tool": {"exact": "get-env"}}},
+        {"name": "no-instructions-doc", "action": "deny",
+         "when": {"path": {"exact": "/mcp"}, "mcp_resource": {"suffix": "/instructions.md"}}},
+        {"name": "no-args-prompt", "action": "deny",
+         "when": {"path": {"exact": "/mcp"}, "mcp_prompt": {"exact": "args-prompt"}}},
         {"name": "agents-use-mcp", "action": "allow", "when": {"path": {"exact": "/mcp"}}, "mask": "pii"}
     ]);
     for (i, rule) in rules.as_array().unwrap().iter().enumerate() {
@@ -110,7 +115,7 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
         .start()
         .unwrap();
     let message = "mail alice@example.com, card 4111 1111 1111 1111, ssn 123-45-6789";
-    let seen = mcp_session(&stack, &["analyst"], message, "get-env");
+    let seen = mcp_session(&stack, &["analyst"], message, "get-env", Some(INSTRUCTIONS));
 
     let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     // The tool the agent may not call is not even listed to it; the others are.
@@ -123,6 +128,21 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
         assert!(!echo.contains(raw), "`{raw}` came back unmasked: {echo}");
     }
     assert!(echo.contains("[REDACTED:email]"), "{echo}");
+
+    // Resources and prompts the rules refuse are not listed either, the rest are; a read
+    // of the hidden resource anyway is refused as a JSON-RPC error.
+    let listed = |key: &str| -> Vec<String> {
+        seen[key].as_array().unwrap().iter().filter_map(Value::as_str).map(String::from).collect()
+    };
+    let resources = listed("resources");
+    assert!(!resources.iter().any(|r| r == INSTRUCTIONS), "{seen}");
+    assert!(resources.iter().any(|r| r.ends_with("/architecture.md")), "the other documents stay: {seen}");
+    let prompts = listed("prompts");
+    assert!(!prompts.iter().any(|p| p == "args-prompt") && prompts.iter().any(|p| p == "simple-prompt"), "{seen}");
+    assert!(stack.stat("wasmcustom.airlock.mcp.resources_hidden").unwrap_or(0) >= 1);
+    assert!(stack.stat("wasmcustom.airlock.mcp.prompts_hidden").unwrap_or(0) >= 1);
+    assert_eq!(seen["denied_read"]["code"], -32061, "{seen}");
+    assert_eq!(seen["denied_read"]["data"]["rule"], "no-instructions-doc", "{seen}");
 
     // Called anyway, the denied tool is a JSON-RPC error the SDK raises as such, with
     // Airlock's answer in its data; the session goes on.
@@ -159,14 +179,17 @@ fn an_mcp_session_works_through_airlock_with_a_denied_tool_unlisted_and_refused_
 
     // A caller refused on the path alone, before any body was needed: Airlock still reads
     // the body to answer the SDK's `initialize` by its id.
-    let seen = mcp_session(&stack, &["guests"], "hello", "echo");
+    let seen = mcp_session(&stack, &["guests"], "hello", "echo", None);
     let refused = &seen["initialize_error"];
     assert_eq!(refused["code"], -32061, "{seen}");
     assert_eq!(refused["data"]["rule"], "guests-stay-out", "{seen}");
 }
 
+/// A document of the reference server that a rule in the MCP test refuses to read.
+const INSTRUCTIONS: &str = "demo://resource/static/document/instructions.md";
+
 /// One SDK session (`mcp_session.py`) as agent-7 in `groups`: what the client saw.
-fn mcp_session(stack: &Stack, groups: &[&str], message: &str, denied_tool: &str) -> Value {
+fn mcp_session(stack: &Stack, groups: &[&str], message: &str, denied_tool: &str, denied_read: Option<&str>) -> Value {
     let auth = auth_for(TestKeys::shared(), "agent-7", groups);
     let python = workspace_root().join(".venv").join("bin").join("python");
     let script = workspace_root().join("tests").join("e2e").join("clients").join("mcp_session.py");
@@ -176,6 +199,7 @@ fn mcp_session(stack: &Stack, groups: &[&str], message: &str, denied_tool: &str)
         .arg(auth.trim_start_matches("Bearer "))
         .arg(message)
         .arg(denied_tool)
+        .args(denied_read)
         .output()
         .unwrap();
     assert!(

@@ -26,8 +26,10 @@ pub struct Verdict {
     pub listing: Option<Listing>,
 }
 
-/// What an allowed `tools/list` answer is checked for.
+/// What an allowed list answer (`tools/list`, `resources/list`, `prompts/list`) is
+/// checked for.
 pub struct Listing {
+    pub kind: mcp::ListKind,
     /// Tools the caller's rules deny are hidden, judged on this target (not in a dry run).
     pub hide_for: Option<RequestTarget>,
     /// The upstream whose tool definitions are pinned (`mcp.pin_tools`), if any.
@@ -132,8 +134,7 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
             match json.and_then(|b| blocked_call(vm, host, request, b)) {
                 Some(refusal) => refusal,
                 None => {
-                    let listing =
-                        json.filter(|b| mcp::lists_tools(b)).and_then(|_| listing(vm, host, request, &caller));
+                    let listing = json.and_then(mcp::lists).and_then(|kind| listing(vm, host, request, &caller, kind));
                     return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow), listing };
                 }
             }
@@ -164,14 +165,15 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     Verdict { rule, dry_run_reported, step: Step::Refuse(refusal), listing: None }
 }
 
-/// What the answer to an allowed `tools/list` is checked for; `None`: nothing.
-fn listing(vm: &VmState, host: &dyn Host, request: &Request, caller: &Caller) -> Option<Listing> {
+/// What the answer to an allowed list request is checked for; `None`: nothing.
+fn listing(vm: &VmState, host: &dyn Host, request: &Request, caller: &Caller, kind: mcp::ListKind) -> Option<Listing> {
     let config = &vm.config;
-    // Hiding tools enforces the rules: not while the whole config is a dry run.
+    // Hiding enforces the rules: not while the whole config is a dry run.
     let hide_for = (!config.dry_run).then(|| caller.target.clone());
-    let pins = (config.mcp.pin_tools != PinMode::Off).then(|| pin_upstream(host, request));
+    let pinned = kind == mcp::ListKind::Tools && config.mcp.pin_tools != PinMode::Off;
+    let pins = pinned.then(|| pin_upstream(host, request));
     let block = config.mcp.pin_tools == PinMode::Block && !config.dry_run;
-    (hide_for.is_some() || pins.is_some()).then_some(Listing { hide_for, pins, block })
+    (hide_for.is_some() || pins.is_some()).then_some(Listing { kind, hide_for, pins, block })
 }
 
 /// Counts the request against the deciding rule's limit, if it has one. `Some` refusal
@@ -232,10 +234,17 @@ pub fn decide_on_body(vm: &VmState, host: &mut dyn Host, request: &Request, call
     }
 }
 
-/// Whether the caller's rules deny calling `tool` (with no arguments): such a tool is
-/// hidden from the caller's `tools/list`.
-pub fn denies_tool(vm: &VmState, request: &Request, identity: &Identity, target: &RequestTarget, tool: &str) -> bool {
+/// Whether the caller's rules deny the use of a listed `item` (a tool called, a resource
+/// read, a prompt got, with no arguments): such an item is hidden from the caller's list.
+pub fn denies_use(
+    vm: &VmState,
+    request: &Request,
+    identity: &Identity,
+    target: &RequestTarget,
+    kind: mcp::ListKind,
+    item: &str,
+) -> bool {
     let facts = RequestFacts { method: request.method(), target, headers: &request.headers, identity: Some(identity) };
-    let call = mcp::call_of(tool);
-    matches!(vm.config.policy.evaluate(&facts, Body::Json(&call)), Evaluation::Decided(d) if d.action == Action::Deny)
+    let usage = kind.use_of(item);
+    matches!(vm.config.policy.evaluate(&facts, Body::Json(&usage)), Evaluation::Decided(d) if d.action == Action::Deny)
 }

@@ -58,7 +58,7 @@ use crate::reply::{Code, Reply};
 use crate::stream::{StreamKind, StreamLimits, StreamMasker};
 use crate::vm_state::VmState;
 use body::{BodyBuffer, Progress};
-use decide::{decide, decide_on_body, denies_tool, Listing, Verdict};
+use decide::{decide, decide_on_body, denies_use, Listing, Verdict};
 use record::Record;
 use request::{complete_upstream_headers, Request};
 use response::Plan;
@@ -483,9 +483,11 @@ impl RequestFlow {
         let mut len = len;
         if let (Some(listing), Some(identity)) = (self.listing.take(), self.record.identity.clone()) {
             let (vm, request) = (&self.vm, &self.request);
-            let mut hide =
-                |tool: &str| listing.hide_for.as_ref().is_some_and(|t| denies_tool(vm, request, &identity, t, tool));
-            match response::filter_tool_list(vm, host, coding, sse, len, &listing, &mut hide) {
+            let kind = listing.kind;
+            let mut hide = |item: &str| {
+                listing.hide_for.as_ref().is_some_and(|t| denies_use(vm, request, &identity, t, kind, item))
+            };
+            match response::filter_list(vm, host, coding, sse, len, &listing, &mut hide) {
                 Ok(filtered) => len = filtered,
                 Err(reply) => return self.settle(host, Step::Refuse(reply)),
             }

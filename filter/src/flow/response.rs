@@ -11,6 +11,7 @@ use crate::audit;
 use crate::decompress::{Coding, DecodeError, Decoder, Encoding};
 use crate::host::{Host, Level};
 use crate::mask::MaskError;
+use crate::mcp::ListKind;
 use crate::pins;
 use crate::reply::{Code, Reply};
 use crate::stream::{StreamKind, StreamMasker};
@@ -204,11 +205,11 @@ pub fn mask(
     Ok(Masked { values: counts.total(), len, excerpt })
 }
 
-/// Removes from a buffered MCP `tools/list` answer of `len` bytes the tools `hide`
-/// names (decoding it first if `coding`), counting them. With pinning, its tools'
+/// Removes from a buffered MCP list answer of `len` bytes the items `hide` names
+/// (decoding it first if `coding`), counting them by kind. With pinning, a tool list's
 /// definitions are checked against their pins first, and in `block` mode a changed tool
 /// is removed too. Returns the body's length now.
-pub fn filter_tool_list(
+pub fn filter_list(
     vm: &VmState,
     host: &mut dyn Host,
     coding: Option<Coding>,
@@ -221,7 +222,7 @@ pub fn filter_tool_list(
         return Ok(0);
     }
     let Some(body) = host.response_body(len) else {
-        return Err(not_maskable("the tool list could not be read to filter it"));
+        return Err(not_maskable("the MCP list could not be read to filter it"));
     };
     let body = match coding {
         Some(c) => Decoder::decode_all(c, &body, vm.config.response_body_limit as u64).map_err(undecodable)?,
@@ -231,10 +232,15 @@ pub fn filter_tool_list(
         Some(upstream) => check_pins(vm, host, upstream, &body, sse, listing.block),
         None => Vec::new(),
     };
-    let mut hide = |tool: &str| blocked.iter().any(|b| b == tool) || hide(tool);
-    match crate::mcp::filter_tool_list(&body, sse, &mut hide) {
+    let mut hide = |item: &str| blocked.iter().any(|b| b == item) || hide(item);
+    match crate::mcp::filter_list(&body, sse, listing.kind, &mut hide) {
         Some((out, hidden)) => {
-            host.increment(vm.stats.mcp_tools_hidden, hidden as u64);
+            let counter = match listing.kind {
+                ListKind::Tools => vm.stats.mcp_tools_hidden,
+                ListKind::Resources => vm.stats.mcp_resources_hidden,
+                ListKind::Prompts => vm.stats.mcp_prompts_hidden,
+            };
+            host.increment(counter, hidden as u64);
             host.set_response_body(len, &out);
             Ok(out.len())
         }

@@ -155,8 +155,8 @@ enum Target {
     Pointer(JsonPointer),
     Anywhere,
     Raw,
-    /// A parameter of one MCP request method: `params.name` of `tools/call`,
-    /// `params.uri` of `resources/read`.
+    /// A parameter of one MCP request method: `params.name` of `tools/call` and
+    /// `prompts/get`, `params.uri` of `resources/read`.
     Mcp(McpParam),
 }
 
@@ -167,6 +167,8 @@ pub(crate) enum McpParam {
     ToolName,
     /// `mcp_resource`: the URI a `resources/read` reads.
     ResourceUri,
+    /// `mcp_prompt`: the prompt a `prompts/get` gets.
+    PromptName,
 }
 
 impl McpParam {
@@ -174,6 +176,7 @@ impl McpParam {
         match self {
             McpParam::ToolName => ("tools/call", "name"),
             McpParam::ResourceUri => ("resources/read", "uri"),
+            McpParam::PromptName => ("prompts/get", "name"),
         }
     }
 }
@@ -257,13 +260,15 @@ impl BodyCondition {
             Some(_) if spec.matcher_fields().any_set() => {
                 return Err(ConfigError::new(
                     field,
-                    "sets `sql` and a string matcher; a condition reads its value one way: split it into two conditions",
+                    "sets `sql` and a string matcher; a condition reads its value one way: \
+                     split it into two conditions",
                 ))
             }
             Some(_) if matches!(target, Target::Anywhere) => {
                 return Err(ConfigError::new(
                     format!("{field}.sql"),
-                    "needs the field that holds the SQL: use `json_pointer` (or `raw: true` for a text body), not `anywhere`",
+                    "needs the field that holds the SQL: use `json_pointer` (or `raw: true` for a text body), \
+                     not `anywhere`",
                 ))
             }
             Some(sql) => Test::Sql(SqlCondition::compile(sql, sql_dialect, &format!("{field}.sql"))?),

@@ -51,7 +51,7 @@ pub(super) struct Conditions {
     path: Option<StringMatcher>,
     headers: Vec<HeaderCondition>,
     query: Vec<QueryCondition>,
-    /// `mcp_tool` and `mcp_resource` (if any) followed by the `body` conditions.
+    /// `mcp_tool`, `mcp_resource` and `mcp_prompt` (if any), then the `body` conditions.
     body: Vec<BodyCondition>,
     /// Empty: no `any` block.
     any: Vec<Conditions>,
@@ -80,6 +80,9 @@ impl Conditions {
         let mut body =
             compile_each(&spec.body, &format!("{w}.body"), |b, f| BodyCondition::compile(b, sql_dialect, f))?;
         // First: a name check is cheaper than pointer walks and SQL readings.
+        if let Some(prompt) = &spec.mcp_prompt {
+            body.insert(0, BodyCondition::mcp(McpParam::PromptName, matcher(prompt, "mcp_prompt")?));
+        }
         if let Some(uri) = &spec.mcp_resource {
             body.insert(0, BodyCondition::mcp(McpParam::ResourceUri, matcher(uri, "mcp_resource")?));
         }

@@ -36,7 +36,7 @@
 //! - **`mcp_tool`** holds for a JSON-RPC message whose `method` is `tools/call` and whose
 //!   `params.name` matches; negated, for a `tools/call` of any *other* tool. Messages
 //!   that are not tool calls never satisfy it. `mcp_resource` is the same for the
-//!   `params.uri` of `resources/read`.
+//!   `params.uri` of `resources/read`, `mcp_prompt` for the `params.name` of `prompts/get`.
 //! - **Batches.** A body whose root is a non-empty array is a JSON-RPC batch: JSON
 //!   conditions (pointers are relative to each message) are judged per message and
 //!   combined as above.

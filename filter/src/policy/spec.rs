@@ -83,6 +83,8 @@ pub struct MatchSpec {
     pub mcp_tool: Option<StringMatcherSpec>,
     /// On the URI of a JSON-RPC `resources/read` request (MCP).
     pub mcp_resource: Option<StringMatcherSpec>,
+    /// On the prompt name of a JSON-RPC `prompts/get` request (MCP).
+    pub mcp_prompt: Option<StringMatcherSpec>,
     /// Alternatives: holds when at least one of these blocks holds (each block is a full
     /// set of conditions, ANDed like this one), so one rule covers several shapes.
     pub any: Option<Vec<MatchSpec>>,

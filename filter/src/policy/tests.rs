@@ -965,10 +965,14 @@ fn sql_condition_reads_mcp_tool_arguments() {
     let p = policy(
         json!([{"name": "no-writes-via-query-tool", "action": "deny",
                 "when": {"mcp_tool": {"exact": "query"},
-                         "body": [{"json_pointer": "/params/arguments/sql", "sql": {"effects": ["write", "ddl", "admin"]}}]}}]),
+                         "body": [{"json_pointer": "/params/arguments/sql",
+                                   "sql": {"effects": ["write", "ddl", "admin"]}}]}}]),
         Action::Allow,
     );
-    let call = |sql: &str| json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "query", "arguments": {"sql": sql}}});
+    let call = |sql: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "query", "arguments": {"sql": sql}}})
+    };
     assert_eq!(
         req("POST", "/mcp").decide(&p, Body::Json(&call("DELETE FROM t WHERE id = 1"))).0,
         "no-writes-via-query-tool"

@@ -1,10 +1,10 @@
 """One MCP session over Streamable HTTP with the official `mcp` SDK, as an agent would:
-initialize, list the tools, call `echo` with personal values, then call a tool the
-policy denies. Prints what the client saw as one JSON line on stdout: for the denied call,
+initialize, list the tools, resources and prompts, call `echo` with personal values, then
+call a tool the policy denies (and, if given, read a resource it denies). Prints what the client saw as one JSON line on stdout: for the denied call,
 the exception the SDK raised and, for a JSON-RPC error, its code and data (for a refused
 `initialize`, only that).
 
-    python mcp_session.py URL BEARER_TOKEN MESSAGE DENIED_TOOL
+    python mcp_session.py URL BEARER_TOKEN MESSAGE DENIED_TOOL [DENIED_RESOURCE_URI]
 """
 
 import asyncio
@@ -16,7 +16,7 @@ from mcp.client.streamable_http import create_mcp_http_client, streamable_http_c
 from mcp.shared.exceptions import MCPError
 
 
-async def main(url, token, message, denied_tool):
+async def main(url, token, message, denied_tool, denied_resource=None):
     seen = {"session_ids": []}
 
     async def note_session(response):
@@ -38,6 +38,16 @@ async def main(url, token, message, denied_tool):
                     return
                 tools = await session.list_tools()
                 seen["tools"] = sorted(t.name for t in tools.tools)
+                resources = await session.list_resources()
+                seen["resources"] = sorted(str(r.uri) for r in resources.resources)
+                prompts = await session.list_prompts()
+                seen["prompts"] = sorted(p.name for p in prompts.prompts)
+                if denied_resource:
+                    try:
+                        await session.read_resource(denied_resource)
+                        seen["denied_read"] = {"read": True}
+                    except MCPError as e:
+                        seen["denied_read"] = {"exception": type(e).__name__, "code": e.code, "data": e.data}
                 echoed = await session.call_tool("echo", {"message": message})
                 seen["echo"] = "".join(c.text for c in echoed.content if getattr(c, "text", None))
                 seen["echo_is_error"] = bool(echoed.is_error)
@@ -54,4 +64,4 @@ async def main(url, token, message, denied_tool):
     print(json.dumps(seen))
 
 
-asyncio.run(main(*sys.argv[1:5]))
+asyncio.run(main(*sys.argv[1:6]))
