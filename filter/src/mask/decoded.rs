@@ -11,9 +11,11 @@
 //!
 //! One level only, all kinds at once: `&amp;#64;` reads as `&#64;`, not `@`. Sequences
 //! that do not decode (a lone surrogate, `&#xZZ;`, `%4`, an unknown entity) stay as they
-//! are. A leaf module.
+//! are. Imports only the detectors' definition of an invisible character.
 
 use memchr::memchr3;
+
+use super::detectors::is_invisible;
 
 /// The bytes an escape that this view decodes starts with: `\\u0040`, `&#64;`, `%40`.
 const ESCAPE_LEADS: [u8; 3] = [b'\\', b'&', b'%'];
@@ -28,11 +30,6 @@ pub(crate) fn starts_escape(c: u8) -> bool {
 fn find_escape_lead(b: &[u8]) -> Option<usize> {
     let [a, e, p] = ESCAPE_LEADS;
     memchr3(a, e, p, b)
-}
-
-/// Whether a reader sees nothing of `c`.
-pub(super) fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{ad}' | '\u{feff}')
 }
 
 /// The first byte at or after `from` where the view may differ from the source: an escape
@@ -112,12 +109,27 @@ pub(super) struct Decoded {
     /// an escape maps to the escape's first byte, so a span `a..b` of `text` comes from
     /// `origin[a]..origin[b]` of the source, whole escapes included.
     origin: Vec<u32>,
+    /// Whether the last decode both decoded an escape and left out an invisible character:
+    /// then an escape lead next to a value can eat its first characters (`%0a` of
+    /// `%0a\u{200B}@a.aa` reads as a line feed), so the masker also scans a view that only
+    /// leaves the invisible characters out.
+    pub(super) mixed: bool,
 }
 
 impl Decoded {
     /// Decodes `s` into this view; false (and the view left meaningless) when `s` holds
     /// nothing to decode, the common case, which costs one plain loop over it.
     pub(super) fn decode(&mut self, s: &str) -> bool {
+        self.build(s, true)
+    }
+
+    /// The view without invisible characters only, escapes left as they are; false when
+    /// `s` holds no invisible character.
+    pub(super) fn strip_invisible(&mut self, s: &str) -> bool {
+        self.build(s, false)
+    }
+
+    fn build(&mut self, s: &str, escapes: bool) -> bool {
         let b = s.as_bytes();
         let Some(first) = first_special(b) else {
             return false;
@@ -130,13 +142,20 @@ impl Decoded {
         self.text.clear();
         self.origin.clear();
         let mut changed = false;
+        let (mut decoded_escape, mut dropped) = (false, false);
         let mut plain = 0;
         let mut i = first;
         while i < b.len() {
             let (c, len) = match invisible_at(b, i) {
-                Some(len) => (None, len),
-                None => match decode_at(b, i) {
-                    Some((c, len)) => (Some(c).filter(|&c| !is_invisible(c)), len),
+                Some(len) => {
+                    dropped = true;
+                    (None, len)
+                }
+                None => match decode_at(b, i).filter(|_| escapes) {
+                    Some((c, len)) => {
+                        decoded_escape = true;
+                        (Some(c).filter(|&c| !is_invisible(c)), len)
+                    }
                     None => {
                         i = next.at(i + 1);
                         continue;
@@ -156,6 +175,7 @@ impl Decoded {
         if !changed {
             return false;
         }
+        self.mixed = decoded_escape && dropped;
         self.push_source(s, plain, b.len());
         self.origin.push(b.len() as u32);
         true

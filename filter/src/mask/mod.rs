@@ -305,11 +305,9 @@ impl MaskProfile {
             Some((first, rest)) => std::iter::once(first).chain(rest).collect(),
             None => Vec::new(),
         };
-        if let Some((first, rest)) = self.detections(&view.text, ALL_CUSTOM, pending) {
-            for m in std::iter::once(first).chain(rest) {
-                let (start, end) = view.source_span(m.start, m.end);
-                found.push(Found { start, end, slot: m.slot });
-            }
+        self.push_view_detections(view, pending, &mut found);
+        if view.mixed && view.strip_invisible(s) {
+            self.push_view_detections(view, pending, &mut found);
         }
         found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
         let mut merged: Vec<Found> = Vec::with_capacity(found.len());
@@ -320,6 +318,16 @@ impl MaskProfile {
             }
         }
         Some(merged)
+    }
+
+    /// The detections of a view's text, as spans of its source.
+    fn push_view_detections(&self, view: &Decoded, pending: &mut [Pending], found: &mut Vec<Found>) {
+        if let Some((first, rest)) = self.detections(&view.text, ALL_CUSTOM, pending) {
+            for m in std::iter::once(first).chain(rest) {
+                let (start, end) = view.source_span(m.start, m.end);
+                found.push(Found { start, end, slot: m.slot });
+            }
+        }
     }
 
     fn replacement(&self, slot: usize) -> Option<&Replacement> {

@@ -125,7 +125,7 @@ impl Tail {
     pub(super) fn release(&mut self, profile: &MaskProfile, rule: CutRule, counts: &mut Counter, out: &mut String) {
         let b = self.pending.as_bytes();
         if !self.pem {
-            self.pem = find(b, self.checked.saturating_sub(BEGIN.len()), BEGIN).is_some();
+            self.pem = may_hold_key(b, self.checked.saturating_sub(BEGIN.len()));
         }
         let (cut, hi) = scan(b, rule, self.checked, self.pem);
         self.checked = hi - cut;
@@ -137,7 +137,7 @@ impl Tail {
         }
         self.pending.drain(..cut);
         if self.pem {
-            self.pem = find(self.pending.as_bytes(), 0, BEGIN).is_some();
+            self.pem = may_hold_key(self.pending.as_bytes(), 0);
         }
     }
 
@@ -413,9 +413,58 @@ fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     }
 }
 
-/// Where private-key blocks are, mirroring the detector: a `-----BEGIN ` with a private
-/// key label, through the first `-----END ` with one.
+/// Whether `b` may hold a `-----BEGIN ` at or after `from`, or anywhere once invisible
+/// characters are left out (masking reads a key through them: `-\u{200B}----BEGIN …`).
+fn may_hold_key(b: &[u8], from: usize) -> bool {
+    find(b, from, BEGIN).is_some() || Visible::of(b).is_some_and(|v| find(&v.text, 0, BEGIN).is_some())
+}
+
+/// `b` without its invisible characters, and where each byte came from.
+struct Visible {
+    text: Vec<u8>,
+    /// The source offset of each byte of `text`, plus the source's length.
+    origin: Vec<usize>,
+}
+
+impl Visible {
+    /// `None` when `b` holds no invisible character (the common case: one vector search).
+    fn of(b: &[u8]) -> Option<Visible> {
+        let lead = memchr::memchr3(0xe2, 0xc2, 0xef, b)?;
+        let mut i = (lead..b.len()).find(|&j| invisible_at(b, j).is_some())?;
+        let mut v = Visible { text: b.get(..i)?.to_vec(), origin: (0..i).collect() };
+        while i < b.len() {
+            if let Some(len) = invisible_at(b, i) {
+                i += len;
+                continue;
+            }
+            v.text.push(byte(b, i));
+            v.origin.push(i);
+            i += 1;
+        }
+        v.origin.push(b.len());
+        Some(v)
+    }
+
+    fn source(&self, i: usize) -> usize {
+        self.origin.get(i).copied().unwrap_or(usize::MAX)
+    }
+}
+
+/// Where private-key blocks are, mirroring the detector (which also reads the text
+/// without invisible characters): a `-----BEGIN ` with a private key label, through the
+/// first `-----END ` with one.
 fn private_keys(b: &[u8]) -> PrivateKeys {
+    let Some(v) = Visible::of(b) else {
+        return private_keys_in(b);
+    };
+    let keys = private_keys_in(&v.text);
+    PrivateKeys {
+        blocks: keys.blocks.iter().map(|&(s, e)| (v.source(s), v.source(e))).collect(),
+        live: keys.live.map(|p| v.source(p)),
+    }
+}
+
+fn private_keys_in(b: &[u8]) -> PrivateKeys {
     let mut keys = PrivateKeys::default();
     let mut from = 0;
     while let Some(p) = find(b, from, BEGIN) {

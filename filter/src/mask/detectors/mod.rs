@@ -28,6 +28,7 @@ mod iban;
 mod numbers;
 mod secrets;
 
+pub(super) use bytes::is_invisible;
 use bytes::{at, is_alnum, is_digit, prev, run};
 use email::email_at;
 use iban::iban_at;
@@ -232,9 +233,22 @@ impl Detectors {
     }
 
     /// Runs the matchers of the family of the byte at `pos`; kept out of line so the
-    /// scan loop stays small.
+    /// scan loop stays small. A value followed by `@` and an e-mail domain is the local
+    /// part of an address (`415-555-0134@example.com`): the whole address is the detection.
+    /// Followed by `@` and anything else, it is still the value (`4111…@`, `sk_live_…@`).
     #[inline(never)]
     fn try_at(&self, s: &str, pos: usize, floor: usize) -> Option<Hit> {
+        let hit = self.try_family(s, pos, floor)?;
+        let b = s.as_bytes();
+        if hit.kind != Builtin::Email && at(b, hit.end) == b'@' && self.is_enabled(Builtin::Email) {
+            if let Some((start, end)) = email_at(b, hit.end, floor) {
+                return Some(Hit { start: start.min(hit.start), end, kind: Builtin::Email });
+            }
+        }
+        Some(hit)
+    }
+
+    fn try_family(&self, s: &str, pos: usize, floor: usize) -> Option<Hit> {
         let b = s.as_bytes();
         let hit = |end: usize, kind: Builtin| Some(Hit { start: pos, end, kind });
         match self.entry(at(b, pos)) & FAMILY {
@@ -290,8 +304,9 @@ impl Detectors {
                 None
             }
             F_LOWER => {
-                let p = prev(b, pos);
-                if is_alnum(p) || matches!(p, b'_' | b'-' | b'.') {
+                // `-`, `_` and `.` before a key are boundaries like any punctuation
+                // (`-ghp_…`, `.eyJ…`): the prefixes and body lengths keep slugs out.
+                if is_alnum(prev(b, pos)) {
                     return None;
                 }
                 if self.is_enabled(Builtin::Jwt) {
