@@ -545,6 +545,16 @@ mod tests {
     }
 
     #[test]
+    fn a_private_key_with_invisible_characters_in_its_header_or_end_line_is_held_the_same() {
+        let head = "key:\n-\u{200b}----BEGIN RSA PRIVATE KEY-----\nMIIE AAAA\nabc ";
+        assert_eq!(cut(head), "key:\n", "masking reads the header through the zero-width space");
+        let full = format!("{head}\n-----END RSA PRIV\u{ad}ATE KEY-----\nafter ");
+        assert_eq!(cut(&full), full);
+        let no_newline = format!("{head}\n-----END RSA PRIVATE KEY-----\u{200b}");
+        assert_eq!(cut(&no_newline), "key:\n", "not cut inside the complete block");
+    }
+
+    #[test]
     fn non_ascii_text_is_cut_away_from_any_at_sign() {
         let cjk = "这是一个很长的中文句子没有空格".repeat(4);
         let c = safe_cut(&cjk, CutRule::Builtin);

@@ -236,14 +236,14 @@ impl Detectors {
     /// scan loop stays small. A value followed by `@` and an e-mail domain is the local
     /// part of an address (`415-555-0134@example.com`): the whole address is the detection.
     /// Followed by `@` and anything else, it is still the value (`4111…@`, `sk_live_…@`).
+    /// The same holds for an address (`a@b.cc@d.ee`: the second domain is not left out).
     #[inline(never)]
     fn try_at(&self, s: &str, pos: usize, floor: usize) -> Option<Hit> {
-        let hit = self.try_family(s, pos, floor)?;
+        let mut hit = self.try_family(s, pos, floor)?;
         let b = s.as_bytes();
-        if hit.kind != Builtin::Email && at(b, hit.end) == b'@' && self.is_enabled(Builtin::Email) {
-            if let Some((start, end)) = email_at(b, hit.end, floor) {
-                return Some(Hit { start: start.min(hit.start), end, kind: Builtin::Email });
-            }
+        while at(b, hit.end) == b'@' && self.is_enabled(Builtin::Email) {
+            let Some((start, end)) = email_at(b, hit.end, floor) else { break };
+            hit = Hit { start: start.min(hit.start), end, kind: Builtin::Email };
         }
         Some(hit)
     }
