@@ -245,6 +245,15 @@ impl Detectors {
             let Some((start, end)) = email_at(b, hit.end, floor) else { break };
             hit = Hit { start: start.min(hit.start), end, kind: Builtin::Email };
         }
+        // A JWT after `@` reads as a domain (`-@eyJ….eyJ….sig`) whose TLD ends inside the
+        // token: the address is masked through the token's end.
+        if hit.kind == Builtin::Email && self.is_enabled(Builtin::Jwt) {
+            let token_end = (hit.start..hit.end)
+                .filter(|&i| matches!(prev(b, i), b'@' | b'.'))
+                .find_map(|i| jwt_at(b, i))
+                .filter(|&end| end > hit.end);
+            hit.end = token_end.unwrap_or(hit.end);
+        }
         Some(hit)
     }
 
