@@ -601,7 +601,9 @@ fn values_followed_by_an_at_sign_are_masked_and_a_following_domain_goes_with_the
         ("sk_live_4eC39HqLyjWDarjtT1zdp7dc@", "[REDACTED:api_key]@"),
         ("415-555-0134@example.com", "[REDACTED:email]"),
         ("дом@a.aa@b.bb", "[REDACTED:email]"),
-        ("-@eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl!", "[REDACTED:email]!"),
+        ("-@eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl!", "-@[REDACTED:jwt]!"),
+        // Segments of letters only read as labels and a TLD: the address runs on to the token's end.
+        ("-@eyJAAAAAAAAAAAA.eyJBBBBBBBBBBBB.CCCCCCCCCCCC0CCC!", "[REDACTED:email]!"),
     ];
     for (text, masked) in cases {
         assert_eq!(p.mask_text(text).0, masked, "{text:?}");
