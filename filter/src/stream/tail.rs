@@ -309,11 +309,31 @@ const DOMAIN_REACH: usize = 320;
 
 /// Rule 3: whether the boundary `i` after a non-ASCII character is safe.
 fn non_ascii_cut(b: &[u8], i: usize, at: &mut AtFinder) -> bool {
-    let hi = i + LOCAL_MAX + 1;
-    if hi > b.len() {
+    // The margins count what masking reads: invisible characters are left out of its view,
+    // so they do not count towards a local part's 64 bytes or a domain's reach.
+    let Some(hi) = after_visible(b, i, LOCAL_MAX + 1) else {
         return false;
+    };
+    at.last_below(hi).is_none_or(|a| a + DOMAIN_REACH < i && after_visible(b, a, DOMAIN_REACH).is_some_and(|e| e < i))
+}
+
+/// The offset `n` visible bytes after `from` (invisible characters skipped), if the text
+/// reaches that far.
+fn after_visible(b: &[u8], from: usize, n: usize) -> Option<usize> {
+    let (mut i, mut seen) = (from, 0);
+    while seen < n {
+        if i >= b.len() {
+            return None;
+        }
+        match invisible_at(b, i) {
+            Some(len) => i += len,
+            None => {
+                i += 1;
+                seen += 1;
+            }
+        }
     }
-    at.last_below(hi).is_none_or(|a| a + DOMAIN_REACH < i)
+    Some(i)
 }
 
 /// Finds the last `@` before a position, for positions queried in decreasing order (as
@@ -552,6 +572,14 @@ mod tests {
         assert_eq!(cut(&full), full);
         let no_newline = format!("{head}\n-----END RSA PRIVATE KEY-----\u{200b}");
         assert_eq!(cut(&no_newline), "key:\n", "not cut inside the complete block");
+    }
+
+    #[test]
+    fn invisible_characters_do_not_count_towards_the_margins_around_an_at_sign() {
+        // 36 bytes of Devanagari, 12 of zero-width spaces, then a 21-byte local part: the
+        // masker's view (without the spaces) reads one 57-byte local part from the start.
+        let text = format!("{}{}aaaaa.aaaaaa.aaaaaaaa@a.aa", "नमस्ते".repeat(2), "\u{200b}".repeat(4));
+        assert_eq!(safe_cut(&text, CutRule::Builtin), 0);
     }
 
     #[test]
