@@ -348,6 +348,25 @@ fn with_invisibles_inside(v: &str, at: &[(Index, Index)]) -> String {
     chars.into_iter().collect()
 }
 
+/// `v` with one of its ASCII characters written as a JSON or C escape, an HTML character
+/// reference or URL percent-encoding, which masking reads through (`alice\u0040…`).
+fn with_escape(v: &str, at: Index, style: Index) -> String {
+    let ascii: Vec<usize> = v.char_indices().filter(|(_, c)| c.is_ascii_graphic()).map(|(i, _)| i).collect();
+    if ascii.is_empty() {
+        return v.to_string();
+    }
+    let i = ascii[at.index(ascii.len())];
+    let c = v.as_bytes()[i];
+    let escaped = match style.index(5) {
+        0 => format!("\\u{c:04x}"),
+        1 => format!("\\x{c:02X}"),
+        2 => format!("&#{c};"),
+        3 => format!("&#x{c:x};"),
+        _ => format!("%{c:02X}"),
+    };
+    format!("{}{escaped}{}", &v[..i], &v[i + 1..])
+}
+
 // ---- contexts ----
 
 /// What may touch a value on either side: ASCII punctuation and symbols, Unicode dashes,
@@ -504,6 +523,8 @@ struct Segment {
     piece: Piece,
     /// Invisible characters inserted inside a value.
     inside: Vec<(Index, Index)>,
+    /// One ASCII character of a value written as an escape a reader decodes.
+    escape: Option<(Index, Index)>,
     before: String,
     after: String,
     glue_before: Option<&'static str>,
@@ -533,16 +554,23 @@ fn segment() -> impl Strategy<Value = Segment> {
         proptest::option::weighted(0.15, select(GLUE)),
         proptest::option::weighted(0.15, select(GLUE)),
         prop_oneof![6 => Just(1usize), 1 => 2usize..=3],
+        proptest::option::weighted(0.2, (any::<Index>(), any::<Index>())),
     )
-        .prop_map(|(piece, inside, before, after, glue_before, glue_after, repeat)| {
+        .prop_map(|(piece, inside, before, after, glue_before, glue_after, repeat, escape)| {
             let glue_ok = matches!(&piece, Piece::Value(v) if v.glue_ok);
-            let inside = if matches!(piece, Piece::Value(_)) { inside } else { Vec::new() };
+            let is_value = matches!(piece, Piece::Value(_));
+            let inside = if is_value { inside } else { Vec::new() };
             // A `+` right before digits writes an international phone number (`+10.20.30.40`
             // has 8 digits in groups): decoys are not given one.
             let before = if matches!(piece, Piece::Decoy(_)) { before.replace('+', "") } else { before };
+            // An escape lead before a value with an escape in it can make one escape of its
+            // own with the value's first characters (`\\` + `\u0034…`, `&#` + `4&#48;…`):
+            // no reader then sees the value, which is not what the test is about.
+            let escape = escape.filter(|_| !before.contains(['\\', '&', '%']));
             Segment {
                 piece,
                 inside,
+                escape: escape.filter(|_| is_value),
                 before,
                 after,
                 glue_before: glue_before.filter(|_| glue_ok),
@@ -572,7 +600,8 @@ fn doc() -> impl Strategy<Value = Doc> {
                 doc.text.push_str(s.glue_before.unwrap_or(""));
                 match &s.piece {
                     Piece::Value(v) => {
-                        doc.text.push_str(&with_invisibles_inside(&v.text, &s.inside));
+                        let text = with_invisibles_inside(&v.text, &s.inside);
+                        doc.text.push_str(&s.escape.map_or(text.clone(), |(at, style)| with_escape(&text, at, style)));
                         doc.values.push(v.text.clone());
                     }
                     Piece::Decoy(d) => {

@@ -25,6 +25,28 @@ mod json;
 
 /// Invisible characters, which the cut rule of the stream masker must see through.
 pub(crate) use decoded::{invisible_at, invisible_before, starts_escape};
+/// A text as a reader sees it (escapes decoded one level, invisible characters left out),
+/// with the way back to the text's offsets: the stream masker locates private keys in it
+/// as the masker finds them.
+pub(crate) struct ReaderView(Decoded);
+
+impl ReaderView {
+    /// `None` when a reader sees the text as it is.
+    pub(crate) fn of(s: &str) -> Option<ReaderView> {
+        let mut view = Decoded::default();
+        view.decode(s).then_some(ReaderView(view))
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.0.text
+    }
+
+    /// The offset in the source of byte `i` of the view (the source's length for the end).
+    pub(crate) fn source(&self, i: usize) -> usize {
+        self.0.source_span(i, i).0
+    }
+}
+
 /// Text written into a JSON string: one escaper for the masker and the stream masker.
 pub(crate) use json::write_escaped;
 mod matches;
@@ -306,8 +328,11 @@ impl MaskProfile {
             None => Vec::new(),
         };
         self.push_view_detections(view, pending, &mut found);
-        if view.mixed && view.strip_invisible(s) {
-            self.push_view_detections(view, pending, &mut found);
+        let singles: Vec<u8> = view.single_reader_views().collect();
+        for families in singles {
+            if view.build(s, families) {
+                self.push_view_detections(view, pending, &mut found);
+            }
         }
         found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
         let mut merged: Vec<Found> = Vec::with_capacity(found.len());

@@ -638,6 +638,16 @@ fn an_escape_lead_next_to_a_value_with_an_invisible_character_inside_does_not_hi
 }
 
 #[test]
+fn a_value_written_with_escapes_of_two_syntaxes_is_found_by_the_reader_of_each() {
+    let p = all();
+    // The all-syntaxes view reads `%40` as `@`; a JSON reader reads `%4000000000006`.
+    assert_eq!(p.mask_text("%40\\u00300000000006").0, "%[REDACTED:credit_card]");
+    // And a private key with an escape in its label is found by the view, not run to the end.
+    let key = "-----BEGIN RSA PRIV&#65;TE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+    assert_eq!(p.mask_text(&format!("{key} after")).0, "[REDACTED:private_key] after");
+}
+
+#[test]
 fn a_private_key_with_an_invisible_character_in_its_end_line_ends_there() {
     let p = all();
     let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-\u{200b}----END RSA PRIVATE KEY-----";

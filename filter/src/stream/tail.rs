@@ -65,7 +65,7 @@
 
 use std::borrow::Cow;
 
-use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, FIELD_KIND};
+use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, ReaderView, FIELD_KIND};
 
 use super::Counter;
 
@@ -383,6 +383,8 @@ impl PrivateKeys {
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
 const DASHES: &[u8] = b"-----";
+/// Longest escape the reader's view decodes (`\uD83D\uDE00`).
+const ESCAPE_MAX: usize = 12;
 /// Longest PEM label the detector reads.
 const LABEL_MAX: usize = 64;
 
@@ -406,15 +408,25 @@ fn label(b: &[u8], start: usize) -> Label {
     if run == rest.len() {
         return if run <= LABEL_MAX { Label::Open } else { Label::Dead };
     }
+    // An escape still arriving may stand for a label character (`PRIV\u0041TE`): once it
+    // is complete, the reader's view decodes it.
+    if rest.get(run).is_some_and(|&c| starts_escape(c)) && rest.len() - run <= ESCAPE_MAX {
+        return Label::Open;
+    }
     let len = run.min(LABEL_MAX);
     let name = rest.get(..len).unwrap_or_default();
     if !(name.ends_with(b"PRIVATE KEY") || name.ends_with(b"PRIVATE KEY BLOCK")) {
         return Label::Dead;
     }
     let after = rest.get(len..).unwrap_or_default();
+    // Dashes so far, then an escape still arriving (`KEY--\u002d--`) may close it too.
+    let dashes = after.iter().take_while(|&&c| c == b'-').count();
+    let escape_arriving = dashes < DASHES.len()
+        && after.get(dashes).is_some_and(|&c| starts_escape(c))
+        && after.len() - dashes <= ESCAPE_MAX;
     if after.starts_with(DASHES) {
         Label::Key(start + len + DASHES.len())
-    } else if DASHES.starts_with(after) {
+    } else if DASHES.starts_with(after) || escape_arriving {
         Label::Open
     } else {
         Label::Dead
@@ -433,55 +445,35 @@ fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     }
 }
 
-/// Whether `b` may hold a `-----BEGIN ` at or after `from`, or anywhere once invisible
-/// characters are left out (masking reads a key through them: `-\u{200B}----BEGIN …`).
+/// Whether `b` may hold a `-----BEGIN ` at or after `from`, or anywhere in the text a
+/// reader sees (masking reads a key through escapes and invisible characters:
+/// `-\u{200B}----BEGIN …`, `&#45;----BEGIN …`).
 fn may_hold_key(b: &[u8], from: usize) -> bool {
-    find(b, from, BEGIN).is_some() || Visible::of(b).is_some_and(|v| find(&v.text, 0, BEGIN).is_some())
+    find(b, from, BEGIN).is_some() || reader_view(b).is_some_and(|v| find(v.text().as_bytes(), 0, BEGIN).is_some())
 }
 
-/// `b` without its invisible characters, and where each byte came from.
-struct Visible {
-    text: Vec<u8>,
-    /// The source offset of each byte of `text`, plus the source's length.
-    origin: Vec<usize>,
+fn reader_view(b: &[u8]) -> Option<ReaderView> {
+    std::str::from_utf8(b).ok().and_then(ReaderView::of)
 }
 
-impl Visible {
-    /// `None` when `b` holds no invisible character (the common case: one vector search).
-    fn of(b: &[u8]) -> Option<Visible> {
-        let lead = memchr::memchr3(0xe2, 0xc2, 0xef, b)?;
-        let mut i = (lead..b.len()).find(|&j| invisible_at(b, j).is_some())?;
-        let mut v = Visible { text: b.get(..i)?.to_vec(), origin: (0..i).collect() };
-        while i < b.len() {
-            if let Some(len) = invisible_at(b, i) {
-                i += len;
-                continue;
-            }
-            v.text.push(byte(b, i));
-            v.origin.push(i);
-            i += 1;
-        }
-        v.origin.push(b.len());
-        Some(v)
-    }
-
-    fn source(&self, i: usize) -> usize {
-        self.origin.get(i).copied().unwrap_or(usize::MAX)
-    }
-}
-
-/// Where private-key blocks are, mirroring the detector (which also reads the text
-/// without invisible characters): a `-----BEGIN ` with a private key label, through the
-/// first `-----END ` with one.
+/// Where private-key blocks are, mirroring the detector (which also reads the text as a
+/// reader sees it): a `-----BEGIN ` with a private key label, through the first
+/// `-----END ` with one.
+/// Both the text's own blocks and the view's count: an escape still arriving reads as
+/// another character in the view (`&#8` of `&#83;` as U+0008), where only the text
+/// itself shows a key that may still come.
 fn private_keys(b: &[u8]) -> PrivateKeys {
-    let Some(v) = Visible::of(b) else {
-        return private_keys_in(b);
+    let mut keys = private_keys_in(b);
+    let Some(v) = reader_view(b) else {
+        return keys;
     };
-    let keys = private_keys_in(&v.text);
-    PrivateKeys {
-        blocks: keys.blocks.iter().map(|&(s, e)| (v.source(s), v.source(e))).collect(),
-        live: keys.live.map(|p| v.source(p)),
-    }
+    let seen = private_keys_in(v.text().as_bytes());
+    keys.blocks.extend(seen.blocks.iter().map(|&(s, e)| (v.source(s), v.source(e))));
+    keys.live = match (keys.live, seen.live.map(|p| v.source(p))) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    keys
 }
 
 fn private_keys_in(b: &[u8]) -> PrivateKeys {
@@ -572,6 +564,18 @@ mod tests {
         assert_eq!(cut(&full), full);
         let no_newline = format!("{head}\n-----END RSA PRIVATE KEY-----\u{200b}");
         assert_eq!(cut(&no_newline), "key:\n", "not cut inside the complete block");
+    }
+
+    #[test]
+    fn a_private_key_header_with_an_escape_still_arriving_is_held() {
+        for head in ["PRIV\\", "PRIV\\u00", "OPENS&#8", "OPENS%5", "PRIVATE KEY--\\u00", "PRIVATE KEY-&#4"] {
+            let text = format!("key:\n-----BEGIN {head}");
+            assert_eq!(cut(&text), "key:\n", "{text:?}");
+        }
+        let done = "key:\n-----BEGIN RSA PRIV\\u0041TE KEY-----\nMIIE AAAA\nabc ";
+        assert_eq!(cut(done), "key:\n", "the complete escape is read by the view");
+        let not_a_key = format!("-----BEGIN RSA PRIV\\q{} text ", "x".repeat(20));
+        assert_eq!(cut(&not_a_key), not_a_key, "an escape lead far from the end does not hold the text");
     }
 
     #[test]

@@ -113,10 +113,11 @@ fn pem_label_end(b: &[u8], label_start: usize) -> Option<usize> {
 
 /// `-----BEGIN … PRIVATE KEY-----` through the matching `-----END … PRIVATE KEY-----`.
 /// A key whose END line is missing (a truncated body) is masked to the end of the string:
-/// half a private key is still a secret. A key with invisible characters in it is left to
-/// the masker's view of the text without them, where it is found whole or truncated: an
-/// END line with one inside it is not seen here, so this scan would run on to a later
-/// key's END line or to the end, and take what lies between.
+/// half a private key is still a secret. A key with invisible characters or escape leads
+/// (`\`, `&`, `%`, which base64 never holds) in it is left to the masker's decoded view,
+/// where it is found whole or truncated: an END line with one inside it is not seen here,
+/// so this scan would run on to a later key's END line or to the end, and take what lies
+/// between.
 pub(super) fn private_key_at(s: &str, pos: usize) -> Option<usize> {
     let b = s.as_bytes();
     if !starts_with(b, pos, b"-----BEGIN ") {
@@ -132,6 +133,7 @@ pub(super) fn private_key_at(s: &str, pos: usize) -> Option<usize> {
         }
         search = end_line + 9;
     }
-    let hides = s.get(pos..end).is_some_and(|key| key.chars().any(is_invisible));
+    let hides =
+        s.get(pos..end).is_some_and(|key| key.chars().any(|c| is_invisible(c) || matches!(c, '\\' | '&' | '%')));
     (!hides).then_some(end)
 }
