@@ -11,7 +11,10 @@
 //!
 //! One level only, all kinds at once: `&amp;#64;` reads as `&#64;`, not `@`. Sequences
 //! that do not decode (a lone surrogate, `&#xZZ;`, `%4`, an unknown entity) stay as they
-//! are. Imports only the detectors' definition of an invisible character.
+//! are. Where that mixes what no single reader decodes at once (escapes of two syntaxes,
+//! or escapes and invisible characters), the views of each single reader are built too
+//! ([`Decoded::single_reader_views`]). Imports only the detectors' definition of an
+//! invisible character.
 
 use memchr::memchr3;
 
