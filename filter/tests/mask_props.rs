@@ -20,7 +20,8 @@
 //! - every decoy comes back intact;
 //! - masking is idempotent (masking the output changes nothing), as text and as JSON;
 //! - the output is valid JSON;
-//! - a text body streamed in random chunks is masked as if it came at once.
+//! - a text body streamed in random chunks is masked as if it came at once;
+//! - JSON integers that are cards, SSNs or NANP phone numbers are masked, other numbers stay.
 //!
 //! Bounded for CI: 128 cases per property unless `PROPTEST_CASES` says otherwise
 //! (`scripts/fuzz/mask-props.sh` runs long).
@@ -734,6 +735,45 @@ proptest! {
         let p = all();
         let whole = p.mask_text(&doc.text).0.into_owned();
         prop_assert_eq!(stream_text(&p, &doc.text, &cuts), whole);
+    }
+}
+
+/// The digits of a card, an SSN or a NANP phone number, as a JSON integer carries them
+/// (an SSN of area 001–099 is no 9-digit integer: JSON has no leading zeros).
+fn number() -> impl Strategy<Value = String> {
+    let digits = |v: Val| v.text.chars().filter(char::is_ascii_digit).collect::<String>();
+    prop_oneof![
+        card().prop_map(digits),
+        ssn().prop_map(digits).prop_filter("no leading zero", |d| !d.starts_with('0')),
+        (nanp_part(), nanp_part(), 0u32..10000, any::<bool>())
+            .prop_map(|(a, e, l, one)| { format!("{}{a}{e}{l:04}", if one { "1" } else { "" }) }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn json_integers_that_are_cards_ssns_or_phones_are_masked_and_other_numbers_stay(
+        values in vec(number(), 1..6),
+        // Below 9 digits, or 13-digit millisecond timestamps (a leading 1 is no card network).
+        others in vec(prop_oneof![0u64..100_000_000, 1_000_000_000_000u64..2_000_000_000_000], 0..6),
+    ) {
+        let p = all();
+        let mut items: Vec<String> = values.clone();
+        items.extend(others.iter().map(u64::to_string));
+        let body = format!("[{}]", items.join(","));
+        let (out, _) = p.mask_json(body.as_bytes()).unwrap();
+        let parsed: Vec<Value> = serde_json::from_slice(&out).unwrap();
+        for (i, v) in parsed.iter().enumerate() {
+            if i < values.len() {
+                prop_assert!(v.as_str().is_some_and(|s| s.starts_with("[REDACTED:")), "{} -> {}", values[i], v);
+            } else {
+                prop_assert_eq!(v.as_u64(), Some(others[i - values.len()]));
+            }
+        }
+        let (again, _) = p.mask_json(&out).unwrap();
+        prop_assert_eq!(again, out);
     }
 }
 
