@@ -119,10 +119,18 @@ fn pem_label_end(b: &[u8], label_start: usize) -> Option<usize> {
 /// so this scan would run on to a later key's END line or to the end, and take what lies
 /// between.
 pub(super) fn private_key_at(s: &str, pos: usize) -> Option<usize> {
-    let b = s.as_bytes();
-    if !starts_with(b, pos, b"-----BEGIN ") {
+    if !starts_with(s.as_bytes(), pos, b"-----BEGIN ") {
         return None;
     }
+    private_key_end(s, pos)
+}
+
+/// The rest of [`private_key_at`], out of line: every `-` of a text (dates, phone numbers)
+/// is a candidate, so the quick check above is what the scan pays, and the scan's code
+/// stays small.
+#[inline(never)]
+fn private_key_end(s: &str, pos: usize) -> Option<usize> {
+    let b = s.as_bytes();
     let mut search = pem_label_end(b, pos + 11)?;
     let mut end = s.len();
     while let Some(found) = s.get(search..).and_then(|rest| rest.find("-----END ")) {
