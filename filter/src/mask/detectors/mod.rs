@@ -248,11 +248,9 @@ impl Detectors {
         // A JWT after `@` reads as a domain (`-@eyJ….eyJ….sig`) whose TLD ends inside the
         // token: the address is masked through the token's end.
         if hit.kind == Builtin::Email && self.is_enabled(Builtin::Jwt) {
-            let token_end = (hit.start..hit.end)
-                .filter(|&i| matches!(prev(b, i), b'@' | b'.'))
-                .find_map(|i| jwt_at(b, i))
-                .filter(|&end| end > hit.end);
-            hit.end = token_end.unwrap_or(hit.end);
+            if let Some(end) = jwt_in_domain(b, hit.start, hit.end).filter(|&end| end > hit.end) {
+                hit.end = end;
+            }
         }
         Some(hit)
     }
@@ -366,6 +364,23 @@ impl Detectors {
         }
         None
     }
+}
+
+/// The end of a JWT starting at a label of the address `b[start..end]` (after its `@` or a
+/// `.`). Most addresses hold no `eyJ`: one pass over their bytes.
+fn jwt_in_domain(b: &[u8], start: usize, end: usize) -> Option<usize> {
+    let span = b.get(start..end)?;
+    let mut from = 0;
+    while let Some(k) = span.get(from..)?.windows(3).position(|w| w == b"eyJ") {
+        let i = start + from + k;
+        if matches!(prev(b, i), b'@' | b'.') {
+            if let Some(token_end) = jwt_at(b, i) {
+                return Some(token_end);
+            }
+        }
+        from += k + 1;
+    }
+    None
 }
 
 /// The start flags that a byte with table entry `t` blocks in the byte after it.
