@@ -255,6 +255,9 @@ impl Detectors {
         Some(hit)
     }
 
+    /// The matchers themselves, inlined into [`Detectors::try_at`]: a call per candidate
+    /// costs more than the `@` look after it.
+    #[inline(always)]
     fn try_family(&self, s: &str, pos: usize, floor: usize) -> Option<Hit> {
         let b = s.as_bytes();
         let hit = |end: usize, kind: Builtin| Some(Hit { start: pos, end, kind });
