@@ -602,7 +602,11 @@ fn doc() -> impl Strategy<Value = Doc> {
                 match &s.piece {
                     Piece::Value(v) => {
                         let text = with_invisibles_inside(&v.text, &s.inside);
-                        doc.text.push_str(&s.escape.map_or(text.clone(), |(at, style)| with_escape(&text, at, style)));
+                        // See `segment`: what precedes (a neighbour's context too) must
+                        // hold no escape lead that could join the value's escape.
+                        let near: String = doc.text.chars().rev().take(4).collect();
+                        let escape = s.escape.filter(|_| !near.contains(['\\', '&', '%']));
+                        doc.text.push_str(&escape.map_or(text.clone(), |(at, style)| with_escape(&text, at, style)));
                         doc.values.push(v.text.clone());
                     }
                     Piece::Decoy(d) => {

@@ -37,6 +37,14 @@ impl ReaderView {
         view.decode(s).then_some(ReaderView(view))
     }
 
+    /// The text without its invisible characters only, escapes left as they are: where an
+    /// escape is still arriving, the decoded view reads it as another character
+    /// (`&#8` of `&#84;`), this one keeps it visible as an escape.
+    pub(crate) fn without_invisibles(s: &str) -> Option<ReaderView> {
+        let mut view = Decoded::default();
+        view.build(s, 0).then_some(ReaderView(view))
+    }
+
     pub(crate) fn text(&self) -> &str {
         &self.0.text
     }

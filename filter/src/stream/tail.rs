@@ -449,30 +449,33 @@ fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 /// reader sees (masking reads a key through escapes and invisible characters:
 /// `-\u{200B}----BEGIN …`, `&#45;----BEGIN …`).
 fn may_hold_key(b: &[u8], from: usize) -> bool {
-    find(b, from, BEGIN).is_some() || reader_view(b).is_some_and(|v| find(v.text().as_bytes(), 0, BEGIN).is_some())
+    find(b, from, BEGIN).is_some() || views(b).iter().any(|v| find(v.text().as_bytes(), 0, BEGIN).is_some())
 }
 
-fn reader_view(b: &[u8]) -> Option<ReaderView> {
-    std::str::from_utf8(b).ok().and_then(ReaderView::of)
+/// The views masking reads `b` in: decoded, and without invisible characters only.
+fn views(b: &[u8]) -> Vec<ReaderView> {
+    let Ok(s) = std::str::from_utf8(b) else {
+        return Vec::new();
+    };
+    [ReaderView::of(s), ReaderView::without_invisibles(s)].into_iter().flatten().collect()
 }
 
 /// Where private-key blocks are, mirroring the detector (which also reads the text as a
 /// reader sees it): a `-----BEGIN ` with a private key label, through the first
-/// `-----END ` with one.
-/// Both the text's own blocks and the view's count: an escape still arriving reads as
-/// another character in the view (`&#8` of `&#83;` as U+0008), where only the text
-/// itself shows a key that may still come.
+/// `-----END ` with one. The text's own blocks and each view's count: an escape still
+/// arriving reads as another character in the decoded view (`&#8` of `&#83;` as U+0008),
+/// where only the text itself, or its view without invisible characters, shows a key
+/// that may still come.
 fn private_keys(b: &[u8]) -> PrivateKeys {
     let mut keys = private_keys_in(b);
-    let Some(v) = reader_view(b) else {
-        return keys;
-    };
-    let seen = private_keys_in(v.text().as_bytes());
-    keys.blocks.extend(seen.blocks.iter().map(|&(s, e)| (v.source(s), v.source(e))));
-    keys.live = match (keys.live, seen.live.map(|p| v.source(p))) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    for v in views(b) {
+        let seen = private_keys_in(v.text().as_bytes());
+        keys.blocks.extend(seen.blocks.iter().map(|&(s, e)| (v.source(s), v.source(e))));
+        keys.live = match (keys.live, seen.live.map(|p| v.source(p))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     keys
 }
 
@@ -572,6 +575,8 @@ mod tests {
             let text = format!("key:\n-----BEGIN {head}");
             assert_eq!(cut(&text), "key:\n", "{text:?}");
         }
+        let hidden = "key:\n-\u{ad}----BEGIN EC PRIVA&#8";
+        assert_eq!(cut(hidden), "key:\n", "invisible characters in the dashes and an escape arriving");
         let done = "key:\n-----BEGIN RSA PRIV\\u0041TE KEY-----\nMIIE AAAA\nabc ";
         assert_eq!(cut(done), "key:\n", "the complete escape is read by the view");
         let not_a_key = format!("-----BEGIN RSA PRIV\\q{} text ", "x".repeat(20));
