@@ -5,7 +5,8 @@
 //! answer still carries none of the values in clear.
 //!
 //! A value counts as leaked when a client that decodes the JSON and drops invisible
-//! characters (as a reader does) finds it in the answer.
+//! characters (as a reader does) finds it in the answer. Masking a masked answer again
+//! (the agent sends it back as literals) changes nothing.
 
 use airlock_e2e::*;
 use serde_json::{json, Value};
@@ -71,6 +72,47 @@ fn emails_followed_by_a_dash_ellipsis_guillemet_or_zero_width_space_come_back_ma
     for suffix in ["'—'", "'-'", "'–'", "'…'", "'»'", "char(8203)", "char(65279)", "'--x'", "'—' || email"] {
         assert_masked(&stack, &format!("SELECT email || {suffix} AS e FROM customers ORDER BY id"), "email", "email");
     }
+}
+
+#[test]
+fn values_followed_by_an_at_sign_or_led_by_punctuation_come_back_masked() {
+    let stack = stack();
+    for (sql, column, kind) in [
+        ("SELECT card || '@' AS c FROM customers ORDER BY id", "card", "credit_card"),
+        ("SELECT ssn || '@x' AS s FROM customers ORDER BY id", "ssn", "us_ssn"),
+        ("SELECT email || '@' || email AS e FROM customers ORDER BY id", "email", "email"),
+        ("SELECT '+' || phone AS p FROM customers ORDER BY id", "phone", "phone"),
+        ("SELECT '-' || iban || '_' AS i FROM customers ORDER BY id", "iban", "iban"),
+    ] {
+        assert_masked(&stack, sql, column, kind);
+    }
+}
+
+/// A `/sql` query selecting each of `cells` as a string literal.
+fn literals(cells: &[String]) -> String {
+    let columns: Vec<String> =
+        cells.iter().enumerate().map(|(i, c)| format!("'{}' AS c{i}", c.replace('\'', "''"))).collect();
+    format!("SELECT {}", columns.join(", "))
+}
+
+#[test]
+fn masking_a_masked_answer_again_changes_nothing() {
+    let stack = stack();
+    let sql = "SELECT email || '—' || phone || '…' || card || '»' || ssn || char(8203) || iban AS v, \
+               'CC' || card AS g, '415 555 0132 / +44 20 7946 0958' AS p FROM customers ORDER BY id LIMIT 5";
+    let first = stack.post_json("/sql", &[("authorization", &analyst())], &json!({ "sql": sql })).unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let rows = first.json().unwrap()["rows"].as_array().unwrap().clone();
+    let masked: Vec<String> =
+        rows.iter().flat_map(|r| r.as_array().unwrap().iter()).map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(masked.len(), 15);
+    assert!(masked.iter().all(|c| c.contains("[REDACTED:")), "{masked:?}");
+    let again =
+        stack.post_json("/sql", &[("authorization", &analyst())], &json!({ "sql": literals(&masked) })).unwrap();
+    assert_eq!(again.status, 200, "{}", again.text());
+    let back: Vec<String> =
+        again.json().unwrap()["rows"][0].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(back, masked, "masking the masked answer changed it");
 }
 
 #[test]

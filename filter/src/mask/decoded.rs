@@ -11,9 +11,14 @@
 //!
 //! One level only, all kinds at once: `&amp;#64;` reads as `&#64;`, not `@`. Sequences
 //! that do not decode (a lone surrogate, `&#xZZ;`, `%4`, an unknown entity) stay as they
-//! are. A leaf module.
+//! are. Where that mixes what no single reader decodes at once (escapes of two syntaxes,
+//! or escapes and invisible characters), the views of each single reader are built too
+//! ([`Decoded::single_reader_views`]). Imports only the detectors' definition of an
+//! invisible character.
 
 use memchr::memchr3;
+
+use super::detectors::is_invisible;
 
 /// The bytes an escape that this view decodes starts with: `\\u0040`, `&#64;`, `%40`.
 const ESCAPE_LEADS: [u8; 3] = [b'\\', b'&', b'%'];
@@ -28,11 +33,6 @@ pub(crate) fn starts_escape(c: u8) -> bool {
 fn find_escape_lead(b: &[u8]) -> Option<usize> {
     let [a, e, p] = ESCAPE_LEADS;
     memchr3(a, e, p, b)
-}
-
-/// Whether a reader sees nothing of `c`.
-pub(super) fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{ad}' | '\u{feff}')
 }
 
 /// The first byte at or after `from` where the view may differ from the source: an escape
@@ -112,12 +112,50 @@ pub(super) struct Decoded {
     /// an escape maps to the escape's first byte, so a span `a..b` of `text` comes from
     /// `origin[a]..origin[b]` of the source, whole escapes included.
     origin: Vec<u32>,
+    /// The escape families ([`BACKSLASH`], [`REFERENCE`], [`PERCENT`]) the last decode
+    /// decoded, and whether it left out invisible characters.
+    families: u8,
+    dropped: bool,
+}
+
+/// Escape families: JSON and C escapes, HTML character references, URL percent-encoding.
+pub(super) const BACKSLASH: u8 = 1;
+pub(super) const REFERENCE: u8 = 2;
+pub(super) const PERCENT: u8 = 4;
+pub(super) const ALL_FAMILIES: u8 = BACKSLASH | REFERENCE | PERCENT;
+
+fn family(lead: u8) -> u8 {
+    match lead {
+        b'\\' => BACKSLASH,
+        b'&' => REFERENCE,
+        _ => PERCENT,
+    }
 }
 
 impl Decoded {
     /// Decodes `s` into this view; false (and the view left meaningless) when `s` holds
     /// nothing to decode, the common case, which costs one plain loop over it.
     pub(super) fn decode(&mut self, s: &str) -> bool {
+        self.build(s, ALL_FAMILIES)
+    }
+
+    /// The views a single reader sees, when the all-kinds view mixed what no one reader
+    /// decodes at once: an escape of one syntax next to one of another, or next to an
+    /// invisible character, can eat a value's first characters (`%40\u0030…` reads as `@0…`
+    /// there, as `%40 0…` to a JSON reader; `%0a` of `%0a\u{200B}@a.aa` as a line feed).
+    /// The escape families each alone (with invisible characters left out), then no escape
+    /// at all. Empty when the view was not mixed, the common case.
+    pub(super) fn single_reader_views(&self) -> impl Iterator<Item = u8> {
+        let (f, dropped) = (self.families, self.dropped);
+        let mixed = f.count_ones() > 1 || (f != 0 && dropped);
+        [BACKSLASH, REFERENCE, PERCENT, 0]
+            .into_iter()
+            .filter(move |&only| mixed && (only & f != 0 || (only == 0 && dropped)))
+    }
+
+    /// The view that decodes only the escape `families` (all invisible characters left
+    /// out); false when it would not differ from the source.
+    pub(super) fn build(&mut self, s: &str, families: u8) -> bool {
         let b = s.as_bytes();
         let Some(first) = first_special(b) else {
             return false;
@@ -130,13 +168,20 @@ impl Decoded {
         self.text.clear();
         self.origin.clear();
         let mut changed = false;
+        let (mut decoded, mut dropped) = (0u8, false);
         let mut plain = 0;
         let mut i = first;
         while i < b.len() {
             let (c, len) = match invisible_at(b, i) {
-                Some(len) => (None, len),
-                None => match decode_at(b, i) {
-                    Some((c, len)) => (Some(c).filter(|&c| !is_invisible(c)), len),
+                Some(len) => {
+                    dropped = true;
+                    (None, len)
+                }
+                None => match decode_at(b, i).filter(|_| family(byte_at(b, i)) & families != 0) {
+                    Some((c, len)) => {
+                        decoded |= family(byte_at(b, i));
+                        (Some(c).filter(|&c| !is_invisible(c)), len)
+                    }
                     None => {
                         i = next.at(i + 1);
                         continue;
@@ -156,6 +201,8 @@ impl Decoded {
         if !changed {
             return false;
         }
+        self.families = decoded;
+        self.dropped = dropped;
         self.push_source(s, plain, b.len());
         self.origin.push(b.len() as u32);
         true
@@ -174,6 +221,10 @@ impl Decoded {
             self.origin.extend(from as u32..to as u32);
         }
     }
+}
+
+fn byte_at(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
 }
 
 /// The length of the invisible character ending right before `b[i]`, if there is one.

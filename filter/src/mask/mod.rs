@@ -25,6 +25,36 @@ mod json;
 
 /// Invisible characters, which the cut rule of the stream masker must see through.
 pub(crate) use decoded::{invisible_at, invisible_before, starts_escape};
+/// A text as a reader sees it (escapes decoded one level, invisible characters left out),
+/// with the way back to the text's offsets: the stream masker locates private keys in it
+/// as the masker finds them.
+pub(crate) struct ReaderView(Decoded);
+
+impl ReaderView {
+    /// `None` when a reader sees the text as it is.
+    pub(crate) fn of(s: &str) -> Option<ReaderView> {
+        let mut view = Decoded::default();
+        view.decode(s).then_some(ReaderView(view))
+    }
+
+    /// The text without its invisible characters only, escapes left as they are: where an
+    /// escape is still arriving, the decoded view reads it as another character
+    /// (`&#8` of `&#84;`), this one keeps it visible as an escape.
+    pub(crate) fn without_invisibles(s: &str) -> Option<ReaderView> {
+        let mut view = Decoded::default();
+        view.build(s, 0).then_some(ReaderView(view))
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.0.text
+    }
+
+    /// The offset in the source of byte `i` of the view (the source's length for the end).
+    pub(crate) fn source(&self, i: usize) -> usize {
+        self.0.source_span(i, i).0
+    }
+}
+
 /// Text written into a JSON string: one escaper for the masker and the stream masker.
 pub(crate) use json::write_escaped;
 mod matches;
@@ -305,10 +335,11 @@ impl MaskProfile {
             Some((first, rest)) => std::iter::once(first).chain(rest).collect(),
             None => Vec::new(),
         };
-        if let Some((first, rest)) = self.detections(&view.text, ALL_CUSTOM, pending) {
-            for m in std::iter::once(first).chain(rest) {
-                let (start, end) = view.source_span(m.start, m.end);
-                found.push(Found { start, end, slot: m.slot });
+        self.push_view_detections(view, pending, &mut found);
+        let singles: Vec<u8> = view.single_reader_views().collect();
+        for families in singles {
+            if view.build(s, families) {
+                self.push_view_detections(view, pending, &mut found);
             }
         }
         found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
@@ -320,6 +351,16 @@ impl MaskProfile {
             }
         }
         Some(merged)
+    }
+
+    /// The detections of a view's text, as spans of its source.
+    fn push_view_detections(&self, view: &Decoded, pending: &mut [Pending], found: &mut Vec<Found>) {
+        if let Some((first, rest)) = self.detections(&view.text, ALL_CUSTOM, pending) {
+            for m in std::iter::once(first).chain(rest) {
+                let (start, end) = view.source_span(m.start, m.end);
+                found.push(Found { start, end, slot: m.slot });
+            }
+        }
     }
 
     fn replacement(&self, slot: usize) -> Option<&Replacement> {

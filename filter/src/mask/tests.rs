@@ -589,3 +589,75 @@ fn masking_the_masked_output_of_every_new_shape_changes_nothing() {
     let (twice, _) = mask(&p, &once);
     assert_eq!(once, twice);
 }
+
+// ---- shapes found by the property tests (filter/tests/mask_props.rs) ----
+
+#[test]
+fn values_followed_by_an_at_sign_are_masked_and_a_following_domain_goes_with_them() {
+    let p = all();
+    let cases = [
+        ("4000000000006@", "[REDACTED:credit_card]@"),
+        ("123-45-6789@ x", "[REDACTED:us_ssn]@ x"),
+        ("sk_live_4eC39HqLyjWDarjtT1zdp7dc@", "[REDACTED:api_key]@"),
+        ("415-555-0134@example.com", "[REDACTED:email]"),
+        ("дом@a.aa@b.bb", "[REDACTED:email]"),
+        ("-@eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl!", "-@[REDACTED:jwt]!"),
+        // Segments of letters only read as labels and a TLD: the address runs on to the token's end.
+        ("-@eyJAAAAAAAAAAAA.eyJBBBBBBBBBBBB.CCCCCCCCCCCC0CCC!", "[REDACTED:email]!"),
+    ];
+    for (text, masked) in cases {
+        assert_eq!(p.mask_text(text).0, masked, "{text:?}");
+    }
+}
+
+#[test]
+fn keys_after_a_dash_underscore_or_dot_and_google_keys_followed_by_one_are_masked() {
+    let p = all();
+    let ghp = "ghp_a1B2c3D4e5a1B2c3D4e5a1B2c3D4e5a1B2c3";
+    let google = "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY";
+    for text in [format!("-{ghp}"), format!("_{ghp}"), format!(".{ghp}"), format!("{google}_"), format!("{google}-x")] {
+        let (out, _) = p.mask_text(&text);
+        assert!(!out.contains("a1B2c3") && !out.contains("SyD"), "{text:?}: {out}");
+        assert!(out.contains("[REDACTED:api_key]"), "{text:?}: {out}");
+    }
+}
+
+#[test]
+fn an_international_phone_after_a_plus_and_an_address_with_non_ascii_labels_are_masked() {
+    let p = all();
+    assert_eq!(p.mask_text("++44 20 7946 0958").0, "+[REDACTED:phone]");
+    assert_eq!(p.mask_text("почта@пример.рф.com").0, "[REDACTED:email]");
+    assert_eq!(p.mask_text("alice@пример.рф.com!").0, "[REDACTED:email]!");
+}
+
+#[test]
+fn an_escape_lead_next_to_a_value_with_an_invisible_character_inside_does_not_hide_it() {
+    let p = all();
+    // `%0a` reads as a line feed in the decoded view, which then loses the local part.
+    assert_eq!(p.mask_text("%0a\u{200b}@a.aa").0, "[REDACTED:email]", "`%` is a local-part character");
+}
+
+#[test]
+fn a_value_written_with_escapes_of_two_syntaxes_is_found_by_the_reader_of_each() {
+    let p = all();
+    // The all-syntaxes view reads `%40` as `@`; a JSON reader reads `%4000000000006`.
+    assert_eq!(p.mask_text("%40\\u00300000000006").0, "%[REDACTED:credit_card]");
+    // And a private key with an escape in its label is found by the view, not run to the end.
+    let key = "-----BEGIN RSA PRIV&#65;TE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+    assert_eq!(p.mask_text(&format!("{key} after")).0, "[REDACTED:private_key] after");
+}
+
+#[test]
+fn a_private_key_with_an_invisible_character_in_its_end_line_ends_there() {
+    let p = all();
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-\u{200b}----END RSA PRIVATE KEY-----";
+    let clean = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+    let text = format!("{key}, after, {clean} end");
+    assert_eq!(
+        p.mask_text(&text).0,
+        "[REDACTED:private_key], after, [REDACTED:private_key] end",
+        "neither the text between the keys nor after the second is taken"
+    );
+    let truncated = "-----BEGIN RSA PRIVATE KEY-----\nMII\u{200b}EpAIBAAKCAQEA\nrest";
+    assert_eq!(p.mask_text(truncated).0, "[REDACTED:private_key]", "a truncated key is still masked to the end");
+}

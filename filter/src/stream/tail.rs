@@ -65,7 +65,7 @@
 
 use std::borrow::Cow;
 
-use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, FIELD_KIND};
+use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, ReaderView, FIELD_KIND};
 
 use super::Counter;
 
@@ -125,7 +125,7 @@ impl Tail {
     pub(super) fn release(&mut self, profile: &MaskProfile, rule: CutRule, counts: &mut Counter, out: &mut String) {
         let b = self.pending.as_bytes();
         if !self.pem {
-            self.pem = find(b, self.checked.saturating_sub(BEGIN.len()), BEGIN).is_some();
+            self.pem = may_hold_key(b, self.checked.saturating_sub(BEGIN.len()));
         }
         let (cut, hi) = scan(b, rule, self.checked, self.pem);
         self.checked = hi - cut;
@@ -137,7 +137,7 @@ impl Tail {
         }
         self.pending.drain(..cut);
         if self.pem {
-            self.pem = find(self.pending.as_bytes(), 0, BEGIN).is_some();
+            self.pem = may_hold_key(self.pending.as_bytes(), 0);
         }
     }
 
@@ -309,11 +309,31 @@ const DOMAIN_REACH: usize = 320;
 
 /// Rule 3: whether the boundary `i` after a non-ASCII character is safe.
 fn non_ascii_cut(b: &[u8], i: usize, at: &mut AtFinder) -> bool {
-    let hi = i + LOCAL_MAX + 1;
-    if hi > b.len() {
+    // The margins count what masking reads: invisible characters are left out of its view,
+    // so they do not count towards a local part's 64 bytes or a domain's reach.
+    let Some(hi) = after_visible(b, i, LOCAL_MAX + 1) else {
         return false;
+    };
+    at.last_below(hi).is_none_or(|a| a + DOMAIN_REACH < i && after_visible(b, a, DOMAIN_REACH).is_some_and(|e| e < i))
+}
+
+/// The offset `n` visible bytes after `from` (invisible characters skipped), if the text
+/// reaches that far.
+fn after_visible(b: &[u8], from: usize, n: usize) -> Option<usize> {
+    let (mut i, mut seen) = (from, 0);
+    while seen < n {
+        if i >= b.len() {
+            return None;
+        }
+        match invisible_at(b, i) {
+            Some(len) => i += len,
+            None => {
+                i += 1;
+                seen += 1;
+            }
+        }
     }
-    at.last_below(hi).is_none_or(|a| a + DOMAIN_REACH < i)
+    Some(i)
 }
 
 /// Finds the last `@` before a position, for positions queried in decreasing order (as
@@ -363,6 +383,8 @@ impl PrivateKeys {
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
 const DASHES: &[u8] = b"-----";
+/// Longest escape the reader's view decodes (`\uD83D\uDE00`).
+const ESCAPE_MAX: usize = 12;
 /// Longest PEM label the detector reads.
 const LABEL_MAX: usize = 64;
 
@@ -386,15 +408,25 @@ fn label(b: &[u8], start: usize) -> Label {
     if run == rest.len() {
         return if run <= LABEL_MAX { Label::Open } else { Label::Dead };
     }
+    // An escape still arriving may stand for a label character (`PRIV\u0041TE`): once it
+    // is complete, the reader's view decodes it.
+    if rest.get(run).is_some_and(|&c| starts_escape(c)) && rest.len() - run <= ESCAPE_MAX {
+        return Label::Open;
+    }
     let len = run.min(LABEL_MAX);
     let name = rest.get(..len).unwrap_or_default();
     if !(name.ends_with(b"PRIVATE KEY") || name.ends_with(b"PRIVATE KEY BLOCK")) {
         return Label::Dead;
     }
     let after = rest.get(len..).unwrap_or_default();
+    // Dashes so far, then an escape still arriving (`KEY--\u002d--`) may close it too.
+    let dashes = after.iter().take_while(|&&c| c == b'-').count();
+    let escape_arriving = dashes < DASHES.len()
+        && after.get(dashes).is_some_and(|&c| starts_escape(c))
+        && after.len() - dashes <= ESCAPE_MAX;
     if after.starts_with(DASHES) {
         Label::Key(start + len + DASHES.len())
-    } else if DASHES.starts_with(after) {
+    } else if DASHES.starts_with(after) || escape_arriving {
         Label::Open
     } else {
         Label::Dead
@@ -413,9 +445,41 @@ fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     }
 }
 
-/// Where private-key blocks are, mirroring the detector: a `-----BEGIN ` with a private
-/// key label, through the first `-----END ` with one.
+/// Whether `b` may hold a `-----BEGIN ` at or after `from`, or anywhere in the text a
+/// reader sees (masking reads a key through escapes and invisible characters:
+/// `-\u{200B}----BEGIN …`, `&#45;----BEGIN …`).
+fn may_hold_key(b: &[u8], from: usize) -> bool {
+    find(b, from, BEGIN).is_some() || views(b).iter().any(|v| find(v.text().as_bytes(), 0, BEGIN).is_some())
+}
+
+/// The views masking reads `b` in: decoded, and without invisible characters only.
+fn views(b: &[u8]) -> Vec<ReaderView> {
+    let Ok(s) = std::str::from_utf8(b) else {
+        return Vec::new();
+    };
+    [ReaderView::of(s), ReaderView::without_invisibles(s)].into_iter().flatten().collect()
+}
+
+/// Where private-key blocks are, mirroring the detector (which also reads the text as a
+/// reader sees it): a `-----BEGIN ` with a private key label, through the first
+/// `-----END ` with one. The text's own blocks and each view's count: an escape still
+/// arriving reads as another character in the decoded view (`&#8` of `&#83;` as U+0008),
+/// where only the text itself, or its view without invisible characters, shows a key
+/// that may still come.
 fn private_keys(b: &[u8]) -> PrivateKeys {
+    let mut keys = private_keys_in(b);
+    for v in views(b) {
+        let seen = private_keys_in(v.text().as_bytes());
+        keys.blocks.extend(seen.blocks.iter().map(|&(s, e)| (v.source(s), v.source(e))));
+        keys.live = match (keys.live, seen.live.map(|p| v.source(p))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    keys
+}
+
+fn private_keys_in(b: &[u8]) -> PrivateKeys {
     let mut keys = PrivateKeys::default();
     let mut from = 0;
     while let Some(p) = find(b, from, BEGIN) {
@@ -493,6 +557,38 @@ mod tests {
         let no_newline = format!("{head}\n-----END RSA PRIVATE KEY-----");
         assert_eq!(cut(&no_newline), "key:\n", "not cut inside the complete block");
         assert_eq!(cut("-----BEGIN CERTIFICATE-----\nMIIBxyz "), "-----BEGIN CERTIFICATE-----\nMIIBxyz ");
+    }
+
+    #[test]
+    fn a_private_key_with_invisible_characters_in_its_header_or_end_line_is_held_the_same() {
+        let head = "key:\n-\u{200b}----BEGIN RSA PRIVATE KEY-----\nMIIE AAAA\nabc ";
+        assert_eq!(cut(head), "key:\n", "masking reads the header through the zero-width space");
+        let full = format!("{head}\n-----END RSA PRIV\u{ad}ATE KEY-----\nafter ");
+        assert_eq!(cut(&full), full);
+        let no_newline = format!("{head}\n-----END RSA PRIVATE KEY-----\u{200b}");
+        assert_eq!(cut(&no_newline), "key:\n", "not cut inside the complete block");
+    }
+
+    #[test]
+    fn a_private_key_header_with_an_escape_still_arriving_is_held() {
+        for head in ["PRIV\\", "PRIV\\u00", "OPENS&#8", "OPENS%5", "PRIVATE KEY--\\u00", "PRIVATE KEY-&#4"] {
+            let text = format!("key:\n-----BEGIN {head}");
+            assert_eq!(cut(&text), "key:\n", "{text:?}");
+        }
+        let hidden = "key:\n-\u{ad}----BEGIN EC PRIVA&#8";
+        assert_eq!(cut(hidden), "key:\n", "invisible characters in the dashes and an escape arriving");
+        let done = "key:\n-----BEGIN RSA PRIV\\u0041TE KEY-----\nMIIE AAAA\nabc ";
+        assert_eq!(cut(done), "key:\n", "the complete escape is read by the view");
+        let not_a_key = format!("-----BEGIN RSA PRIV\\q{} text ", "x".repeat(20));
+        assert_eq!(cut(&not_a_key), not_a_key, "an escape lead far from the end does not hold the text");
+    }
+
+    #[test]
+    fn invisible_characters_do_not_count_towards_the_margins_around_an_at_sign() {
+        // 36 bytes of Devanagari, 12 of zero-width spaces, then a 21-byte local part: the
+        // masker's view (without the spaces) reads one 57-byte local part from the start.
+        let text = format!("{}{}aaaaa.aaaaaa.aaaaaaaa@a.aa", "नमस्ते".repeat(2), "\u{200b}".repeat(4));
+        assert_eq!(safe_cut(&text, CutRule::Builtin), 0);
     }
 
     #[test]

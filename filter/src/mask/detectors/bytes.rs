@@ -65,6 +65,12 @@ pub(super) fn char_before(b: &[u8], i: usize) -> Option<(char, usize)> {
     char_at(b, start).filter(|&(_, len)| start + len == i)
 }
 
+/// Whether a reader sees nothing of `c` (zero-width space, non-joiner and joiner, word
+/// joiner, soft hyphen, BOM). The one definition: the decoded view leaves these out.
+pub(in crate::mask) fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{ad}' | '\u{feff}')
+}
+
 /// Whether a non-ASCII character ends a value rather than belonging to one: spaces,
 /// invisible characters, and the punctuation and symbol blocks (Latin-1 punctuation such
 /// as `«` `»` `·` and the soft hyphen, general punctuation such as `—` `–` `…` `‘` `’` and

@@ -83,7 +83,8 @@ pub(super) fn email_at(b: &[u8], pos: usize, floor: usize) -> Option<(usize, usi
             break;
         }
         i += len;
-        if at(b, i) == b'.' && is_alnum(at(b, i + 1)) {
+        // The next label may start with a non-ASCII letter (`пример.рф.com`).
+        if at(b, i) == b'.' && (is_alnum(at(b, i + 1)) || at(b, i + 1) >= 0x80) {
             i += 1;
         } else {
             break;

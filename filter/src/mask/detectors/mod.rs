@@ -28,6 +28,7 @@ mod iban;
 mod numbers;
 mod secrets;
 
+pub(super) use bytes::is_invisible;
 use bytes::{at, is_alnum, is_digit, prev, run};
 use email::email_at;
 use iban::iban_at;
@@ -232,9 +233,32 @@ impl Detectors {
     }
 
     /// Runs the matchers of the family of the byte at `pos`; kept out of line so the
-    /// scan loop stays small.
+    /// scan loop stays small. A value followed by `@` and an e-mail domain is the local
+    /// part of an address (`415-555-0134@example.com`): the whole address is the detection.
+    /// Followed by `@` and anything else, it is still the value (`4111…@`, `sk_live_…@`).
+    /// The same holds for an address (`a@b.cc@d.ee`: the second domain is not left out).
     #[inline(never)]
     fn try_at(&self, s: &str, pos: usize, floor: usize) -> Option<Hit> {
+        let mut hit = self.try_family(s, pos, floor)?;
+        let b = s.as_bytes();
+        while at(b, hit.end) == b'@' && self.is_enabled(Builtin::Email) {
+            let Some((start, end)) = email_at(b, hit.end, floor) else { break };
+            hit = Hit { start: start.min(hit.start), end, kind: Builtin::Email };
+        }
+        // A JWT after `@` reads as a domain (`-@eyJ….eyJ….sig`) whose TLD ends inside the
+        // token: the address is masked through the token's end.
+        if hit.kind == Builtin::Email && self.is_enabled(Builtin::Jwt) {
+            if let Some(end) = jwt_in_domain(b, hit.start, hit.end).filter(|&end| end > hit.end) {
+                hit.end = end;
+            }
+        }
+        Some(hit)
+    }
+
+    /// The matchers themselves, inlined into [`Detectors::try_at`]: a call per candidate
+    /// costs more than the `@` look after it.
+    #[inline(always)]
+    fn try_family(&self, s: &str, pos: usize, floor: usize) -> Option<Hit> {
         let b = s.as_bytes();
         let hit = |end: usize, kind: Builtin| Some(Hit { start: pos, end, kind });
         match self.entry(at(b, pos)) & FAMILY {
@@ -290,8 +314,9 @@ impl Detectors {
                 None
             }
             F_LOWER => {
-                let p = prev(b, pos);
-                if is_alnum(p) || matches!(p, b'_' | b'-' | b'.') {
+                // `-`, `_` and `.` before a key are boundaries like any punctuation
+                // (`-ghp_…`, `.eyJ…`): the prefixes and body lengths keep slugs out.
+                if is_alnum(prev(b, pos)) {
                     return None;
                 }
                 if self.is_enabled(Builtin::Jwt) {
@@ -342,6 +367,23 @@ impl Detectors {
         }
         None
     }
+}
+
+/// The end of a JWT starting at a label of the address `b[start..end]` (after its `@` or a
+/// `.`). Most addresses hold no `eyJ`: one pass over their bytes.
+fn jwt_in_domain(b: &[u8], start: usize, end: usize) -> Option<usize> {
+    let span = b.get(start..end)?;
+    let mut from = 0;
+    while let Some(k) = span.get(from..)?.windows(3).position(|w| w == b"eyJ") {
+        let i = start + from + k;
+        if matches!(prev(b, i), b'@' | b'.') {
+            if let Some(token_end) = jwt_at(b, i) {
+                return Some(token_end);
+            }
+        }
+        from += k + 1;
+    }
+    None
 }
 
 /// The start flags that a byte with table entry `t` blocks in the byte after it.

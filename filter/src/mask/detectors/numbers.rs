@@ -24,10 +24,11 @@ pub(super) fn digit_start_ok(b: &[u8], pos: usize) -> bool {
     !(matches!(p, b'-' | b'.') && is_digit(pp))
 }
 
-/// The mirror of [`digit_start_ok`] at the end, plus `@` (the run is an email's local part).
+/// The mirror of [`digit_start_ok`] at the end. A value followed by `@` is kept: when an
+/// e-mail domain follows, the scan masks the whole address instead (`Detectors::try_at`).
 pub(super) fn end_ok(b: &[u8], end: usize) -> bool {
     let n = at(b, end);
-    if is_alnum(n) || n == b'@' {
+    if is_alnum(n) {
         return false;
     }
     !(matches!(n, b'-' | b'.') && is_digit(at(b, end + 1)))
@@ -38,7 +39,7 @@ pub(super) fn end_ok(b: &[u8], end: usize) -> bool {
 /// [`end_ok`] for cards and SSNs, which may be followed by a letter (see the module docs).
 pub(super) fn value_end_ok(b: &[u8], end: usize) -> bool {
     let n = at(b, end);
-    if is_digit(n) || n == b'@' {
+    if is_digit(n) {
         return false;
     }
     !(matches!(n, b'-' | b'.' | b'_') && is_digit(at(b, end + 1)))
@@ -110,7 +111,7 @@ pub(super) fn nanp_body(b: &[u8], pos: usize) -> Option<usize> {
 /// masked whole rather than guessing where the first one ends.
 pub(super) fn e164_at(b: &[u8], pos: usize) -> Option<usize> {
     let p = prev(b, pos);
-    if is_alnum(p) || p == b'+' || !matches!(at(b, pos + 1), b'1'..=b'9') {
+    if is_alnum(p) || !matches!(at(b, pos + 1), b'1'..=b'9') {
         return None;
     }
     let mut i = pos + 1;

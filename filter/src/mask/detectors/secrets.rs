@@ -2,7 +2,7 @@
 //! recognised by a fixed prefix (`eyJ`, `AKIA`, `ghp_`, `-----BEGIN `, …) and a body of
 //! a minimum length, which prose and identifiers do not reach.
 
-use super::bytes::{at, is_alnum, is_b64url, is_upper_alnum, run, starts_with};
+use super::bytes::{at, is_alnum, is_b64url, is_invisible, is_upper_alnum, run, starts_with};
 
 // ---- JWT ----
 
@@ -34,16 +34,18 @@ pub(super) fn jwt_at(b: &[u8], pos: usize) -> Option<usize> {
 // ---- API keys ----
 
 /// AWS access key ids (`AKIA`/`ASIA` + 16 upper-case alphanumerics) and Google API keys
-/// (`AIza` + 35 base64url characters).
+/// (`AIza` + 35 base64url characters, or more).
 pub(super) fn upper_key_at(b: &[u8], pos: usize) -> Option<usize> {
     if starts_with(b, pos, b"AKIA") || starts_with(b, pos, b"ASIA") {
         let end = pos + 20;
         let exact = run(b, pos + 4, is_upper_alnum) == 16 && !is_alnum(at(b, end));
         return exact.then_some(end);
     }
+    // 35 base64url characters, but `-` and `_` are base64url too: one glued after the key
+    // (`AIza…_`) lengthens the run, which is then masked whole.
     if starts_with(b, pos, b"AIza") {
-        let end = pos + 39;
-        return (run(b, pos + 4, is_b64url) == 35).then_some(end);
+        let len = run(b, pos + 4, is_b64url);
+        return (len >= 35).then_some(pos + 4 + len);
     }
     None
 }
@@ -54,7 +56,7 @@ pub(super) fn upper_key_at(b: &[u8], pos: usize) -> Option<usize> {
 pub(super) fn lower_key_at(b: &[u8], pos: usize) -> Option<usize> {
     let body = |prefix: usize, f: fn(u8) -> bool, min: usize| {
         let len = run(b, pos + prefix, f);
-        (len >= min && at(b, pos + prefix + len) != b'@').then_some(pos + prefix + len)
+        (len >= min).then_some(pos + prefix + len)
     };
     match at(b, pos) {
         b'g' => {
@@ -111,19 +113,35 @@ fn pem_label_end(b: &[u8], label_start: usize) -> Option<usize> {
 
 /// `-----BEGIN … PRIVATE KEY-----` through the matching `-----END … PRIVATE KEY-----`.
 /// A key whose END line is missing (a truncated body) is masked to the end of the string:
-/// half a private key is still a secret.
+/// half a private key is still a secret. A key with invisible characters or escape leads
+/// (`\`, `&`, `%`, which base64 never holds) in it is left to the masker's decoded view,
+/// where it is found whole or truncated: an END line with one inside it is not seen here,
+/// so this scan would run on to a later key's END line or to the end, and take what lies
+/// between.
 pub(super) fn private_key_at(s: &str, pos: usize) -> Option<usize> {
-    let b = s.as_bytes();
-    if !starts_with(b, pos, b"-----BEGIN ") {
+    if !starts_with(s.as_bytes(), pos, b"-----BEGIN ") {
         return None;
     }
+    private_key_end(s, pos)
+}
+
+/// The rest of [`private_key_at`], out of line: every `-` of a text (dates, phone numbers)
+/// is a candidate, so the quick check above is what the scan pays, and the scan's code
+/// stays small.
+#[inline(never)]
+fn private_key_end(s: &str, pos: usize) -> Option<usize> {
+    let b = s.as_bytes();
     let mut search = pem_label_end(b, pos + 11)?;
+    let mut end = s.len();
     while let Some(found) = s.get(search..).and_then(|rest| rest.find("-----END ")) {
         let end_line = search + found;
-        if let Some(end) = pem_label_end(b, end_line + 9) {
-            return Some(end);
+        if let Some(found) = pem_label_end(b, end_line + 9) {
+            end = found;
+            break;
         }
         search = end_line + 9;
     }
-    Some(s.len())
+    let hides =
+        s.get(pos..end).is_some_and(|key| key.chars().any(|c| is_invisible(c) || matches!(c, '\\' | '&' | '%')));
+    (!hides).then_some(end)
 }
