@@ -96,8 +96,8 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
             out.push('\n');
             // What the deciding rule's SQL conditions read, so a surprising decision can
             // be traced to the statement, effect or table behind it.
-            for line in d.rule.map(|r| r.explain_sql(body)).unwrap_or_default() {
-                let _ = writeln!(out, "  {line}");
+            for reading in d.rule.map(|r| r.sql_readings(body)).unwrap_or_default() {
+                let _ = writeln!(out, "  {reading}");
             }
         }
     }

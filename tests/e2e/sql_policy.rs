@@ -171,6 +171,15 @@ fn reads_with_keywords_in_literals_and_functions_named_like_writes_are_allowed()
 fn sql_that_does_not_parse_is_refused_fail_closed() {
     let s = setup();
     for sql in ["SELEC name FROM customers", "DROP TABLE", &format!("SELECT {}1{}", "(".repeat(200), ")".repeat(200))] {
-        assert_denied_by(&s.sql(sql, None), "block-destructive-sql", sql);
+        let reply = s.sql(sql, None);
+        assert_denied_by(&reply, "block-destructive-sql", sql);
+        // The agent learns its SQL did not parse, not that it was destructive, and the
+        // parser's quote of the text stays out of the answer.
+        let message = error_of(&reply)["message"].as_str().unwrap().to_string();
+        assert!(message.contains("the SQL at /sql does not parse as sqlite SQL"), "{message}");
+        assert!(!message.contains("SELEC") && !message.contains("Expected"), "{message}");
     }
+    let parsed = s.sql("DROP TABLE customers", None);
+    let message = error_of(&parsed)["message"].as_str().unwrap().to_string();
+    assert_eq!(message, "the request was blocked by rule `block-destructive-sql`");
 }

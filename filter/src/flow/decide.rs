@@ -139,11 +139,11 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
                 }
             }
         }
-        (None, Action::Deny) => match rule_name {
-            Some(name) => {
-                Reply::new(Code::DeniedByRule, format!("the request was blocked by rule `{name}`")).with_rule(name)
+        (None, Action::Deny) => match (rule_name, decision.rule) {
+            (Some(name), Some(matched)) => {
+                Reply::new(Code::DeniedByRule, denial_message(name, matched, body)).with_rule(name)
             }
-            None => Reply::new(Code::DeniedByDefault, "no rule allows this request"),
+            _ => Reply::new(Code::DeniedByDefault, "no rule allows this request"),
         },
         (None, Action::Approve) => match (rule, config.dry_run) {
             // The approval is bound to the exact body: read it before asking anyone.
@@ -163,6 +163,22 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow), listing: None };
     }
     Verdict { rule, dry_run_reported, step: Step::Refuse(refusal), listing: None }
+}
+
+/// Why a rule refused: its name, and when one of its `sql` conditions read SQL that does
+/// not parse, that too, so an agent that made a typo is not told its query was
+/// destructive. The parser's own message stays out: it quotes the text, which may hold a
+/// value that should not be echoed back or land in logs.
+fn denial_message(name: &str, rule: &crate::policy::Rule, body: Body) -> String {
+    let unparsable = rule.sql_readings(body).into_iter().find(|r| r.analysis.is_err());
+    match unparsable {
+        Some(reading) => format!(
+            "the request was blocked by rule `{name}`: the SQL at {} does not parse as {} SQL, and SQL that \
+             does not parse is refused",
+            reading.place, reading.dialect
+        ),
+        None => format!("the request was blocked by rule `{name}`"),
+    }
 }
 
 /// What the answer to an allowed list request is checked for; `None`: nothing.

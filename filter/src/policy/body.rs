@@ -181,6 +181,26 @@ impl McpParam {
     }
 }
 
+/// What one `sql` condition read in one text of a body.
+#[derive(Debug)]
+pub struct SqlReading {
+    /// The JSON pointer it was found at, or `the body`.
+    pub place: String,
+    pub dialect: &'static str,
+    pub analysis: Result<crate::sql::Analysis, crate::sql::Unparsable>,
+}
+
+impl std::fmt::Display for SqlReading {
+    /// `sql at /sql (sqlite): statements [delete], effects [write], …`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sql at {} ({}): ", self.place, self.dialect)?;
+        match &self.analysis {
+            Ok(analysis) => write!(f, "{analysis}"),
+            Err(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// How the values a condition reaches are judged.
 #[derive(Debug)]
 enum Test {
@@ -280,18 +300,16 @@ impl BodyCondition {
         BodyCondition { target: Target::Mcp(param), test: Test::Matcher(matcher) }
     }
 
-    /// For a `sql` condition, what the SQL it reads in `body` is: one line per text
-    /// (`sql at /sql (sqlite): statements [delete], …`), so `airlock check-config` can say
-    /// what a rule matched on.
-    pub(crate) fn explain_sql(&self, body: Body<'_>, out: &mut Vec<String>) {
+    /// For a `sql` condition, what the SQL it reads in `body` is, text by text, so
+    /// `airlock check-config` and refusals can say what a rule matched on.
+    pub(crate) fn sql_readings(&self, body: Body<'_>, out: &mut Vec<SqlReading>) {
         let Test::Sql(condition) = &self.test else { return };
-        let dialect = condition.dialect().name();
         let mut describe = |place: &str, text: &str| {
-            let what = match crate::sql::analyze(text, condition.dialect()) {
-                Ok(analysis) => analysis.to_string(),
-                Err(e) => e.to_string(),
-            };
-            out.push(format!("sql at {place} ({dialect}): {what}"));
+            out.push(SqlReading {
+                place: place.to_string(),
+                dialect: condition.dialect().name(),
+                analysis: crate::sql::analyze(text, condition.dialect()),
+            });
         };
         match (&self.target, body) {
             (Target::Raw, Body::NotJson(text)) => describe("the body", text),

@@ -11,7 +11,7 @@
 //! Fail closed therefore survives negation: a deny rule with `not: {body: ...}` against an
 //! unreadable body holds.
 
-use super::body::{BodyCondition, McpParam, Memo};
+use super::body::{BodyCondition, McpParam, Memo, SqlReading};
 use super::matcher::{Quantifier, StringMatcher};
 use super::spec::{GroupsSpec, HeaderConditionSpec, MatchSpec, QueryConditionSpec, StringMatcherSpec};
 use super::{Body, RequestFacts};
@@ -118,11 +118,11 @@ impl Conditions {
     }
 
     /// What the block's `sql` conditions, nested ones included, read in `body`.
-    pub(super) fn explain_sql(&self, body: Body<'_>, out: &mut Vec<String>) {
-        self.body.iter().for_each(|c| c.explain_sql(body, out));
-        self.any.iter().for_each(|block| block.explain_sql(body, out));
+    pub(super) fn sql_readings(&self, body: Body<'_>, out: &mut Vec<SqlReading>) {
+        self.body.iter().for_each(|c| c.sql_readings(body, out));
+        self.any.iter().for_each(|block| block.sql_readings(body, out));
         if let Some(not) = &self.not {
-            not.explain_sql(body, out);
+            not.sql_readings(body, out);
         }
     }
 

@@ -54,6 +54,7 @@ mod tests;
 use std::collections::HashMap;
 
 use body::Memo;
+pub use body::SqlReading;
 use conditions::Conditions;
 use matcher::Quantifier;
 pub use spec::{
@@ -163,10 +164,10 @@ impl Rule {
         self.when.needs_body()
     }
 
-    /// What each of the rule's `sql` conditions reads in `body`, one line per SQL text.
-    pub fn explain_sql(&self, body: Body<'_>) -> Vec<String> {
+    /// What each of the rule's `sql` conditions reads in `body`, one reading per SQL text.
+    pub fn sql_readings(&self, body: Body<'_>) -> Vec<SqlReading> {
         let mut out = Vec::new();
-        self.when.explain_sql(body, &mut out);
+        self.when.sql_readings(body, &mut out);
         out
     }
 }

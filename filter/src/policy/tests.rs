@@ -1022,7 +1022,7 @@ fn sql_condition_config_errors_name_the_field() {
 fn rule_explains_what_its_sql_conditions_read() {
     let p = sql_policy();
     let body = json!({"sql": "DELETE FROM main.customers"});
-    let lines = p.rules()[1].explain_sql(Body::Json(&body));
+    let lines: Vec<String> = p.rules()[1].sql_readings(Body::Json(&body)).iter().map(ToString::to_string).collect();
     assert_eq!(
         lines,
         ["sql at /sql (generic): statements [delete], effects [write], tables [main.customers], unbounded"]
