@@ -222,19 +222,8 @@ impl Test {
     fn each(&self, mode: Quantifier, memo: &Memo, visit: impl FnOnce(&mut Sink<'_>)) -> bool {
         match self {
             Test::Matcher(m) => m.judge_each(mode, visit),
-            Test::Sql(c) => {
-                let mut verdict = None;
-                visit(&mut |text| {
-                    let holds = c.holds(text, mode, &memo.sql);
-                    if holds == (mode == Quantifier::Any) {
-                        verdict = Some(holds);
-                        return ControlFlow::Break(());
-                    }
-                    verdict = Some(holds);
-                    ControlFlow::Continue(())
-                });
-                verdict.unwrap_or(false)
-            }
+            // No SQL at all is not SQL that matches.
+            Test::Sql(c) => mode.judge_each(visit, |text| c.holds(text, mode, &memo.sql)).unwrap_or(false),
         }
     }
 }

@@ -48,6 +48,23 @@ impl Quantifier {
         }
     }
 
+    /// Judges each value `visit` feeds with `test` and combines the verdicts, stopping the
+    /// producer at the first one that settles the result. `None` when it fed no value.
+    pub fn judge_each(self, visit: impl FnOnce(&mut Sink<'_>), mut test: impl FnMut(&str) -> bool) -> Option<bool> {
+        let mut verdict = None;
+        visit(&mut |value| {
+            let holds = test(value);
+            verdict = Some(holds);
+            // Any: one true settles it; All: one false does.
+            if holds == (self == Quantifier::Any) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        verdict
+    }
+
     /// Combines verdicts, stopping at the first one that settles the result. `None`
     /// when there was nothing to combine.
     pub fn combine(self, verdicts: impl IntoIterator<Item = bool>) -> Option<bool> {
@@ -221,23 +238,7 @@ impl StringMatcher {
     ///
     /// `visit` feeds the values to the callback and stops when it breaks.
     pub fn judge_each(&self, mode: Quantifier, visit: impl FnOnce(&mut Sink<'_>)) -> bool {
-        let mut seen = false;
-        let mut settled = None;
-        visit(&mut |value| {
-            seen = true;
-            match (mode, self.test(value, mode)) {
-                (Quantifier::Any, true) => {
-                    settled = Some(true);
-                    ControlFlow::Break(())
-                }
-                (Quantifier::All, false) => {
-                    settled = Some(false);
-                    ControlFlow::Break(())
-                }
-                _ => ControlFlow::Continue(()),
-            }
-        });
-        settled.unwrap_or(if seen { mode == Quantifier::All } else { self.negate })
+        mode.judge_each(visit, |value| self.test(value, mode)).unwrap_or(self.negate)
     }
 
     /// The verdict for "the pattern hits somewhere among these values", `negate` applied

@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::caller::{Approver, FilterCaller};
-use super::params::int_param;
+use super::params::{int_param, list_limit, status_filter};
 use super::state::SharedState;
 use crate::alerts::Alert;
 use crate::auth::Role;
@@ -187,14 +187,8 @@ pub async fn list(
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = match q.get("status").map(String::as_str) {
-        None | Some("") | Some("all") => None,
-        Some(s) => Some(
-            ApprovalStatus::parse(s)
-                .ok_or_else(|| ApiError::invalid("status", "must be pending, approved, denied, expired or all"))?,
-        ),
-    };
-    let limit = int_param("limit", q.get("limit"))?.unwrap_or(100).clamp(1, 1000);
+    let status = status_filter(q.get("status"), ApprovalStatus::parse, "pending, approved, denied, expired")?;
+    let limit = list_limit(q.get("limit"))?;
     let now = now_ms();
     let all = state.store.list_approvals(status, now, limit).await?;
     let visible: Vec<Value> = all

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::caller::Auditor;
-use super::params::int_param;
+use super::params::list_limit;
 use super::state::SharedState;
 use crate::error::ApiError;
 use crate::store::sessions::SessionFilter;
@@ -53,7 +53,7 @@ pub async fn list(
         from_ms: instant_param("from", q.get("from"))?,
         to_ms: instant_param("to", q.get("to"))?,
         decision: decision_param(q.get("decision"))?,
-        limit: int_param("limit", q.get("limit"))?.unwrap_or(100).clamp(1, 1000),
+        limit: list_limit(q.get("limit"))?,
     };
     let sessions = state.store.list_sessions(&filter).await?;
     let out: Vec<Value> = sessions

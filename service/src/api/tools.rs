@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::caller::{Approver, FilterCaller};
-use super::params::int_param;
+use super::params::{list_limit, status_filter};
 use super::state::SharedState;
 use crate::alerts::Alert;
 use crate::config::AlertEvent;
@@ -81,14 +81,8 @@ pub async fn changes(
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = match q.get("status").map(String::as_str) {
-        None | Some("") | Some("all") => None,
-        Some(s) => Some(
-            ToolChangeStatus::parse(s)
-                .ok_or_else(|| ApiError::invalid("status", "must be pending, accepted, superseded or all"))?,
-        ),
-    };
-    let limit = int_param("limit", q.get("limit"))?.unwrap_or(100).clamp(1, 1000);
+    let status = status_filter(q.get("status"), ToolChangeStatus::parse, "pending, accepted, superseded")?;
+    let limit = list_limit(q.get("limit"))?;
     let changes = state.store.tool_changes(status, limit).await?;
     Ok(Json(json!({"changes": changes.iter().map(change_view).collect::<Vec<_>>()})))
 }
