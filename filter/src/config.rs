@@ -17,7 +17,8 @@ use crate::hold::{self, HoldConfig, HoldSpec};
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
 use crate::pins::{self, McpConfig, McpSpec, PinMode};
-use crate::policy::{self, Action, Policy, RuleSpec};
+use crate::policy::{self, Action, Policy, RuleSpec, SqlDefaults};
+use crate::sql::{SensitiveColumns, Table};
 
 /// Envoy buffers up to this much per connection in the configs we ship (16 MiB); the
 /// filter's limits must stay below so the filter, not Envoy, decides what happens.
@@ -57,6 +58,11 @@ struct PluginConfigSpec {
     /// The SQL dialect of `sql` conditions that do not name their own.
     #[serde(default = "default_sql_dialect")]
     sql_dialect: String,
+    /// Columns whose values are sensitive, per table (`customers`, `main.customers`) or
+    /// in every table (`*`): what `sql_result` masks by column and `sql` conditions'
+    /// `sensitive` facet follows through queries.
+    #[serde(default)]
+    sensitive_columns: BTreeMap<String, Vec<String>>,
     /// Required on purpose: what happens to a request no rule matches must be a decision
     /// someone wrote down, not a default they did not know about.
     default_action: Action,
@@ -64,6 +70,35 @@ struct PluginConfigSpec {
 
 fn default_sql_dialect() -> String {
     "generic".into()
+}
+
+fn sensitive_columns(spec: &BTreeMap<String, Vec<String>>) -> Result<SensitiveColumns, ConfigError> {
+    let mut out = SensitiveColumns::default();
+    for (table, columns) in spec {
+        let field = format!("sensitive_columns.{table}");
+        let parsed = match table.as_str() {
+            "*" => None,
+            name => Some(Table::parse(name).ok_or_else(|| {
+                ConfigError::new(&field, format!("`{name}` is not `table`, `schema.table` or `*`"))
+            })?),
+        };
+        if columns.is_empty() {
+            return Err(ConfigError::new(&field, "is empty; list the table's sensitive columns or remove it"));
+        }
+        let mut names = Vec::with_capacity(columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            let name = crate::sql::unquoted_lower(column);
+            if name.is_empty() || name.contains(['.', '*']) {
+                return Err(ConfigError::new(
+                    format!("{field}[{i}]"),
+                    format!("`{column}` is not a column name (no table, no `*`)"),
+                ));
+            }
+            names.push(name);
+        }
+        out.add(parsed, names);
+    }
+    Ok(out)
 }
 
 fn default_request_body_limit() -> usize {
@@ -169,7 +204,11 @@ impl Config {
                 format!("unknown SQL dialect `{}`; dialects are {}", spec.sql_dialect, crate::sql::DIALECTS.join(", ")),
             ));
         }
-        let policy = policy::compile(spec.rules, spec.default_action, &names, &spec.sql_dialect, "rules")?;
+        let sql = SqlDefaults {
+            dialect: spec.sql_dialect,
+            sensitive: std::rc::Rc::new(sensitive_columns(&spec.sensitive_columns)?),
+        };
+        let policy = policy::compile(spec.rules, spec.default_action, &names, &sql, "rules")?;
         let control = spec.control.map(|c| control::compile(c, "control", env)).transpose()?;
         let audit = match (&control, spec.audit) {
             (Some(_), audit) => audit::compile(audit.unwrap_or_default(), "audit")?,

@@ -57,8 +57,11 @@ impl ReaderView {
 
 /// Text written into a JSON string: one escaper for the masker and the stream masker.
 pub(crate) use json::write_escaped;
+mod columns;
 mod matches;
 mod paths;
+
+pub use columns::ResultShape;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -84,6 +87,9 @@ const MAX_REPLACEMENT_LEN: usize = 256;
 
 /// The `{kind}` of values masked because of `fields` or `pointers`.
 pub const FIELD_KIND: &str = "field";
+
+/// The `{kind}` of values masked because their SQL result column is a sensitive column.
+pub const COLUMN_KIND: &str = "column";
 
 fn default_replacement() -> String {
     "[REDACTED:{kind}]".to_string()
@@ -150,6 +156,7 @@ pub struct MaskProfile {
     kinds: Vec<String>,
     replacements: Vec<Replacement>,
     field_slot: usize,
+    column_slot: usize,
 }
 
 /// Compiles and validates a profile; `field` is its config path (`mask_profiles.pii`).
@@ -205,6 +212,8 @@ pub fn compile_profile(spec: MaskProfileSpec, field: &str) -> Result<MaskProfile
 
     let field_slot = kinds.len();
     kinds.push(FIELD_KIND.to_string());
+    let column_slot = kinds.len();
+    kinds.push(COLUMN_KIND.to_string());
     check_replacement(&spec.replacement)
         .map_err(|problem| ConfigError::new(format!("{field}.replacement"), problem))?;
     let replacements = kinds
@@ -228,6 +237,7 @@ pub fn compile_profile(spec: MaskProfileSpec, field: &str) -> Result<MaskProfile
         kinds,
         replacements,
         field_slot,
+        column_slot,
     })
 }
 
@@ -270,7 +280,7 @@ impl MaskProfile {
     }
 
     /// Every kind this profile can count: enabled built-ins (canonical order), custom
-    /// detectors (config order), then `field`. The index is the counter slot.
+    /// detectors (config order), then `field` and `column`. The index is the counter slot.
     pub fn kinds(&self) -> &[String] {
         &self.kinds
     }
@@ -280,7 +290,7 @@ impl MaskProfile {
     /// named in `fields` or addressed by `pointers`. Member order is kept and the output is
     /// compact valid JSON. Unchanged strings and numbers are copied byte for byte.
     pub fn mask_json(&self, body: &[u8]) -> Result<(Vec<u8>, MaskCounts), MaskError> {
-        json::mask(self, body)
+        json::mask(self, body, &self.pointers, usize::MAX)
     }
 
     /// Masks a non-JSON text body in place: every detection is replaced by its kind's

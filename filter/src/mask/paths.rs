@@ -80,6 +80,18 @@ impl Pointers {
         self.list.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// These pointers and `extra` ones (RFC 6901 text, `*` a wildcard), the extra ones
+    /// numbered after these; `None` when they do not parse or are too many.
+    pub fn with(&self, extra: &[String], max_depth: usize) -> Option<Pointers> {
+        let extra = Pointers::compile(extra, "", max_depth).ok()?;
+        let list: Vec<Vec<Segment>> = self.list.iter().chain(&extra.list).cloned().collect();
+        (list.len() <= MAX_POINTERS).then_some(Pointers { list })
+    }
+
     /// The state at the document root: every pointer is still a candidate.
     pub fn root(&self) -> PathState {
         match self.list.len() {
@@ -90,19 +102,19 @@ impl Pointers {
     }
 
     /// Steps from a value at `depth` (its path has `depth` segments) into member `key`:
-    /// returns the child's state and whether some pointer names exactly that member.
-    pub fn member(&self, state: PathState, depth: usize, key: &str) -> (PathState, bool) {
+    /// returns the child's state and the first pointer that names exactly that member.
+    pub fn member(&self, state: PathState, depth: usize, key: &str) -> (PathState, Option<usize>) {
         self.step(state, depth, |seg| seg.matches_member(key))
     }
 
     /// As [`Pointers::member`], into array element `index`.
-    pub fn element(&self, state: PathState, depth: usize, index: usize) -> (PathState, bool) {
+    pub fn element(&self, state: PathState, depth: usize, index: usize) -> (PathState, Option<usize>) {
         self.step(state, depth, |seg| seg.matches_element(index))
     }
 
-    fn step(&self, state: PathState, depth: usize, matches: impl Fn(&Segment) -> bool) -> (PathState, bool) {
+    fn step(&self, state: PathState, depth: usize, matches: impl Fn(&Segment) -> bool) -> (PathState, Option<usize>) {
         let mut child = 0u64;
-        let mut hit = false;
+        let mut hit = None;
         let mut bits = state.0;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -110,7 +122,7 @@ impl Pointers {
             let Some(segments) = self.list.get(i) else { continue };
             if segments.get(depth).is_some_and(&matches) {
                 if segments.len() == depth + 1 {
-                    hit = true;
+                    hit = hit.or(Some(i));
                 } else {
                     child |= 1 << i;
                 }
@@ -157,27 +169,27 @@ mod tests {
     fn wildcard_matches_any_member_or_index() {
         let p = compile(&["/customers/*/dob"]).unwrap();
         let (s, hit) = p.member(p.root(), 0, "customers");
-        assert!(!hit);
+        assert!(hit.is_none());
         let (s, hit) = p.element(s, 1, 7);
-        assert!(!hit);
-        assert!(p.member(s, 2, "dob").1);
-        assert!(!p.member(s, 2, "name").1);
+        assert!(hit.is_none());
+        assert_eq!(p.member(s, 2, "dob").1, Some(0));
+        assert!(p.member(s, 2, "name").1.is_none());
     }
 
     #[test]
     fn numeric_segment_matches_index_and_member_name() {
         let p = compile(&["/items/0"]).unwrap();
         let (s, _) = p.member(p.root(), 0, "items");
-        assert!(p.element(s, 1, 0).1);
-        assert!(!p.element(s, 1, 1).1);
-        assert!(p.member(s, 1, "0").1);
+        assert!(p.element(s, 1, 0).1.is_some());
+        assert!(p.element(s, 1, 1).1.is_none());
+        assert!(p.member(s, 1, "0").1.is_some());
     }
 
     #[test]
     fn escapes_decode_tilde_and_slash() {
         let p = compile(&["/a~1b/c~0d"]).unwrap();
         let (s, _) = p.member(p.root(), 0, "a/b");
-        assert!(p.member(s, 1, "c~d").1);
+        assert!(p.member(s, 1, "c~d").1.is_some());
     }
 
     #[test]
@@ -193,6 +205,6 @@ mod tests {
     fn empty_pointer_set_never_matches() {
         let p = compile(&[]).unwrap();
         assert_eq!(p.root(), PathState(0));
-        assert_eq!(p.member(p.root(), 0, "x"), (PathState(0), false));
+        assert_eq!(p.member(p.root(), 0, "x"), (PathState(0), None));
     }
 }

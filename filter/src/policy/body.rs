@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::matcher::{Quantifier, Sink, StringMatcher};
 use super::spec::BodyConditionSpec;
-use super::sql::{SqlCondition, SqlMemo};
+use super::sql::{SqlCondition, SqlDefaults, SqlMemo};
 use super::Body;
 use crate::config_error::ConfigError;
 
@@ -236,8 +236,8 @@ pub struct BodyCondition {
 }
 
 impl BodyCondition {
-    /// `sql_dialect` is the config's default for `sql` conditions that name none.
-    pub(crate) fn compile(spec: &BodyConditionSpec, sql_dialect: &str, field: &str) -> Result<Self, ConfigError> {
+    /// `defaults` are the config's for `sql` conditions.
+    pub(crate) fn compile(spec: &BodyConditionSpec, defaults: &SqlDefaults, field: &str) -> Result<Self, ConfigError> {
         let mut targets = Vec::new();
         if spec.json_pointer.is_some() {
             targets.push("json_pointer");
@@ -280,7 +280,7 @@ impl BodyCondition {
                      not `anywhere`",
                 ))
             }
-            Some(sql) => Test::Sql(SqlCondition::compile(sql, sql_dialect, &format!("{field}.sql"))?),
+            Some(sql) => Test::Sql(SqlCondition::compile(sql, defaults, &format!("{field}.sql"))?),
         };
         Ok(BodyCondition { target, test })
     }
@@ -297,7 +297,7 @@ impl BodyCondition {
             out.push(SqlReading {
                 place: place.to_string(),
                 dialect: condition.dialect().name(),
-                analysis: crate::sql::analyze(text, condition.dialect()),
+                analysis: crate::sql::analyze(text, condition.dialect(), condition.sensitive_columns()),
             });
         };
         match (&self.target, body) {

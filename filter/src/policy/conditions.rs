@@ -13,6 +13,7 @@
 
 use super::body::{BodyCondition, McpParam, Memo, SqlReading};
 use super::matcher::{Quantifier, StringMatcher};
+use super::sql::SqlDefaults;
 use super::spec::{GroupsSpec, HeaderConditionSpec, MatchSpec, QueryConditionSpec, StringMatcherSpec};
 use super::{Body, RequestFacts};
 use crate::config_error::ConfigError;
@@ -60,12 +61,12 @@ pub(super) struct Conditions {
 
 impl Conditions {
     /// Compiles `spec`; `field` is its config path (`rules[2].when`).
-    /// `sql_dialect` is the default for its `sql` conditions.
-    pub(super) fn compile(spec: MatchSpec, sql_dialect: &str, field: &str) -> Result<Self, ConfigError> {
-        Self::compile_nested(spec, sql_dialect, field, 0)
+    /// `sql` holds the defaults of its `sql` conditions.
+    pub(super) fn compile(spec: MatchSpec, sql: &SqlDefaults, field: &str) -> Result<Self, ConfigError> {
+        Self::compile_nested(spec, sql, field, 0)
     }
 
-    fn compile_nested(spec: MatchSpec, sql_dialect: &str, w: &str, depth: usize) -> Result<Self, ConfigError> {
+    fn compile_nested(spec: MatchSpec, sql: &SqlDefaults, w: &str, depth: usize) -> Result<Self, ConfigError> {
         if depth > MAX_NESTING {
             return Err(ConfigError::new(w, format!("nests `any` / `not` deeper than {MAX_NESTING} levels")));
         }
@@ -78,7 +79,7 @@ impl Conditions {
         let headers = compile_each(&spec.headers, &format!("{w}.headers"), compile_header)?;
         let query = compile_each(&spec.query, &format!("{w}.query"), compile_query)?;
         let mut body =
-            compile_each(&spec.body, &format!("{w}.body"), |b, f| BodyCondition::compile(b, sql_dialect, f))?;
+            compile_each(&spec.body, &format!("{w}.body"), |b, f| BodyCondition::compile(b, sql, f))?;
         // First: a name check is cheaper than pointer walks and SQL readings.
         if let Some(prompt) = &spec.mcp_prompt {
             body.insert(0, BodyCondition::mcp(McpParam::PromptName, matcher(prompt, "mcp_prompt")?));
@@ -100,12 +101,12 @@ impl Conditions {
             Some(blocks) => blocks
                 .into_iter()
                 .enumerate()
-                .map(|(i, b)| Self::compile_nested(b, sql_dialect, &format!("{w}.any[{i}]"), depth + 1))
+                .map(|(i, b)| Self::compile_nested(b, sql, &format!("{w}.any[{i}]"), depth + 1))
                 .collect::<Result<_, _>>()?,
         };
         let not = spec
             .not
-            .map(|b| Self::compile_nested(*b, sql_dialect, &format!("{w}.not"), depth + 1).map(Box::new))
+            .map(|b| Self::compile_nested(*b, sql, &format!("{w}.not"), depth + 1).map(Box::new))
             .transpose()?;
         Ok(Conditions { subjects, groups, methods, path, headers, query, body, any, not })
     }

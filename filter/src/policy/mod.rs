@@ -46,6 +46,7 @@ mod conditions;
 mod matcher;
 pub mod spec;
 mod sql;
+mod sql_result;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
@@ -53,7 +54,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-use body::Memo;
+pub(crate) use body::Memo;
 pub use body::SqlReading;
 use conditions::Conditions;
 use matcher::Quantifier;
@@ -61,7 +62,8 @@ pub use spec::{
     Action, BodyConditionSpec, GroupsSpec, HeaderConditionSpec, MatchSpec, Normalize, QueryConditionSpec, RuleSpec,
     StringMatcherSpec,
 };
-pub use sql::{OnUnparsable, SqlConditionSpec};
+pub use sql::{OnUnparsable, SqlConditionSpec, SqlDefaults};
+pub use sql_result::{NotReadable, SqlResult, SqlResultSpec};
 
 use crate::approval::{self, ApprovalSettings};
 use crate::config_error::ConfigError;
@@ -127,6 +129,7 @@ pub struct Rule {
     mask_profile: Option<usize>,
     approval: Option<ApprovalSettings>,
     limit: Option<Limit>,
+    sql_result: Option<SqlResult>,
     mode: Quantifier,
     when: Conditions,
 }
@@ -159,9 +162,14 @@ impl Rule {
         self.limit.as_ref()
     }
 
+    /// The route answers SQL whose rows are masked by column (`sql_result`).
+    pub fn sql_result(&self) -> Option<&SqlResult> {
+        self.sql_result.as_ref()
+    }
+
     /// Whether the rule can only be decided with the request body.
     pub fn needs_body(&self) -> bool {
-        self.when.needs_body()
+        self.when.needs_body() || self.sql_result.is_some()
     }
 
     /// What each of the rule's `sql` conditions reads in `body`, one reading per SQL text.
@@ -182,13 +190,22 @@ pub struct Policy {
 impl Policy {
     /// Decides what happens to a request; see the module docs for the semantics.
     pub fn evaluate<'p>(&'p self, facts: &RequestFacts<'_>, body: Body<'_>) -> Evaluation<'p> {
-        let memo = Memo::default();
+        self.evaluate_with(facts, body, &Memo::default())
+    }
+
+    /// [`Policy::evaluate`], keeping what it computed from the body in `memo` for the
+    /// caller (the SQL analyses that `sql_result` reads again).
+    pub(crate) fn evaluate_with<'p>(&'p self, facts: &RequestFacts<'_>, body: Body<'_>, memo: &Memo) -> Evaluation<'p> {
         let mut dry_run = None;
         for rule in &self.rules {
-            match rule.when.judge(facts, body, rule.mode, &memo) {
+            match rule.when.judge(facts, body, rule.mode, memo) {
                 Some(true) => {}
                 Some(false) => continue,
                 None => return Evaluation::NeedBody,
+            }
+            // Its answer is masked by what the query selects: decided on the body.
+            if rule.sql_result.is_some() && matches!(body, Body::NotRead) {
+                return Evaluation::NeedBody;
             }
             if rule.dry_run {
                 dry_run = dry_run.or(Some(rule));
@@ -215,13 +232,13 @@ impl Policy {
 
 /// Compiles rules once at config load. `field` is the config path of the rule list
 /// (`"rules"`); errors name the exact offending field, e.g. `rules[1].when.path.regex`.
-/// `mask_profiles` are the names a rule's `mask` may refer to; `sql_dialect` is the
-/// dialect of `sql` conditions that name none.
+/// `mask_profiles` are the names a rule's `mask` may refer to; `sql` holds the dialect
+/// of `sql` conditions that name none and the sensitive columns.
 pub fn compile(
     rules: Vec<RuleSpec>,
     default_action: Action,
     mask_profiles: &[&str],
-    sql_dialect: &str,
+    sql: &SqlDefaults,
     field: &str,
 ) -> Result<Policy, ConfigError> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -236,12 +253,12 @@ pub fn compile(
     let rules: Vec<Rule> = rules
         .into_iter()
         .enumerate()
-        .map(|(i, spec)| compile_rule(spec, mask_profiles, sql_dialect, &format!("{field}[{i}]")))
+        .map(|(i, spec)| compile_rule(spec, mask_profiles, sql, &format!("{field}[{i}]")))
         .collect::<Result<_, _>>()?;
     Ok(Policy { rules, default_action })
 }
 
-fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], sql_dialect: &str, field: &str) -> Result<Rule, ConfigError> {
+fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], sql: &SqlDefaults, field: &str) -> Result<Rule, ConfigError> {
     check_rule_name(&spec.name, &format!("{field}.name"))?;
     let mask_profile = match &spec.mask {
         None => None,
@@ -285,7 +302,23 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], sql_dialect: &str, field
         }
         Some(l) => Some(Limit::compile(l, &format!("{field}.limit"))?),
     };
-    let when = Conditions::compile(spec.when, sql_dialect, &format!("{field}.when"))?;
+    let sql_result = match &spec.sql_result {
+        None => None,
+        Some(_) if spec.action == Action::Deny => {
+            return Err(ConfigError::new(
+                format!("{field}.sql_result"),
+                "a `deny` rule answers nothing: only `allow` and `approve` rules mask SQL results",
+            ))
+        }
+        Some(_) if mask_profile.is_none() => {
+            return Err(ConfigError::new(
+                format!("{field}.sql_result"),
+                "needs the rule's `mask` profile too: it masks the rest of the answer and writes the replacement",
+            ))
+        }
+        Some(r) => Some(SqlResult::compile(r, sql, &format!("{field}.sql_result"))?),
+    };
+    let when = Conditions::compile(spec.when, sql, &format!("{field}.when"))?;
 
     Ok(Rule {
         name: spec.name,
@@ -294,6 +327,7 @@ fn compile_rule(spec: RuleSpec, mask_profiles: &[&str], sql_dialect: &str, field
         mask_profile,
         approval,
         limit,
+        sql_result,
         mode: Quantifier::for_action(spec.action),
         when,
     })

@@ -62,6 +62,10 @@ pub struct RuleSpec {
     /// A rate limit on the requests this rule decides (`allow` and `approve` rules).
     #[serde(default)]
     pub limit: Option<crate::limit::LimitSpec>,
+    /// The route answers SQL: where the query is and how its rows come back, so they
+    /// are masked by column (`sensitive_columns`).
+    #[serde(default)]
+    pub sql_result: Option<super::SqlResultSpec>,
 }
 
 /// The conditions of a rule; all present conditions must hold.

@@ -8,12 +8,27 @@
 //! `allow effects: [read]` cannot pass `SELECT 1; DROP TABLE t`. Facets combine with AND.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use serde::Deserialize;
 
 use super::matcher::Quantifier;
 use crate::config_error::ConfigError;
-use crate::sql::{self, Analysis, Dialect, Effect, Effects, Kind, Kinds, Unparsable};
+use crate::sql::{self, Analysis, Dialect, Effect, Effects, Kind, Kinds, SensitiveColumns, Table, Unparsable, UseKind};
+
+/// What the config says about SQL for every condition: the dialect of those that name
+/// none (`sql_dialect`), and the sensitive columns (`sensitive_columns`).
+#[derive(Debug, Clone, Default)]
+pub struct SqlDefaults {
+    pub dialect: String,
+    pub sensitive: Rc<SensitiveColumns>,
+}
+
+impl SqlDefaults {
+    pub fn dialect(name: &str) -> SqlDefaults {
+        SqlDefaults { dialect: name.to_string(), sensitive: Rc::default() }
+    }
+}
 
 /// `{"effects": ["write"], "tables": ["payments"], "dialect": "sqlite", …}` under a body
 /// condition's `sql`.
@@ -32,6 +47,10 @@ pub struct SqlConditionSpec {
     /// `true`: some `UPDATE` / `DELETE` has no `WHERE` or an always-true one.
     #[serde(default)]
     pub unbounded: Option<bool>,
+    /// How the text uses the config's `sensitive_columns`: `column` (returned as is),
+    /// `transform` (computed from), `predicate` (filters, joins, groups or orders by).
+    #[serde(default)]
+    pub sensitive: Option<Vec<String>>,
     /// Overrides the config's `sql_dialect` (default `generic`).
     #[serde(default)]
     pub dialect: Option<String>,
@@ -48,33 +67,23 @@ pub enum OnUnparsable {
     NoMatch,
 }
 
-/// A table a rule lists: lower-case, with a schema only if the rule gave one.
-#[derive(Debug, PartialEq)]
-struct TableName {
-    schema: Option<String>,
-    name: String,
-}
-
-impl TableName {
-    fn matches(&self, table: &sql::Table) -> bool {
-        self.name == table.name && self.schema.as_ref().is_none_or(|s| table.schema.as_ref() == Some(s))
-    }
-}
-
 /// A compiled `sql` condition.
 #[derive(Debug)]
 pub struct SqlCondition {
     effects: Option<Effects>,
     statements: Option<Kinds>,
-    tables: Option<Vec<TableName>>,
+    tables: Option<Vec<Table>>,
     unbounded: bool,
+    /// The use kinds listed, by `UseKind as usize`.
+    sensitive: Option<[bool; 3]>,
+    columns: Rc<SensitiveColumns>,
     dialect: Dialect,
     on_unparsable: Option<OnUnparsable>,
 }
 
 impl SqlCondition {
     /// `field` is the condition's config path (`rules[1].when.body[0].sql`).
-    pub(crate) fn compile(spec: &SqlConditionSpec, default_dialect: &str, field: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn compile(spec: &SqlConditionSpec, defaults: &SqlDefaults, field: &str) -> Result<Self, ConfigError> {
         let effects = spec
             .effects
             .as_deref()
@@ -129,30 +138,70 @@ impl SqlCondition {
                 ))
             }
         };
-        if effects.is_none() && statements.is_none() && tables.is_none() && !unbounded {
+        let sensitive = spec
+            .sensitive
+            .as_deref()
+            .map(|names| {
+                let names = non_empty(names, &format!("{field}.sensitive"))?;
+                if defaults.sensitive.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{field}.sensitive"),
+                        "no `sensitive_columns` are configured, so no use of them can be found",
+                    ));
+                }
+                let mut set = [false; 3];
+                for (i, name) in names.iter().enumerate() {
+                    let kind = UseKind::named(name).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{field}.sensitive[{i}]"),
+                            format!("unknown use `{name}`; uses are column, transform, predicate"),
+                        )
+                    })?;
+                    if let Some(slot) = set.get_mut(kind as usize) {
+                        *slot = true;
+                    }
+                }
+                Ok(set)
+            })
+            .transpose()?;
+        if effects.is_none() && statements.is_none() && tables.is_none() && !unbounded && sensitive.is_none() {
             return Err(ConfigError::new(
                 field,
-                "says nothing about the SQL; give at least one of `effects`, `statements`, `tables`, `unbounded`",
+                "says nothing about the SQL; give at least one of `effects`, `statements`, `tables`, `unbounded`, \
+                 `sensitive`",
             ));
         }
         let dialect_field = if spec.dialect.is_some() { format!("{field}.dialect") } else { "sql_dialect".into() };
-        let dialect_name = spec.dialect.as_deref().unwrap_or(default_dialect);
+        let dialect_name = spec.dialect.as_deref().unwrap_or(&defaults.dialect);
         let dialect = Dialect::named(dialect_name).ok_or_else(|| {
             ConfigError::new(
                 dialect_field,
                 format!("unknown SQL dialect `{dialect_name}`; dialects are {}", sql::DIALECTS.join(", ")),
             )
         })?;
-        Ok(SqlCondition { effects, statements, tables, unbounded, dialect, on_unparsable: spec.on_unparsable })
+        Ok(SqlCondition {
+            effects,
+            statements,
+            tables,
+            unbounded,
+            sensitive,
+            columns: Rc::clone(&defaults.sensitive),
+            dialect,
+            on_unparsable: spec.on_unparsable,
+        })
     }
 
     pub(crate) fn dialect(&self) -> &Dialect {
         &self.dialect
     }
 
+    pub(crate) fn sensitive_columns(&self) -> &SensitiveColumns {
+        &self.columns
+    }
+
     /// Whether the condition holds for one SQL text, leaning by `mode`.
     pub(crate) fn holds(&self, text: &str, mode: Quantifier, memo: &SqlMemo) -> bool {
-        memo.with(text, &self.dialect, |analysis| match analysis {
+        memo.with(text, &self.dialect, &self.columns, |analysis| match analysis {
             Ok(a) => self.holds_for(a, mode),
             Err(_) => {
                 let fail_closed = mode == Quantifier::Any;
@@ -182,6 +231,12 @@ impl SqlCondition {
                 return false;
             }
         }
+        if let Some(wanted) = self.sensitive {
+            let listed_use = |kind: UseKind| wanted.get(kind as usize).copied().unwrap_or(false);
+            if !listed(&mut a.columns.uses.iter().map(|u| listed_use(u.kind))) {
+                return false;
+            }
+        }
         !self.unbounded || a.unbounded
     }
 }
@@ -193,27 +248,8 @@ fn non_empty<'a>(list: &'a [String], field: &str) -> Result<&'a [String], Config
     Ok(list)
 }
 
-/// `payments`, `main.payments`, `"Payments"` or `[dbo].[payments]`: quotes removed and
-/// lower-cased, as the analysis reports names.
-fn table_name(text: &str, field: &str) -> Result<TableName, ConfigError> {
-    let parts: Vec<String> = text
-        .split('.')
-        .map(|part| {
-            let part = part.trim();
-            let unquoted = [('"', '"'), ('`', '`'), ('[', ']')]
-                .iter()
-                .find_map(|(open, close)| part.strip_prefix(*open).and_then(|p| p.strip_suffix(*close)))
-                .unwrap_or(part);
-            unquoted.to_lowercase()
-        })
-        .collect();
-    match parts.as_slice() {
-        [name] if !name.is_empty() => Ok(TableName { schema: None, name: name.clone() }),
-        [schema, name] if !schema.is_empty() && !name.is_empty() => {
-            Ok(TableName { schema: Some(schema.clone()), name: name.clone() })
-        }
-        _ => Err(ConfigError::new(field, format!("`{text}` is not `table` or `schema.table`"))),
-    }
+fn table_name(text: &str, field: &str) -> Result<Table, ConfigError> {
+    Table::parse(text).ok_or_else(|| ConfigError::new(field, format!("`{text}` is not `table` or `schema.table`")))
 }
 
 /// Analyses made during one policy evaluation, so that several rules reading the same
@@ -235,6 +271,7 @@ impl SqlMemo {
         &self,
         text: &str,
         dialect: &Dialect,
+        sensitive: &SensitiveColumns,
         f: impl FnOnce(&Result<Analysis, Unparsable>) -> T,
     ) -> T {
         let (address, len) = (text.as_ptr() as usize, text.len());
@@ -242,7 +279,7 @@ impl SqlMemo {
         if let Some(entry) = self.entries.borrow().iter().find(|e| found(e)) {
             return f(&entry.analysis);
         }
-        let analysis = sql::analyze(text, dialect);
+        let analysis = sql::analyze(text, dialect, sensitive);
         let out = f(&analysis);
         self.entries.borrow_mut().push(MemoEntry { address, len, dialect: dialect.name(), analysis });
         out
@@ -255,11 +292,11 @@ mod tests {
     use super::*;
 
     fn condition(json: &str) -> SqlCondition {
-        SqlCondition::compile(&serde_json::from_str(json).unwrap(), "generic", "c").unwrap()
+        SqlCondition::compile(&serde_json::from_str(json).unwrap(), &SqlDefaults::dialect("generic"), "c").unwrap()
     }
 
     fn compile_err(json: &str) -> ConfigError {
-        SqlCondition::compile(&serde_json::from_str(json).unwrap(), "generic", "rules[0].when.body[0].sql").unwrap_err()
+        SqlCondition::compile(&serde_json::from_str(json).unwrap(), &SqlDefaults::dialect("generic"), "rules[0].when.body[0].sql").unwrap_err()
     }
 
     fn holds(c: &SqlCondition, sql: &str, mode: Quantifier) -> bool {
@@ -293,7 +330,7 @@ mod tests {
         assert!(!holds(&main_only, "SELECT * FROM payments", Quantifier::Any));
         let bracketed = SqlCondition::compile(
             &serde_json::from_str(r#"{"tables": ["payments"], "dialect": "mssql"}"#).unwrap(),
-            "generic",
+            &SqlDefaults::dialect("generic"),
             "c",
         )
         .unwrap();
@@ -348,12 +385,13 @@ mod tests {
         let memo = SqlMemo::default();
         let text = String::from("DELETE FROM t");
         let generic = Dialect::generic();
-        let first = memo.with(&text, &generic, |a| a.clone());
-        let again = memo.with(&text, &generic, |a| a.clone());
+        let none = SensitiveColumns::default();
+        let first = memo.with(&text, &generic, &none, |a| a.clone());
+        let again = memo.with(&text, &generic, &none, |a| a.clone());
         assert_eq!(first, again);
         assert_eq!(memo.entries.borrow().len(), 1);
         let sqlite = Dialect::named("sqlite").unwrap();
-        memo.with(&text, &sqlite, |_| ());
+        memo.with(&text, &sqlite, &none, |_| ());
         assert_eq!(memo.entries.borrow().len(), 2);
     }
 }

@@ -20,12 +20,12 @@ fn with_approval_blocks(mut rules: Value) -> Value {
 
 fn policy(rules: Value, default_action: Action) -> Policy {
     let specs: Vec<RuleSpec> = serde_json::from_value(with_approval_blocks(rules)).unwrap();
-    compile(specs, default_action, PROFILES, "generic", "rules").unwrap()
+    compile(specs, default_action, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap()
 }
 
 fn config_error(rules: Value) -> ConfigError {
     let specs: Vec<RuleSpec> = serde_json::from_value(with_approval_blocks(rules)).unwrap();
-    compile(specs, Action::Deny, PROFILES, "generic", "rules").unwrap_err()
+    compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err()
 }
 
 fn identity(subject: &str, groups: &[&str]) -> Identity {
@@ -845,7 +845,7 @@ fn config_error_for_bad_mcp_tool_and_query_matchers() {
 fn config_error_uses_the_callers_field_prefix() {
     let specs: Vec<RuleSpec> =
         serde_json::from_value(json!([{"name": "x", "action": "deny", "mask": "nope"}])).unwrap();
-    let e = compile(specs, Action::Deny, &[], "generic", "routes[2].rules").unwrap_err();
+    let e = compile(specs, Action::Deny, &[], &SqlDefaults::dialect("generic"), "routes[2].rules").unwrap_err();
     assert_eq!(e.field, "routes[2].rules[0].mask");
     assert!(e.problem.contains("no mask profiles"));
 }
@@ -859,12 +859,12 @@ fn config_errors_do_not_leak_into_display_beyond_the_field_and_problem() {
 #[test]
 fn approve_rule_without_approval_block_is_a_config_error() {
     let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "approve"}])).unwrap();
-    assert_eq!(compile(specs, Action::Deny, PROFILES, "generic", "rules").unwrap_err().field, "rules[0].approval");
+    assert_eq!(compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err().field, "rules[0].approval");
     let specs: Vec<RuleSpec> = serde_json::from_value(
         json!([{"name": "a", "action": "deny", "approval": {"mode": "hold", "approvers": {"groups": ["x"]}}}]),
     )
     .unwrap();
-    assert_eq!(compile(specs, Action::Deny, PROFILES, "generic", "rules").unwrap_err().field, "rules[0].approval");
+    assert_eq!(compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err().field, "rules[0].approval");
 }
 
 #[test]

@@ -15,13 +15,19 @@
 
 mod always_true;
 mod classify;
+mod columns;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod columns_tests;
+
 use std::fmt;
 
+pub use columns::{Column, ColumnUses, SensitiveColumns, Use, UseKind};
 use sqlparser::dialect::Dialect as ParserDialect;
 use sqlparser::parser::Parser;
 
@@ -284,6 +290,37 @@ pub struct Table {
     pub name: String,
 }
 
+impl Table {
+    /// `payments`, `main.payments`, `"Payments"` or `[dbo].[payments]` as a config writes
+    /// it: quotes removed and lower-cased, as the analysis reports names.
+    pub fn parse(text: &str) -> Option<Table> {
+        let parts: Vec<String> = text.split('.').map(unquoted_lower).collect();
+        match parts.as_slice() {
+            [name] if !name.is_empty() => Some(Table { schema: None, name: name.clone() }),
+            [schema, name] if !schema.is_empty() && !name.is_empty() => {
+                Some(Table { schema: Some(schema.clone()), name: name.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `table`, found in a text, is this one of a config: a config's table
+    /// without a schema matches it in any schema.
+    pub fn matches(&self, table: &Table) -> bool {
+        self.name == table.name && self.schema.as_ref().is_none_or(|s| table.schema.as_ref() == Some(s))
+    }
+}
+
+/// An identifier as a config writes it, quotes (`"`, `` ` ``, `[ ]`) removed, lower-cased.
+pub fn unquoted_lower(part: &str) -> String {
+    let part = part.trim();
+    let unquoted = [('"', '"'), ('`', '`'), ('[', ']')]
+        .iter()
+        .find_map(|(open, close)| part.strip_prefix(*open).and_then(|p| p.strip_suffix(*close)))
+        .unwrap_or(part);
+    unquoted.to_lowercase()
+}
+
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.schema {
@@ -302,6 +339,8 @@ pub struct Analysis {
     pub tables: Vec<Table>,
     /// Some `UPDATE` or `DELETE` has no `WHERE`, or one that is always true (`1=1`).
     pub unbounded: bool,
+    /// What the text does with the config's sensitive columns (empty without them).
+    pub columns: ColumnUses,
 }
 
 impl fmt::Display for Analysis {
@@ -317,6 +356,10 @@ impl fmt::Display for Analysis {
         if self.unbounded {
             f.write_str(", unbounded")?;
         }
+        if !self.columns.uses.is_empty() {
+            let uses: Vec<String> = self.columns.uses.iter().map(|u| format!("{} {u}", u.kind.as_str())).collect();
+            write!(f, ", sensitive columns [{}]", uses.join("; "))?;
+        }
         Ok(())
     }
 }
@@ -331,10 +374,11 @@ impl fmt::Display for Unparsable {
     }
 }
 
-/// Parses `sql` in `dialect` and analyses every statement in it. A text without any
-/// statement (empty, only comments or semicolons) does not parse either: an empty query
-/// reaching a database is not something a policy can call a read.
-pub fn analyze(sql: &str, dialect: &Dialect) -> Result<Analysis, Unparsable> {
+/// Parses `sql` in `dialect` and analyses every statement in it, following the
+/// `sensitive` columns through it. A text without any statement (empty, only comments
+/// or semicolons) does not parse either: an empty query reaching a database is not
+/// something a policy can call a read.
+pub fn analyze(sql: &str, dialect: &Dialect, sensitive: &SensitiveColumns) -> Result<Analysis, Unparsable> {
     let statements = Parser::new(&*dialect.parser)
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)
@@ -343,5 +387,9 @@ pub fn analyze(sql: &str, dialect: &Dialect) -> Result<Analysis, Unparsable> {
     if statements.is_empty() {
         return Err(Unparsable("no statement".into()));
     }
-    Ok(classify::analyze_statements(&statements))
+    let mut analysis = classify::analyze_statements(&statements);
+    if !sensitive.is_empty() {
+        analysis.columns = columns::column_uses(&statements, sensitive);
+    }
+    Ok(analysis)
 }

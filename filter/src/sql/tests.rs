@@ -4,7 +4,7 @@ use super::*;
 
 fn analysed(sql: &str, dialect: &str) -> Analysis {
     let d = Dialect::named(dialect).unwrap();
-    analyze(sql, &d).unwrap_or_else(|e| panic!("{sql} ({dialect}): {e}"))
+    analyze(sql, &d, &SensitiveColumns::default()).unwrap_or_else(|e| panic!("{sql} ({dialect}): {e}"))
 }
 
 fn kinds(a: &Analysis) -> Vec<&'static str> {
@@ -154,18 +154,18 @@ fn effects_lists_every_effect_not_only_the_worst() {
 fn what_does_not_parse_is_an_error_naming_the_problem() {
     let generic = Dialect::generic();
     for sql in ["DROP TABLE", "SELEC * FROM t", "", "  ;  ", "-- only a comment", "SELECT 'unclosed"] {
-        assert!(analyze(sql, &generic).is_err(), "{sql:?} parsed");
+        assert!(analyze(sql, &generic, &SensitiveColumns::default()).is_err(), "{sql:?} parsed");
     }
-    let err = analyze("SELEC 1", &generic).unwrap_err();
+    let err = analyze("SELEC 1", &generic, &SensitiveColumns::default()).unwrap_err();
     assert!(err.to_string().starts_with("does not parse as SQL: "), "{err}");
 }
 
 #[test]
 fn nesting_deeper_than_the_limit_does_not_parse_instead_of_exhausting_the_stack() {
     let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
-    assert!(analyze(&deep, &Dialect::generic()).is_err());
+    assert!(analyze(&deep, &Dialect::generic(), &SensitiveColumns::default()).is_err());
     let fine = format!("SELECT {}1{}", "(".repeat(10), ")".repeat(10));
-    assert!(analyze(&fine, &Dialect::generic()).is_ok());
+    assert!(analyze(&fine, &Dialect::generic(), &SensitiveColumns::default()).is_ok());
 }
 
 #[test]

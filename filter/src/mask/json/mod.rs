@@ -24,11 +24,17 @@ pub(crate) use escape::write_escaped;
 use escape::{decode_escapes, write_verbatim};
 use scan::{Scanner, StrToken};
 
-use super::paths::PathState;
+use super::paths::{PathState, Pointers};
 use super::{Decoded, Found, MaskCounts, MaskError, MaskProfile, Pending, ALL_CUSTOM, MAX_DEPTH};
 
-/// Masks `body`; see [`MaskProfile::mask_json`].
-pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskCounts), MaskError> {
+/// Masks `body`; see [`MaskProfile::mask_json`]. `pointers` are the profile's, or those
+/// and result columns' numbered from `columns_from` (see [`MaskProfile::mask_sql_result`]).
+pub(super) fn mask(
+    profile: &MaskProfile,
+    body: &[u8],
+    pointers: &Pointers,
+    columns_from: usize,
+) -> Result<(Vec<u8>, MaskCounts), MaskError> {
     let text = std::str::from_utf8(body).map_err(|_| MaskError::InvalidUtf8)?;
     // A UTF-8 byte order mark is tolerated (and dropped), as most JSON readers do.
     let (src, base) = match text.strip_prefix('\u{feff}') {
@@ -37,6 +43,8 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
     };
     let mut w = Walker {
         p: profile,
+        pointers,
+        columns_from,
         src,
         lex: Scanner { b: src.as_bytes(), base, pos: 0 },
         copied: 0,
@@ -50,7 +58,7 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
             || memchr::memchr3(0xc2, 0xe2, 0xef, src.as_bytes()).is_some(),
     };
     w.drop_ws();
-    w.value(0, profile.pointers.root())?;
+    w.value(0, pointers.root())?;
     w.drop_ws();
     if w.lex.pos < w.lex.b.len() {
         return Err(w.lex.err("unexpected data after the JSON value"));
@@ -61,6 +69,9 @@ pub(super) fn mask(profile: &MaskProfile, body: &[u8]) -> Result<(Vec<u8>, MaskC
 
 struct Walker<'p, 'a> {
     p: &'p MaskProfile,
+    pointers: &'p Pointers,
+    /// Pointers from this index on address result columns (their `{kind}` is `column`).
+    columns_from: usize,
     src: &'a str,
     /// The reading position; everything before `lex.pos` has been validated.
     lex: Scanner<'a>,
@@ -133,8 +144,8 @@ impl<'a> Walker<'_, 'a> {
             self.drop_ws();
             self.lex.expect(b':', "expected ':' after a member name")?;
             self.drop_ws();
-            if replace {
-                self.replace_value(depth + 1)?;
+            if let Some(slot) = replace {
+                self.replace_value(depth + 1, slot)?;
             } else {
                 self.value(depth + 1, child)?;
             }
@@ -155,14 +166,26 @@ impl<'a> Walker<'_, 'a> {
 
     /// Whether the member's whole value is replaced (`fields` or a pointer ending here),
     /// and the pointer state for walking into the value otherwise.
-    fn member_rules(&mut self, tok: StrToken, depth: usize, path: PathState) -> (bool, PathState) {
-        let p = self.p;
-        if p.fields.is_empty() && p.pointers.is_empty() {
-            return (false, path);
+    fn member_rules(&mut self, tok: StrToken, depth: usize, path: PathState) -> (Option<usize>, PathState) {
+        let (p, pointers) = (self.p, self.pointers);
+        if p.fields.is_empty() && pointers.is_empty() {
+            return (None, path);
         }
         let key = self.content(tok);
-        let (child, pointer_hit) = p.pointers.member(path, depth, key);
-        (pointer_hit || p.is_masked_field(key), child)
+        let (child, pointer_hit) = pointers.member(path, depth, key);
+        match pointer_hit {
+            Some(i) => (Some(self.pointer_slot(i)), child),
+            None => (p.is_masked_field(key).then_some(p.field_slot), child),
+        }
+    }
+
+    /// The kind a value addressed by pointer `i` is masked as.
+    fn pointer_slot(&self, i: usize) -> usize {
+        if i >= self.columns_from {
+            self.p.column_slot
+        } else {
+            self.p.field_slot
+        }
     }
 
     fn array(&mut self, depth: usize, path: PathState) -> Result<(), MaskError> {
@@ -177,9 +200,9 @@ impl<'a> Walker<'_, 'a> {
         }
         let mut index = 0usize;
         loop {
-            let (child, pointer_hit) = self.p.pointers.element(path, depth, index);
-            if pointer_hit {
-                self.replace_value(depth + 1)?;
+            let (child, pointer_hit) = self.pointers.element(path, depth, index);
+            if let Some(i) = pointer_hit {
+                self.replace_value(depth + 1, self.pointer_slot(i))?;
             } else {
                 self.value(depth + 1, child)?;
             }
@@ -320,10 +343,10 @@ impl<'a> Walker<'_, 'a> {
     }
 
     /// Replaces the value at `pos` by the `field` replacement, validating it on the way.
-    fn replace_value(&mut self, depth: usize) -> Result<(), MaskError> {
+    fn replace_value(&mut self, depth: usize, slot: usize) -> Result<(), MaskError> {
         let start = self.lex.pos;
         self.lex.skip_value(depth)?;
-        self.replace_with(start, self.lex.pos, self.p.field_slot);
+        self.replace_with(start, self.lex.pos, slot);
         Ok(())
     }
 }
