@@ -12,7 +12,8 @@ use crate::limit::{self, Counter, Outcome};
 use crate::mcp;
 use crate::normalize::RequestTarget;
 use crate::pins::{self, PinMode};
-use crate::policy::{Action, Body, Evaluation, RequestFacts, Rule};
+use crate::policy::{Action, Body, Evaluation, Memo, RequestFacts, Rule};
+use crate::sql::UseKind;
 use crate::reply::{Code, Reply};
 use crate::vm_state::VmState;
 
@@ -24,6 +25,14 @@ pub struct Verdict {
     pub step: Step,
     /// An allowed MCP `tools/list`: what its answer is checked for.
     pub listing: Option<Listing>,
+    /// A SQL answer masked by column (`sql_result`): the result columns to mask.
+    pub columns: Option<Vec<String>>,
+}
+
+impl Verdict {
+    fn step(rule: Option<usize>, dry_run_reported: bool, step: Step) -> Verdict {
+        Verdict { rule, dry_run_reported, step, listing: None, columns: None }
+    }
 }
 
 /// What an allowed list answer (`tools/list`, `resources/list`, `prompts/list`) is
@@ -89,14 +98,11 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         && !body_read
         && mcp::may_carry_jsonrpc(request.method(), request.header("content-type"))
     {
-        let step = Step::NeedsBody(AfterBody::Decide(caller));
-        return Verdict { rule: None, dry_run_reported: false, step, listing: None };
+        return Verdict::step(None, false, Step::NeedsBody(AfterBody::Decide(caller)));
     }
-    let decision = match config.policy.evaluate(&facts, body) {
-        Evaluation::NeedBody => {
-            let step = Step::NeedsBody(AfterBody::Decide(caller));
-            return Verdict { rule: None, dry_run_reported: false, step, listing: None };
-        }
+    let memo = Memo::default();
+    let decision = match config.policy.evaluate_with(&facts, body, &memo) {
+        Evaluation::NeedBody => return Verdict::step(None, false, Step::NeedsBody(AfterBody::Decide(caller))),
         Evaluation::Decided(decision) => decision,
     };
     let rules = config.policy.rules();
@@ -123,8 +129,16 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         (Some(index), Some(r)) => over_limit(vm, host, request, &caller, index, r),
         _ => None,
     };
-    // Over its limit, the rule's own action does not apply.
-    let refusal = match (limited, decision.action) {
+    let columns = match decision.rule {
+        Some(r) if body_read && decision.action != Action::Deny => result_columns(r, body, &memo),
+        _ => Ok(None),
+    };
+    let (columns, unmaskable) = match columns {
+        Ok(columns) => (columns, None),
+        Err(reply) => (None, Some(reply)),
+    };
+    // Over its limit, or unmaskable, the rule's own action does not apply.
+    let refusal = match (limited.or(unmaskable), decision.action) {
         (Some(reply), _) => reply,
         (None, Action::Allow) => {
             let json = match body {
@@ -134,8 +148,18 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
             match json.and_then(|b| blocked_call(vm, host, request, b)) {
                 Some(refusal) => refusal,
                 None => {
-                    let listing = json.and_then(mcp::lists).and_then(|kind| listing(vm, host, request, &caller, kind));
-                    return Verdict { rule, dry_run_reported, step: Step::Forward(Decision::Allow), listing };
+                    let (columns, refusal) = match columns {
+                        Some(c) => (Some(c.returned), c.first_unmaskable),
+                        None => (None, None),
+                    };
+                    if let Some(refusal) = refusal {
+                        refusal
+                    } else {
+                        let listing =
+                            json.and_then(mcp::lists).and_then(|kind| listing(vm, host, request, &caller, kind));
+                        let step = Step::Forward(Decision::Allow);
+                        return Verdict { rule, dry_run_reported, step, listing, columns };
+                    }
                 }
             }
         }
@@ -148,11 +172,14 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         (None, Action::Approve) => match (rule, config.dry_run) {
             // The approval is bound to the exact body: read it before asking anyone.
             (Some(index), false) if !body_read => {
-                let step = Step::NeedsBody(AfterBody::Approve(caller, index));
-                return Verdict { rule, dry_run_reported, step, listing: None };
+                return Verdict::step(rule, dry_run_reported, Step::NeedsBody(AfterBody::Approve(caller, index)));
             }
+            // Approved, a computed or filtering use is a human's call; what is returned
+            // as it is stays masked.
             (Some(index), false) => {
-                return Verdict { rule, dry_run_reported, step: Step::Approve(caller, index), listing: None }
+                let mut verdict = Verdict::step(rule, dry_run_reported, Step::Approve(caller, index));
+                verdict.columns = columns.map(|c| c.returned);
+                return verdict;
             }
             _ => Reply::new(Code::ApprovalPending, "this request needs human approval")
                 .with_rule(rule_name.unwrap_or("default")),
@@ -160,9 +187,58 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     };
     if config.dry_run {
         report(host, rule_name.unwrap_or("default"), refusal.code.as_str());
-        return Verdict { rule, dry_run_reported: true, step: Step::Forward(Decision::DryRunAllow), listing: None };
+        return Verdict::step(rule, true, Step::Forward(Decision::DryRunAllow));
     }
-    Verdict { rule, dry_run_reported, step: Step::Refuse(refusal), listing: None }
+    Verdict::step(rule, dry_run_reported, Step::Refuse(refusal))
+}
+
+/// What a rule that masks SQL results by column (`sql_result`) makes of the request.
+struct ResultColumns {
+    /// The result columns to mask by name.
+    returned: Vec<String>,
+    /// Why masking cannot answer it without a human's approval: something computed from
+    /// a sensitive column, or filtered by one.
+    first_unmaskable: Option<Reply>,
+}
+
+/// `Ok(None)` for a rule without `sql_result`; `Err` when what to mask cannot be known
+/// (no SQL where the rule says, or SQL that does not parse): refused even if approved.
+fn result_columns(rule: &Rule, body: Body, memo: &Memo) -> Result<Option<ResultColumns>, Reply> {
+    let Some(sql_result) = rule.sql_result() else { return Ok(None) };
+    let name = rule.name();
+    let uses = sql_result.read(body, &memo.sql).map_err(|e| {
+        Reply::new(
+            Code::DeniedByRule,
+            format!(
+                "the request was blocked by rule `{name}`: its SQL results are masked by column, and {e}, so what \
+                 to mask cannot be known"
+            ),
+        )
+        .with_rule(name)
+        .with_reason("sql_not_maskable")
+    })?;
+    let first_unmaskable = uses.unmaskable().map(|u| {
+        let (reason, advice) = match u.kind {
+            UseKind::Predicate => (
+                "sensitive_column_predicate",
+                "filter, join, group and sort by other columns; a sensitive column may only be returned as it is",
+            ),
+            _ => (
+                "sensitive_column_transform",
+                "return sensitive columns as they are (they come back masked) or leave them out",
+            ),
+        };
+        Reply::new(
+            Code::DeniedByRule,
+            format!(
+                "the request was blocked by rule `{name}`: its SQL results are masked by column, and masking cannot \
+                 hide sensitive column {u}; {advice}"
+            ),
+        )
+        .with_rule(name)
+        .with_reason(reason)
+    });
+    Ok(Some(ResultColumns { returned: uses.returned, first_unmaskable }))
 }
 
 /// Why a rule refused: its name, and when one of its `sql` conditions read SQL that does
@@ -170,13 +246,20 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
 /// destructive. The parser's own message stays out: it quotes the text, which may hold a
 /// value that should not be echoed back or land in logs.
 fn denial_message(name: &str, rule: &crate::policy::Rule, body: Body) -> String {
-    let unparsable = rule.sql_readings(body).into_iter().find(|r| r.analysis.is_err());
-    match unparsable {
-        Some(reading) => format!(
+    let readings = rule.sql_readings(body);
+    if let Some(reading) = readings.iter().find(|r| r.analysis.is_err()) {
+        return format!(
             "the request was blocked by rule `{name}`: the SQL at {} does not parse as {} SQL, and SQL that \
              does not parse is refused",
             reading.place, reading.dialect
-        ),
+        );
+    }
+    let sensitive = readings
+        .iter()
+        .filter(|r| r.judges_sensitive)
+        .find_map(|r| r.analysis.as_ref().ok().and_then(|a| a.columns.uses.iter().find(|u| u.kind != UseKind::Column)));
+    match sensitive {
+        Some(u) => format!("the request was blocked by rule `{name}`: its SQL uses sensitive column {u}"),
         None => format!("the request was blocked by rule `{name}`"),
     }
 }

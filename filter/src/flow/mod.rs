@@ -112,6 +112,8 @@ pub struct RequestFlow {
     watched: bool,
     /// An allowed MCP `tools/list`: what its answer is checked for.
     listing: Option<Listing>,
+    /// A SQL answer masked by column: the result columns to mask by name.
+    result_columns: Option<Vec<String>>,
 }
 
 impl RequestFlow {
@@ -127,6 +129,7 @@ impl RequestFlow {
             headers_continued: false,
             watched: false,
             listing: None,
+            result_columns: None,
         }
     }
 
@@ -195,6 +198,10 @@ impl RequestFlow {
         let step = match response::plan(&self.vm, host, end_of_stream, is_head) {
             Plan::PassThrough => return Next::Continue,
             Plan::Buffer { is_json, coding } => Step::MaskResponse { profile: mask, is_json, sse: false, coding },
+            // Rows masked by column are found in the whole answer, not in events.
+            Plan::Stream(..) if self.result_columns.as_ref().is_some_and(|c| !c.is_empty()) => {
+                Step::Refuse(response::stream_of_sql_rows())
+            }
             Plan::Stream(kind, coding) => match (mask, &self.listing) {
                 (Some(profile), None) => Step::StreamResponse { profile, kind, coding },
                 // A tool list answered as events is one short stream: filtered whole.
@@ -458,6 +465,7 @@ impl RequestFlow {
         self.record.rule = verdict.rule.or(self.record.rule);
         self.record.dry_run_reported |= verdict.dry_run_reported;
         self.listing = verdict.listing;
+        self.result_columns = verdict.columns.or(self.result_columns.take());
         verdict.step
     }
 
@@ -494,8 +502,13 @@ impl RequestFlow {
             // Decoded for filtering: what masking gets now is plain.
             coding = None;
         }
+        let rule = self.record.rule.and_then(|i| self.vm.config.policy.rules().get(i));
+        let columns = match (rule.and_then(|r| r.sql_result()), &self.result_columns) {
+            (Some(sql_result), Some(names)) => Some((sql_result.shape(), names.as_slice())),
+            _ => None,
+        };
         let masked = match profile {
-            Some(profile) => response::mask(&self.vm, host, profile, is_json, coding, len),
+            Some(profile) => response::mask(&self.vm, host, profile, is_json, coding, len, columns),
             None => Ok(response::Masked { values: 0, len, excerpt: None }),
         };
         match masked {

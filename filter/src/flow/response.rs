@@ -10,7 +10,7 @@
 use crate::audit;
 use crate::decompress::{Coding, DecodeError, Decoder, Encoding};
 use crate::host::{Host, Level};
-use crate::mask::MaskError;
+use crate::mask::{MaskError, ResultShape};
 use crate::mcp::ListKind;
 use crate::pins;
 use crate::reply::{Code, Reply};
@@ -121,7 +121,13 @@ pub struct Masked {
     pub excerpt: Option<String>,
 }
 
-/// Masks the whole buffered body of `len` bytes with mask profile `profile`.
+/// A streamed answer on a route whose SQL rows are masked by column.
+pub fn stream_of_sql_rows() -> Reply {
+    not_maskable("the query returns sensitive columns, which are masked by column in a JSON answer, not in a stream")
+}
+
+/// Masks the whole buffered body of `len` bytes with mask profile `profile`, and the
+/// result `columns` of a SQL answer laid out as their shape says.
 pub fn mask(
     vm: &VmState,
     host: &mut dyn Host,
@@ -129,6 +135,7 @@ pub fn mask(
     is_json: bool,
     coding: Option<Coding>,
     len: usize,
+    columns: Option<(&ResultShape, &[String])>,
 ) -> Result<Masked, Reply> {
     let config = &vm.config;
     let Some(masker) = config.mask_profile(profile) else {
@@ -153,13 +160,23 @@ pub fn mask(
         Some(rest) => (UTF8_BOM, rest),
         None => (&[][..], body.as_slice()),
     };
+    let by_column = columns.filter(|(_, names)| !names.is_empty());
+    if by_column.is_some() && !is_json {
+        return Err(not_maskable(
+            "the query returns sensitive columns, which are masked by column in a JSON answer, and this one is not JSON",
+        ));
+    }
     let as_json = if is_json {
-        match masker.mask_json(content) {
+        let masked = match by_column {
+            Some((shape, names)) => masker.mask_sql_result(content, shape, names),
+            None => masker.mask_json(content),
+        };
+        match masked {
             Ok((out, counts)) if !bom.is_empty() => Some(([bom, out.as_slice()].concat(), counts)),
             Ok(done) => Some(done),
             // Not JSON after all: masked as text below, never passed as is, unless the
             // profile relies on JSON structure that text masking cannot see.
-            Err(MaskError::InvalidJson(_)) if !masker.masks_by_structure() => None,
+            Err(MaskError::InvalidJson(_)) if !masker.masks_by_structure() && by_column.is_none() => None,
             Err(_) => return Err(not_maskable("the JSON response could not be masked safely")),
         }
     } else {

@@ -1673,3 +1673,70 @@ fn pinning_without_the_control_service_is_refused_at_load_by_field() {
     let err = Config::from_json(c.to_string().as_bytes(), &|_| None).err().unwrap();
     assert_eq!(err.field, "mcp.pin_tools");
 }
+
+fn sql_result_fixture() -> Fixture {
+    let rules = serde_json::json!([
+        {"name": "analysts-sql", "action": "allow", "when": {"methods": ["POST"], "path": {"exact": "/sql"}},
+            "mask": "pii", "sql_result": {"sql": "/sql", "columns": "/columns", "rows": "/rows"}}
+    ]);
+    let extra = serde_json::json!({
+        "sensitive_columns": {"customers": ["email", "card"]},
+        "sql_dialect": "sqlite",
+        "request_body_limit_bytes": 1024,
+        "response_body_limit_bytes": 4096
+    });
+    Fixture::new(config(serde_json::json!({"inline": jwks()}), rules, extra))
+}
+
+/// Sends `sql` to the `/sql` route; the flow has decided once the body is read.
+fn sql_request(f: &Fixture, sql: &str) -> (RequestFlow, MockHost) {
+    let mut flow = f.flow();
+    let mut host = request("POST", "/sql", Some(&token("ann", &["analyst"])));
+    host.request_headers.push(("content-type".into(), "application/json".into()));
+    host.request_body = serde_json::json!({ "sql": sql }).to_string().into_bytes();
+    assert_eq!(flow.on_request_headers(&mut host, false), Next::Pause);
+    let n = host.request_body.len();
+    flow.on_request_body(&mut host, n, true);
+    (flow, host)
+}
+
+#[test]
+fn an_aliased_sensitive_column_is_masked_by_name_whatever_its_content() {
+    let f = sql_result_fixture();
+    let (mut flow, mut host) = sql_request(&f, "SELECT id, card AS x FROM customers");
+    assert_eq!(host.reply_status(), None, "allowed");
+    host.response_headers = vec![("content-type".into(), "application/json".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    host.response_body = br#"{"columns":["id","x"],"rows":[[1,"4111-1111"],[2,"nothing like a card"]]}"#.to_vec();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    let v: serde_json::Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(v["rows"], serde_json::json!([[1, "[REDACTED:column]"], [2, "[REDACTED:column]"]]));
+    assert_eq!(f.counter(&host, "masked.pii.column"), 2);
+}
+
+#[test]
+fn a_computed_sensitive_column_or_a_filter_on_one_is_refused_naming_it() {
+    let f = sql_result_fixture();
+    for (sql, reason, names) in [
+        ("SELECT substr(card,1,8) AS a FROM customers", "sensitive_column_transform", "customers.card"),
+        ("SELECT id FROM customers WHERE email LIKE 'a%'", "sensitive_column_predicate", "customers.email"),
+        ("SELEC email FROM customers", "sql_not_maskable", "does not parse as sqlite SQL"),
+    ] {
+        let (_, host) = sql_request(&f, sql);
+        assert_eq!(host.reply_status(), Some(403), "{sql}");
+        let v = host.reply_json();
+        assert_eq!(v["error"]["code"], "denied_by_rule", "{sql}");
+        assert_eq!(v["error"]["reason"], reason, "{sql}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(names), "{sql}: {v}");
+    }
+}
+
+#[test]
+fn a_sql_answer_with_sensitive_columns_that_streams_is_refused() {
+    let f = sql_result_fixture();
+    let (mut flow, mut host) = sql_request(&f, "SELECT email FROM customers");
+    host.response_headers = vec![("content-type".into(), "application/x-ndjson".into())];
+    assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
+    assert_eq!(host.reply_json()["error"]["code"], "response_not_maskable");
+}

@@ -33,13 +33,13 @@ fn count_of(p: &MaskProfile, counts: &MaskCounts, kind: &str) -> u64 {
 // ---- configuration ----
 
 #[test]
-fn kinds_list_builtins_then_custom_then_field() {
+fn kinds_list_builtins_then_custom_then_field_and_column() {
     let p = profile(json!({
         "detectors": ["phone", "email"],
         "custom": [{ "name": "employee_id", "regex": "EMP-[0-9]{6}" }],
     }));
-    assert_eq!(p.kinds(), ["email", "phone", "employee_id", "field"]);
-    assert_eq!(all().kinds().len(), 9);
+    assert_eq!(p.kinds(), ["email", "phone", "employee_id", "field", "column"]);
+    assert_eq!(all().kinds().len(), 10);
 }
 
 #[test]

@@ -188,6 +188,8 @@ pub struct SqlReading {
     pub place: String,
     pub dialect: &'static str,
     pub analysis: Result<crate::sql::Analysis, crate::sql::Unparsable>,
+    /// The condition asks how the text uses sensitive columns (`sensitive`).
+    pub judges_sensitive: bool,
 }
 
 impl std::fmt::Display for SqlReading {
@@ -298,6 +300,7 @@ impl BodyCondition {
                 place: place.to_string(),
                 dialect: condition.dialect().name(),
                 analysis: crate::sql::analyze(text, condition.dialect(), condition.sensitive_columns()),
+                judges_sensitive: condition.judges_sensitive(),
             });
         };
         match (&self.target, body) {

@@ -199,6 +199,10 @@ impl SqlCondition {
         &self.columns
     }
 
+    pub(crate) fn judges_sensitive(&self) -> bool {
+        self.sensitive.is_some()
+    }
+
     /// Whether the condition holds for one SQL text, leaning by `mode`.
     pub(crate) fn holds(&self, text: &str, mode: Quantifier, memo: &SqlMemo) -> bool {
         memo.with(text, &self.dialect, &self.columns, |analysis| match analysis {

@@ -92,7 +92,7 @@ fn halves_encodings_concatenations_and_aggregates_are_transforms() {
         transforms(sql);
     }
     let found = transforms("SELECT substr(card,1,8) AS a FROM customers");
-    assert_eq!(found, ["customers.card (result column `a` computes it with function `substr`)"]);
+    assert_eq!(found, ["customers.card (result column `a` computes it with SUBSTRING)"]);
 }
 
 #[test]

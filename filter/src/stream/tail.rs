@@ -65,7 +65,7 @@
 
 use std::borrow::Cow;
 
-use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, ReaderView, FIELD_KIND};
+use crate::mask::{invisible_at, invisible_before, starts_escape, MaskProfile, ReaderView, COLUMN_KIND, FIELD_KIND};
 
 use super::Counter;
 
@@ -85,7 +85,7 @@ const KNOWN_BUILTINS: [&str; 8] = ["email", "credit_card", "us_ssn", "phone", "i
 
 impl CutRule {
     pub(super) fn for_profile(profile: &MaskProfile) -> CutRule {
-        let known = |k: &String| k == FIELD_KIND || KNOWN_BUILTINS.contains(&k.as_str());
+        let known = |k: &String| k == FIELD_KIND || k == COLUMN_KIND || KNOWN_BUILTINS.contains(&k.as_str());
         if profile.kinds().iter().all(known) {
             CutRule::Builtin
         } else {
