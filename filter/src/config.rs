@@ -76,12 +76,13 @@ fn sensitive_columns(spec: &BTreeMap<String, Vec<String>>) -> Result<SensitiveCo
     let mut out = SensitiveColumns::default();
     for (table, columns) in spec {
         let field = format!("sensitive_columns.{table}");
-        let parsed = match table.as_str() {
-            "*" => None,
-            name => Some(Table::parse(name).ok_or_else(|| {
-                ConfigError::new(&field, format!("`{name}` is not `table`, `schema.table` or `*`"))
-            })?),
-        };
+        let parsed =
+            match table.as_str() {
+                "*" => None,
+                name => Some(Table::parse(name).ok_or_else(|| {
+                    ConfigError::new(&field, format!("`{name}` is not `table`, `schema.table` or `*`"))
+                })?),
+            };
         if columns.is_empty() {
             return Err(ConfigError::new(&field, "is empty; list the table's sensitive columns or remove it"));
         }

@@ -9,7 +9,7 @@ use crate::config_error::ConfigError;
 use crate::headers::HeaderList;
 use crate::identity::Identity;
 use crate::normalize;
-use crate::policy::{Body, Evaluation, RequestFacts};
+use crate::policy::{Action, Body, Evaluation, RequestFacts};
 
 /// A request as the policy sees it once the token has been verified.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +98,19 @@ pub fn check(config_json: &[u8], sample: Option<&SampleRequest>) -> Result<Strin
             // be traced to the statement, effect or table behind it.
             for reading in d.rule.map(|r| r.sql_readings(body)).unwrap_or_default() {
                 let _ = writeln!(out, "  {reading}");
+            }
+            if let Some(sql_result) = d.rule.and_then(|r| r.sql_result()) {
+                let _ = match sql_result.read(body, &crate::policy::Memo::default().sql) {
+                    Err(e) => writeln!(out, "  sql_result: refused (403 denied_by_rule): {e}"),
+                    Ok(uses) => {
+                        let _ = writeln!(out, "  sql_result: masked by column [{}]", uses.returned.join(", "));
+                        match (uses.unmaskable(), d.action) {
+                            (Some(u), Action::Approve) => writeln!(out, "  sql_result: answered once approved: {u}"),
+                            (Some(u), _) => writeln!(out, "  sql_result: refused (403 denied_by_rule): {u}"),
+                            (None, _) => Ok(()),
+                        }
+                    }
+                };
             }
         }
     }

@@ -13,8 +13,8 @@ use crate::mcp;
 use crate::normalize::RequestTarget;
 use crate::pins::{self, PinMode};
 use crate::policy::{Action, Body, Evaluation, Memo, RequestFacts, Rule};
-use crate::sql::UseKind;
 use crate::reply::{Code, Reply};
+use crate::sql::UseKind;
 use crate::vm_state::VmState;
 
 pub struct Verdict {

@@ -568,6 +568,11 @@ impl RequestFlow {
         };
         self.record.decision = Some(Decision::Refused(reply.code));
         self.record.status = status;
+        // The answer says why (which rule, which column); it never quotes a secret.
+        if let Some(audit) = &self.vm.config.audit {
+            let excerpt = crate::audit::excerpt_bytes(&body, audit.max_body_bytes);
+            self.record.masked_response = Some(String::from_utf8_lossy(excerpt).into_owned());
+        }
         let extra = reply.extra_headers();
         let mut headers: Vec<(&str, &str)> = vec![("cache-control", "no-store")];
         if !body.is_empty() {

@@ -27,6 +27,8 @@ pub struct Record {
     /// The status the client got (0 when none was seen).
     pub status: u32,
     pub masked_values: u64,
+    /// The answer as the audit record keeps it: the masked response, or the filter's own
+    /// refusal (which says why, and never quotes a secret).
     pub masked_response: Option<String>,
     /// A dry-run rule matched: the log line says so even when the request was allowed.
     pub dry_run_reported: bool,

@@ -13,8 +13,8 @@
 
 use super::body::{BodyCondition, McpParam, Memo, SqlReading};
 use super::matcher::{Quantifier, StringMatcher};
-use super::sql::SqlDefaults;
 use super::spec::{GroupsSpec, HeaderConditionSpec, MatchSpec, QueryConditionSpec, StringMatcherSpec};
+use super::sql::SqlDefaults;
 use super::{Body, RequestFacts};
 use crate::config_error::ConfigError;
 
@@ -78,8 +78,7 @@ impl Conditions {
         let methods = spec.methods.map(|m| compile_methods(m, &format!("{w}.methods"))).transpose()?;
         let headers = compile_each(&spec.headers, &format!("{w}.headers"), compile_header)?;
         let query = compile_each(&spec.query, &format!("{w}.query"), compile_query)?;
-        let mut body =
-            compile_each(&spec.body, &format!("{w}.body"), |b, f| BodyCondition::compile(b, sql, f))?;
+        let mut body = compile_each(&spec.body, &format!("{w}.body"), |b, f| BodyCondition::compile(b, sql, f))?;
         // First: a name check is cheaper than pointer walks and SQL readings.
         if let Some(prompt) = &spec.mcp_prompt {
             body.insert(0, BodyCondition::mcp(McpParam::PromptName, matcher(prompt, "mcp_prompt")?));

@@ -300,7 +300,12 @@ mod tests {
     }
 
     fn compile_err(json: &str) -> ConfigError {
-        SqlCondition::compile(&serde_json::from_str(json).unwrap(), &SqlDefaults::dialect("generic"), "rules[0].when.body[0].sql").unwrap_err()
+        SqlCondition::compile(
+            &serde_json::from_str(json).unwrap(),
+            &SqlDefaults::dialect("generic"),
+            "rules[0].when.body[0].sql",
+        )
+        .unwrap_err()
     }
 
     fn holds(c: &SqlCondition, sql: &str, mode: Quantifier) -> bool {

@@ -62,15 +62,22 @@ pub struct SqlResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReadable {
     /// The body has no SQL where the rule says.
-    Missing { place: String },
-    Unparsable { place: String, dialect: &'static str },
+    Missing {
+        place: String,
+    },
+    Unparsable {
+        place: String,
+        dialect: &'static str,
+    },
 }
 
 impl std::fmt::Display for NotReadable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NotReadable::Missing { place } => write!(f, "the request has no SQL text at {place}"),
-            NotReadable::Unparsable { place, dialect } => write!(f, "the SQL at {place} does not parse as {dialect} SQL"),
+            NotReadable::Unparsable { place, dialect } => {
+                write!(f, "the SQL at {place} does not parse as {dialect} SQL")
+            }
         }
     }
 }
@@ -102,7 +109,9 @@ impl SqlResult {
                 columns: pointer(columns, &format!("{field}.columns"))?,
                 rows: pointer(rows, &format!("{field}.rows"))?,
             },
-            (None, None, Some(objects)) => ResultShape::Objects { rows: pointer(objects, &format!("{field}.objects"))? },
+            (None, None, Some(objects)) => {
+                ResultShape::Objects { rows: pointer(objects, &format!("{field}.objects"))? }
+            }
             _ => {
                 return Err(ConfigError::new(
                     field,

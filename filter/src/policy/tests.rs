@@ -859,12 +859,18 @@ fn config_errors_do_not_leak_into_display_beyond_the_field_and_problem() {
 #[test]
 fn approve_rule_without_approval_block_is_a_config_error() {
     let specs: Vec<RuleSpec> = serde_json::from_value(json!([{"name": "a", "action": "approve"}])).unwrap();
-    assert_eq!(compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err().field, "rules[0].approval");
+    assert_eq!(
+        compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err().field,
+        "rules[0].approval"
+    );
     let specs: Vec<RuleSpec> = serde_json::from_value(
         json!([{"name": "a", "action": "deny", "approval": {"mode": "hold", "approvers": {"groups": ["x"]}}}]),
     )
     .unwrap();
-    assert_eq!(compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err().field, "rules[0].approval");
+    assert_eq!(
+        compile(specs, Action::Deny, PROFILES, &SqlDefaults::dialect("generic"), "rules").unwrap_err().field,
+        "rules[0].approval"
+    );
 }
 
 #[test]

@@ -23,8 +23,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     Delete, Expr, FromTable, GroupByExpr, Ident, Insert, ObjectName, ObjectNamePart, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAliasColumnDef, TableFactor, TableObject,
-    TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor, WildcardAdditionalOptions,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAliasColumnDef, TableFactor, TableObject, TableWithJoins,
+    Update, UpdateTableFromKind, Visit, Visitor, WildcardAdditionalOptions,
 };
 
 use super::Table;
@@ -337,7 +337,11 @@ impl Walk<'_> {
                 for table in tables.0 {
                     for column in self.sensitive.of(&table) {
                         let column = Column { table: table.clone(), name: column.to_string() };
-                        self.out.note(UseKind::Transform, column, "a statement whose result cannot be masked by column");
+                        self.out.note(
+                            UseKind::Transform,
+                            column,
+                            "a statement whose result cannot be masked by column",
+                        );
                     }
                 }
             }
@@ -610,8 +614,7 @@ impl Walk<'_> {
                 let named: Vec<&Relation> =
                     scope.relations.iter().filter(|r| r.name.is_some() && r.name == wanted).collect();
                 // A qualifier that names no relation here: every relation, to be safe.
-                let relations: Vec<&Relation> =
-                    if named.is_empty() { scope.relations.iter().collect() } else { named };
+                let relations: Vec<&Relation> = if named.is_empty() { scope.relations.iter().collect() } else { named };
                 for r in relations {
                     items.extend(self.expanded(r));
                 }
