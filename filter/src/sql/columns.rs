@@ -22,9 +22,9 @@ use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Delete, Expr, FromTable, GroupByExpr, Ident, Insert, ObjectName, ObjectNamePart, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAliasColumnDef, TableFactor, TableObject, TableWithJoins,
-    Update, UpdateTableFromKind, Visit, Visitor, WildcardAdditionalOptions,
+    Delete, Expr, FromTable, GroupByExpr, Ident, Insert, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAliasColumnDef, TableFactor,
+    TableObject, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor, WildcardAdditionalOptions,
 };
 
 use super::Table;
@@ -538,6 +538,39 @@ impl Walk<'_> {
         for join in &from.joins {
             self.factor(&join.relation, scope);
             self.predicate(&join.join_operator, scope, "JOIN … ON");
+            self.join_columns(&join.join_operator, scope);
+        }
+    }
+
+    /// `USING (c)` and `NATURAL` compare columns named, not written as expressions.
+    fn join_columns(&mut self, operator: &JoinOperator, scope: &Scope<'_>) {
+        let mut lineage = Lineage::default();
+        match join_constraint(operator) {
+            Some(JoinConstraint::Using(names) | JoinConstraint::UsingAlias(names, _)) => {
+                for name in names.iter().filter_map(|n| n.0.last().and_then(part_name)) {
+                    lineage.merge(scope.resolve(None, &name, self.sensitive));
+                }
+            }
+            Some(JoinConstraint::Natural) => {
+                for r in &scope.relations {
+                    for item in self.expanded_columns(r) {
+                        lineage.add_derived(item);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for column in lineage.columns() {
+            self.out.note(UseKind::Predicate, column.clone(), "used in JOIN … USING or NATURAL JOIN");
+        }
+    }
+
+    /// The sensitive columns a relation's `*` would return.
+    fn expanded_columns(&self, relation: &Relation) -> Vec<Column> {
+        match &relation.body {
+            RelationBody::Base(table) => self.item_columns(&Item::Star(table.clone())),
+            RelationBody::Derived(items) => items.iter().flat_map(|i| self.item_columns(i)).collect(),
+            RelationBody::Opaque(lineage) => lineage.columns().cloned().collect(),
         }
     }
 
@@ -834,6 +867,32 @@ impl Visitor for Relations {
             self.0.push(table);
         }
         ControlFlow::Continue(())
+    }
+}
+
+fn join_constraint(operator: &JoinOperator) -> Option<&JoinConstraint> {
+    match operator {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c)
+        | JoinOperator::StraightJoin(c)
+        | JoinOperator::AsOf { constraint: c, .. } => Some(c),
+        JoinOperator::CrossApply
+        | JoinOperator::OuterApply
+        | JoinOperator::ArrayJoin
+        | JoinOperator::LeftArrayJoin
+        | JoinOperator::InnerArrayJoin => None,
     }
 }
 

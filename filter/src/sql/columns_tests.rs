@@ -104,6 +104,8 @@ fn filters_joins_groupings_and_orderings_on_sensitive_columns_are_predicates() {
         "SELECT id FROM customers ORDER BY substr(ssn, 5, 1)",
         "SELECT count(*) FROM customers GROUP BY substr(ssn, 1, 3)",
         "SELECT id FROM customers c JOIN leaked l ON l.v = c.card",
+        "SELECT id FROM customers JOIN leaked USING (email)",
+        "SELECT id FROM customers NATURAL JOIN leaked",
         "SELECT id FROM customers WHERE EXISTS (SELECT 1 FROM customers c2 WHERE c2.email = 'a@b.co')",
         "SELECT name FROM orders WHERE name IN (SELECT email FROM customers)",
         "SELECT email AS e FROM customers ORDER BY e",
