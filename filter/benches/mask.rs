@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use airlock_filter::mask::{compile_profile, MaskProfile, MaskProfileSpec};
+use airlock_filter::mask::{compile_profile, MaskProfile, MaskProfileSpec, ResultShape};
 
 /// Small deterministic generator, so every run masks the same bodies.
 struct Lcg(u64);
@@ -100,6 +100,29 @@ fn record(r: &mut Lcg, i: usize, pii: bool) -> String {
             order = order,
         )
     }
+}
+
+/// A SQL answer as the demo upstream lays it out (`columns` + `rows`), rows of dense PII.
+fn sql_answer(size: usize) -> String {
+    let mut r = Lcg(7);
+    let mut rows = Vec::new();
+    let mut len = 0;
+    let mut i = 0;
+    while len < size {
+        let row = format!(
+            r#"[{i},"Customer {i}","user{i}.x@example.com","(415) 555-{:04}","{}","{:03}-{:02}-{:04}","DE89 3704 0044 0532 0130 00","called about order {}"]"#,
+            r.range(0, 9999),
+            card(&mut r, true),
+            r.range(1, 665),
+            r.range(1, 99),
+            r.range(1, 9999),
+            r.digits(10),
+        );
+        len += row.len() + 1;
+        rows.push(row);
+        i += 1;
+    }
+    format!(r#"{{"columns":["id","name","email","phone","card","ssn","iban","notes"],"rows":[{}]}}"#, rows.join(","))
 }
 
 /// A record without PII made of the identifiers real APIs return next to it, where a
@@ -259,6 +282,29 @@ fn main() {
             black_box(p.mask_json(black_box(input.as_bytes())).unwrap());
         });
         println!("{label:<44} {:>10} {mbs:>10.0} {:>8}", input.len(), counts.total());
+    }
+    // Column masking: the same answer masked by the detectors alone, and with three of
+    // its columns masked by name (`sql_result`), which reads the column list first.
+    let shape = ResultShape::ColumnsRows { columns: "/columns".into(), rows: "/rows".into() };
+    let by_name: Vec<String> = ["email", "card", "ssn"].map(String::from).to_vec();
+    for (label, size) in [("64 KB", 64 * 1024), ("1 MB", 1024 * 1024)] {
+        let answer = sql_answer(size);
+        let detectors = format!("sql answer, all detectors, {label}");
+        if wanted(&detectors) {
+            let (_, counts) = all.mask_json(answer.as_bytes()).unwrap();
+            let mbs = measure(answer.len(), || {
+                black_box(all.mask_json(black_box(answer.as_bytes())).unwrap());
+            });
+            println!("{detectors:<44} {:>10} {mbs:>10.0} {:>8}", answer.len(), counts.total());
+        }
+        let columns = format!("sql answer, 3 columns by name + all, {label}");
+        if wanted(&columns) {
+            let (_, counts) = all.mask_sql_result(answer.as_bytes(), &shape, &by_name).unwrap();
+            let mbs = measure(answer.len(), || {
+                black_box(all.mask_sql_result(black_box(answer.as_bytes()), &shape, &by_name).unwrap());
+            });
+            println!("{columns:<44} {:>10} {mbs:>10.0} {:>8}", answer.len(), counts.total());
+        }
     }
     let label = "reference: serde_json IgnoredAny, 1 MB";
     if wanted(label) {

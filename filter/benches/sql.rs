@@ -4,7 +4,9 @@
 //!
 //!     cargo bench -p airlock-filter --bench sql
 //!
-//! Prints µs per policy evaluation (native), the best of many timed batches.
+//! Prints µs per policy evaluation (native), the best of many timed batches; then the
+//! cost of following sensitive columns through each statement (column masking), as one
+//! analysis with and without `sensitive_columns`.
 
 // A bench is test code: a failed unwrap is a bench bug, reported as such.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +17,8 @@ use std::time::Instant;
 use airlock_filter::headers::HeaderList;
 use airlock_filter::identity::Identity;
 use airlock_filter::normalize::normalize_target;
-use airlock_filter::policy::{self, Action, Body, Evaluation, Policy, RequestFacts, RuleSpec};
+use airlock_filter::policy::{self, Action, Body, Evaluation, Policy, RequestFacts, RuleSpec, SqlDefaults};
+use airlock_filter::sql::{self, Dialect, SensitiveColumns, Table};
 use serde_json::{json, Value};
 
 /// The four `/sql` rules of the shipped config before `sql` conditions existed.
@@ -49,7 +52,7 @@ fn sql_rules() -> Value {
 
 fn compile(rules: Value) -> Policy {
     let specs: Vec<RuleSpec> = serde_json::from_value(rules).unwrap();
-    policy::compile(specs, Action::Deny, &[], "sqlite", "rules").unwrap()
+    policy::compile(specs, Action::Deny, &[], &SqlDefaults::dialect("sqlite"), "rules").unwrap()
 }
 
 fn queries() -> Vec<(&'static str, String)> {
@@ -69,6 +72,20 @@ fn queries() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Best µs per call of `f` over timed batches.
+fn best_of(mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..15 {
+        let n = 200;
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    best
+}
+
 /// Best µs per evaluation over timed batches.
 fn time(policy: &Policy, body: &Value) -> (f64, String) {
     let target = normalize_target("/sql").unwrap();
@@ -80,15 +97,9 @@ fn time(policy: &Policy, body: &Value) -> (f64, String) {
         Evaluation::NeedBody => "need body".into(),
     };
     let decision = decide();
-    let mut best = f64::MAX;
-    for _ in 0..15 {
-        let n = 200;
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(policy.evaluate(black_box(&facts), black_box(Body::Json(body))));
-        }
-        best = best.min(start.elapsed().as_secs_f64() * 1e6 / n as f64);
-    }
+    let best = best_of(|| {
+        black_box(policy.evaluate(black_box(&facts), black_box(Body::Json(body))));
+    });
     (best, decision)
 }
 
@@ -102,5 +113,23 @@ fn main() {
         let (r, rd) = time(&regex, &body);
         let (s, sd) = time(&sql, &body);
         println!("| {label} | {r:.1} ({rd}) | {s:.1} ({sd}) | {:.2}× |", s / r);
+    }
+    let dialect = Dialect::named("sqlite").unwrap();
+    let none = SensitiveColumns::default();
+    let mut sensitive = SensitiveColumns::default();
+    let columns = ["email", "phone", "card", "ssn", "iban"].map(String::from).to_vec();
+    sensitive.add(Table::parse("customers"), columns);
+    println!();
+    println!("| body | analysis µs | with sensitive columns µs | ratio | uses found |");
+    println!("|---|---|---|---|---|");
+    for (label, query) in queries() {
+        let plain = best_of(|| {
+            let _ = black_box(sql::analyze(black_box(&query), &dialect, &none));
+        });
+        let followed = best_of(|| {
+            let _ = black_box(sql::analyze(black_box(&query), &dialect, &sensitive));
+        });
+        let uses = sql::analyze(&query, &dialect, &sensitive).map(|a| a.columns.uses.len()).unwrap_or(0);
+        println!("| {label} | {plain:.1} | {followed:.1} | {:.2}× | {uses} |", followed / plain);
     }
 }

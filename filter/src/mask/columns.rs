@@ -37,8 +37,8 @@ impl MaskProfile {
         if columns.is_empty() {
             return self.mask_json(body);
         }
-        let doc: Value = match serde_json::from_slice(body) {
-            Ok(doc) => doc,
+        let cells = match cell_pointers(body, shape, columns) {
+            Ok(cells) => cells,
             // The walker says what is wrong; if it finds nothing wrong, the reader that
             // would have told the cells apart did: refuse rather than guess.
             Err(_) => {
@@ -46,14 +46,15 @@ impl MaskProfile {
                 return Err(MaskError::TooDeep);
             }
         };
-        let cells = cell_pointers(&doc, shape, columns);
         let pointers = self.pointers.with(&cells, MAX_DEPTH).ok_or(MaskError::TooDeep)?;
         super::json::mask(self, body, &pointers, self.pointers.len())
     }
 }
 
-/// The pointers of the cells of sensitive columns in `doc`.
-fn cell_pointers(doc: &Value, shape: &ResultShape, columns: &[String]) -> Vec<String> {
+/// The pointers of the cells of sensitive columns in `body`. Only what the layout
+/// names is read (the column list, or the member names of row objects); the rest of the
+/// document is skipped unparsed, at the speed of validating it.
+fn cell_pointers(body: &[u8], shape: &ResultShape, columns: &[String]) -> Result<Vec<String>, serde_json::Error> {
     let sensitive = |name: &str| {
         let name = name.to_lowercase();
         columns.iter().any(|c| *c == name)
@@ -61,7 +62,8 @@ fn cell_pointers(doc: &Value, shape: &ResultShape, columns: &[String]) -> Vec<St
     let mut out = Vec::new();
     match shape {
         ResultShape::ColumnsRows { columns: names, rows } => {
-            let Some(Value::Array(names)) = doc.pointer(names) else { return out };
+            let found = read_at(body, names, Target::Value)?;
+            let Some(Found::Value(Value::Array(names))) = found else { return Ok(out) };
             for (i, name) in names.iter().enumerate() {
                 // A column name that is not a string cannot be told: masked too.
                 if name.as_str().is_none_or(sensitive) {
@@ -70,19 +72,207 @@ fn cell_pointers(doc: &Value, shape: &ResultShape, columns: &[String]) -> Vec<St
             }
         }
         ResultShape::Objects { rows } => {
-            let Some(Value::Array(items)) = doc.pointer(rows) else { return out };
-            for item in items {
-                let Value::Object(row) = item else { continue };
-                for key in row.keys().filter(|k| sensitive(k)) {
-                    let pointer = format!("{rows}/*/{}", key.replace('~', "~0").replace('/', "~1"));
-                    if !out.contains(&pointer) {
-                        out.push(pointer);
-                    }
-                }
+            let Some(Found::Keys(keys)) = read_at(body, rows, Target::RowKeys)? else { return Ok(out) };
+            for key in keys.iter().filter(|k| sensitive(k)) {
+                out.push(format!("{rows}/*/{}", key.replace('~', "~0").replace('/', "~1")));
             }
         }
     }
-    out
+    Ok(out)
+}
+
+/// What to read at the pointer.
+#[derive(Clone, Copy)]
+enum Target {
+    Value,
+    /// The distinct member names of the objects of an array.
+    RowKeys,
+}
+
+enum Found {
+    Value(Value),
+    Keys(Vec<String>),
+}
+
+/// Reads `target` at RFC 6901 `pointer` in `body`; `None` when nothing is there.
+fn read_at(body: &[u8], pointer: &str, target: Target) -> Result<Option<Found>, serde_json::Error> {
+    let path: Vec<String> = match pointer.strip_prefix('/') {
+        None => Vec::new(),
+        Some(rest) => rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = serde::de::DeserializeSeed::deserialize(At { path: &path, target }, &mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+/// Descends along `path`, skipping every member and element off it.
+struct At<'p> {
+    path: &'p [String],
+    target: Target,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for At<'_> {
+    type Value = Option<Found>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match (self.path, self.target) {
+            ([], Target::Value) => Ok(Some(Found::Value(serde::Deserialize::deserialize(d)?))),
+            ([], Target::RowKeys) => d.deserialize_any(RowKeys),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for At<'_> {
+    type Value = Option<Found>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON document")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (head, rest) = self.path.split_first().map_or(("", &[][..]), |(h, r)| (h.as_str(), r));
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == head && found.is_none() {
+                found = map.next_value_seed(At { path: rest, target: self.target })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (head, rest) = self.path.split_first().map_or(("", &[][..]), |(h, r)| (h.as_str(), r));
+        let wanted: Option<usize> = head.parse().ok();
+        let (mut i, mut found) = (0usize, None);
+        loop {
+            let next = if Some(i) == wanted {
+                seq.next_element_seed(At { path: rest, target: self.target })?.map(|f| found = f)
+            } else {
+                seq.next_element::<serde::de::IgnoredAny>()?.map(|_| ())
+            };
+            if next.is_none() {
+                return Ok(found);
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// The member names of the objects of an array, each once.
+struct RowKeys;
+
+impl<'de> serde::de::Visitor<'de> for RowKeys {
+    type Value = Option<Found>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of row objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut keys: Vec<String> = Vec::new();
+        while let Some(row) = seq.next_element_seed(RowKeysOf(&mut keys))? {
+            let () = row;
+        }
+        Ok(Some(Found::Keys(keys)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// One row: its member names join `keys`, its values are skipped.
+struct RowKeysOf<'k>(&'k mut Vec<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowKeysOf<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowKeysOf<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a row object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !self.0.iter().any(|k| *k == key) {
+                self.0.push(key.into_owned());
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +319,19 @@ mod tests {
     fn an_answer_without_the_layout_is_masked_by_the_profile_alone() {
         let body = r#"{"error":"no such column: bob@example.com"}"#;
         assert_eq!(masked(body, &columns_rows(), &["email"]), r#"{"error":"no such column: [REDACTED:email]"}"#);
+    }
+
+    #[test]
+    fn a_layout_of_other_types_or_nested_elsewhere_masks_nothing_by_column() {
+        for body in [r#"{"columns":"email","rows":5}"#, r#"{"data":{"columns":["email"],"rows":[["x"]]}}"#] {
+            assert_eq!(masked(body, &columns_rows(), &["email"]), body);
+        }
+        let nested = ResultShape::Objects { rows: "/data/rows".into() };
+        let body = r#"{"data":{"rows":[{"a~b":1,"E/mail":"x"}],"n":1},"more":[1,{"E/mail":"y"}]}"#;
+        assert_eq!(
+            masked(body, &nested, &["e/mail"]),
+            r#"{"data":{"rows":[{"a~b":1,"E/mail":"[REDACTED:column]"}],"n":1},"more":[1,{"E/mail":"y"}]}"#
+        );
     }
 
     #[test]
