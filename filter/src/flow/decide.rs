@@ -129,37 +129,30 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
         (Some(index), Some(r)) => over_limit(vm, host, request, &caller, index, r),
         _ => None,
     };
-    let columns = match decision.rule {
-        Some(r) if body_read && decision.action != Action::Deny => result_columns(r, body, &memo),
-        _ => Ok(None),
-    };
-    let (columns, unmaskable) = match columns {
-        Ok(columns) => (columns, None),
-        Err(reply) => (None, Some(reply)),
+    // A rule masking SQL results by column: the columns to mask, and what cannot be
+    // masked (refused unless a human approves it), or why nothing can be.
+    let (columns, computed, unreadable) = match decision.rule {
+        Some(r) if body_read && decision.action != Action::Deny => match result_columns(r, body, &memo) {
+            Ok(Some(c)) => (Some(c.returned), c.first_unmaskable, None),
+            Ok(None) => (None, None, None),
+            Err(reply) => (None, None, Some(reply)),
+        },
+        _ => (None, None, None),
     };
     // Over its limit, or unmaskable, the rule's own action does not apply.
-    let refusal = match (limited.or(unmaskable), decision.action) {
+    let refusal = match (limited.or(unreadable), decision.action) {
         (Some(reply), _) => reply,
         (None, Action::Allow) => {
             let json = match body {
                 Body::Json(b) => Some(b),
                 _ => None,
             };
-            match json.and_then(|b| blocked_call(vm, host, request, b)) {
+            match json.and_then(|b| blocked_call(vm, host, request, b)).or(computed) {
                 Some(refusal) => refusal,
                 None => {
-                    let (columns, refusal) = match columns {
-                        Some(c) => (Some(c.returned), c.first_unmaskable),
-                        None => (None, None),
-                    };
-                    if let Some(refusal) = refusal {
-                        refusal
-                    } else {
-                        let listing =
-                            json.and_then(mcp::lists).and_then(|kind| listing(vm, host, request, &caller, kind));
-                        let step = Step::Forward(Decision::Allow);
-                        return Verdict { rule, dry_run_reported, step, listing, columns };
-                    }
+                    let listing = json.and_then(mcp::lists).and_then(|kind| listing(vm, host, request, &caller, kind));
+                    let step = Step::Forward(Decision::Allow);
+                    return Verdict { rule, dry_run_reported, step, listing, columns };
                 }
             }
         }
@@ -178,7 +171,7 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
             // as it is stays masked.
             (Some(index), false) => {
                 let mut verdict = Verdict::step(rule, dry_run_reported, Step::Approve(caller, index));
-                verdict.columns = columns.map(|c| c.returned);
+                verdict.columns = columns;
                 return verdict;
             }
             _ => Reply::new(Code::ApprovalPending, "this request needs human approval")
@@ -187,7 +180,10 @@ pub fn decide(vm: &VmState, host: &mut dyn Host, request: &Request, caller: Call
     };
     if config.dry_run {
         report(host, rule_name.unwrap_or("default"), refusal.code.as_str());
-        return Verdict::step(rule, true, Step::Forward(Decision::DryRunAllow));
+        // Not enforced, but what is returned as it is stays masked, as masking is.
+        let mut verdict = Verdict::step(rule, true, Step::Forward(Decision::DryRunAllow));
+        verdict.columns = columns;
+        return verdict;
     }
     Verdict::step(rule, dry_run_reported, Step::Refuse(refusal))
 }

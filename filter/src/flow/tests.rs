@@ -1740,3 +1740,27 @@ fn a_sql_answer_with_sensitive_columns_that_streams_is_refused() {
     assert_eq!(flow.on_response_headers(&mut host, false), Next::Pause);
     assert_eq!(host.reply_json()["error"]["code"], "response_not_maskable");
 }
+
+#[test]
+fn in_a_dry_run_a_computed_column_is_reported_not_refused_and_returned_columns_stay_masked() {
+    let mut c = config(serde_json::json!({"inline": jwks()}), serde_json::json!([]), serde_json::json!({}));
+    c["rules"] = serde_json::json!([
+        {"name": "analysts-sql", "action": "allow", "when": {"methods": ["POST"], "path": {"exact": "/sql"}},
+            "mask": "pii", "sql_result": {"sql": "/sql", "columns": "/columns", "rows": "/rows"}}
+    ]);
+    c["sensitive_columns"] = serde_json::json!({"customers": ["email", "card"]});
+    c["request_body_limit_bytes"] = serde_json::json!(1024);
+    c["response_body_limit_bytes"] = serde_json::json!(4096);
+    c["dry_run"] = serde_json::json!(true);
+    let f = Fixture::new(c);
+    let (mut flow, mut host) = sql_request(&f, "SELECT hex(card) AS h, email FROM customers");
+    assert_eq!(host.reply_status(), None, "a dry run forwards");
+    assert_eq!(f.counter(&host, "dry_run.would_block"), 1);
+    host.response_headers = vec![("content-type".into(), "application/json".into())];
+    flow.on_response_headers(&mut host, false);
+    host.response_body = br#"{"columns":["h","email"],"rows":[["34313131","x"]]}"#.to_vec();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    let v: serde_json::Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(v["rows"], serde_json::json!([["34313131", "[REDACTED:column]"]]));
+}
