@@ -28,6 +28,18 @@ pub struct VmState {
     record_prefix: String,
     record_seq: Cell<u64>,
     audit_drops: Cell<u64>,
+    /// Set when Envoy lets the VM go: until then (unix ms) the VM ships what is queued.
+    shutdown_deadline_ms: Cell<Option<u64>>,
+}
+
+/// Where the last flush stands, once Envoy has said it lets the VM go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Records are still queued and the deadline has not passed: keep shipping.
+    Flushing,
+    /// Nothing is left to ship (all delivered, or the rest counted as dropped): the VM
+    /// may go.
+    Done,
 }
 
 impl VmState {
@@ -48,6 +60,7 @@ impl VmState {
             record_prefix: instance.to_string(),
             record_seq: Cell::new(0),
             audit_drops: Cell::new(0),
+            shutdown_deadline_ms: Cell::new(None),
         }
     }
 
@@ -175,6 +188,56 @@ impl VmState {
         rt.increment(self.stats.mcp_pin_sync_failed, 1);
         let what = if report { "reported" } else { "refreshed" };
         rt.log(Level::Warn, &format!("airlock: MCP tool pins not {what} ({problem}); known pins stay in force"));
+    }
+
+    /// Envoy lets the VM go (listener drained, plugin config replaced, hot restart or
+    /// shutdown): starts the last flush, bounded by `audit.shutdown_flush_ms`.
+    pub fn begin_shutdown(&self, rt: &mut dyn Runtime) -> Shutdown {
+        let Some(audit) = self.config.audit.as_ref() else { return Shutdown::Done };
+        let deadline = rt.now_unix_ms().saturating_add(audit.shutdown_flush_ms);
+        self.shutdown_deadline_ms.set(Some(deadline));
+        let waiting = {
+            let mut queue = self.audit.borrow_mut();
+            queue.retry_now();
+            queue.len()
+        };
+        if waiting > 0 {
+            let ms = audit.shutdown_flush_ms;
+            rt.log(
+                Level::Info,
+                &format!("airlock: VM let go; shipping {waiting} queued audit records (at most {ms} ms)"),
+            );
+        }
+        self.flush_until(rt, deadline)
+    }
+
+    /// Where the last flush stands; `None` while Envoy has not let the VM go.
+    pub fn shutdown_progress(&self, rt: &mut dyn Runtime) -> Option<Shutdown> {
+        let deadline = self.shutdown_deadline_ms.get()?;
+        Some(self.flush_until(rt, deadline))
+    }
+
+    /// `Done` once the queue is empty, or once `deadline` has passed: what is still queued
+    /// then (a batch in flight included, its delivery unconfirmed) is counted as dropped.
+    fn flush_until(&self, rt: &mut dyn Runtime, deadline: u64) -> Shutdown {
+        if self.audit.borrow().is_empty() {
+            return Shutdown::Done;
+        }
+        if rt.now_unix_ms() < deadline {
+            return Shutdown::Flushing;
+        }
+        let lost = self.audit.borrow_mut().abandon() as u64;
+        rt.increment(self.stats.audit_dropped, lost);
+        self.audit_drops.set(self.audit_drops.get() + lost);
+        let ms = self.config.audit.as_ref().map_or(0, |a| a.shutdown_flush_ms);
+        rt.log(
+            Level::Warn,
+            &format!(
+                "airlock: VM let go with {lost} audit records not confirmed delivered within \
+                    audit.shutdown_flush_ms ({ms} ms); counted as dropped"
+            ),
+        );
+        Shutdown::Done
     }
 
     /// Counts a dropped audit record; says whether to log it. Logged at the 1st, 2nd,
