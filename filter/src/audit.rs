@@ -250,6 +250,9 @@ mod tests {
     fn audit_settings_are_validated_with_field_names() {
         let spec: AuditSpec = serde_json::from_value(serde_json::json!({"batch_size": 0})).unwrap();
         assert_eq!(compile(spec, "audit").unwrap_err().field, "audit.batch_size");
+        let slow: AuditSpec = serde_json::from_value(serde_json::json!({"shutdown_flush_ms": 60_001})).unwrap();
+        let e = compile(slow, "audit").unwrap_err();
+        assert_eq!((e.field.as_str(), e.to_string().contains("at most 60000")), ("audit.shutdown_flush_ms", true));
         let off: AuditSpec = serde_json::from_value(serde_json::json!({"enabled": false})).unwrap();
         assert!(compile(off, "audit").unwrap().is_none());
     }

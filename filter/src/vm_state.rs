@@ -248,3 +248,106 @@ impl VmState {
         n.is_power_of_two().then_some(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::mock::MockHost;
+
+    /// A VM with audit on, and the host that defined its counters (to read them by name).
+    fn vm(shutdown_flush_ms: u64) -> (VmState, MockHost) {
+        let config = serde_json::json!({
+            "auth": {"issuers": ["https://idp.test"], "audiences": ["airlock"],
+                "jwks": {"inline": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256",
+                    "k": "YS10ZXN0LWhtYWMtc2VjcmV0LXRoYXQtaXMtbG9uZy1lbm91Z2gtZm9yLWhzMjU2"}]}}},
+            "control": {"cluster": "control", "authority": "control", "filter_key": {"value": "a-filter-key-of-16+chars"}},
+            "audit": {"batch_size": 200, "shutdown_flush_ms": shutdown_flush_ms},
+            "rules": [],
+            "default_action": "deny"
+        });
+        let config = Config::from_json(config.to_string().as_bytes(), &|_| None).unwrap();
+        let mut host = MockHost::default();
+        let stats = Stats::define(&mut host, &config).unwrap();
+        (VmState::new(config, stats, "test"), host)
+    }
+
+    fn queue(vm: &VmState, n: usize) {
+        for i in 0..n {
+            assert!(vm.audit.borrow_mut().push(format!("{{\"n\":{i}}}"), 10_000));
+        }
+    }
+
+    #[test]
+    fn ships_every_queued_record_batch_after_batch_before_the_vm_may_go() {
+        let (vm, mut host) = vm(5000);
+        queue(&vm, 450);
+        assert_eq!(vm.shutdown_progress(&mut host), None, "not shutting down yet");
+        assert_eq!(vm.begin_shutdown(&mut host), Shutdown::Flushing);
+        let mut batches = 0;
+        while vm.ship_audit(&mut host).is_some() {
+            batches += 1;
+            assert!(vm.finish_audit_shipment(&mut host, Some(200)));
+            let step = vm.shutdown_progress(&mut host);
+            assert_eq!(step, Some(if batches < 3 { Shutdown::Flushing } else { Shutdown::Done }));
+        }
+        assert_eq!(batches, 3, "200 + 200 + 50, one after another");
+        assert_eq!(host.counter("airlock.audit.dropped"), 0);
+    }
+
+    #[test]
+    fn what_is_still_queued_at_the_deadline_is_counted_as_dropped_and_logged() {
+        let (vm, mut host) = vm(2000);
+        host.now_ms = 10_000;
+        queue(&vm, 5);
+        assert_eq!(vm.begin_shutdown(&mut host), Shutdown::Flushing);
+        assert!(vm.ship_audit(&mut host).is_some());
+        assert!(!vm.finish_audit_shipment(&mut host, None), "the control service does not answer");
+        host.now_ms = 11_999;
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Flushing), "the deadline has not passed");
+        host.now_ms = 12_000;
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Done));
+        assert_eq!(host.counter("airlock.audit.dropped"), 5);
+        assert!(vm.audit.borrow().is_empty());
+        let log = host.logs.last().unwrap();
+        assert!(log.contains("5 audit records not confirmed delivered") && log.contains("2000 ms"), "{log}");
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Done), "counted once");
+        assert_eq!(host.counter("airlock.audit.dropped"), 5);
+    }
+
+    #[test]
+    fn a_batch_in_flight_at_the_deadline_counts_as_dropped_its_delivery_unconfirmed() {
+        let (vm, mut host) = vm(1000);
+        queue(&vm, 3);
+        vm.begin_shutdown(&mut host);
+        assert!(vm.ship_audit(&mut host).is_some());
+        host.now_ms = 1000;
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Done));
+        assert_eq!(host.counter("airlock.audit.dropped"), 3);
+    }
+
+    #[test]
+    fn the_last_flush_does_not_wait_out_a_retry_backoff() {
+        let (vm, mut host) = vm(5000);
+        queue(&vm, 1);
+        for _ in 0..5 {
+            host.now_ms += 60_000;
+            assert!(vm.ship_audit(&mut host).is_some());
+            vm.finish_audit_shipment(&mut host, Some(503));
+        }
+        assert!(vm.ship_audit(&mut host).is_none(), "backing off");
+        assert_eq!(vm.begin_shutdown(&mut host), Shutdown::Flushing);
+        assert!(vm.ship_audit(&mut host).is_some(), "shipped at once");
+    }
+
+    #[test]
+    fn an_empty_queue_or_a_zero_bound_lets_the_vm_go_at_once() {
+        let (vm_empty, mut host) = vm(5000);
+        assert_eq!(vm_empty.begin_shutdown(&mut host), Shutdown::Done);
+        assert!(host.callouts.is_empty());
+
+        let (vm_zero, mut host) = vm(0);
+        queue(&vm_zero, 2);
+        assert_eq!(vm_zero.begin_shutdown(&mut host), Shutdown::Done);
+        assert_eq!(host.counter("airlock.audit.dropped"), 2, "never silently");
+    }
+}

@@ -136,3 +136,46 @@ fn ships_queued_records_when_a_plugin_config_reload_lets_the_old_root_context_go
     assert_every_answer_recorded(&control, answered);
     assert_eq!(stack.stat("wasmcustom.airlock.audit.dropped"), Some(0));
 }
+
+#[test]
+fn a_hot_restart_under_load_loses_no_record() {
+    let control = ControlService::start(&temp_dir("hot-restart"), &[DBA_BOB], "").unwrap();
+    // Unique per test process: the shared memory of hot restart is named by it.
+    let base_id = 1000 + std::process::id() % 50_000;
+    let mut stack =
+        builder(&control).hot_restart(base_id).envoy_arg("--parent-shutdown-time-s").envoy_arg("4").start().unwrap();
+    let load = Load::start(&stack);
+    load.wait_for(50);
+    stack
+        .hot_restart(|bootstrap| {
+            let listener = &mut bootstrap["static_resources"]["listeners"][0];
+            edit_plugin_config(listener, |c| c["audit"]["batch_size"] = json!(150));
+        })
+        .unwrap();
+    let parent = stack.wait_for_parent_exit(Duration::from_secs(30));
+    assert!(parent.is_some_and(|s| s.success()), "the old epoch did not exit cleanly: {parent:?}");
+    let before = load.answered();
+    load.wait_for(before + 50);
+    let answered = load.stop();
+    assert_every_answer_recorded(&control, answered);
+    assert_eq!(stack.stat("wasmcustom.airlock.audit.dropped"), Some(0));
+}
+
+#[test]
+fn a_graceful_shutdown_under_load_loses_no_record() {
+    let control = ControlService::start(&temp_dir("graceful"), &[DBA_BOB], "").unwrap();
+    let mut stack = builder(&control).start().unwrap();
+    let load = Load::start(&stack);
+    load.wait_for(50);
+    // As Istio's agent or an operator stops Envoy: drain, give it a moment, then quit.
+    let drain = airlock_e2e::send(stack.agent(), "POST", &stack.admin_url("/drain_listeners?graceful"), &[], None);
+    assert_eq!(drain.map(|r| r.status), Ok(200));
+    // The drain (1 s), after which the listeners stop, and a grace period.
+    std::thread::sleep(Duration::from_secs(3));
+    let quit = airlock_e2e::send(stack.agent(), "POST", &stack.admin_url("/quitquitquit"), &[], None);
+    assert_eq!(quit.map(|r| r.status), Ok(200));
+    assert!(stack.wait_for_envoy_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let answered = load.stop();
+    assert!(answered >= 50);
+    assert_every_answer_recorded(&control, answered);
+}
