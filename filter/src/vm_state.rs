@@ -202,10 +202,13 @@ impl VmState {
             queue.len()
         };
         if waiting > 0 {
+            // Envoy stopping does not wait for a VM (see `glue/root.rs`): without the
+            // "flushed" line that normally follows, these records were lost, and this
+            // line is what says how many.
             let ms = audit.shutdown_flush_ms;
             rt.log(
                 Level::Info,
-                &format!("airlock: VM let go; shipping {waiting} queued audit records (at most {ms} ms)"),
+                &format!("airlock: VM let go with {waiting} audit records queued; shipping them (at most {ms} ms)"),
             );
         }
         self.flush_until(rt, deadline)

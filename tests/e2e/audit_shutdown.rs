@@ -135,6 +135,8 @@ fn ships_queued_records_when_a_plugin_config_reload_lets_the_old_root_context_go
     // The new root context ships on its timer.
     assert_every_answer_recorded(&control, answered);
     assert_eq!(stack.stat("wasmcustom.airlock.audit.dropped"), Some(0));
+    let log = stack.envoy_log();
+    assert!(log.contains("audit queue flushed; the VM may go"), "the old root context was let go by proxy_done");
 }
 
 #[test]

@@ -113,8 +113,22 @@ impl Context for AirlockRoot {
         }
     }
 
-    /// Envoy lets the VM go. `false` asks it to wait for `proxy_done`, sent once the
-    /// queued audit records are delivered or `audit.shutdown_flush_ms` has passed.
+    /// Envoy lets this root context go. `false` asks it to wait for `proxy_done`, sent
+    /// once the queued audit records are delivered or `audit.shutdown_flush_ms` has passed.
+    ///
+    /// What Envoy 1.40 does with it (seen in `tests/e2e/audit_shutdown.rs` with wasm trace
+    /// logs, and in proxy-wasm-cpp-host's `WasmBase::startShutdown`/`done`):
+    /// - a plugin config replaced over LDS while the VM lives on (same code and
+    ///   `vm_config`): called on each worker once the old filter chain has drained
+    ///   (`--drain-time-s`); the context then waits in `pending_done_`, its timer ticks and
+    ///   callouts are answered, and `proxy_done` lets it go. This is what the flush is for.
+    /// - the VM itself going (last listener using it removed, code or `vm_config`
+    ///   changed): called, but the VM is destroyed right after; nothing waits.
+    /// - Envoy stopping (SIGTERM, `/quitquitquit`, the old epoch of a hot restart):
+    ///   called after the worker's event loop has exited; a callout is accepted but never
+    ///   sent, and the VM is destroyed at once. Envoy does not wait. Records survive a
+    ///   stop only if shipped during the drain before it: the timer ships at least every
+    ///   second until the process exits.
     fn on_done(&mut self) -> bool {
         let Some(vm) = &self.vm else { return true };
         let step = vm.begin_shutdown(&mut EnvoyHost);
