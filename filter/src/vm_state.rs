@@ -263,7 +263,8 @@ mod tests {
             "auth": {"issuers": ["https://idp.test"], "audiences": ["airlock"],
                 "jwks": {"inline": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256",
                     "k": "YS10ZXN0LWhtYWMtc2VjcmV0LXRoYXQtaXMtbG9uZy1lbm91Z2gtZm9yLWhzMjU2"}]}}},
-            "control": {"cluster": "control", "authority": "control", "filter_key": {"value": "a-filter-key-of-16+chars"}},
+            "control": {"cluster": "control", "authority": "control",
+                "filter_key": {"value": "a-filter-key-of-16+chars"}},
             "audit": {"batch_size": 200, "shutdown_flush_ms": shutdown_flush_ms},
             "rules": [],
             "default_action": "deny"

@@ -1,5 +1,10 @@
 //! Records still queued in a VM when Envoy lets it go are shipped first: under load, a
 //! plugin-config reload over LDS, a hot restart and a graceful shutdown lose none.
+//!
+//! Only the reload depends on the root context's `on_done` flush: there Envoy keeps the VM
+//! and waits for `proxy_done`. When Envoy stops, it calls `on_done` after the worker's
+//! event loop has ended and does not wait, so the hot restart and shutdown tests guard
+//! the shipping during the drain before the stop instead.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

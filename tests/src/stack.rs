@@ -353,17 +353,6 @@ impl Stack {
     pub fn control_port(&self) -> u16 {
         self.control_port
     }
-    /// Sends `signal` (e.g. `libc::SIGTERM`) to Envoy.
-    pub fn signal_envoy(&self, signal: i32) -> Result<(), String> {
-        let pid = libc::pid_t::try_from(self.envoy.id()).map_err(|e| e.to_string())?;
-        // SAFETY: kill(2) on our own child, which is not reaped before the guard drops.
-        if unsafe { libc::kill(pid, signal) } == 0 {
-            Ok(())
-        } else {
-            Err(format!("kill({pid}, {signal}): {}", std::io::Error::last_os_error()))
-        }
-    }
-
     /// Waits for Envoy to exit by itself; its exit status, `None` if it still runs.
     pub fn wait_for_envoy_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
