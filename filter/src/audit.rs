@@ -22,6 +22,7 @@ pub struct AuditSpec {
     max_queued_records: usize,
     max_body_bytes: usize,
     strict: bool,
+    shutdown_flush_ms: u64,
 }
 
 impl Default for AuditSpec {
@@ -34,6 +35,7 @@ impl Default for AuditSpec {
             max_queued_records: 10_000,
             max_body_bytes: 4096,
             strict: false,
+            shutdown_flush_ms: 5000,
         }
     }
 }
@@ -46,6 +48,8 @@ pub struct AuditConfig {
     pub max_queued_records: usize,
     pub max_body_bytes: usize,
     pub strict: bool,
+    /// How long the VM may hold up Envoy when it lets the VM go, to ship what is queued.
+    pub shutdown_flush_ms: u64,
 }
 
 /// `None` when auditing is switched off.
@@ -64,6 +68,7 @@ pub fn compile(spec: AuditSpec, field: &str) -> Result<Option<AuditConfig>, Conf
     check((100..=60_000).contains(&spec.flush_interval_ms), "flush_interval_ms", "must be between 100 and 60000")?;
     check((1..=1_000_000).contains(&spec.max_queued_records), "max_queued_records", "must be between 1 and 1000000")?;
     check(spec.max_body_bytes <= 1 << 20, "max_body_bytes", "must be at most 1048576")?;
+    check(spec.shutdown_flush_ms <= 60_000, "shutdown_flush_ms", "must be at most 60000")?;
     let header = spec.session_header.to_ascii_lowercase();
     check(
         !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
@@ -77,6 +82,7 @@ pub fn compile(spec: AuditSpec, field: &str) -> Result<Option<AuditConfig>, Conf
         max_queued_records: spec.max_queued_records,
         max_body_bytes: spec.max_body_bytes,
         strict: spec.strict,
+        shutdown_flush_ms: spec.shutdown_flush_ms,
     }))
 }
 
@@ -165,6 +171,20 @@ impl AuditQueue {
         self.retry_at_ms = 0;
     }
 
+    /// Lifts the backoff: the last chance to deliver is not the time to wait 30 s.
+    pub fn retry_now(&mut self) {
+        self.retry_at_ms = 0;
+    }
+
+    /// Empties the queue (the batch in flight too: its answer will find nobody) and says
+    /// how many records went.
+    pub fn abandon(&mut self) -> usize {
+        let n = self.records.len();
+        self.records.clear();
+        self.in_flight = 0;
+        n
+    }
+
     pub fn failed(&mut self, now_ms: u64) {
         self.in_flight = 0;
         self.failing = true;
@@ -230,6 +250,9 @@ mod tests {
     fn audit_settings_are_validated_with_field_names() {
         let spec: AuditSpec = serde_json::from_value(serde_json::json!({"batch_size": 0})).unwrap();
         assert_eq!(compile(spec, "audit").unwrap_err().field, "audit.batch_size");
+        let slow: AuditSpec = serde_json::from_value(serde_json::json!({"shutdown_flush_ms": 60_001})).unwrap();
+        let e = compile(slow, "audit").unwrap_err();
+        assert_eq!((e.field.as_str(), e.to_string().contains("at most 60000")), ("audit.shutdown_flush_ms", true));
         let off: AuditSpec = serde_json::from_value(serde_json::json!({"enabled": false})).unwrap();
         assert!(compile(off, "audit").unwrap().is_none());
     }

@@ -28,6 +28,18 @@ pub struct VmState {
     record_prefix: String,
     record_seq: Cell<u64>,
     audit_drops: Cell<u64>,
+    /// Set when Envoy lets the VM go: until then (unix ms) the VM ships what is queued.
+    shutdown_deadline_ms: Cell<Option<u64>>,
+}
+
+/// Where the last flush stands, once Envoy has said it lets the VM go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Records are still queued and the deadline has not passed: keep shipping.
+    Flushing,
+    /// Nothing is left to ship (all delivered, or the rest counted as dropped): the VM
+    /// may go.
+    Done,
 }
 
 impl VmState {
@@ -48,6 +60,7 @@ impl VmState {
             record_prefix: instance.to_string(),
             record_seq: Cell::new(0),
             audit_drops: Cell::new(0),
+            shutdown_deadline_ms: Cell::new(None),
         }
     }
 
@@ -177,11 +190,168 @@ impl VmState {
         rt.log(Level::Warn, &format!("airlock: MCP tool pins not {what} ({problem}); known pins stay in force"));
     }
 
+    /// Envoy lets the VM go (listener drained, plugin config replaced, hot restart or
+    /// shutdown): starts the last flush, bounded by `audit.shutdown_flush_ms`.
+    pub fn begin_shutdown(&self, rt: &mut dyn Runtime) -> Shutdown {
+        let Some(audit) = self.config.audit.as_ref() else { return Shutdown::Done };
+        let deadline = rt.now_unix_ms().saturating_add(audit.shutdown_flush_ms);
+        self.shutdown_deadline_ms.set(Some(deadline));
+        let waiting = {
+            let mut queue = self.audit.borrow_mut();
+            queue.retry_now();
+            queue.len()
+        };
+        if waiting > 0 {
+            // Envoy stopping does not wait for a VM (see `glue/root.rs`): without the
+            // "flushed" line that normally follows, these records were lost, and this
+            // line is what says how many.
+            let ms = audit.shutdown_flush_ms;
+            rt.log(
+                Level::Info,
+                &format!("airlock: VM let go with {waiting} audit records queued; shipping them (at most {ms} ms)"),
+            );
+        }
+        self.flush_until(rt, deadline)
+    }
+
+    /// Where the last flush stands; `None` while Envoy has not let the VM go.
+    pub fn shutdown_progress(&self, rt: &mut dyn Runtime) -> Option<Shutdown> {
+        let deadline = self.shutdown_deadline_ms.get()?;
+        Some(self.flush_until(rt, deadline))
+    }
+
+    /// `Done` once the queue is empty, or once `deadline` has passed: what is still queued
+    /// then (a batch in flight included, its delivery unconfirmed) is counted as dropped.
+    fn flush_until(&self, rt: &mut dyn Runtime, deadline: u64) -> Shutdown {
+        if self.audit.borrow().is_empty() {
+            return Shutdown::Done;
+        }
+        if rt.now_unix_ms() < deadline {
+            return Shutdown::Flushing;
+        }
+        let lost = self.audit.borrow_mut().abandon() as u64;
+        rt.increment(self.stats.audit_dropped, lost);
+        self.audit_drops.set(self.audit_drops.get() + lost);
+        let ms = self.config.audit.as_ref().map_or(0, |a| a.shutdown_flush_ms);
+        rt.log(
+            Level::Warn,
+            &format!(
+                "airlock: VM let go with {lost} audit records not confirmed delivered within \
+                    audit.shutdown_flush_ms ({ms} ms); counted as dropped"
+            ),
+        );
+        Shutdown::Done
+    }
+
     /// Counts a dropped audit record; says whether to log it. Logged at the 1st, 2nd,
     /// 4th, 8th... drop so an outage under load is visible without flooding the log.
     pub fn note_audit_drop(&self) -> Option<u64> {
         let n = self.audit_drops.get() + 1;
         self.audit_drops.set(n);
         n.is_power_of_two().then_some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::mock::MockHost;
+
+    /// A VM with audit on, and the host that defined its counters (to read them by name).
+    fn vm(shutdown_flush_ms: u64) -> (VmState, MockHost) {
+        let config = serde_json::json!({
+            "auth": {"issuers": ["https://idp.test"], "audiences": ["airlock"],
+                "jwks": {"inline": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256",
+                    "k": "YS10ZXN0LWhtYWMtc2VjcmV0LXRoYXQtaXMtbG9uZy1lbm91Z2gtZm9yLWhzMjU2"}]}}},
+            "control": {"cluster": "control", "authority": "control",
+                "filter_key": {"value": "a-filter-key-of-16+chars"}},
+            "audit": {"batch_size": 200, "shutdown_flush_ms": shutdown_flush_ms},
+            "rules": [],
+            "default_action": "deny"
+        });
+        let config = Config::from_json(config.to_string().as_bytes(), &|_| None).unwrap();
+        let mut host = MockHost::default();
+        let stats = Stats::define(&mut host, &config).unwrap();
+        (VmState::new(config, stats, "test"), host)
+    }
+
+    fn queue(vm: &VmState, n: usize) {
+        for i in 0..n {
+            assert!(vm.audit.borrow_mut().push(format!("{{\"n\":{i}}}"), 10_000));
+        }
+    }
+
+    #[test]
+    fn ships_every_queued_record_batch_after_batch_before_the_vm_may_go() {
+        let (vm, mut host) = vm(5000);
+        queue(&vm, 450);
+        assert_eq!(vm.shutdown_progress(&mut host), None, "not shutting down yet");
+        assert_eq!(vm.begin_shutdown(&mut host), Shutdown::Flushing);
+        let mut batches = 0;
+        while vm.ship_audit(&mut host).is_some() {
+            batches += 1;
+            assert!(vm.finish_audit_shipment(&mut host, Some(200)));
+            let step = vm.shutdown_progress(&mut host);
+            assert_eq!(step, Some(if batches < 3 { Shutdown::Flushing } else { Shutdown::Done }));
+        }
+        assert_eq!(batches, 3, "200 + 200 + 50, one after another");
+        assert_eq!(host.counter("airlock.audit.dropped"), 0);
+    }
+
+    #[test]
+    fn what_is_still_queued_at_the_deadline_is_counted_as_dropped_and_logged() {
+        let (vm, mut host) = vm(2000);
+        host.now_ms = 10_000;
+        queue(&vm, 5);
+        assert_eq!(vm.begin_shutdown(&mut host), Shutdown::Flushing);
+        assert!(vm.ship_audit(&mut host).is_some());
+        assert!(!vm.finish_audit_shipment(&mut host, None), "the control service does not answer");
+        host.now_ms = 11_999;
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Flushing), "the deadline has not passed");
+        host.now_ms = 12_000;
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Done));
+        assert_eq!(host.counter("airlock.audit.dropped"), 5);
+        assert!(vm.audit.borrow().is_empty());
+        let log = host.logs.last().unwrap();
+        assert!(log.contains("5 audit records not confirmed delivered") && log.contains("2000 ms"), "{log}");
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Done), "counted once");
+        assert_eq!(host.counter("airlock.audit.dropped"), 5);
+    }
+
+    #[test]
+    fn a_batch_in_flight_at_the_deadline_counts_as_dropped_its_delivery_unconfirmed() {
+        let (vm, mut host) = vm(1000);
+        queue(&vm, 3);
+        vm.begin_shutdown(&mut host);
+        assert!(vm.ship_audit(&mut host).is_some());
+        host.now_ms = 1000;
+        assert_eq!(vm.shutdown_progress(&mut host), Some(Shutdown::Done));
+        assert_eq!(host.counter("airlock.audit.dropped"), 3);
+    }
+
+    #[test]
+    fn the_last_flush_does_not_wait_out_a_retry_backoff() {
+        let (vm, mut host) = vm(5000);
+        queue(&vm, 1);
+        for _ in 0..5 {
+            host.now_ms += 60_000;
+            assert!(vm.ship_audit(&mut host).is_some());
+            vm.finish_audit_shipment(&mut host, Some(503));
+        }
+        assert!(vm.ship_audit(&mut host).is_none(), "backing off");
+        assert_eq!(vm.begin_shutdown(&mut host), Shutdown::Flushing);
+        assert!(vm.ship_audit(&mut host).is_some(), "shipped at once");
+    }
+
+    #[test]
+    fn an_empty_queue_or_a_zero_bound_lets_the_vm_go_at_once() {
+        let (vm_empty, mut host) = vm(5000);
+        assert_eq!(vm_empty.begin_shutdown(&mut host), Shutdown::Done);
+        assert!(host.callouts.is_empty());
+
+        let (vm_zero, mut host) = vm(0);
+        queue(&vm_zero, 2);
+        assert_eq!(vm_zero.begin_shutdown(&mut host), Shutdown::Done);
+        assert_eq!(host.counter("airlock.audit.dropped"), 2, "never silently");
     }
 }

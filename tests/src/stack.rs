@@ -47,6 +47,8 @@ pub struct StackBuilder {
     values: BTreeMap<String, String>,
     template: Option<PathBuf>,
     upstream_threads: usize,
+    lds: bool,
+    hot_restart_base_id: Option<u32>,
 }
 
 impl Default for StackBuilder {
@@ -64,6 +66,8 @@ impl Default for StackBuilder {
             values: BTreeMap::new(),
             template: None,
             upstream_threads: 2,
+            lds: false,
+            hot_restart_base_id: None,
         }
     }
 }
@@ -143,6 +147,22 @@ impl StackBuilder {
         self
     }
 
+    /// Serves the bootstrap's listeners over file-based LDS (`lds.json` in the stack's
+    /// dir) instead of `static_resources`, so that [`Stack::update_listeners`] can replace
+    /// them as a control plane would.
+    pub fn listeners_over_lds(mut self) -> Self {
+        self.lds = true;
+        self
+    }
+
+    /// Starts Envoy as restart epoch 0 of `base_id` (hot restart on, shared memory under
+    /// that id), so that [`Stack::hot_restart`] can start epoch 1. The listener port is
+    /// then fixed: the new process takes over the old one's socket by its address.
+    pub fn hot_restart(mut self, base_id: u32) -> Self {
+        self.hot_restart_base_id = Some(base_id);
+        self
+    }
+
     /// Starts everything and waits until Envoy is LIVE and its listener answers.
     pub fn start(self) -> Result<Stack, String> {
         let mut stack = self.launch()?;
@@ -200,7 +220,8 @@ impl StackBuilder {
 
         let mut values: BTreeMap<String, String> = BTreeMap::new();
         values.insert("ADMIN_PORT".into(), "0".into());
-        values.insert("LISTEN_PORT".into(), "0".into());
+        let listen_port = if self.hot_restart_base_id.is_some() { free_port()? } else { 0 };
+        values.insert("LISTEN_PORT".into(), listen_port.to_string());
         values.insert("UPSTREAM_PORT".into(), upstream_port.to_string());
         values.insert("JWKS_PORT".into(), jwks.port().to_string());
         values.insert("CONTROL_PORT".into(), control_port.to_string());
@@ -213,8 +234,12 @@ impl StackBuilder {
         }
         values.extend(self.values.clone());
         let mode = if self.bare { FilterMode::Bare } else { FilterMode::WithFilter };
-        let yaml =
+        let mut yaml =
             render(&template, &values, mode).map_err(|e| format!("rendering {}: {e}", template_path.display()))?;
+        let lds_path = dir.join("lds.json");
+        if self.lds {
+            yaml = move_listeners_to_lds(&yaml, &lds_path)?;
+        }
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, yaml).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
 
@@ -223,10 +248,12 @@ impl StackBuilder {
         let log = File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&envoy_bin);
-        cmd.arg("-c")
-            .arg(&config_path)
-            .arg("--disable-hot-restart")
-            .args(["--concurrency", &self.concurrency.to_string()])
+        cmd.arg("-c").arg(&config_path);
+        match self.hot_restart_base_id {
+            Some(id) => cmd.args(["--base-id", &id.to_string(), "--restart-epoch", "0"]),
+            None => cmd.arg("--disable-hot-restart"),
+        };
+        cmd.args(["--concurrency", &self.concurrency.to_string()])
             .args(["-l", &self.log_level])
             .arg("--admin-address-path")
             .arg(&admin_addr_path)
@@ -240,6 +267,12 @@ impl StackBuilder {
 
         Ok(Stack {
             envoy,
+            parent: None,
+            launch: self.clone(),
+            envoy_bin,
+            lds_path: self.lds.then_some(lds_path),
+            config_path,
+            epoch: 0,
             upstream,
             jwks,
             dir,
@@ -263,6 +296,14 @@ impl StackBuilder {
 /// `AIRLOCK_E2E_KEEP` is set).
 pub struct Stack {
     envoy: ChildGuard,
+    /// The previous restart epoch, draining, after [`Stack::hot_restart`].
+    parent: Option<ChildGuard>,
+    /// How this stack was built (Envoy's arguments, for a hot restart).
+    launch: StackBuilder,
+    envoy_bin: PathBuf,
+    lds_path: Option<PathBuf>,
+    config_path: PathBuf,
+    epoch: u32,
     upstream: ChildGuard,
     jwks: JwksServer,
     dir: PathBuf,
@@ -312,6 +353,85 @@ impl Stack {
     pub fn control_port(&self) -> u16 {
         self.control_port
     }
+    /// Waits for Envoy to exit by itself; its exit status, `None` if it still runs.
+    pub fn wait_for_envoy_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.envoy.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the listeners served over LDS (see [`StackBuilder::listeners_over_lds`]):
+    /// `edit` changes them (e.g. the filter's plugin config); the new file is written
+    /// aside and renamed into place, the move Envoy's file watch reacts to.
+    pub fn update_listeners(&self, edit: impl FnOnce(&mut Vec<Value>)) -> Result<(), String> {
+        let path = self.lds_path.as_ref().ok_or("this stack does not serve its listeners over LDS")?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut doc: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let resources = doc.get_mut("resources").and_then(Value::as_array_mut).ok_or("lds.json has no resources")?;
+        edit(resources);
+        write_by_rename(path, &doc)
+    }
+
+    /// Hot restart: starts a new Envoy as the next restart epoch with the bootstrap as
+    /// `edit` changes it; the old process hands over its listeners, drains for
+    /// `--drain-time-s` and is told to exit after `--parent-shutdown-time-s` (pass both
+    /// with [`StackBuilder::envoy_arg`]). Returns once the new one is ready; the old one
+    /// is then [`Stack::wait_for_parent_exit`]'s.
+    pub fn hot_restart(&mut self, edit: impl FnOnce(&mut Value)) -> Result<(), String> {
+        let base_id = self.launch.hot_restart_base_id.ok_or("this stack was not started with hot_restart()")?;
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| e.to_string())?;
+        let mut bootstrap: Value = serde_norway::from_str(&text).map_err(|e| format!("envoy.yaml: {e}"))?;
+        edit(&mut bootstrap);
+        self.epoch += 1;
+        let config_path = self.dir.join(format!("envoy-{}.json", self.epoch));
+        std::fs::write(&config_path, bootstrap.to_string()).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log_path).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let admin_addr_path = self.dir.join(format!("admin-{}.address", self.epoch));
+        let mut cmd = Command::new(&self.envoy_bin);
+        cmd.arg("-c")
+            .arg(&config_path)
+            .args(["--base-id", &base_id.to_string(), "--restart-epoch", &self.epoch.to_string()])
+            .args(["--concurrency", &self.launch.concurrency.to_string()])
+            .args(["-l", &self.launch.log_level])
+            .arg("--admin-address-path")
+            .arg(&admin_addr_path)
+            .args(&self.launch.envoy_args)
+            .envs(self.launch.envoy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .current_dir(&self.dir);
+        let child = ChildGuard::spawn(cmd, "envoy")?;
+        self.parent = Some(std::mem::replace(&mut self.envoy, child));
+        self.config_path = config_path;
+        self.admin_addr_path = admin_addr_path;
+        self.admin_port = 0;
+        self.wait_ready()
+    }
+
+    /// Waits for the previous restart epoch to exit; its exit status.
+    pub fn wait_for_parent_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let parent = self.parent.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = parent.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Envoy's process id (to read its memory use from `/proc`).
     pub fn envoy_pid(&self) -> u32 {
         self.envoy.id()
@@ -477,11 +597,46 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self._temp.1 |= self.keep_files.load(Ordering::SeqCst);
         self.envoy.kill();
+        if let Some(parent) = &mut self.parent {
+            parent.kill();
+        }
         self.upstream.kill();
         if std::thread::panicking() {
             eprintln!("--- envoy log tail ({}) ---\n{}\n---", self.log_path.display(), self.envoy_log_tail());
         }
     }
+}
+
+/// Moves the rendered bootstrap's listeners into `lds_path` and points the bootstrap's
+/// `dynamic_resources` at that file; returns the new bootstrap (JSON, which is YAML).
+fn move_listeners_to_lds(yaml: &str, lds_path: &Path) -> Result<String, String> {
+    let mut bootstrap: Value = serde_norway::from_str(yaml).map_err(|e| format!("rendered bootstrap: {e}"))?;
+    let listeners = bootstrap
+        .get_mut("static_resources")
+        .and_then(Value::as_object_mut)
+        .and_then(|s| s.remove("listeners"))
+        .and_then(|l| l.as_array().cloned())
+        .ok_or("the bootstrap has no static listeners")?;
+    let resources: Vec<Value> = listeners
+        .into_iter()
+        .map(|mut l| {
+            l["@type"] = Value::from("type.googleapis.com/envoy.config.listener.v3.Listener");
+            l
+        })
+        .collect();
+    write_by_rename(lds_path, &serde_json::json!({ "resources": resources }))?;
+    // Envoy serves dynamic resources only to a node that names itself.
+    bootstrap["node"] = serde_json::json!({"id": "airlock-e2e", "cluster": "airlock-e2e"});
+    bootstrap["dynamic_resources"] = serde_json::json!({
+        "lds_config": {"path_config_source": {"path": lds_path.display().to_string()}, "resource_api_version": "V3"}
+    });
+    Ok(bootstrap.to_string())
+}
+
+fn write_by_rename(path: &Path, doc: &Value) -> Result<(), String> {
+    let aside = path.with_extension("json.new");
+    std::fs::write(&aside, doc.to_string()).map_err(|e| format!("cannot write {}: {e}", aside.display()))?;
+    std::fs::rename(&aside, path).map_err(|e| format!("cannot move {} into place: {e}", path.display()))
 }
 
 /// Parses the admin API's plain `/stats` output.

@@ -31,6 +31,7 @@ extern "C" {
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_done() -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -111,6 +112,12 @@ pub fn now_nanos() -> Option<u64> {
 pub fn set_tick_period_ms(ms: u32) -> bool {
     // SAFETY: plain value call.
     unsafe { proxy_set_tick_period_milliseconds(ms) == OK }
+}
+
+/// Tells Envoy that the root context, whose `on_done` asked it to wait, is done.
+pub fn done() -> bool {
+    // SAFETY: plain call.
+    unsafe { proxy_done() == OK }
 }
 
 pub fn buffer(buffer_type: u32, max: usize) -> Option<Vec<u8>> {

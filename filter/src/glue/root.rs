@@ -17,11 +17,14 @@ use crate::host::Runtime;
 use crate::pins::PinMode;
 use crate::reply::{Code, Reply};
 use crate::stats::Stats;
-use crate::vm_state::VmState;
+use crate::vm_state::{Shutdown, VmState};
 
 /// The timer's period: JWKS refreshes are due in seconds, audit flushes in
 /// `audit.flush_interval_ms`; both check their own due time on every tick.
 const MAX_TICK_MS: u64 = 1000;
+/// The timer's period while the VM ships its last records: retries and the deadline
+/// (`audit.shutdown_flush_ms`) are checked this often.
+const SHUTDOWN_TICK_MS: u32 = 100;
 
 pub struct AirlockRoot {
     /// This root context's id, to switch back to after acting for a request context.
@@ -37,6 +40,21 @@ pub struct AirlockRoot {
 impl AirlockRoot {
     pub fn new(context_id: u32) -> AirlockRoot {
         AirlockRoot { context_id, vm: None, audit_call: None, pins_report: None, pins_refresh: None }
+    }
+
+    /// Acts on where the last flush stands: ships the next batch, or tells Envoy the VM
+    /// may go.
+    fn follow_shutdown(&mut self, step: Shutdown) {
+        let Some(vm) = &self.vm else { return };
+        match step {
+            Shutdown::Flushing if self.audit_call.is_none() => self.audit_call = vm.ship_audit(&mut EnvoyHost),
+            Shutdown::Flushing => {}
+            Shutdown::Done => {
+                if abi::done() {
+                    abi::log(INFO, "airlock: audit queue flushed; the VM may go");
+                }
+            }
+        }
     }
 }
 
@@ -81,6 +99,9 @@ impl Context for AirlockRoot {
             if delivered {
                 self.audit_call = vm.ship_audit(&mut EnvoyHost);
             }
+            if let Some(step) = vm.shutdown_progress(&mut EnvoyHost) {
+                self.follow_shutdown(step);
+            }
         } else if self.pins_report == Some(token) {
             self.pins_report = None;
             vm.finish_pin_sync(&mut EnvoyHost, true, status, body.as_deref());
@@ -90,6 +111,33 @@ impl Context for AirlockRoot {
         } else {
             vm.auth.finish_fetch(&mut EnvoyHost, status, body.as_deref());
         }
+    }
+
+    /// Envoy lets this root context go. `false` asks it to wait for `proxy_done`, sent
+    /// once the queued audit records are delivered or `audit.shutdown_flush_ms` has passed.
+    ///
+    /// What Envoy 1.40 does with it (seen in `tests/e2e/audit_shutdown.rs` with wasm trace
+    /// logs, and in proxy-wasm-cpp-host's `WasmBase::startShutdown`/`done`):
+    /// - a plugin config replaced over LDS while the VM lives on (same code and
+    ///   `vm_config`): called on each worker once the old filter chain has drained
+    ///   (`--drain-time-s`); the context then waits in `pending_done_`, its timer ticks and
+    ///   callouts are answered, and `proxy_done` lets it go. This is what the flush is for.
+    /// - the VM itself going (last listener using it removed, code or `vm_config`
+    ///   changed): called, but the VM is destroyed right after; nothing waits.
+    /// - Envoy stopping (SIGTERM, `/quitquitquit`, the old epoch of a hot restart):
+    ///   called after the worker's event loop has exited; a callout is accepted but never
+    ///   sent, and the VM is destroyed at once. Envoy does not wait. Records survive a
+    ///   stop only if shipped during the drain before it: the timer ships at least every
+    ///   second until the process exits.
+    fn on_done(&mut self) -> bool {
+        let Some(vm) = &self.vm else { return true };
+        let step = vm.begin_shutdown(&mut EnvoyHost);
+        if step == Shutdown::Done {
+            return true;
+        }
+        abi::set_tick_period_ms(SHUTDOWN_TICK_MS);
+        self.follow_shutdown(step);
+        false
     }
 }
 
@@ -134,6 +182,11 @@ impl RootContext for AirlockRoot {
     fn on_tick(&mut self) {
         let Some(vm) = &self.vm else { return };
         let mut host = EnvoyHost;
+        // Going away: only the audit queue still matters.
+        if let Some(step) = vm.shutdown_progress(&mut host) {
+            self.follow_shutdown(step);
+            return;
+        }
         vm.auth.refresh(&mut host);
         if self.audit_call.is_none() {
             self.audit_call = vm.ship_audit(&mut host);
