@@ -2,11 +2,9 @@
 //! ones too, which the parser's visitor reaches inside CTEs, subqueries, `EXPLAIN` and
 //! `PREPARE`), every relation, every function call.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{
     CopySource, CopyTarget, Delete, Expr, Grant, GrantObjects, ObjectName, ObjectNamePart, Query, Revoke, Select,
-    SetExpr, Statement, Update, Visit, Visitor,
+    SetExpr, Statement, Update,
 };
 
 use super::always_true::always_true;
@@ -15,7 +13,7 @@ use super::{Analysis, Effect, Kind, Table};
 pub(super) fn analyze_statements(statements: &[Statement]) -> Analysis {
     let mut walk = Walk { analysis: Analysis::default() };
     for statement in statements {
-        let _ = statement.visit(&mut walk);
+        super::visit::walk(statement, &mut walk);
     }
     walk.analysis
 }
@@ -49,10 +47,8 @@ impl Walk {
     }
 }
 
-impl Visitor for Walk {
-    type Break = ();
-
-    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+impl super::visit::Hooks for Walk {
+    fn statement(&mut self, statement: &Statement) {
         let (kind, effect) = kind_and_effect(statement);
         self.note(kind, effect);
         match statement {
@@ -72,19 +68,17 @@ impl Visitor for Walk {
             Statement::Copy { source: CopySource::Table { table_name, .. }, .. } => self.table(table_name),
             _ => {}
         }
-        ControlFlow::Continue(())
     }
 
     /// Every query reads, wherever it sits: `INSERT … SELECT`, a subquery in a `WHERE`;
     /// only the `VALUES` list of an `INSERT` (a query to the parser) reads nothing.
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+    fn query(&mut self, query: &Query) {
         if !matches!(*query.body, SetExpr::Values(_)) {
             self.note(Kind::Select, Effect::Read);
         }
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+    fn select(&mut self, select: &Select) {
         // `SELECT … INTO t` creates and fills a table (PostgreSQL, SQL Server).
         // A target that is not a table name (a MySQL `@variable`, a file) is admin: what it
         // reaches lies outside the tables a rule can name.
@@ -100,15 +94,13 @@ impl Visitor for Walk {
             self.note(Kind::Create, Effect::Ddl);
             self.table_of(idents.iter().map(|i| i.value.to_lowercase()));
         }
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+    fn relation(&mut self, relation: &ObjectName) {
         self.table(relation);
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+    fn expr(&mut self, expr: &Expr) {
         if let Expr::Function(function) = expr {
             if let Some(ObjectNamePart::Identifier(name)) = function.name.0.last() {
                 if let Some(effect) = function_effect(&name.value.to_lowercase()) {
@@ -116,7 +108,6 @@ impl Visitor for Walk {
                 }
             }
         }
-        ControlFlow::Continue(())
     }
 }
 

@@ -19,12 +19,11 @@
 //! harmless query; it never lets a sensitive value out unnoticed.
 
 use std::fmt;
-use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Delete, Expr, FromTable, GroupByExpr, Ident, Insert, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAliasColumnDef, TableFactor,
-    TableObject, TableWithJoins, Update, UpdateTableFromKind, Visit, Visitor, WildcardAdditionalOptions,
+    Delete, Expr, FromTable, Ident, Insert, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAliasColumnDef, TableFactor, TableObject,
+    TableWithJoins, Update, UpdateTableFromKind, Visit, WildcardAdditionalOptions,
 };
 
 use super::Table;
@@ -333,7 +332,7 @@ impl Walk<'_> {
             Statement::Explain { .. } | Statement::ExplainTable { .. } => {}
             other => {
                 let mut tables = Relations::default();
-                let _ = other.visit(&mut tables);
+                super::visit::walk(other, &mut tables);
                 for table in tables.0 {
                     for column in self.sensitive.of(&table) {
                         let column = Column { table: table.clone(), name: column.to_string() };
@@ -520,16 +519,18 @@ impl Walk<'_> {
         self.predicate(&select.group_by, &scope, "GROUP BY");
         self.predicate(&select.having, &scope, "HAVING");
         self.tail(&tail, &scope);
-        // Every other clause (windows, QUALIFY, DISTINCT ON, TOP, …) on a copy without
-        // the parts judged above, so that a clause this walk does not name still counts.
-        let mut rest = select.clone();
-        rest.projection.clear();
-        rest.from.clear();
-        rest.selection = None;
-        rest.prewhere = None;
-        rest.having = None;
-        rest.group_by = GroupByExpr::Expressions(Vec::new(), Vec::new());
-        self.predicate(&rest, &scope, "a window, QUALIFY or DISTINCT ON clause");
+        // The other clauses that can hold an expression (sqlparser 0.64's `Select`; the
+        // version is pinned, and a new field shows up here when it is upgraded).
+        let where_else = "a window, QUALIFY, DISTINCT ON, TOP, CONNECT BY or SORT BY clause";
+        self.predicate(&select.distinct, &scope, where_else);
+        self.predicate(&select.top, &scope, where_else);
+        self.predicate(&select.lateral_views, &scope, where_else);
+        self.predicate(&select.connect_by, &scope, where_else);
+        self.predicate(&select.cluster_by, &scope, where_else);
+        self.predicate(&select.distribute_by, &scope, where_else);
+        self.predicate(&select.sort_by, &scope, where_else);
+        self.predicate(&select.named_window, &scope, where_else);
+        self.predicate(&select.qualify, &scope, where_else);
         items
     }
 
@@ -615,7 +616,7 @@ impl Walk<'_> {
     fn opaque<V: Visit>(&mut self, node: &V, scope: &Scope<'_>) -> Lineage {
         let mut lineage = self.references(node, scope).computed();
         let mut tables = Relations::default();
-        let _ = node.visit(&mut tables);
+        super::visit::walk(node, &mut tables);
         for table in tables.0 {
             for c in self.sensitive.of(&table) {
                 lineage.add_derived(Column { table: table.clone(), name: c.to_string() });
@@ -734,7 +735,7 @@ impl Walk<'_> {
     /// Every sensitive column a node refers to, subqueries included.
     fn references<V: Visit>(&mut self, node: &V, scope: &Scope<'_>) -> Lineage {
         let mut refs = References { walk: self, scope, depth: 0, lineage: Lineage::default() };
-        let _ = node.visit(&mut refs);
+        super::visit::walk(node, &mut refs);
         refs.lineage
     }
 
@@ -824,10 +825,8 @@ struct References<'w, 'c, 's, 'p> {
     lineage: Lineage,
 }
 
-impl Visitor for References<'_, '_, '_, '_> {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+impl super::visit::Hooks for References<'_, '_, '_, '_> {
+    fn query(&mut self, query: &Query) {
         if self.depth == 0 {
             let items = self.walk.query(query, self.scope);
             for item in &items {
@@ -837,20 +836,17 @@ impl Visitor for References<'_, '_, '_, '_> {
             }
         }
         self.depth += 1;
-        ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+    fn query_done(&mut self, _query: &Query) {
         self.depth = self.depth.saturating_sub(1);
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+    fn expr(&mut self, expr: &Expr) {
         if self.depth == 0 && matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
             let found = self.walk.expression(expr, self.scope);
             self.lineage.merge(found);
         }
-        ControlFlow::Continue(())
     }
 }
 
@@ -858,15 +854,12 @@ impl Visitor for References<'_, '_, '_, '_> {
 #[derive(Default)]
 struct Relations(Vec<Table>);
 
-impl Visitor for Relations {
-    type Break = ();
-
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+impl super::visit::Hooks for Relations {
+    fn relation(&mut self, relation: &ObjectName) {
         let table = table_of(relation);
         if !self.0.contains(&table) {
             self.0.push(table);
         }
-        ControlFlow::Continue(())
     }
 }
 

@@ -16,6 +16,7 @@
 mod always_true;
 mod classify;
 mod columns;
+mod visit;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
