@@ -57,7 +57,7 @@ impl MaskProfile {
 fn cell_pointers(body: &[u8], shape: &ResultShape, columns: &[String]) -> Result<Vec<String>, serde_json::Error> {
     let sensitive = |name: &str| {
         let name = name.to_lowercase();
-        columns.iter().any(|c| *c == name)
+        columns.contains(&name)
     };
     let mut out = Vec::new();
     match shape {
