@@ -110,13 +110,17 @@ fn sql_answer(size: usize) -> String {
     let mut i = 0;
     while len < size {
         let row = format!(
-            r#"[{i},"Customer {i}","user{i}.x@example.com","(415) 555-{:04}","{}","{:03}-{:02}-{:04}","DE89 3704 0044 0532 0130 00","called about order {}"]"#,
+            concat!(
+                r#"[{i},"Customer {i}","user{i}.x@example.com","(415) 555-{:04}","{}","{:03}-{:02}-{:04}","#,
+                r#""DE89 3704 0044 0532 0130 00","called about order {}"]"#
+            ),
             r.range(0, 9999),
             card(&mut r, true),
             r.range(1, 665),
             r.range(1, 99),
             r.range(1, 9999),
             r.digits(10),
+            i = i,
         );
         len += row.len() + 1;
         rows.push(row);

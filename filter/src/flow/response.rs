@@ -163,7 +163,8 @@ pub fn mask(
     let by_column = columns.filter(|(_, names)| !names.is_empty());
     if by_column.is_some() && !is_json {
         return Err(not_maskable(
-            "the query returns sensitive columns, which are masked by column in a JSON answer, and this one is not JSON",
+            "the query returns sensitive columns, which are masked by column in a JSON answer, and this answer is \
+             not JSON",
         ));
     }
     let as_json = if is_json {
