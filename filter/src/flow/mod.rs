@@ -31,6 +31,7 @@
 
 mod approval;
 mod body;
+mod credential;
 mod decide;
 mod record;
 mod request;
@@ -58,6 +59,7 @@ use crate::reply::{Code, Reply};
 use crate::stream::{StreamKind, StreamLimits, StreamMasker};
 use crate::vm_state::VmState;
 use body::{BodyBuffer, Progress};
+use credential::{body_too_large_to_sign, Injected, Prepared};
 use decide::{decide, decide_on_body, denies_use, Listing, Verdict};
 use record::Record;
 use request::{complete_upstream_headers, Request};
@@ -253,9 +255,14 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         match step {
             Step::Forward(decision) => {
+                let credential = match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                    Prepared::Ready(credential) => credential,
+                    Prepared::NeedsBody => return self.settle(host, Step::NeedsBody(AfterBody::Forward(decision))),
+                    Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
+                };
                 let mask =
                     self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
-                self.continue_headers(host, mask.is_some() || self.listing.is_some());
+                self.continue_headers(host, mask.is_some() || self.listing.is_some(), credential);
                 host.increment(vm.stats.allowed, 1);
                 self.record.decision = Some(decision);
                 self.state = State::Forwarded { mask };
@@ -294,7 +301,18 @@ impl RequestFlow {
                 // filter after Airlock holds the headers. They get now what an allowed
                 // request needs: they cannot change once they move on.
                 HoldBy::BufferFilter => {
-                    self.continue_headers(host, !vm.config.mask_profiles.is_empty());
+                    // The config refuses `signed_request` credentials with this hold: the
+                    // headers move on before the body a token would be bound to.
+                    let credential = match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref())
+                    {
+                        Prepared::Ready(credential) => credential,
+                        Prepared::NeedsBody => {
+                            let reply = Reply::new(Code::Misconfigured, "a signed_request credential with hold.by buffer_filter");
+                            return self.settle(host, Step::Refuse(reply));
+                        }
+                        Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
+                    };
+                    self.continue_headers(host, !vm.config.mask_profiles.is_empty(), credential);
                     self.state = State::AwaitingBody { then };
                     Next::Continue
                 }
@@ -449,6 +467,7 @@ impl RequestFlow {
                 self.note(verdict)
             }
             AfterBody::Approve(caller, rule) => Step::Approve(caller, rule),
+            AfterBody::Forward(decision) => Step::Forward(decision),
             AfterBody::Refuse(reply) => Step::Refuse(*reply),
         }
     }
@@ -462,9 +481,10 @@ impl RequestFlow {
     }
 
     /// The last changes before the request headers move on, made once.
-    fn continue_headers(&mut self, host: &mut dyn Host, may_mask: bool) {
+    fn continue_headers(&mut self, host: &mut dyn Host, may_mask: bool, credential: Option<Injected>) {
         if !self.headers_continued {
-            complete_upstream_headers(host, &self.vm.config, &self.request, may_mask);
+            self.record.credential = credential.as_ref().map(|c| c.upstream);
+            complete_upstream_headers(host, &self.request, may_mask, credential);
             self.headers_continued = true;
         }
     }
@@ -571,6 +591,7 @@ impl RequestFlow {
 fn over_limit(vm: &VmState, then: AfterBody) -> Reply {
     match then {
         AfterBody::Refuse(reply) => *reply,
+        AfterBody::Forward(_) => body_too_large_to_sign(vm.config.request_body_limit),
         AfterBody::Decide(_) | AfterBody::Approve(..) => body_too_large(vm),
     }
 }
