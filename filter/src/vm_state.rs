@@ -126,7 +126,10 @@ impl VmState {
     }
 
     fn secret_counters(&self) -> SecretCounters {
-        SecretCounters { ok: self.stats.credentials_secret_fetch_ok, failed: self.stats.credentials_secret_fetch_failed }
+        SecretCounters {
+            ok: self.stats.credentials_secret_fetch_ok,
+            failed: self.stats.credentials_secret_fetch_failed,
+        }
     }
 
     /// Queues what a `tools/list` answer showed for the next report to the service.

@@ -3,7 +3,7 @@
 //! routing keys) may be `${ENV_VAR}` references, resolved at load and never logged.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use airlock_filter::credentials::Secret;
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::auth::oidc::OidcConfig;
 use crate::auth::{validate_approvers, ApproverEntry};
 use crate::config_error::ConfigError;
+use crate::credentials::{published_jwks, SecretStore, SigningKeyConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -121,6 +122,23 @@ pub struct ServiceConfig {
     /// Optional sign-in of approvers with JWTs from an OIDC identity provider.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// Keys of the filter's `signed_request` credentials, published at
+    /// `/.well-known/jwks.json`.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeyConfig>,
+    /// Upstream secrets filters fetch by name (`{"control": NAME}`); values may be
+    /// `${ENV}` references.
+    #[serde(default)]
+    pub secrets: HashMap<String, Secret>,
+    /// A JSON file of more such secrets, re-read on every fetch (it wins over `secrets`).
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// Built from `signing_keys` at load.
+    #[serde(skip)]
+    pub jwks: serde_json::Value,
+    /// Built from `secrets` and `secrets_file` at load.
+    #[serde(skip)]
+    pub secret_store: SecretStore,
 }
 
 impl ServiceConfig {
@@ -156,6 +174,8 @@ impl ServiceConfig {
         if let Some(o) = &self.oidc {
             o.validate("oidc")?;
         }
+        self.jwks = published_jwks(&self.signing_keys, env)?;
+        self.secret_store = SecretStore::new(&self.secrets, self.secrets_file.as_deref(), env)?;
         if self.alerts.max_attempts == 0 {
             return Err(ConfigError::new("alerts.max_attempts", "must be at least 1"));
         }

@@ -176,8 +176,10 @@ mod tests {
     fn a_record_names_the_credential_used_after_every_older_field() {
         let record = AuditRecord {
             credential: Some(CredentialUse { kind: "signed_request".into(), key_id: Some("k-2026".into()) }),
-            ..serde_json::from_str(r#"{"id":"r","time_ms":1,"subject":"a","method":"GET","path":"/","status":200,
-                "decision":"allow"}"#)
+            ..serde_json::from_str(
+                r#"{"id":"r","time_ms":1,"subject":"a","method":"GET","path":"/","status":200,
+                "decision":"allow"}"#,
+            )
             .unwrap()
         };
         let json = serde_json::to_string(&record).unwrap();

@@ -147,7 +147,10 @@ impl ControlSecrets {
         // Other workers read it on their next tick; this one uses it from now on.
         if let Ok(bytes) = serde_json::to_vec(&shared) {
             if let Err(problem) = rt.shared_set(&format!("{VALUE_PREFIX}{}", secret.name), &bytes, None) {
-                rt.log(Level::Warn, &format!("airlock: control secret `{}` not shared with other workers: {problem}", secret.name));
+                rt.log(
+                    Level::Warn,
+                    &format!("airlock: control secret `{}` not shared with other workers: {problem}", secret.name),
+                );
             }
         }
         let _ = rt.shared_set(&format!("{LEASE_PREFIX}{}", secret.name), b"0", None);

@@ -67,8 +67,12 @@ enum SigningKey {
 /// quotes the text: it is a private key.
 fn parse_private_key(alg: SigningAlg, pem: &str) -> Result<SigningKey, String> {
     let parsed = match alg {
-        SigningAlg::ES256 => p256::ecdsa::SigningKey::from_pkcs8_pem(pem.trim()).map(|k| SigningKey::Es256(Box::new(k))).ok(),
-        SigningAlg::EdDSA => ed25519_compact::KeyPair::from_pem(pem.trim()).map(|k| SigningKey::EdDsa(Box::new(k))).ok(),
+        SigningAlg::ES256 => {
+            p256::ecdsa::SigningKey::from_pkcs8_pem(pem.trim()).map(|k| SigningKey::Es256(Box::new(k))).ok()
+        }
+        SigningAlg::EdDSA => {
+            ed25519_compact::KeyPair::from_pem(pem.trim()).map(|k| SigningKey::EdDsa(Box::new(k))).ok()
+        }
     };
     parsed.ok_or_else(|| {
         format!(
@@ -273,7 +277,6 @@ mod tests {
         VerificationOptions { artificial_time: Some(UnixTimeStamp::from_secs(1_700_000_000)), ..Default::default() }
     }
 
-
     fn signer(alg: SigningAlg, pem: &str) -> RequestSigner {
         RequestSigner::new(alg, &Secret::new(pem), "k1".into(), "airlock".into(), "db".into(), 30).unwrap()
     }
@@ -308,9 +311,18 @@ mod tests {
     fn binding_is_base64url_of_sha256_over_method_path_and_body() {
         // printf 'POST\n/sql?x=1\n{"a":1}' | openssl dgst -sha256 -binary | basenc --base64url
         assert_eq!(request_binding("POST", "/sql?x=1", br#"{"a":1}"#), "sFCzoy90SeCix2DsD9f2KrY3j51eqjO-ibQRThfSTUc");
-        assert_ne!(request_binding("POST", "/sql?x=2", br#"{"a":1}"#), request_binding("POST", "/sql?x=1", br#"{"a":1}"#));
-        assert_ne!(request_binding("POST", "/sql?x=1", br#"{"a":2}"#), request_binding("POST", "/sql?x=1", br#"{"a":1}"#));
-        assert_ne!(request_binding("PUT", "/sql?x=1", br#"{"a":1}"#), request_binding("POST", "/sql?x=1", br#"{"a":1}"#));
+        assert_ne!(
+            request_binding("POST", "/sql?x=2", br#"{"a":1}"#),
+            request_binding("POST", "/sql?x=1", br#"{"a":1}"#)
+        );
+        assert_ne!(
+            request_binding("POST", "/sql?x=1", br#"{"a":2}"#),
+            request_binding("POST", "/sql?x=1", br#"{"a":1}"#)
+        );
+        assert_ne!(
+            request_binding("PUT", "/sql?x=1", br#"{"a":1}"#),
+            request_binding("POST", "/sql?x=1", br#"{"a":1}"#)
+        );
     }
 
     #[test]
@@ -346,9 +358,10 @@ mod tests {
 
     #[test]
     fn a_key_of_the_wrong_kind_or_not_pem_is_refused_without_quoting_it() {
-        let err = RequestSigner::new(SigningAlg::ES256, &Secret::new(ED25519_PEM), "k".into(), "i".into(), "a".into(), 1)
-            .err()
-            .unwrap();
+        let err =
+            RequestSigner::new(SigningAlg::ES256, &Secret::new(ED25519_PEM), "k".into(), "i".into(), "a".into(), 1)
+                .err()
+                .unwrap();
         assert!(err.contains("P-256") && !err.contains("MC4CAQ"), "{err}");
         assert!(RequestSigner::new(SigningAlg::EdDSA, &Secret::new("hunter2"), "k".into(), "i".into(), "a".into(), 1)
             .is_err());

@@ -29,7 +29,12 @@ pub enum Prepared<'v> {
     Unavailable(Reply),
 }
 
-pub fn prepare<'v>(vm: &'v VmState, host: &mut dyn Host, request: &Request, identity: Option<&Identity>) -> Prepared<'v> {
+pub fn prepare<'v>(
+    vm: &'v VmState,
+    host: &mut dyn Host,
+    request: &Request,
+    identity: Option<&Identity>,
+) -> Prepared<'v> {
     let upstreams = &vm.config.upstreams;
     if upstreams.is_empty() {
         return Prepared::Ready(None);

@@ -303,15 +303,18 @@ impl RequestFlow {
                 HoldBy::BufferFilter => {
                     // The config refuses `signed_request` credentials with this hold: the
                     // headers move on before the body a token would be bound to.
-                    let credential = match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref())
-                    {
-                        Prepared::Ready(credential) => credential,
-                        Prepared::NeedsBody => {
-                            let reply = Reply::new(Code::Misconfigured, "a signed_request credential with hold.by buffer_filter");
-                            return self.settle(host, Step::Refuse(reply));
-                        }
-                        Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
-                    };
+                    let credential =
+                        match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                            Prepared::Ready(credential) => credential,
+                            Prepared::NeedsBody => {
+                                let reply = Reply::new(
+                                    Code::Misconfigured,
+                                    "a signed_request credential with hold.by buffer_filter",
+                                );
+                                return self.settle(host, Step::Refuse(reply));
+                            }
+                            Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
+                        };
                     self.continue_headers(host, !vm.config.mask_profiles.is_empty(), credential);
                     self.state = State::AwaitingBody { then };
                     Next::Continue

@@ -113,12 +113,7 @@ impl Request {
 /// after that): the upstream's own credential, and, when the response may be masked, no
 /// compression and no `Range` (a fragment cannot be masked: the whole body is fetched
 /// and masked instead).
-pub fn complete_upstream_headers(
-    host: &mut dyn Host,
-    request: &Request,
-    may_mask: bool,
-    credential: Option<Injected>,
-) {
+pub fn complete_upstream_headers(host: &mut dyn Host, request: &Request, may_mask: bool, credential: Option<Injected>) {
     if let Some(credential) = credential {
         host.set_request_header(credential.header, &credential.value);
     }

@@ -38,7 +38,14 @@ pub struct AirlockRoot {
 
 impl AirlockRoot {
     pub fn new(context_id: u32) -> AirlockRoot {
-        AirlockRoot { context_id, vm: None, audit_call: None, pins_report: None, pins_refresh: None, secret_calls: Vec::new() }
+        AirlockRoot {
+            context_id,
+            vm: None,
+            audit_call: None,
+            pins_report: None,
+            pins_refresh: None,
+            secret_calls: Vec::new(),
+        }
     }
 }
 
