@@ -79,7 +79,8 @@ pub enum CredentialSpec {
     SignedRequest {
         key: SecretSpec,
         key_id: String,
-        alg: SigningAlg,
+        /// A string, checked here: inside a tagged enum serde could not name the field.
+        alg: String,
         issuer: String,
         audience: String,
         #[serde(default = "default_lifetime_s")]
@@ -365,6 +366,9 @@ fn compile_credential(
             Credential { header: name.to_ascii_lowercase(), source, kind: "header" }
         }
         CredentialSpec::SignedRequest { key, key_id, alg, issuer, audience, lifetime_s, header } => {
+            let alg = SigningAlg::named(&alg).ok_or_else(|| {
+                ConfigError::new(format!("{field}.alg"), format!("`{alg}` is not one of ES256, EdDSA"))
+            })?;
             let key_field = format!("{field}.key");
             let pem = resolve_now(
                 key,

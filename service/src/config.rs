@@ -109,6 +109,19 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[secrets]`: what filters fetch with `{"control": NAME}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// A JSON object of name → value, re-read on every fetch (it wins over `values`):
+    /// rotating a secret is rewriting the file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Name → value; values may be `${ENV}` references.
+    #[serde(default)]
+    pub values: HashMap<String, Secret>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -126,13 +139,9 @@ pub struct ServiceConfig {
     /// `/.well-known/jwks.json`.
     #[serde(default)]
     pub signing_keys: Vec<SigningKeyConfig>,
-    /// Upstream secrets filters fetch by name (`{"control": NAME}`); values may be
-    /// `${ENV}` references.
+    /// Upstream secrets filters fetch by name (`{"control": NAME}`).
     #[serde(default)]
-    pub secrets: HashMap<String, Secret>,
-    /// A JSON file of more such secrets, re-read on every fetch (it wins over `secrets`).
-    #[serde(default)]
-    pub secrets_file: Option<PathBuf>,
+    pub secrets: SecretsConfig,
     /// Built from `signing_keys` at load.
     #[serde(skip)]
     pub jwks: serde_json::Value,
@@ -175,7 +184,7 @@ impl ServiceConfig {
             o.validate("oidc")?;
         }
         self.jwks = published_jwks(&self.signing_keys, env)?;
-        self.secret_store = SecretStore::new(&self.secrets, self.secrets_file.as_deref(), env)?;
+        self.secret_store = SecretStore::new(&self.secrets.values, self.secrets.file.as_deref(), env)?;
         if self.alerts.max_attempts == 0 {
             return Err(ConfigError::new("alerts.max_attempts", "must be at least 1"));
         }

@@ -83,7 +83,7 @@ impl SecretStore {
     ) -> Result<SecretStore, ConfigError> {
         let mut resolved = HashMap::with_capacity(inline.len());
         for (name, value) in inline {
-            let field = format!("secrets.{name}");
+            let field = format!("secrets.values.{name}");
             if !valid_secret_name(name) {
                 return Err(ConfigError::new(field, "secret names are 1 to 128 of a-z, A-Z, 0-9, `_`, `-` and `.`"));
             }
@@ -93,7 +93,7 @@ impl SecretStore {
         }
         let store = SecretStore { inline: resolved, file: file.map(Path::to_path_buf) };
         if let Some(path) = &store.file {
-            store.read_file(path).map_err(|p| ConfigError::new("secrets_file", p))?;
+            store.read_file(path).map_err(|p| ConfigError::new("secrets.file", p))?;
         }
         Ok(store)
     }
@@ -184,6 +184,6 @@ MCowBQYDK2VwAyEADqYNakSl8Qa56NAhZufqI2Cob8J6r42Wi+ulp5Rkvl8=
         let store = SecretStore::new(&HashMap::from([("db".to_string(), Secret::new("${DB}"))]), None, &env).unwrap();
         assert_eq!(store.get("db").unwrap().expose(), "from-env");
         let bad = HashMap::from([("db".to_string(), Secret::new("a\nb"))]);
-        assert_eq!(SecretStore::new(&bad, None, &env).unwrap_err().field, "secrets.db");
+        assert_eq!(SecretStore::new(&bad, None, &env).unwrap_err().field, "secrets.values.db");
     }
 }

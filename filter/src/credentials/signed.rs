@@ -43,6 +43,10 @@ pub enum SigningAlg {
 }
 
 impl SigningAlg {
+    pub fn named(name: &str) -> Option<SigningAlg> {
+        [SigningAlg::ES256, SigningAlg::EdDSA].into_iter().find(|a| a.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SigningAlg::ES256 => "ES256",

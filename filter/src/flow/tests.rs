@@ -1673,3 +1673,6 @@ fn pinning_without_the_control_service_is_refused_at_load_by_field() {
     let err = Config::from_json(c.to_string().as_bytes(), &|_| None).err().unwrap();
     assert_eq!(err.field, "mcp.pin_tools");
 }
+
+/// `signed_request` and control-service credentials through the flow.
+mod credentials;
