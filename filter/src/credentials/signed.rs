@@ -91,7 +91,6 @@ fn parse_private_key(alg: SigningAlg, pem: &str) -> Result<SigningKey, String> {
 /// A signing key, its id and what every token it mints says.
 pub struct RequestSigner {
     key: SigningKey,
-    alg: SigningAlg,
     key_id: String,
     issuer: String,
     audience: String,
@@ -154,7 +153,7 @@ impl RequestSigner {
         let key = parse_private_key(alg, pem.expose())?;
         let header = json!({"alg": alg.name(), "typ": "JWT", "kid": key_id});
         let header_prefix = format!("{}.", URL_SAFE_NO_PAD.encode(header.to_string()));
-        Ok(RequestSigner { key, alg, key_id, issuer, audience, lifetime_s, header_prefix })
+        Ok(RequestSigner { key, key_id, issuer, audience, lifetime_s, header_prefix })
     }
 
     pub fn key_id(&self) -> &str {
@@ -198,19 +197,6 @@ impl RequestSigner {
             SigningKey::Es256(key) => ec_jwk(key.verifying_key(), &self.key_id),
             SigningKey::EdDsa(pair) => okp_jwk(&pair.pk, &self.key_id),
         }
-        .with_alg(self.alg)
-    }
-}
-
-trait WithAlg {
-    fn with_alg(self, alg: SigningAlg) -> Value;
-}
-
-impl WithAlg for Value {
-    fn with_alg(mut self, alg: SigningAlg) -> Value {
-        self["alg"] = json!(alg.name());
-        self["use"] = json!("sig");
-        self
     }
 }
 
@@ -219,11 +205,13 @@ fn ec_jwk(key: &p256::ecdsa::VerifyingKey, kid: &str) -> Value {
     // Uncompressed SEC1: 0x04, then x and y, 32 bytes each.
     let bytes = point.as_bytes();
     let (x, y) = bytes.get(1..).unwrap_or_default().split_at(bytes.len().saturating_sub(1) / 2);
-    json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y), "kid": kid})
+    json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y), "kid": kid,
+           "alg": SigningAlg::ES256.name(), "use": "sig"})
 }
 
 fn okp_jwk(key: &ed25519_compact::PublicKey, kid: &str) -> Value {
-    json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(key.as_ref()), "kid": kid})
+    json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(key.as_ref()), "kid": kid,
+           "alg": SigningAlg::EdDSA.name(), "use": "sig"})
 }
 
 /// The public JWK of `pem`, a PKCS#8 private key (only its public half is kept) or an
@@ -236,14 +224,13 @@ pub fn public_jwk_from_pem(alg: SigningAlg, kid: &str, pem: &str) -> Result<Valu
         return Ok(match &key {
             SigningKey::Es256(key) => ec_jwk(key.verifying_key(), kid),
             SigningKey::EdDsa(pair) => okp_jwk(&pair.pk, kid),
-        }
-        .with_alg(alg));
+        });
     }
     let jwk = match alg {
         SigningAlg::ES256 => p256::ecdsa::VerifyingKey::from_public_key_pem(pem).ok().map(|k| ec_jwk(&k, kid)),
         SigningAlg::EdDSA => ed25519_compact::PublicKey::from_pem(pem).ok().map(|k| okp_jwk(&k, kid)),
     };
-    jwk.map(|j| j.with_alg(alg)).ok_or_else(|| {
+    jwk.ok_or_else(|| {
         format!(
             "neither a PKCS#8 PEM private key nor a PEM public key (`-----BEGIN PUBLIC KEY-----`) holding {} \
              for {}",
