@@ -259,6 +259,10 @@ mod tests {
     }
 
     const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    /// `openssl pkey -pubout` of an Ed25519 test key.
+    const ED25519_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEADqYNakSl8Qa56NAhZufqI2Cob8J6r42Wi+ulp5Rkvl8=
+-----END PUBLIC KEY-----";
 
     #[test]
     fn expands_env_references_inside_urls() {
@@ -358,10 +362,17 @@ routing_key = "${{PD_KEY}}"
         let cfg = ServiceConfig::parse(
             &example,
             false,
-            &env(&[("SLACK_WEBHOOK_URL", "https://hooks.example/1"), ("PD_ROUTING_KEY", "k")]),
+            &env(&[
+                ("SLACK_WEBHOOK_URL", "https://hooks.example/1"),
+                ("PD_ROUTING_KEY", "k"),
+                ("AIRLOCK_SIGNING_PUBLIC_KEY", ED25519_PUBLIC),
+                ("CUSTOMER_DB_TOKEN", "db-token"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.alerts.sinks.len(), 3);
+        assert_eq!(cfg.jwks["keys"][0]["kid"], "airlock-2026-02");
+        assert_eq!(cfg.secret_store.get("customer-db-token").unwrap().expose(), "db-token");
         assert_eq!(cfg.oidc.unwrap().groups_claim, "realm_access.roles");
     }
 

@@ -131,7 +131,9 @@ fn audit(id: &str, n: u64) -> AuditRecord {
         latency_ms: 1,
         reason: None,
         // Every other record names a signing key: stored and hashed like every field.
-        credential: n.is_multiple_of(2).then(|| CredentialUse { kind: "signed_request".into(), key_id: Some("k1".into()) }),
+        credential: n
+            .is_multiple_of(2)
+            .then(|| CredentialUse { kind: "signed_request".into(), key_id: Some("k1".into()) }),
     }
 }
 
