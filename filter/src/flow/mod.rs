@@ -25,6 +25,10 @@
 //! the upstream (the agent's token, spoofed identity headers) is removed in the headers
 //! callback.
 //!
+//! A `signed_request` credential is bound to the body: an allowed request that has one
+//! waits for it (`AfterBody::Forward`, held like a body rule's request) and its token is
+//! minted once the body is complete, just before the headers move on.
+//!
 //! A refusal answers an MCP request in JSON-RPC, by the request's id (`reply.rs`): so an
 //! MCP request refused on its headers alone is held the same way until its body is read
 //! (`AfterBody::Refuse`), and only then answered.
@@ -110,6 +114,9 @@ pub struct RequestFlow {
     record: Record,
     /// The request headers have moved on: Envoy ignores changes to them from now on.
     headers_continued: bool,
+    /// The upstream (index in the config) whose credential went into those headers: the
+    /// record names it once the request is forwarded.
+    credential: Option<usize>,
     /// The hold watch knows this request.
     watched: bool,
     /// An allowed MCP `tools/list`: what its answer is checked for.
@@ -127,6 +134,7 @@ impl RequestFlow {
             request_body,
             record: Record::default(),
             headers_continued: false,
+            credential: None,
             watched: false,
             listing: None,
         }
@@ -263,6 +271,7 @@ impl RequestFlow {
                 let mask =
                     self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
                 self.continue_headers(host, mask.is_some() || self.listing.is_some(), credential);
+                self.record.credential = self.credential;
                 host.increment(vm.stats.allowed, 1);
                 self.record.decision = Some(decision);
                 self.state = State::Forwarded { mask };
@@ -486,7 +495,7 @@ impl RequestFlow {
     /// The last changes before the request headers move on, made once.
     fn continue_headers(&mut self, host: &mut dyn Host, may_mask: bool, credential: Option<Injected>) {
         if !self.headers_continued {
-            self.record.credential = credential.as_ref().map(|c| c.upstream);
+            self.credential = credential.as_ref().map(|c| c.upstream);
             complete_upstream_headers(host, &self.request, may_mask, credential);
             self.headers_continued = true;
         }
