@@ -275,3 +275,18 @@ fn control_secrets_are_checked_at_load_by_field() {
     extra["upstreams"][0]["credential"]["token"] = json!({"control": "../admin"});
     assert_eq!(config_error(extra).field, "upstreams[0].credential.token.control");
 }
+
+#[test]
+fn while_one_worker_fetches_a_secret_the_others_wait_for_its_answer() {
+    let (a, b) = (control_fixture(), control_fixture());
+    let shared: crate::host::mock::SharedData = Default::default();
+    let start = now() * 1000;
+    let mut root_a = MockHost { now_ms: start, shared: Rc::clone(&shared), ..MockHost::default() };
+    let mut root_b = MockHost { now_ms: start, shared: Rc::clone(&shared), ..MockHost::default() };
+    assert_eq!(tick(&a, &mut root_a).len(), 2);
+    assert!(tick(&b, &mut root_b).is_empty(), "the lease is held by the first worker");
+    // The first worker's fetch failed: after the retry pause, any worker may try.
+    a.vm.finish_secret_fetch(&mut root_a, 0, None, None);
+    root_b.now_ms = start + 1000;
+    assert_eq!(tick(&b, &mut root_b), vec![(1, 0)]);
+}
