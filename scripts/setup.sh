@@ -51,6 +51,15 @@ for module in openai mcp; do
     .venv/bin/pip install --quiet --disable-pip-version-check "$module"
   fi
 done
+# PyJWT and cryptography: the test upstream that verifies `signed_request` tokens with a
+# JWT library that is not Airlock's (pip names differ from the module names).
+for pair in jwt:pyjwt cryptography:cryptography; do
+  module="${pair%%:*}" package="${pair#*:}"
+  if ! .venv/bin/python -I -c "import $module" 2>/dev/null; then
+    log "installing $package into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "$package"
+  fi
+done
 # A real MCP server (npm @modelcontextprotocol/server-everything), project-local, at the
 # version tests/e2e/clients/package.json pins.
 if [ ! -f tests/e2e/clients/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then

@@ -13,7 +13,7 @@ use crate::audit::{self, AuditConfig, AuditSpec};
 use crate::config_error::ConfigError;
 use crate::control::{self, Control, ControlSpec};
 use crate::credentials::{self, EnvLookup, UpstreamSpec, Upstreams};
-use crate::hold::{self, HoldConfig, HoldSpec};
+use crate::hold::{self, HoldBy, HoldConfig, HoldSpec};
 use crate::jwt::{self, AuthConfig, AuthSpec};
 use crate::mask::{self, MaskProfile, MaskProfileSpec};
 use crate::pins::{self, McpConfig, McpSpec, PinMode};
@@ -229,6 +229,23 @@ impl Config {
                 ));
             }
         }
+        if control.is_none() && !upstreams.control_secrets.is_empty() {
+            return Err(ConfigError::new(
+                "upstreams",
+                format!(
+                    "secret `{}` is held by the control service: configure `control`",
+                    upstreams.control_secrets.iter().map(|s| s.name.as_str()).next().unwrap_or_default()
+                ),
+            ));
+        }
+        let hold = hold::compile(spec.hold, "hold")?;
+        if let (HoldBy::BufferFilter, Some(i)) = (hold.by, upstreams.first_signed()) {
+            return Err(ConfigError::new(
+                format!("upstreams[{i}].credential.type"),
+                "a signed_request token is bound to the body, and with `hold.by: buffer_filter` the headers move on \
+                 before the body is read: use `hold.by: envoy`",
+            ));
+        }
         let mcp = pins::compile(spec.mcp, "mcp")?;
         if control.is_none() && mcp.pin_tools != PinMode::Off {
             return Err(ConfigError::new(
@@ -248,7 +265,7 @@ impl Config {
 
         Ok(Config {
             dry_run: spec.dry_run,
-            hold: hold::compile(spec.hold, "hold")?,
+            hold,
             auth,
             request_body_limit,
             response_body_limit,

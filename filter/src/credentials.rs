@@ -3,14 +3,22 @@
 //!
 //! Upstreams are named by their Envoy cluster, the one thing that identifies "the service
 //! behind this route" in both plain Envoy and Istio (`outbound|8080||db.svc.cluster.local`).
-//! Header values are built once at config load; the hot path only copies them.
+//! Static header values are built once at config load; the hot path only copies them.
+//! A secret may also be held by the control service (`{"control": NAME}`, see `control`),
+//! which makes it rotatable without a reload, and `signed_request` mints a token per
+//! request (see `signed`).
+
+pub mod control;
+pub mod signed;
 
 use std::fmt;
 
+use airlock_wire::CredentialUse;
 use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
+use signed::{RequestSigner, SigningAlg};
 
 /// A value that must never be printed: `Debug` shows only its length. Also the control
 /// service's type for the secrets in its own config (deserialized from a plain string).
@@ -34,21 +42,52 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A secret given inline or, better, by the name of an environment variable that Envoy
-/// passes to the VM (`vm_config.environment_variables.host_env_keys`).
+/// A secret given inline, by the name of an environment variable that Envoy passes to the
+/// VM (`vm_config.environment_variables.host_env_keys`), or by its name in the control
+/// service, fetched and refreshed every `ttl_seconds`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSpec {
     value: Option<String>,
     env: Option<String>,
+    control: Option<String>,
+    ttl_seconds: Option<u64>,
+}
+
+fn default_lifetime_s() -> u64 {
+    30
+}
+
+fn default_signed_header() -> String {
+    "authorization".into()
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum CredentialSpec {
-    Bearer { token: SecretSpec },
-    Basic { username: String, password: SecretSpec },
-    Header { name: String, value: SecretSpec },
+    Bearer {
+        token: SecretSpec,
+    },
+    Basic {
+        username: String,
+        password: SecretSpec,
+    },
+    Header {
+        name: String,
+        value: SecretSpec,
+    },
+    SignedRequest {
+        key: SecretSpec,
+        key_id: String,
+        /// A string, checked here: inside a tagged enum serde could not name the field.
+        alg: String,
+        issuer: String,
+        audience: String,
+        #[serde(default = "default_lifetime_s")]
+        lifetime_s: u64,
+        #[serde(default = "default_signed_header")]
+        header: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -59,21 +98,103 @@ pub struct UpstreamSpec {
     credential: CredentialSpec,
 }
 
-/// A ready-to-set header carrying the upstream's credential.
+/// The longest a minted token may live: it is bound to one request, which is sent now.
+pub const MAX_SIGNED_LIFETIME_S: u64 = 60;
+/// Bounds of `ttl_seconds` of a control-service secret.
+const CONTROL_TTL_S: std::ops::RangeInclusive<u64> = 5..=86_400;
+const DEFAULT_CONTROL_TTL_S: u64 = 300;
+
+/// How a static kind turns its secret into the header value.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    Bearer,
+    Basic { username: String },
+    Raw,
+}
+
+impl Format {
+    pub fn header_value(&self, secret: &str) -> Secret {
+        match self {
+            Format::Bearer => Secret(format!("Bearer {secret}")),
+            Format::Basic { username } => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{secret}"));
+                Secret(format!("Basic {encoded}"))
+            }
+            Format::Raw => Secret(secret.to_string()),
+        }
+    }
+}
+
+/// Where a credential's header value comes from.
+pub enum Source {
+    /// Built at load.
+    Fixed(Secret),
+    /// The control service's secret (index into [`Upstreams::control_secrets`]),
+    /// formatted when used.
+    Control { secret: usize, format: Format },
+    /// Minted per request; with `bearer`, carried as `Bearer <jwt>`.
+    Signed { signer: Box<RequestSigner>, bearer: bool },
+}
+
+/// The header carrying an upstream's credential, and where its value comes from.
 pub struct Credential {
     pub header: String,
-    pub value: Secret,
+    pub source: Source,
+    /// The kind the audit record names (`bearer`, `basic`, `header`, `signed_request`).
+    kind: &'static str,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential({} in `{}`)", self.kind, self.header)
+    }
+}
+
+impl Credential {
+    /// What the audit record says was used: the kind, and the signing key's id or the
+    /// control service's name of the secret. Never a value.
+    pub fn used<'a>(&'a self, upstreams: &'a Upstreams) -> CredentialUse<'a> {
+        let key_id = match &self.source {
+            Source::Fixed(_) => None,
+            Source::Control { secret, .. } => upstreams.control_secrets.get(*secret).map(|s| s.name.as_str()),
+            Source::Signed { signer, .. } => Some(signer.key_id()),
+        };
+        CredentialUse { kind: self.kind.into(), key_id: key_id.map(Into::into) }
+    }
+
+    /// A minted token needs the request body (it is bound to it).
+    pub fn binds_body(&self) -> bool {
+        matches!(self.source, Source::Signed { .. })
+    }
+}
+
+/// A secret the control service holds, by its name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSecret {
+    pub name: String,
+    /// How long a fetched value is used before it is fetched again.
+    pub ttl_ms: u64,
 }
 
 #[derive(Debug, Default)]
 pub struct Upstreams {
     by_cluster: Vec<(String, Credential)>,
+    /// Every `{"control": ...}` secret, once each.
+    pub control_secrets: Vec<ControlSecret>,
 }
 
 impl Upstreams {
     pub fn credential_for(&self, cluster: &str) -> Option<&Credential> {
-        self.by_cluster.iter().find(|(c, _)| c == cluster).map(|(_, cred)| cred)
+        self.find(cluster).and_then(|i| self.at(i))
+    }
+
+    /// The index of `cluster`'s credential: what a request's record keeps.
+    pub fn find(&self, cluster: &str) -> Option<usize> {
+        self.by_cluster.iter().position(|(c, _)| c == cluster)
+    }
+
+    pub fn at(&self, index: usize) -> Option<&Credential> {
+        self.by_cluster.get(index).map(|(_, cred)| cred)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,16 +206,29 @@ impl Upstreams {
     pub fn credential_headers(&self) -> impl Iterator<Item = &str> {
         self.by_cluster.iter().map(|(_, c)| c.header.as_str())
     }
+
+    /// The first upstream (by index) whose credential is minted per request.
+    pub fn first_signed(&self) -> Option<usize> {
+        self.by_cluster.iter().position(|(_, c)| c.binds_body())
+    }
 }
 
 /// Reads an environment variable; a seam so tests do not depend on the process env.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Resolves an inline or environment secret, refusing empty values and control characters.
-pub fn resolve(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Secret, ConfigError> {
-    let value = match (spec.value, spec.env) {
-        (Some(v), None) => v,
-        (None, Some(name)) => env(&name).ok_or_else(|| {
+/// Where a secret is, once its spec is checked.
+enum Resolved {
+    Now(Secret),
+    Control { name: String, ttl_ms: u64 },
+}
+
+fn resolve_source(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Resolved, ConfigError> {
+    if spec.ttl_seconds.is_some() && spec.control.is_none() {
+        return Err(ConfigError::new(format!("{field}.ttl_seconds"), "only a `control` secret is refreshed"));
+    }
+    let value = match (spec.value, spec.env, spec.control) {
+        (Some(v), None, None) => v,
+        (None, Some(name), None) => env(&name).ok_or_else(|| {
             ConfigError::new(
                 format!("{field}.env"),
                 format!(
@@ -103,49 +237,171 @@ pub fn resolve(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Secret, 
                 ),
             )
         })?,
+        (None, None, Some(name)) => {
+            if !valid_secret_name(&name) {
+                return Err(ConfigError::new(
+                    format!("{field}.control"),
+                    "secret names are 1 to 128 of a-z, A-Z, 0-9, `_`, `-` and `.`",
+                ));
+            }
+            let ttl_s = spec.ttl_seconds.unwrap_or(DEFAULT_CONTROL_TTL_S);
+            if !CONTROL_TTL_S.contains(&ttl_s) {
+                return Err(ConfigError::new(
+                    format!("{field}.ttl_seconds"),
+                    format!("must be between {} and {}", CONTROL_TTL_S.start(), CONTROL_TTL_S.end()),
+                ));
+            }
+            return Ok(Resolved::Control { name, ttl_ms: ttl_s * 1000 });
+        }
         _ => {
-            return Err(ConfigError::new(field, "give exactly one of `value` or `env`"));
+            return Err(ConfigError::new(field, "give exactly one of `value`, `env` or `control`"));
         }
     };
     if value.is_empty() {
         return Err(ConfigError::new(field, "the secret is empty"));
     }
-    if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return Err(ConfigError::new(field, "the secret contains control characters, which cannot go in a header"));
+    Ok(Resolved::Now(Secret(value)))
+}
+
+/// A name the service can serve under `/v1/secrets/{name}` and a stat or shared-data
+/// key can carry.
+pub fn valid_secret_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// Why a secret cannot go in a header, if it cannot.
+pub fn header_safe(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("the secret is empty");
     }
-    Ok(Secret(value))
+    if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err("the secret contains control characters, which cannot go in a header");
+    }
+    Ok(())
+}
+
+/// Resolves a secret that must be known at load (inline or from the environment):
+/// `what` says why a control-service secret does not do here.
+pub fn resolve_now(spec: SecretSpec, field: &str, env: EnvLookup, what: &str) -> Result<Secret, ConfigError> {
+    match resolve_source(spec, field, env)? {
+        Resolved::Now(secret) => Ok(secret),
+        Resolved::Control { .. } => Err(ConfigError::new(format!("{field}.control"), what)),
+    }
+}
+
+/// Resolves an inline or environment secret that goes in a header, refusing empty values
+/// and control characters.
+pub fn resolve(spec: SecretSpec, field: &str, env: EnvLookup) -> Result<Secret, ConfigError> {
+    let secret = resolve_now(spec, field, env, "this secret is needed to reach the control service itself")?;
+    header_safe(secret.expose()).map_err(|problem| ConfigError::new(field, problem))?;
+    Ok(secret)
 }
 
 fn valid_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn compile_credential(spec: CredentialSpec, field: &str, env: EnvLookup) -> Result<Credential, ConfigError> {
+/// Builds what a static kind injects: its value now, or its control-service secret.
+fn static_source(
+    spec: SecretSpec,
+    format: Format,
+    field: &str,
+    env: EnvLookup,
+    control_secrets: &mut Vec<ControlSecret>,
+) -> Result<Source, ConfigError> {
+    match resolve_source(spec, field, env)? {
+        Resolved::Now(secret) => {
+            header_safe(secret.expose()).map_err(|problem| ConfigError::new(field, problem))?;
+            Ok(Source::Fixed(format.header_value(secret.expose())))
+        }
+        Resolved::Control { name, ttl_ms } => {
+            // One fetch per name: two upstreams sharing a secret share its refreshes, at
+            // the shorter TTL.
+            let secret = match control_secrets.iter().position(|s| s.name == name) {
+                Some(i) => i,
+                None => {
+                    control_secrets.push(ControlSecret { name, ttl_ms });
+                    control_secrets.len() - 1
+                }
+            };
+            if let Some(known) = control_secrets.get_mut(secret) {
+                known.ttl_ms = known.ttl_ms.min(ttl_ms);
+            }
+            Ok(Source::Control { secret, format })
+        }
+    }
+}
+
+fn nonempty(value: String, field: &str) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::new(field, "must not be empty"));
+    }
+    Ok(value)
+}
+
+fn compile_credential(
+    spec: CredentialSpec,
+    field: &str,
+    env: EnvLookup,
+    control_secrets: &mut Vec<ControlSecret>,
+) -> Result<Credential, ConfigError> {
     Ok(match spec {
         CredentialSpec::Bearer { token } => {
-            let token = resolve(token, &format!("{field}.token"), env)?;
-            Credential { header: "authorization".into(), value: Secret(format!("Bearer {}", token.0)) }
+            let source = static_source(token, Format::Bearer, &format!("{field}.token"), env, control_secrets)?;
+            Credential { header: "authorization".into(), source, kind: "bearer" }
         }
         CredentialSpec::Basic { username, password } => {
             if username.contains(':') {
                 return Err(ConfigError::new(format!("{field}.username"), "a basic-auth username cannot contain `:`"));
             }
-            let password = resolve(password, &format!("{field}.password"), env)?;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.0));
-            Credential { header: "authorization".into(), value: Secret(format!("Basic {encoded}")) }
+            let format = Format::Basic { username };
+            let source = static_source(password, format, &format!("{field}.password"), env, control_secrets)?;
+            Credential { header: "authorization".into(), source, kind: "basic" }
         }
         CredentialSpec::Header { name, value } => {
             if !valid_header_name(&name) || name.starts_with(':') {
                 return Err(ConfigError::new(format!("{field}.name"), "not a valid HTTP header name"));
             }
-            let value = resolve(value, &format!("{field}.value"), env)?;
-            Credential { header: name.to_ascii_lowercase(), value }
+            let source = static_source(value, Format::Raw, &format!("{field}.value"), env, control_secrets)?;
+            Credential { header: name.to_ascii_lowercase(), source, kind: "header" }
+        }
+        CredentialSpec::SignedRequest { key, key_id, alg, issuer, audience, lifetime_s, header } => {
+            let alg = SigningAlg::named(&alg).ok_or_else(|| {
+                ConfigError::new(format!("{field}.alg"), format!("`{alg}` is not one of ES256, EdDSA"))
+            })?;
+            let key_field = format!("{field}.key");
+            let pem = resolve_now(
+                key,
+                &key_field,
+                env,
+                "a signing key is parsed at load; give it by `env` (rotate keys with `key_id`, see the README)",
+            )?;
+            if key_id.is_empty() || key_id.len() > 128 || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::new(format!("{field}.key_id"), "must be 1 to 128 printable ASCII characters"));
+            }
+            let issuer = nonempty(issuer, &format!("{field}.issuer"))?;
+            let audience = nonempty(audience, &format!("{field}.audience"))?;
+            if !(1..=MAX_SIGNED_LIFETIME_S).contains(&lifetime_s) {
+                return Err(ConfigError::new(
+                    format!("{field}.lifetime_s"),
+                    format!("must be between 1 and {MAX_SIGNED_LIFETIME_S} seconds"),
+                ));
+            }
+            let header = header.to_ascii_lowercase();
+            if !valid_header_name(&header) {
+                return Err(ConfigError::new(format!("{field}.header"), "not a valid HTTP header name"));
+            }
+            let signer = RequestSigner::new(alg, &pem, key_id, issuer, audience, lifetime_s)
+                .map_err(|problem| ConfigError::new(&key_field, problem))?;
+            let bearer = header == "authorization";
+            Credential { header, source: Source::Signed { signer: Box::new(signer), bearer }, kind: "signed_request" }
         }
     })
 }
 
 pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<Upstreams, ConfigError> {
     let mut by_cluster: Vec<(String, Credential)> = Vec::with_capacity(specs.len());
+    let mut control_secrets = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let here = format!("{field}[{i}]");
         if spec.cluster.is_empty() {
@@ -157,10 +413,10 @@ pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<
                 format!("cluster `{}` is listed twice", spec.cluster),
             ));
         }
-        let credential = compile_credential(spec.credential, &format!("{here}.credential"), env)?;
+        let credential = compile_credential(spec.credential, &format!("{here}.credential"), env, &mut control_secrets)?;
         by_cluster.push((spec.cluster, credential));
     }
-    Ok(Upstreams { by_cluster })
+    Ok(Upstreams { by_cluster, control_secrets })
 }
 
 #[cfg(test)]
@@ -175,6 +431,13 @@ mod tests {
         None
     }
 
+    fn fixed(c: &Credential) -> &str {
+        match &c.source {
+            Source::Fixed(value) => value.expose(),
+            _ => panic!("{c:?} is not fixed at load"),
+        }
+    }
+
     #[test]
     fn bearer_credential_becomes_authorization_header() {
         let u =
@@ -182,7 +445,7 @@ mod tests {
                 .unwrap();
         let c = u.credential_for("db").unwrap();
         assert_eq!(c.header, "authorization");
-        assert_eq!(c.value.expose(), "Bearer s3cr3t");
+        assert_eq!(fixed(c), "Bearer s3cr3t");
         assert!(u.credential_for("other").is_none());
     }
 
@@ -193,7 +456,7 @@ mod tests {
             &no_env,
         )
         .unwrap();
-        assert_eq!(u.credential_for("db").unwrap().value.expose(), "Basic c3ZjOnB3");
+        assert_eq!(fixed(u.credential_for("db").unwrap()), "Basic c3ZjOnB3");
     }
 
     #[test]
@@ -205,7 +468,7 @@ mod tests {
         )
         .unwrap();
         let c = u.credential_for("db").unwrap();
-        assert_eq!((c.header.as_str(), c.value.expose()), ("x-api-key", "from-env"));
+        assert_eq!((c.header.as_str(), fixed(c)), ("x-api-key", "from-env"));
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub struct Stats {
     pub audit_refused_requests: MetricId,
     /// Requests refused by a rule's rate limit (or because they could not be counted).
     pub rate_limited: MetricId,
+    /// Tokens minted for `signed_request` upstreams.
+    pub credentials_signed: MetricId,
+    /// Fetches of control-service secrets (`{"control": ...}`) that succeeded or failed.
+    pub credentials_secret_fetch_ok: MetricId,
+    pub credentials_secret_fetch_failed: MetricId,
     /// Per rule (same index as the policy): how often it decided a request.
     pub rule_matched: Vec<MetricId>,
     /// Per rule (same index as the policy): `Some` for rules with a limit, how often it
@@ -102,6 +107,9 @@ impl Stats {
             audit_ship_failed: c("audit.ship_failed")?,
             audit_refused_requests: c("audit.refused_requests")?,
             rate_limited: c("rate_limited")?,
+            credentials_signed: c("credentials.signed")?,
+            credentials_secret_fetch_ok: c("credentials.secret_fetch_ok")?,
+            credentials_secret_fetch_failed: c("credentials.secret_fetch_failed")?,
             rule_matched: Vec::new(),
             rule_rate_limited: Vec::new(),
             masked_values: Vec::new(),

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use crate::audit::AuditQueue;
 use crate::authenticate::{Authenticator, FetchCounters};
 use crate::config::Config;
+use crate::credentials::control::{ControlSecrets, SecretCounters};
 use crate::hold::HoldWatch;
 use crate::host::{Callout, Level, Runtime};
 use crate::pins::{self, PinMode, PinSync};
@@ -23,6 +24,8 @@ pub struct VmState {
     pub audit: RefCell<AuditQueue>,
     /// MCP tool pins on their way to and from the control service.
     pub pins: RefCell<PinSync>,
+    /// This VM's copies of the upstream secrets the control service holds.
+    pub secrets: ControlSecrets,
     /// Makes audit record ids unique across VMs and restarts: ingestion is idempotent by
     /// id, so two records must never share one.
     record_prefix: String,
@@ -50,7 +53,9 @@ impl VmState {
             &mut config.auth,
             FetchCounters { ok: stats.jwks_fetch_ok, failed: stats.jwks_fetch_failed },
         );
+        let secrets = ControlSecrets::new(config.upstreams.control_secrets.len());
         VmState {
+            secrets,
             config,
             stats,
             auth,
@@ -116,6 +121,27 @@ impl VmState {
                 &format!("airlock: audit delivery failed (control service {why}); {waiting} records kept for retry"),
             );
             false
+        }
+    }
+
+    /// Fetches the control service's secrets that are due (root context's timer); the
+    /// callouts made, with the secret each is for.
+    pub fn refresh_secrets(&self, rt: &mut dyn Runtime) -> Vec<(u32, usize)> {
+        let Some(control) = self.config.control.as_ref() else { return Vec::new() };
+        self.secrets.refresh(rt, control, &self.config.upstreams.control_secrets, &self.secret_counters())
+    }
+
+    /// Takes the answer to the fetch of secret `index`.
+    pub fn finish_secret_fetch(&self, rt: &mut dyn Runtime, index: usize, status: Option<u32>, body: Option<&[u8]>) {
+        if let Some(secret) = self.config.upstreams.control_secrets.get(index) {
+            self.secrets.finish(rt, secret, index, status, body, &self.secret_counters());
+        }
+    }
+
+    fn secret_counters(&self) -> SecretCounters {
+        SecretCounters {
+            ok: self.stats.credentials_secret_fetch_ok,
+            failed: self.stats.credentials_secret_fetch_failed,
         }
     }
 

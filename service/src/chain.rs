@@ -57,6 +57,7 @@ mod tests {
             approval_id: None,
             latency_ms: 12,
             reason: None,
+            credential: None,
         }
     }
 

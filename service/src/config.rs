@@ -3,7 +3,7 @@
 //! routing keys) may be `${ENV_VAR}` references, resolved at load and never logged.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use airlock_filter::credentials::Secret;
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::auth::oidc::OidcConfig;
 use crate::auth::{validate_approvers, ApproverEntry};
 use crate::config_error::ConfigError;
+use crate::credentials::{published_jwks, SecretStore, SigningKeyConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,6 +109,19 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[secrets]`: what filters fetch with `{"control": NAME}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// A JSON object of name → value, re-read on every fetch (it wins over `values`):
+    /// rotating a secret is rewriting the file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Name → value; values may be `${ENV}` references.
+    #[serde(default)]
+    pub values: HashMap<String, Secret>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -121,6 +135,19 @@ pub struct ServiceConfig {
     /// Optional sign-in of approvers with JWTs from an OIDC identity provider.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// Keys of the filter's `signed_request` credentials, published at
+    /// `/.well-known/jwks.json`.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeyConfig>,
+    /// Upstream secrets filters fetch by name (`{"control": NAME}`).
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    /// Built from `signing_keys` at load.
+    #[serde(skip)]
+    pub jwks: serde_json::Value,
+    /// Built from `secrets` and `secrets_file` at load.
+    #[serde(skip)]
+    pub secret_store: SecretStore,
 }
 
 impl ServiceConfig {
@@ -156,6 +183,8 @@ impl ServiceConfig {
         if let Some(o) = &self.oidc {
             o.validate("oidc")?;
         }
+        self.jwks = published_jwks(&self.signing_keys, env)?;
+        self.secret_store = SecretStore::new(&self.secrets.values, self.secrets.file.as_deref(), env)?;
         if self.alerts.max_attempts == 0 {
             return Err(ConfigError::new("alerts.max_attempts", "must be at least 1"));
         }
@@ -230,6 +259,10 @@ mod tests {
     }
 
     const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    /// `openssl pkey -pubout` of an Ed25519 test key.
+    const ED25519_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEADqYNakSl8Qa56NAhZufqI2Cob8J6r42Wi+ulp5Rkvl8=
+-----END PUBLIC KEY-----";
 
     #[test]
     fn expands_env_references_inside_urls() {
@@ -329,10 +362,17 @@ routing_key = "${{PD_KEY}}"
         let cfg = ServiceConfig::parse(
             &example,
             false,
-            &env(&[("SLACK_WEBHOOK_URL", "https://hooks.example/1"), ("PD_ROUTING_KEY", "k")]),
+            &env(&[
+                ("SLACK_WEBHOOK_URL", "https://hooks.example/1"),
+                ("PD_ROUTING_KEY", "k"),
+                ("AIRLOCK_SIGNING_PUBLIC_KEY", ED25519_PUBLIC),
+                ("CUSTOMER_DB_TOKEN", "db-token"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.alerts.sinks.len(), 3);
+        assert_eq!(cfg.jwks["keys"][0]["kid"], "airlock-2026-02");
+        assert_eq!(cfg.secret_store.get("customer-db-token").unwrap().expose(), "db-token");
         assert_eq!(cfg.oidc.unwrap().groups_claim, "realm_access.roles");
     }
 

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod config_error;
+pub mod credentials;
 pub mod error;
 pub mod ids;
 pub mod server;

@@ -96,6 +96,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         (None, Backend::Sqlite) => None,
     };
     let sinks = config.alerts.sinks.len();
+    let published_keys = config.signing_keys.len();
+    let (jwks, secrets) = (config.jwks.clone(), config.secret_store.clone());
     let alerter = Alerter::start(config.alerts, client);
     let state = Arc::new(AppState {
         store,
@@ -105,11 +107,14 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         waiters: Waiters::default(),
         public_url,
         poll_interval,
+        jwks,
+        secrets,
     });
     tracing::info!(
         backend = ?state.store.backend(),
         approvers = state.approvers.len(),
         alert_sinks = sinks,
+        published_keys,
         "airlock control service ready"
     );
     // A plain line on stderr that scripts and tests can wait for.

@@ -15,7 +15,7 @@ use airlock_service::chain::AuditRecord;
 use airlock_service::store::approvals::{NewApproval, RedeemError, Verdict};
 use airlock_service::store::tools::AcceptError;
 use airlock_service::store::Store;
-use airlock_wire::{ApprovalStatus, Decision, Mode, ToolChangeStatus, ToolObservation};
+use airlock_wire::{ApprovalStatus, CredentialUse, Decision, Mode, ToolChangeStatus, ToolObservation};
 use common::*;
 use sqlx::Executor;
 
@@ -130,6 +130,10 @@ fn audit(id: &str, n: u64) -> AuditRecord {
         approval_id: None,
         latency_ms: 1,
         reason: None,
+        // Every other record names a signing key: stored and hashed like every field.
+        credential: n
+            .is_multiple_of(2)
+            .then(|| CredentialUse { kind: "signed_request".into(), key_id: Some("k1".into()) }),
     }
 }
 
@@ -234,6 +238,13 @@ async fn chain_and_tampering(db: &Db) {
     assert!(r.problem.unwrap().contains("altered"));
     db.raw(&["UPDATE audit_records SET status = 200 WHERE seq = 5"]).await;
     assert!(store.verify_chain().await.unwrap().ok, "restoring the value restores the chain");
+
+    db.raw(&["UPDATE audit_records SET credential_json = NULL WHERE seq = 2"]).await;
+    let r = store.verify_chain().await.unwrap();
+    assert_eq!((r.ok, r.first_bad_seq), (false, Some(2)), "the credential a record names is chained too");
+    db.raw(&[r#"UPDATE audit_records SET credential_json = '{"kind":"signed_request","key_id":"k1"}' WHERE seq = 2"#])
+        .await;
+    assert!(store.verify_chain().await.unwrap().ok);
 
     db.raw(&[
         "UPDATE audit_records SET seq = -1 WHERE seq = 3",

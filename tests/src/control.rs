@@ -35,6 +35,17 @@ fn sha256_hex(s: &str) -> String {
 impl ControlService {
     /// Starts the service in `dir` with the given approvers and extra TOML config.
     pub fn start(dir: &Path, approvers: &[Approver], extra_config: &str) -> Result<ControlService, String> {
+        ControlService::start_with_env(dir, approvers, extra_config, &[])
+    }
+
+    /// As [`ControlService::start`], with environment variables for the service (what
+    /// `${NAME}` references in `extra_config` read).
+    pub fn start_with_env(
+        dir: &Path,
+        approvers: &[Approver],
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<ControlService, String> {
         let mut config = String::from("public_url = \"http://console.airlock.test\"\n");
         for a in approvers {
             let groups: Vec<String> = a.groups.iter().map(|g| format!("\"{g}\"")).collect();
@@ -51,6 +62,7 @@ impl ControlService {
             dir: dir.to_path_buf(),
             config_toml: config,
             filter_key: FILTER_KEY.to_string(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..ServeOptions::default()
         })?;
         Ok(ControlService { serve })

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::code::Code;
+use crate::credentials::CredentialUse;
 
 /// What became of a request, as its audit record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,10 @@ pub struct AuditRecord<'a> {
     pub latency_ms: u64,
     #[serde(default)]
     pub reason: Option<Cow<'a, str>>,
+    /// The credential the upstream got. Left out when there was none, so the records
+    /// written before it existed keep their canonical form (and their chain hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialUse<'a>>,
 }
 
 /// `POST /v1/audit/batch`. The filter writes this shape by joining serialised records
@@ -150,6 +155,7 @@ mod tests {
             approval_id: None,
             latency_ms: 2,
             reason: None,
+            credential: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
@@ -164,5 +170,19 @@ mod tests {
         );
         let batch: AuditBatch<'static> = serde_json::from_str(&format!("{{\"records\":[{json}]}}")).unwrap();
         assert_eq!(batch.records, vec![record]);
+    }
+
+    #[test]
+    fn a_record_names_the_credential_used_after_every_older_field() {
+        let record = AuditRecord {
+            credential: Some(CredentialUse { kind: "signed_request".into(), key_id: Some("k-2026".into()) }),
+            ..serde_json::from_str(
+                r#"{"id":"r","time_ms":1,"subject":"a","method":"GET","path":"/","status":200,
+                "decision":"allow"}"#,
+            )
+            .unwrap()
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.ends_with(r#""reason":null,"credential":{"kind":"signed_request","key_id":"k-2026"}}"#), "{json}");
     }
 }

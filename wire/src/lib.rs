@@ -9,6 +9,7 @@
 pub mod approval;
 pub mod audit;
 pub mod code;
+pub mod credentials;
 pub mod tools;
 
 pub use approval::{
@@ -16,4 +17,5 @@ pub use approval::{
 };
 pub use audit::{AuditBatch, AuditRecord, Decision};
 pub use code::{Code, Retry};
+pub use credentials::{CredentialUse, SecretValue};
 pub use tools::{PendingChange, ToolChangeStatus, ToolObservation, ToolObservations, ToolPin, ToolPins};

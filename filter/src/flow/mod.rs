@@ -25,12 +25,17 @@
 //! the upstream (the agent's token, spoofed identity headers) is removed in the headers
 //! callback.
 //!
+//! A `signed_request` credential is bound to the body: an allowed request that has one
+//! waits for it (`AfterBody::Forward`, held like a body rule's request) and its token is
+//! minted once the body is complete, just before the headers move on.
+//!
 //! A refusal answers an MCP request in JSON-RPC, by the request's id (`reply.rs`): so an
 //! MCP request refused on its headers alone is held the same way until its body is read
 //! (`AfterBody::Refuse`), and only then answered.
 
 mod approval;
 mod body;
+mod credential;
 mod decide;
 mod record;
 mod request;
@@ -58,6 +63,7 @@ use crate::reply::{Code, Reply};
 use crate::stream::{StreamKind, StreamLimits, StreamMasker};
 use crate::vm_state::VmState;
 use body::{BodyBuffer, Progress};
+use credential::{body_too_large_to_sign, Injected, Prepared};
 use decide::{decide, decide_on_body, denies_use, Listing, Verdict};
 use record::Record;
 use request::{complete_upstream_headers, Request};
@@ -108,6 +114,9 @@ pub struct RequestFlow {
     record: Record,
     /// The request headers have moved on: Envoy ignores changes to them from now on.
     headers_continued: bool,
+    /// The upstream (index in the config) whose credential went into those headers: the
+    /// record names it once the request is forwarded.
+    credential: Option<usize>,
     /// The hold watch knows this request.
     watched: bool,
     /// An allowed MCP `tools/list`: what its answer is checked for.
@@ -127,6 +136,7 @@ impl RequestFlow {
             request_body,
             record: Record::default(),
             headers_continued: false,
+            credential: None,
             watched: false,
             listing: None,
             result_columns: None,
@@ -260,9 +270,15 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         match step {
             Step::Forward(decision) => {
+                let credential = match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                    Prepared::Ready(credential) => credential,
+                    Prepared::NeedsBody => return self.settle(host, Step::NeedsBody(AfterBody::Forward(decision))),
+                    Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
+                };
                 let mask =
                     self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
-                self.continue_headers(host, mask.is_some() || self.listing.is_some());
+                self.continue_headers(host, mask.is_some() || self.listing.is_some(), credential);
+                self.record.credential = self.credential;
                 host.increment(vm.stats.allowed, 1);
                 self.record.decision = Some(decision);
                 self.state = State::Forwarded { mask };
@@ -301,7 +317,21 @@ impl RequestFlow {
                 // filter after Airlock holds the headers. They get now what an allowed
                 // request needs: they cannot change once they move on.
                 HoldBy::BufferFilter => {
-                    self.continue_headers(host, !vm.config.mask_profiles.is_empty());
+                    // The config refuses `signed_request` credentials with this hold: the
+                    // headers move on before the body a token would be bound to.
+                    let credential =
+                        match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                            Prepared::Ready(credential) => credential,
+                            Prepared::NeedsBody => {
+                                let reply = Reply::new(
+                                    Code::Misconfigured,
+                                    "a signed_request credential with hold.by buffer_filter",
+                                );
+                                return self.settle(host, Step::Refuse(reply));
+                            }
+                            Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
+                        };
+                    self.continue_headers(host, !vm.config.mask_profiles.is_empty(), credential);
                     self.state = State::AwaitingBody { then };
                     Next::Continue
                 }
@@ -456,6 +486,7 @@ impl RequestFlow {
                 self.note(verdict)
             }
             AfterBody::Approve(caller, rule) => Step::Approve(caller, rule),
+            AfterBody::Forward(decision) => Step::Forward(decision),
             AfterBody::Refuse(reply) => Step::Refuse(*reply),
         }
     }
@@ -470,9 +501,10 @@ impl RequestFlow {
     }
 
     /// The last changes before the request headers move on, made once.
-    fn continue_headers(&mut self, host: &mut dyn Host, may_mask: bool) {
+    fn continue_headers(&mut self, host: &mut dyn Host, may_mask: bool, credential: Option<Injected>) {
         if !self.headers_continued {
-            complete_upstream_headers(host, &self.vm.config, &self.request, may_mask);
+            self.credential = credential.as_ref().map(|c| c.upstream);
+            complete_upstream_headers(host, &self.request, may_mask, credential);
             self.headers_continued = true;
         }
     }
@@ -589,6 +621,7 @@ impl RequestFlow {
 fn over_limit(vm: &VmState, then: AfterBody) -> Reply {
     match then {
         AfterBody::Refuse(reply) => *reply,
+        AfterBody::Forward(_) => body_too_large_to_sign(vm.config.request_body_limit),
         AfterBody::Decide(_) | AfterBody::Approve(..) => body_too_large(vm),
     }
 }

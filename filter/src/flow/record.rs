@@ -32,6 +32,8 @@ pub struct Record {
     pub masked_response: Option<String>,
     /// A dry-run rule matched: the log line says so even when the request was allowed.
     pub dry_run_reported: bool,
+    /// The upstream (index in the config) whose credential the request was given.
+    pub credential: Option<usize>,
 }
 
 /// The mask profile for bodies shown to approvers and stored in audit records: the
@@ -109,6 +111,7 @@ impl Record {
             approval_id: self.approval_id.as_deref().map(Cow::Borrowed),
             latency_ms: host.now_unix_ms().saturating_sub(request.started_ms),
             reason: request.reason.as_deref().map(Cow::Borrowed),
+            credential: self.credential.and_then(|i| config.upstreams.at(i)).map(|c| c.used(&config.upstreams)),
         };
         let Ok(line) = serde_json::to_string(&record) else { return };
         if vm.audit.borrow_mut().push(line, audit.max_queued_records) {

@@ -13,6 +13,8 @@ use crate::host::Host;
 use crate::identity::Identity;
 use crate::mcp;
 
+use super::credential::Injected;
+
 #[derive(Default)]
 pub struct Request {
     pub started_ms: u64,
@@ -111,13 +113,9 @@ impl Request {
 /// after that): the upstream's own credential, and, when the response may be masked, no
 /// compression and no `Range` (a fragment cannot be masked: the whole body is fetched
 /// and masked instead).
-pub fn complete_upstream_headers(host: &mut dyn Host, config: &Config, request: &Request, may_mask: bool) {
-    if !config.upstreams.is_empty() {
-        if let Some(cluster) = host.upstream_cluster() {
-            if let Some(cred) = config.upstreams.credential_for(&cluster) {
-                host.set_request_header(&cred.header, cred.value.expose());
-            }
-        }
+pub fn complete_upstream_headers(host: &mut dyn Host, request: &Request, may_mask: bool, credential: Option<Injected>) {
+    if let Some(credential) = credential {
+        host.set_request_header(credential.header, &credential.value);
     }
     if may_mask {
         for name in ["accept-encoding", "range"] {

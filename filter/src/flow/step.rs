@@ -52,6 +52,9 @@ pub enum AfterBody {
     /// index); the approval is bound to the body, so it is asked for now. The policy
     /// does not run twice.
     Approve(Caller, usize),
+    /// Decided to forward; the upstream's credential is bound to the body (a
+    /// `signed_request`), so it is minted once the body is complete.
+    Forward(Decision),
     /// Refused already, before the body was read; an MCP request's body is read first so
     /// the refusal can be answered as JSON-RPC, with the request's id. Boxed: a `Reply`
     /// is larger than a caller.

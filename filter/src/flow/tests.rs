@@ -1764,3 +1764,6 @@ fn in_a_dry_run_a_computed_column_is_reported_not_refused_and_returned_columns_s
     let v: serde_json::Value = serde_json::from_slice(&host.response_body).unwrap();
     assert_eq!(v["rows"], serde_json::json!([["34313131", "[REDACTED:column]"]]));
 }
+
+/// `signed_request` and control-service credentials through the flow.
+mod credentials;

@@ -35,11 +35,20 @@ pub struct AirlockRoot {
     /// The callouts reporting tool observations and reading the service's pins.
     pins_report: Option<u32>,
     pins_refresh: Option<u32>,
+    /// Fetches of control-service secrets in flight, with the secret each is for.
+    secret_calls: Vec<(u32, usize)>,
 }
 
 impl AirlockRoot {
     pub fn new(context_id: u32) -> AirlockRoot {
-        AirlockRoot { context_id, vm: None, audit_call: None, pins_report: None, pins_refresh: None }
+        AirlockRoot {
+            context_id,
+            vm: None,
+            audit_call: None,
+            pins_report: None,
+            pins_refresh: None,
+            secret_calls: Vec::new(),
+        }
     }
 
     /// Acts on where the last flush stands: ships the next batch, or tells Envoy the VM
@@ -108,6 +117,9 @@ impl Context for AirlockRoot {
         } else if self.pins_refresh == Some(token) {
             self.pins_refresh = None;
             vm.finish_pin_sync(&mut EnvoyHost, false, status, body.as_deref());
+        } else if let Some(at) = self.secret_calls.iter().position(|(call, _)| *call == token) {
+            let (_, secret) = self.secret_calls.swap_remove(at);
+            vm.finish_secret_fetch(&mut EnvoyHost, secret, status, body.as_deref());
         } else {
             vm.auth.finish_fetch(&mut EnvoyHost, status, body.as_deref());
         }
@@ -161,10 +173,12 @@ impl RootContext for AirlockRoot {
         let watch_holds = config.hold.by == HoldBy::Envoy;
         // Pins are read back on the timer, and observations reported on it.
         let sync_pins = config.mcp.pin_tools != PinMode::Off;
+        // Secrets the control service holds are fetched, and refreshed, on the timer.
+        let fetch_secrets = !config.upstreams.control_secrets.is_empty();
         let tick_ms = match (&config.auth.remote, &config.audit) {
             (_, Some(audit)) => audit.flush_interval_ms.min(MAX_TICK_MS),
             (Some(_), None) => MAX_TICK_MS,
-            (None, None) if watch_holds || sync_pins => MAX_TICK_MS,
+            (None, None) if watch_holds || sync_pins || fetch_secrets => MAX_TICK_MS,
             (None, None) => 0,
         };
         // Start time plus a random value (WASI `random_get`, behind `RandomState`): VMs of
@@ -197,6 +211,7 @@ impl RootContext for AirlockRoot {
         if self.pins_refresh.is_none() {
             self.pins_refresh = vm.sync_pins(&mut host, false);
         }
+        self.secret_calls.extend(vm.refresh_secrets(&mut host));
         // Last: answering a held request switches the effective context to it.
         answer_stalled_holds(vm, self.context_id);
     }

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod audit;
 mod caller;
 pub mod console;
+pub mod credentials;
 mod params;
 pub mod sessions;
 mod state;
@@ -26,6 +27,8 @@ pub const BODY_LIMIT: usize = 16 << 20;
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/.well-known/jwks.json", get(credentials::jwks))
+        .route("/v1/secrets/{name}", get(credentials::secret))
         .route("/v1/approvals", post(approvals::create).get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/wait", get(approvals::wait))

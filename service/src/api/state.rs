@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::alerts::Alerter;
 use crate::auth::{Approvers, FilterKey};
+use crate::credentials::SecretStore;
 use crate::store::Store;
 use crate::waiters::Waiters;
 
@@ -20,6 +21,10 @@ pub struct AppState {
     /// How often a long-poll re-reads the store; `None` relies on in-process wake-ups only
     /// (enough for one SQLite-backed process; replicas on PostgreSQL need the re-read).
     pub poll_interval: Option<Duration>,
+    /// The JWKS of the filter's `signed_request` keys, as published.
+    pub jwks: serde_json::Value,
+    /// The secrets filters fetch.
+    pub secrets: SecretStore,
 }
 
 impl AppState {

@@ -44,7 +44,7 @@ pub struct VerifyReport {
 
 pub(crate) const RECORD_COLUMNS: &str =
     "seq, id, time_ms, subject, groups_json, session_id, method, path, request_body, status, \
-     response_body, decision, rule, approval_id, latency_ms, reason, prev_hash, hash, received_ms";
+     response_body, decision, rule, approval_id, latency_ms, reason, prev_hash, hash, received_ms, credential_json";
 
 pub(crate) fn record_from_row(row: &AnyRow) -> Result<StoredRecord, StoreError> {
     let text = |name: &str| -> Result<String, StoreError> { Ok(row.try_get(name)?) };
@@ -75,6 +75,14 @@ pub(crate) fn record_from_row(row: &AnyRow) -> Result<StoredRecord, StoreError> 
             approval_id: opt_text("approval_id")?,
             latency_ms: unsigned(row, "latency_ms")?,
             reason: opt_text("reason")?,
+            credential: match row.try_get::<Option<String>, _>("credential_json")? {
+                None => None,
+                Some(json) => {
+                    Some(serde_json::from_str(&json).map_err(|_| {
+                        StoreError::Corrupt("column `credential_json` does not hold a credential".into())
+                    })?)
+                }
+            },
         },
         prev_hash: text("prev_hash")?,
         hash: text("hash")?,
@@ -98,7 +106,7 @@ fn signed(v: impl Into<u64>) -> i64 {
     i64::try_from(v.into()).unwrap_or(i64::MAX)
 }
 
-/// Records per multi-row INSERT: 19 parameters each stays far below SQLite's and
+/// Records per multi-row INSERT: 20 parameters each stays far below SQLite's and
 /// PostgreSQL's parameter limits.
 const INSERT_CHUNK: usize = 200;
 /// Ids per duplicate lookup.
@@ -163,6 +171,7 @@ impl Store {
                 Bind::Text(prev.clone()),
                 Bind::Text(hash.clone()),
                 Bind::I64(now_ms),
+                Bind::OptText(r.credential.as_ref().and_then(|c| serde_json::to_string(c).ok())),
             ]);
             prev = hash;
             stored.push(i);

@@ -102,7 +102,11 @@ const V2: &[&str] = &[
     "CREATE INDEX tool_changes_by_status ON tool_changes (status, observed_ms)",
 ];
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(1, V1), (2, V2)];
+/// The credential a request's upstream got (kind and key id, as JSON; never a value).
+/// Records stored before have none, which keeps their chain hashes.
+const V3: &[&str] = &["ALTER TABLE audit_records ADD COLUMN credential_json TEXT"];
+
+const MIGRATIONS: &[(i64, &[&str])] = &[(1, V1), (2, V2), (3, V3)];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
     let fail = |version: i64| move |source| StoreError::Migrate { version, source };

@@ -1,0 +1,28 @@
+"""Writes the benchmark's policy with a `signed_request` upstream credential instead of
+the static bearer, once per algorithm, for the native flow profile (BENCHMARKS.md):
+
+    python3 scripts/bench/credential_configs.py target/flow-profile/bench-policy.json
+
+writes bench-policy-signed-es256.json and bench-policy-signed-eddsa.json next to it, each
+with a fresh key from `openssl genpkey` written inline (a benchmark key, thrown away).
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+policy = pathlib.Path(sys.argv[1])
+config = json.loads(policy.read_text())
+cluster = config["upstreams"][0]["cluster"]
+for name, alg, genpkey in [
+    ("es256", "ES256", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+    ("eddsa", "EdDSA", ["-algorithm", "ED25519"]),
+]:
+    pem = subprocess.run(["openssl", "genpkey", *genpkey], check=True, capture_output=True, text=True).stdout
+    config["upstreams"] = [{"cluster": cluster, "credential": {
+        "type": "signed_request", "key": {"value": pem}, "key_id": "bench", "alg": alg,
+        "issuer": "https://airlock.bench", "audience": "customer-db", "lifetime_s": 30}}]
+    out = policy.with_name(f"{policy.stem}-signed-{name}.json")
+    out.write_text(json.dumps(config))
+    print(out)
