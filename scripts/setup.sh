@@ -52,8 +52,9 @@ for module in openai mcp; do
   fi
 done
 # PyJWT and cryptography: the test upstream that verifies `signed_request` tokens with a
-# JWT library that is not Airlock's (pip names differ from the module names).
-for pair in jwt:pyjwt cryptography:cryptography; do
+# JWT library that is not Airlock's (pip names differ from the module names); wasmtime:
+# the WASI runner of the filter's unit tests compiled to wasm32 (scripts/wasi-run.py).
+for pair in jwt:pyjwt cryptography:cryptography wasmtime:wasmtime; do
   module="${pair%%:*}" package="${pair#*:}"
   if ! .venv/bin/python -I -c "import $module" 2>/dev/null; then
     log "installing $package into .venv"

@@ -24,6 +24,10 @@ echo "[test] clippy (filter for wasm32, then the whole workspace)" >&2
 cargo clippy --quiet -p airlock-filter --target wasm32-wasip1 --release -- -D warnings
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
+echo "[test] the filter's unit tests compiled to wasm32-wasip1, where the filter runs (wasmtime)" >&2
+CARGO_TARGET_WASM32_WASIP1_RUNNER="$root/.venv/bin/python $root/scripts/wasi-run.py" \
+  cargo test --quiet -p airlock-filter --target wasm32-wasip1 --tests
+
 echo "[test] cargo test --workspace (PostgreSQL throwaway cluster, Chromium required)" >&2
 export AIRLOCK_REQUIRE_BROWSER=1
 bash service/scripts/with-postgres.sh cargo test --workspace
