@@ -19,8 +19,9 @@ use crate::reply::{Code, Reply};
 use crate::stats::Stats;
 use crate::vm_state::{Shutdown, VmState};
 
-/// The timer's period: JWKS refreshes are due in seconds, audit flushes in
-/// `audit.flush_interval_ms`; both check their own due time on every tick.
+/// The timer's longest period. JWKS refreshes and secret fetches check their own due
+/// time on every tick; audit batches ship on every tick, so a record waits at most a
+/// second (or `audit.flush_interval_ms`, when that is shorter) before it is shipped.
 const MAX_TICK_MS: u64 = 1000;
 /// The timer's period while the VM ships its last records: retries and the deadline
 /// (`audit.shutdown_flush_ms`) are checked this often.
