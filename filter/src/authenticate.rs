@@ -353,3 +353,8 @@ fn fingerprint(body: &[u8]) -> u64 {
     body.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#[path = "discovery_tests.rs"]
+mod discovery_tests;
