@@ -99,6 +99,8 @@ fn an_issuer_that_differs_even_by_a_trailing_slash_or_case_is_refused() {
         let err = checks.jwks_location(&document(&issuer, "https://idp.example.com/certs")).unwrap_err();
         assert_eq!(err, DiscoveryError::IssuerMismatch { found: issuer.clone() }, "{issuer}");
     }
+    let forged = checks.jwks_location(&document("x\nairlock: all good", "https://idp.example.com/certs"));
+    assert_eq!(forged, Err(DiscoveryError::IssuerMismatch { found: "x?airlock: all good".into() }), "one log line");
     let no_issuer = json!({"jwks_uri": "https://idp.example.com/certs"}).to_string();
     assert_eq!(checks.jwks_location(no_issuer.as_bytes()), Err(DiscoveryError::MissingIssuer));
 }

@@ -19,7 +19,7 @@ pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 /// What §4 appends to the issuer's path.
 pub const WELL_KNOWN_SUFFIX: &str = "/.well-known/openid-configuration";
 /// Issuer values quoted in errors are cut to this many characters: the document is the
-/// identity provider's text and ends up in the operator's log.
+/// identity provider's text and ends up in the operator's log (see `quotable`).
 const MAX_QUOTED_CHARS: usize = 120;
 
 /// The `auth.jwks.discovery` section of the plugin config.
@@ -110,7 +110,7 @@ impl Discovery {
         let doc = doc.as_object().ok_or(DiscoveryError::NotJson)?;
         let issuer = doc.get("issuer").and_then(Value::as_str).ok_or(DiscoveryError::MissingIssuer)?;
         if issuer != self.issuer {
-            return Err(DiscoveryError::IssuerMismatch { found: issuer.chars().take(MAX_QUOTED_CHARS).collect() });
+            return Err(DiscoveryError::IssuerMismatch { found: quotable(issuer) });
         }
         let uri = doc.get("jwks_uri").and_then(Value::as_str).ok_or(DiscoveryError::MissingJwksUri)?;
         let url = Url::parse(uri).map_err(DiscoveryError::BadJwksUri)?;
@@ -160,6 +160,12 @@ pub(crate) fn compile(spec: &DiscoverySpec, field: &str, issuers: &[String]) -> 
     // §4: the suffix goes after the issuer's path, without doubling its trailing slash.
     let path = format!("{}{WELL_KNOWN_SUFFIX}", url.rest.trim_end_matches('/'));
     Ok(Discovery { issuer: spec.issuer.clone(), path, allow_http: url.scheme == "http", jwks_authorities })
+}
+
+/// `text` fit for a log line: cut short, control characters (a forged line break)
+/// replaced.
+fn quotable(text: &str) -> String {
+    text.chars().take(MAX_QUOTED_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// A host name or address with an optional port, as `:authority` carries it.
