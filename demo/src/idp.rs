@@ -1,5 +1,6 @@
 //! A demo identity provider for the README walkthrough: mints ES256 tokens for any
-//! subject and groups you ask for, and publishes its key as a JWKS.
+//! subject and groups you ask for, and publishes its key as a JWKS named by an OpenID
+//! Connect discovery document.
 //!
 //! It authenticates nobody, so it refuses to listen anywhere but loopback. The key lives
 //! only in memory and changes at every start.
@@ -38,7 +39,6 @@ struct Idp {
     jwks: String,
     issuer: String,
     audience: String,
-    listen: SocketAddr,
 }
 
 /// Runs the demo IdP until the process is stopped; prints
@@ -61,22 +61,21 @@ pub fn run(opts: IdpOptions) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let app = router(opts.issuer, opts.audience, addr)?;
+        let app = router(opts.issuer, opts.audience)?;
         announce("idp", addr)?;
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())
     })
 }
 
-/// The IdP's routes with a fresh key. `listen` is the address used in the discovery
-/// document's `jwks_uri`.
-pub fn router(issuer: String, audience: String, listen: SocketAddr) -> Result<Router, String> {
+/// The IdP's routes with a fresh key.
+pub fn router(issuer: String, audience: String) -> Result<Router, String> {
     let key = ES256KeyPair::generate();
     let kid = format!("demo-es256-{}", key.public_key().jwk_thumbprint().get(..16).unwrap_or("key"));
     let key = key.with_key_id(&kid);
     let jwk: Value = serde_json::from_str(&key.public_key().with_key_id(&kid).to_jwk())
         .map_err(|e| format!("cannot export the demo key: {e}"))?;
     let jwks = json!({ "keys": [jwk] }).to_string();
-    let idp = Arc::new(Idp { key, jwks, issuer, audience, listen });
+    let idp = Arc::new(Idp { key, jwks, issuer, audience });
     Ok(Router::new()
         .route("/.well-known/jwks.json", get(jwks_doc))
         .route("/.well-known/openid-configuration", get(discovery))
@@ -88,11 +87,18 @@ async fn jwks_doc(State(idp): State<Arc<Idp>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], idp.jwks.clone()).into_response()
 }
 
+/// OpenID Connect Discovery 1.0 §3, as far as this IdP goes: it has no authorization
+/// endpoint or login, so it names only what it has. `jwks_uri` lives under the issuer
+/// URL, like a real provider's; the routes are served at the root, so give this IdP an
+/// issuer without a path.
 async fn discovery(State(idp): State<Arc<Idp>>) -> Response {
     let doc = json!({
         "issuer": idp.issuer,
-        "jwks_uri": format!("http://{}/.well-known/jwks.json", idp.listen),
+        "jwks_uri": format!("{}/.well-known/jwks.json", idp.issuer.trim_end_matches('/')),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "groups"],
     });
     ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
 }

@@ -171,9 +171,11 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         let step = match std::mem::replace(&mut self.state, State::Finished) {
             State::AwaitingKeys { call, token: jwt } if call == token => {
-                match vm.auth.keys_arrived(host, status, body.as_deref(), &jwt) {
-                    Ok(identity) => self.authenticated(host, identity),
-                    Err(reply) => Step::Refuse(reply),
+                match vm.auth.keys_arrived(host, call, status, body.as_deref(), &jwt) {
+                    Authentication::Verified(identity) => self.authenticated(host, identity),
+                    // OpenID Connect discovery: the JWKS it names is fetched next.
+                    Authentication::Fetching(next) => Step::NeedsKeys { call: next, token: jwt },
+                    Authentication::Refused(reply) => Step::Refuse(reply),
                 }
             }
             State::AwaitingApproval { call, pending } if call == token => {

@@ -31,7 +31,7 @@ pub struct AirlockRoot {
     /// This root context's id, to switch back to after acting for a request context.
     context_id: u32,
     vm: Option<Rc<VmState>>,
-    /// The callout carrying the audit batch in flight, to tell its answer from a JWKS one.
+    /// The callout carrying the audit batch in flight, to tell its answer from a key fetch's.
     audit_call: Option<u32>,
     /// The callouts reporting tool observations and reading the service's pins.
     pins_report: Option<u32>,
@@ -122,7 +122,8 @@ impl Context for AirlockRoot {
             let (_, secret) = self.secret_calls.swap_remove(at);
             vm.finish_secret_fetch(&mut EnvoyHost, secret, status, body.as_deref());
         } else {
-            vm.auth.finish_fetch(&mut EnvoyHost, status, body.as_deref());
+            // A discovery answer dispatches the JWKS fetch, whose answer comes back here.
+            vm.auth.finish_fetch(&mut EnvoyHost, token, status, body.as_deref());
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! - `compile` validates the `auth` section of the plugin config once, parsing an inline
 //!   JWKS there so a bad key fails the plugin start with the key and member named.
-//! - `KeySet` holds verification keys (inline, or fetched by the host glue from
-//!   `RemoteJwks` and parsed with `KeySet::from_jwks_json`).
+//! - `KeySet` holds verification keys (inline, or fetched as `KeyFetch` says, directly
+//!   or after OpenID Connect discovery, and parsed with `KeySet::from_jwks_json`).
 //! - `Verifier` checks a token against a key set and caches the result per token.
 //!
 //! Nothing here reads the clock or does I/O: the caller passes `now` and the keys, so
@@ -12,6 +12,7 @@
 mod alg;
 mod cache;
 mod claims;
+mod discovery;
 mod error;
 mod jwks;
 mod verify;
@@ -30,6 +31,7 @@ use crate::config_error::ConfigError;
 pub use alg::{Algorithm, AlgorithmSet};
 use claims::ClaimRules;
 pub use claims::{groups_of, ClaimPath};
+pub use discovery::{Discovery, DiscoveryError, DiscoverySpec, JwksLocation, MAX_DISCOVERY_BYTES, WELL_KNOWN_SUFFIX};
 pub use error::{AuthError, JwksError};
 pub use jwks::{Claims, Jwk, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 pub use verify::{bearer_token, Verifier, MAX_CANDIDATE_KEYS, MAX_TOKEN_BYTES};
@@ -91,6 +93,9 @@ pub enum JwksSpec {
     Inline(serde_json::Value),
     /// A JWKS fetched over an Envoy cluster and refreshed on a timer.
     Remote(RemoteJwks),
+    /// The JWKS the issuer's OpenID Connect discovery document names, both fetched over
+    /// an Envoy cluster and refreshed on a timer.
+    Discovery(DiscoverySpec),
 }
 
 /// How the host glue fetches the JWKS: `GET path` with `:authority` over `cluster`.
@@ -112,6 +117,20 @@ pub struct RemoteJwks {
     pub min_refresh_interval_seconds: u64,
 }
 
+/// How the keys are fetched, validated: the first request of each fetch and its timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFetch {
+    pub cluster: String,
+    pub authority: String,
+    /// `remote`: the JWKS; `discovery`: the discovery document.
+    pub path: String,
+    pub refresh_seconds: u64,
+    pub timeout_ms: u64,
+    pub min_refresh_interval_seconds: u64,
+    /// Set for `discovery`: the first answer is checked with it and names the JWKS.
+    pub discovery: Option<Discovery>,
+}
+
 fn default_refresh() -> u64 {
     300
 }
@@ -129,8 +148,8 @@ fn default_min_refresh() -> u64 {
 pub struct AuthConfig {
     /// Lowercase header name.
     pub header: String,
-    /// Set when keys are fetched; the glue owns the fetched `KeySet`.
-    pub remote: Option<RemoteJwks>,
+    /// Set when keys are fetched; the authenticator owns the fetched `KeySet`.
+    pub remote: Option<KeyFetch>,
     /// Set when keys are inline.
     pub inline_keys: Option<KeySet>,
     pub algorithms: AlgorithmSet,
@@ -180,6 +199,17 @@ pub fn compile(spec: AuthSpec, field: &str) -> Result<AuthConfig, ConfigError> {
             (None, Some(keys))
         }
         JwksSpec::Remote(remote) => (Some(check_remote(remote, &format!("{field}.jwks.remote"))?), None),
+        JwksSpec::Discovery(spec) => {
+            let at = format!("{field}.jwks.discovery");
+            let discovery = discovery::compile(&spec, &at, &issuers)?;
+            let timing = Timing {
+                refresh_seconds: spec.refresh_seconds,
+                timeout_ms: spec.timeout_ms,
+                min_refresh_interval_seconds: spec.min_refresh_interval_seconds,
+            };
+            let fetch = check_fetch(spec.cluster, spec.authority, discovery.path.clone(), timing, &at)?;
+            (Some(KeyFetch { discovery: Some(discovery), ..fetch }), None)
+        }
     };
 
     Ok(AuthConfig {
@@ -244,33 +274,63 @@ fn algorithm_set(names: Option<&[String]>, field: &str) -> Result<AlgorithmSet, 
     Ok(set)
 }
 
-fn check_remote(remote: RemoteJwks, field: &str) -> Result<RemoteJwks, ConfigError> {
-    if remote.cluster.is_empty() {
-        return Err(ConfigError::new(
-            format!("{field}.cluster"),
-            "must name the Envoy cluster of the identity provider",
-        ));
-    }
-    if remote.authority.is_empty() || remote.authority.contains(['/', ' ']) {
-        return Err(ConfigError::new(format!("{field}.authority"), "must be a host name, optionally with `:port`"));
-    }
+/// How often keys are fetched, as written in either fetching source.
+struct Timing {
+    refresh_seconds: u64,
+    timeout_ms: u64,
+    min_refresh_interval_seconds: u64,
+}
+
+fn check_remote(remote: RemoteJwks, field: &str) -> Result<KeyFetch, ConfigError> {
     if !remote.path.starts_with('/') || remote.path.contains([' ', '#']) {
         return Err(ConfigError::new(
             format!("{field}.path"),
             "must be an absolute path such as `/.well-known/jwks.json`",
         ));
     }
-    if !(1..=86_400).contains(&remote.refresh_seconds) {
+    let timing = Timing {
+        refresh_seconds: remote.refresh_seconds,
+        timeout_ms: remote.timeout_ms,
+        min_refresh_interval_seconds: remote.min_refresh_interval_seconds,
+    };
+    check_fetch(remote.cluster, remote.authority, remote.path, timing, field)
+}
+
+fn check_fetch(
+    cluster: String,
+    authority: String,
+    path: String,
+    timing: Timing,
+    field: &str,
+) -> Result<KeyFetch, ConfigError> {
+    if cluster.is_empty() {
+        return Err(ConfigError::new(
+            format!("{field}.cluster"),
+            "must name the Envoy cluster of the identity provider",
+        ));
+    }
+    if !discovery::is_authority(&authority) {
+        return Err(ConfigError::new(format!("{field}.authority"), "must be a host name, optionally with `:port`"));
+    }
+    if !(1..=86_400).contains(&timing.refresh_seconds) {
         return Err(ConfigError::new(format!("{field}.refresh_seconds"), "must be between 1 and 86400"));
     }
-    if !(1..=60_000).contains(&remote.timeout_ms) {
+    if !(1..=60_000).contains(&timing.timeout_ms) {
         return Err(ConfigError::new(format!("{field}.timeout_ms"), "must be between 1 and 60000"));
     }
-    if remote.min_refresh_interval_seconds == 0 || remote.min_refresh_interval_seconds > remote.refresh_seconds {
+    if timing.min_refresh_interval_seconds == 0 || timing.min_refresh_interval_seconds > timing.refresh_seconds {
         return Err(ConfigError::new(
             format!("{field}.min_refresh_interval_seconds"),
             "must be at least 1 and at most refresh_seconds",
         ));
     }
-    Ok(remote)
+    Ok(KeyFetch {
+        cluster,
+        authority,
+        path,
+        refresh_seconds: timing.refresh_seconds,
+        timeout_ms: timing.timeout_ms,
+        min_refresh_interval_seconds: timing.min_refresh_interval_seconds,
+        discovery: None,
+    })
 }
