@@ -118,7 +118,6 @@ impl<'de> serde::de::DeserializeSeed<'de> for At<'_> {
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         match (self.path, self.target) {
             ([], Target::Value) => Ok(Some(Found::Value(serde::Deserialize::deserialize(d)?))),
-            ([], Target::RowKeys) => d.deserialize_any(RowKeys),
             _ => d.deserialize_any(self),
         }
     }
@@ -131,11 +130,12 @@ impl<'de> serde::de::Visitor<'de> for At<'_> {
         f.write_str("a JSON document")
     }
 
+    /// Along the path, the member named next; at its end (row keys wanted), nothing.
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (head, rest) = self.path.split_first().map_or(("", &[][..]), |(h, r)| (h.as_str(), r));
         let mut found = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == head && found.is_none() {
+            if !self.path.is_empty() && key == head && found.is_none() {
                 found = map.next_value_seed(At { path: rest, target: self.target })?;
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -144,7 +144,13 @@ impl<'de> serde::de::Visitor<'de> for At<'_> {
         Ok(found)
     }
 
+    /// Along the path, the element at the next index; at its end, the rows' member names.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if self.path.is_empty() {
+            let mut keys: Vec<String> = Vec::new();
+            while seq.next_element_seed(RowKeysOf(&mut keys))?.is_some() {}
+            return Ok(Some(Found::Keys(keys)));
+        }
         let (head, rest) = self.path.split_first().map_or(("", &[][..]), |(h, r)| (h.as_str(), r));
         let wanted: Option<usize> = head.parse().ok();
         let (mut i, mut found) = (0usize, None);
@@ -161,48 +167,6 @@ impl<'de> serde::de::Visitor<'de> for At<'_> {
         }
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-}
-
-/// The member names of the objects of an array, each once.
-struct RowKeys;
-
-impl<'de> serde::de::Visitor<'de> for RowKeys {
-    type Value = Option<Found>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an array of row objects")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut keys: Vec<String> = Vec::new();
-        while let Some(row) = seq.next_element_seed(RowKeysOf(&mut keys))? {
-            let () = row;
-        }
-        Ok(Some(Found::Keys(keys)))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
         Ok(None)
     }
