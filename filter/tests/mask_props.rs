@@ -33,27 +33,11 @@ use airlock_filter::stream::{StreamKind, StreamLimits, StreamMasker};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-use proptest::test_runner::RngSeed;
 use serde_json::Value;
 
-/// Cases per property in CI, where the seed is fixed too, so a CI run is reproducible;
-/// a long run sets `PROPTEST_CASES` (and gets a random seed unless `PROPTEST_RNG_SEED`).
-const CI_CASES: u32 = 128;
-const CI_SEED: u64 = 0x14_2026;
-
-fn config() -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = CI_CASES;
-        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-            config.rng_seed = RngSeed::Fixed(CI_SEED);
-        }
-    }
-    // A failure is printed with its minimal input and becomes a named test in the masker's
-    // own suites, rather than a regression file next to this one.
-    config.failure_persistence = None;
-    config
-}
+#[path = "support/proptest_config.rs"]
+mod proptest_config;
+use proptest_config::config;
 
 fn all() -> MaskProfile {
     let spec: MaskProfileSpec = serde_json::from_str(r#"{"detectors":["all"]}"#).unwrap();

@@ -91,7 +91,8 @@ impl StreamKind {
 /// Per-stream memory bounds. Over any of them the stream fails ([`StreamError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamLimits {
-    /// An unfinished SSE event or NDJSON line (bytes buffered until it is complete).
+    /// An SSE event or NDJSON line: the bytes buffered until it is complete, and the
+    /// size of one that arrives whole (so the outcome never depends on how it is cut).
     pub max_buffered_bytes: usize,
     /// Text held back, over all the texts of the stream.
     pub max_held_bytes: usize,
@@ -108,7 +109,7 @@ impl Default for StreamLimits {
 /// Why a stream cannot go on. Messages name the limit or the problem, never content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamError {
-    /// An SSE event or NDJSON line grew past `max_buffered_bytes` before it ended.
+    /// An SSE event or NDJSON line is longer than `max_buffered_bytes`.
     EventTooLarge { limit: usize },
     /// The held-back text grew past `max_held_bytes` (a word, number or private key that
     /// does not end, or a line when custom detectors are in use).

@@ -34,7 +34,10 @@ impl Ndjson {
         let mut rest = chunk;
         while let Some(end) = rest.iter().position(|&c| c == b'\n') {
             let (head, after) = rest.split_at(end);
+            // A line that came whole in this chunk is held to the limit too, so a line is
+            // refused or masked the same however the stream is cut.
             if self.line.is_empty() {
+                self.check(cx, head.len())?;
                 self.line_done(cx, head, out)?;
             } else {
                 let mut line = std::mem::take(&mut self.line);

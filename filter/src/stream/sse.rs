@@ -85,7 +85,10 @@ impl Sse {
                     Some(_) => {}
                 }
             }
+            // Every line is held to the limit, also one that came whole in this chunk, so
+            // an event is refused or masked the same however the stream is cut.
             if self.line.is_empty() {
+                self.check_line(cx, head)?;
                 self.line_done(cx, head, out)?;
             } else {
                 let mut line = std::mem::take(&mut self.line);

@@ -39,6 +39,22 @@ fn a_single_line_longer_than_the_limit_fails_even_in_one_chunk() {
     );
 }
 
+/// Found by `tests/parser_props.rs`: a long line that ended inside its chunk was never
+/// measured, so the same stream passed or failed depending on where it was cut.
+#[test]
+fn a_long_line_that_ends_inside_its_chunk_fails_as_it_does_when_cut() {
+    let p = all();
+    let sse = format!("data: {}\n\ndata: ok\n\n", "z".repeat(200));
+    let ndjson = format!("{{\"a\":\"{}\"}}\n{{\"b\":1}}\n", "z".repeat(200));
+    for (kind, body) in [(StreamKind::Sse, sse), (StreamKind::Ndjson, ndjson)] {
+        let whole = run_with(kind, limits(100, 1000, 8), &p, &[body.as_bytes()]);
+        let (a, b) = body.as_bytes().split_at(50);
+        let cut = run_with(kind, limits(100, 1000, 8), &p, &[a, b]);
+        assert_eq!(whole.unwrap_err(), StreamError::EventTooLarge { limit: 100 }, "{kind:?}");
+        assert_eq!(cut.unwrap_err(), StreamError::EventTooLarge { limit: 100 }, "{kind:?}");
+    }
+}
+
 #[test]
 fn text_that_cannot_be_released_fails_past_the_held_limit() {
     let p = all();
