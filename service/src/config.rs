@@ -40,6 +40,10 @@ pub enum SinkConfig {
         url: Secret,
         #[serde(default = "all_events")]
         events: Vec<AlertEvent>,
+        /// Adds Approve / Deny buttons to pending-approval messages; needs `[slack]`
+        /// (the signing secret that authenticates the clicks).
+        #[serde(default)]
+        interactive: bool,
     },
     /// Generic JSON webhook.
     Webhook {
@@ -122,6 +126,15 @@ pub struct SecretsConfig {
     pub values: HashMap<String, Secret>,
 }
 
+/// `[slack]`: what authenticates button clicks posted to `/v1/slack/interactions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The Slack app's signing secret (Basic Information → App Credentials), usually
+    /// `${SLACK_SIGNING_SECRET}`; it signs every interactivity request.
+    pub signing_secret: Secret,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -142,6 +155,9 @@ pub struct ServiceConfig {
     /// Upstream secrets filters fetch by name (`{"control": NAME}`).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// Slack interactivity: approvers decide by clicking buttons in alert messages.
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
     /// Built from `signing_keys` at load.
     #[serde(skip)]
     pub jwks: serde_json::Value,
@@ -188,8 +204,20 @@ impl ServiceConfig {
         if self.alerts.max_attempts == 0 {
             return Err(ConfigError::new("alerts.max_attempts", "must be at least 1"));
         }
+        if let Some(slack) = &mut self.slack {
+            slack.signing_secret = Secret::new(expand_env(slack.signing_secret.expose(), "slack.signing_secret", env)?);
+            if slack.signing_secret.expose().trim().is_empty() {
+                return Err(ConfigError::new("slack.signing_secret", "must not be empty"));
+            }
+        }
         for (i, sink) in self.alerts.sinks.iter_mut().enumerate() {
             let field = format!("alerts.sinks[{i}]");
+            if let (SinkConfig::Slack { interactive: true, .. }, None) = (&*sink, &self.slack) {
+                return Err(ConfigError::new(
+                    format!("{field}.interactive"),
+                    "needs a [slack] section with the signing_secret that authenticates button clicks",
+                ));
+            }
             match sink {
                 SinkConfig::Slack { url, .. } | SinkConfig::Webhook { url, .. } => {
                     *url = resolve_url(url, &format!("{field}.url"), env)?;

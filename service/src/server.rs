@@ -98,7 +98,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let sinks = config.alerts.sinks.len();
     let published_keys = config.signing_keys.len();
     let (jwks, secrets) = (config.jwks.clone(), config.secret_store.clone());
-    let alerter = Alerter::start(config.alerts, client);
+    let slack_signing_secret = config.slack.as_ref().map(|s| s.signing_secret.clone());
+    let alerter = Alerter::start(config.alerts, client.clone());
     let state = Arc::new(AppState {
         store,
         filter_key,
@@ -109,6 +110,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         poll_interval,
         jwks,
         secrets,
+        slack_signing_secret,
+        http: client,
     });
     tracing::info!(
         backend = ?state.store.backend(),

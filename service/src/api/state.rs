@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_filter::credentials::Secret;
+
 use crate::alerts::Alerter;
 use crate::auth::{Approvers, FilterKey};
 use crate::credentials::SecretStore;
@@ -25,6 +27,10 @@ pub struct AppState {
     pub jwks: serde_json::Value,
     /// The secrets filters fetch.
     pub secrets: SecretStore,
+    /// Verifies Slack button clicks; `None` when `[slack]` is not configured.
+    pub slack_signing_secret: Option<Secret>,
+    /// Outbound HTTP (Slack message updates).
+    pub http: reqwest::Client,
 }
 
 impl AppState {
