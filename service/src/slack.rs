@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(verify("secret", Some("1700000000"), Some(&sig), b"a=1", now + 301), Err(SignatureError::Stale));
         assert!(matches!(verify("secret", None, Some(&sig), b"a=1", now), Err(SignatureError::MissingHeader(_))));
         assert!(matches!(verify("secret", Some("x"), Some(&sig), b"a=1", now), Err(SignatureError::MissingHeader(_))));
-        assert!(matches!(verify("secret", Some("1700000000"), None, b"a=1", now), Err(SignatureError::MissingHeader(_))));
+        assert!(matches!(
+            verify("secret", Some("1700000000"), None, b"a=1", now),
+            Err(SignatureError::MissingHeader(_))
+        ));
     }
 
     #[test]

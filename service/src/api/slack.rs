@@ -78,9 +78,13 @@ pub async fn interactions(State(state): State<SharedState>, headers: HeaderMap, 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = now_ms();
     // Nothing of the body is read before the signature holds.
-    if let Err(e) =
-        slack::verify(secret.expose(), header("x-slack-request-timestamp"), header("x-slack-signature"), &body, now / 1000)
-    {
+    if let Err(e) = slack::verify(
+        secret.expose(),
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        &body,
+        now / 1000,
+    ) {
         tracing::warn!(reason = %e, "Slack interaction refused");
         return refused(StatusCode::UNAUTHORIZED, "bad_slack_signature", &e.to_string());
     }
