@@ -133,6 +133,22 @@ pub struct SlackConfig {
     /// The Slack app's signing secret (Basic Information → App Credentials), usually
     /// `${SLACK_SIGNING_SECRET}`; it signs every interactivity request.
     pub signing_secret: Secret,
+    /// Bot token (`xoxb-…`, scope `chat:write`), usually `${SLACK_BOT_TOKEN}`. With it and
+    /// `channel`, the service posts pending approvals itself (`chat.postMessage`) and
+    /// rewrites each message (`chat.update`) on every decision, from any channel, and on
+    /// expiry.
+    #[serde(default)]
+    pub bot_token: Option<Secret>,
+    /// Channel ID (`C…`) the bot posts pending approvals to.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Slack Web API base URL (tests point it at a local receiver).
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".to_string()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -208,6 +224,18 @@ impl ServiceConfig {
             slack.signing_secret = Secret::new(expand_env(slack.signing_secret.expose(), "slack.signing_secret", env)?);
             if slack.signing_secret.expose().trim().is_empty() {
                 return Err(ConfigError::new("slack.signing_secret", "must not be empty"));
+            }
+            if let Some(t) = &mut slack.bot_token {
+                *t = Secret::new(expand_env(t.expose(), "slack.bot_token", env)?);
+            }
+            if slack.bot_token.is_some() != slack.channel.is_some() {
+                return Err(ConfigError::new(
+                    "slack.channel",
+                    "bot_token and channel go together: set both or neither",
+                ));
+            }
+            if !(slack.api_url.starts_with("http://") || slack.api_url.starts_with("https://")) {
+                return Err(ConfigError::new("slack.api_url", "must start with http:// or https://"));
             }
         }
         for (i, sink) in self.alerts.sinks.iter_mut().enumerate() {
@@ -339,7 +367,7 @@ routing_key = "${{PD_KEY}}"
         assert_eq!(cfg.approvers[0].roles, vec![Role::Approver, Role::Auditor]);
         assert_eq!(cfg.alerts.sinks.len(), 3);
         match &cfg.alerts.sinks[0] {
-            SinkConfig::Slack { url, events } => {
+            SinkConfig::Slack { url, events, .. } => {
                 assert_eq!(url.expose(), "https://hooks.example/T1");
                 let all = [AlertEvent::ApprovalPending, AlertEvent::RequestDenied, AlertEvent::ToolDefinitionChanged];
                 assert_eq!(events, &all, "a sink that names no events gets every one");

@@ -157,3 +157,110 @@ async fn forged_stale_unknown_user_and_self_approval_clicks_decide_nothing() {
     assert_eq!(m["replace_original"], false);
     assert!(!s.log().contains(SIGNING_SECRET));
 }
+
+/// A local listener standing in for slack.com/api: records every call and answers like the
+/// Web API (`chat.postMessage` returns the message's channel and ts).
+struct SlackApi {
+    url: String,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+}
+
+impl SlackApi {
+    async fn start() -> SlackApi {
+        use axum::extract::{Path, State};
+        type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+        async fn method(
+            State(calls): State<Calls>,
+            Path(name): Path<String>,
+            headers: axum::http::HeaderMap,
+            body: String,
+        ) -> axum::Json<Value> {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let answer = serde_json::json!({"ok": true, "channel": v["channel"], "ts": "1700000000.000900"});
+            calls.lock().unwrap().push((name, auth, v));
+            axum::Json(answer)
+        }
+        let calls: Calls = Default::default();
+        let app = axum::Router::new().route("/api/{name}", axum::routing::post(method)).with_state(calls.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SlackApi { url, calls }
+    }
+
+    /// Waits for the n-th call (1-based) of `name` to approval `id` and returns its body.
+    async fn nth(&self, name: &str, n: usize, needle: &str) -> (String, Value) {
+        let start = std::time::Instant::now();
+        loop {
+            let found: Vec<_> = self
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, _, v)| m == name && v.to_string().contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= n {
+                let (_, auth, v) = found[n - 1].clone();
+                return (auth, v);
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no call {n} of {name} for {needle}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const BOT_TOKEN: &str = "xoxb-test-bot-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_messages_are_rewritten_on_api_decisions_slack_clicks_and_expiry() {
+    let api = SlackApi::start().await;
+    let s = Server::start_with(ServerOptions {
+        extra_config: format!(
+            "[slack]\nsigning_secret = \"${{SLACK_SIGNING_SECRET}}\"\nbot_token = \"${{SLACK_BOT_TOKEN}}\"\n\
+             channel = \"C0AIRLOCK\"\napi_url = \"{}\"\n",
+            api.url
+        ),
+        env: vec![("SLACK_SIGNING_SECRET".into(), SIGNING_SECRET.into()), ("SLACK_BOT_TOKEN".into(), BOT_TOKEN.into())],
+        database: None,
+    });
+
+    // Posted by the bot, with buttons, authenticated by the bot token.
+    let id = s.create_approval(&approval_request("agent-9", 1, 300, "hold")).await;
+    let (auth, posted) = api.nth("chat.postMessage", 1, &id).await;
+    assert_eq!(auth, format!("Bearer {BOT_TOKEN}"));
+    assert_eq!(posted["channel"], "C0AIRLOCK");
+    assert_eq!(posted["blocks"][1]["elements"][0]["value"], id.as_str());
+
+    // A decision through the API (what the CLI and console call) rewrites that message.
+    let (status, _) = s.decide(BOB, &id, "approve", "checked the statement").await;
+    assert_eq!(status, 200);
+    let (_, updated) = api.nth("chat.update", 1, &id).await;
+    assert_eq!((&updated["channel"], &updated["ts"]), (&"C0AIRLOCK".into(), &"1700000000.000900".into()));
+    let context = updated["blocks"][1]["elements"][0]["text"].as_str().unwrap().to_string();
+    assert!(context.contains("*Approved*") && context.contains("bob") && context.contains("checked the statement"));
+
+    // A Slack click (without response_url) rewrites it through chat.update as well.
+    let id2 = s.create_approval(&approval_request("agent-9", 1, 300, "hold")).await;
+    api.nth("chat.postMessage", 1, &id2).await;
+    let mut click = slack_block_actions(SLACK_ALICE, "airlock_deny", &id2, "");
+    click.as_object_mut().unwrap().remove("response_url");
+    let (status, reply) = post_slack(&s.url, SIGNING_SECRET, &click, 0).await;
+    assert_eq!((status, reply["status"].as_str()), (200, Some("denied")), "{reply}");
+    let (_, updated) = api.nth("chat.update", 1, &id2).await;
+    assert!(updated["blocks"][1]["elements"][0]["text"].as_str().unwrap().contains("*Denied*"), "{updated}");
+
+    // Undecided until the deadline: the message says it expired, once.
+    let id3 = s.create_approval(&approval_request("agent-9", 1, 1, "hold")).await;
+    api.nth("chat.postMessage", 1, &id3).await;
+    let (_, updated) = api.nth("chat.update", 1, &id3).await;
+    assert!(updated["blocks"][1]["elements"][0]["text"].as_str().unwrap().contains("*Expired*"), "{updated}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let updates =
+        api.calls.lock().unwrap().iter().filter(|(m, _, v)| m == "chat.update" && v.to_string().contains(&id3)).count();
+    assert_eq!(updates, 1, "a closed message is not rewritten again");
+    assert!(!s.log().contains(BOT_TOKEN) && !s.log().contains(SIGNING_SECRET));
+}

@@ -29,6 +29,8 @@ pub struct AppState {
     pub secrets: SecretStore,
     /// Verifies Slack button clicks; `None` when `[slack]` is not configured.
     pub slack_signing_secret: Option<Secret>,
+    /// Posts and rewrites approval messages with a bot token, when configured.
+    pub slack_bot: Option<crate::slack_bot::SlackBot>,
     /// Outbound HTTP (Slack message updates).
     pub http: reqwest::Client,
 }
