@@ -226,7 +226,6 @@ async fn sessions_search_filters_by_subject_time_decision_rule_and_path() {
         .await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
     let search = |args: &'static [&'static str]| {
-        let env = env;
         async move {
             let mut all = vec!["sessions", "search", "--json"];
             all.extend_from_slice(args);
