@@ -437,4 +437,20 @@ routing_key = "${{PD_KEY}}"
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn slack_buttons_need_a_signing_secret_and_a_bot_needs_its_channel() {
+        let sink = "[[alerts.sinks]]\ntype = \"slack\"\nurl = \"https://hooks.example/x\"\ninteractive = true\n";
+        let err = ServiceConfig::parse(sink, false, &env(&[])).unwrap_err();
+        assert_eq!(err.field, "alerts.sinks[0].interactive");
+        let with_secret = format!("[slack]\nsigning_secret = \"${{S}}\"\n{sink}");
+        let cfg = ServiceConfig::parse(&with_secret, false, &env(&[("S", "shh")])).unwrap();
+        assert_eq!(cfg.slack.unwrap().signing_secret.expose(), "shh");
+        let err = ServiceConfig::parse(&with_secret, false, &env(&[("S", "")])).unwrap_err();
+        assert_eq!(err.field, "slack.signing_secret");
+        let bot = "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-1\"\n";
+        assert_eq!(ServiceConfig::parse(bot, false, &env(&[])).unwrap_err().field, "slack.channel");
+        let bad = "[slack]\nsigning_secret = \"s\"\nslack_secret = \"x\"\n";
+        assert!(ServiceConfig::parse(bad, false, &env(&[])).is_err(), "unknown keys are refused");
+    }
 }

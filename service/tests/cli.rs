@@ -225,17 +225,15 @@ async fn sessions_search_filters_by_subject_time_decision_rule_and_path() {
     s.ingest(&[record("a1", "sess-a", 1_000, ALLOW, 200), record("a2", "sess-a", 2_000, DENIED_BY_RULE, 403), other])
         .await;
     let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
-    let search = |args: &'static [&'static str]| {
-        async move {
-            let mut all = vec!["sessions", "search", "--json"];
-            all.extend_from_slice(args);
-            let out = airlock(&all, &env).await;
-            assert!(out.status.success(), "{}", stderr(&out));
-            let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-            let ids: Vec<String> =
-                v["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].as_str().unwrap().into()).collect();
-            (ids, v)
-        }
+    let search = |args: &'static [&'static str]| async move {
+        let mut all = vec!["sessions", "search", "--json"];
+        all.extend_from_slice(args);
+        let out = airlock(&all, &env).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let ids: Vec<String> =
+            v["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].as_str().unwrap().into()).collect();
+        (ids, v)
     };
     assert_eq!(search(&[]).await.0, ["sess-b", "sess-a"]);
     assert_eq!(search(&["--subject", "agent-2"]).await.0, ["sess-b"]);
