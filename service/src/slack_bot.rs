@@ -4,6 +4,7 @@
 //! API, CLI), and when the approval expires undecided. The bot token is a credential: it
 //! travels only in the `authorization` header and never reaches a log line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_filter::credentials::Secret;
@@ -99,15 +100,27 @@ impl SlackBot {
     }
 }
 
-/// Runs `f` with the bot in the background, when one is configured.
-pub fn spawn_with_bot<F, Fut>(state: &SharedState, f: F)
-where
-    F: FnOnce(SharedState) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
+/// Posts the new approval in the background, when a bot is configured.
+pub fn spawn_post(state: &SharedState, a: &Approval) {
     if state.slack_bot.is_some() {
-        let state = std::sync::Arc::clone(state);
-        tokio::spawn(async move { f(state).await });
+        let (state, a) = (Arc::clone(state), a.clone());
+        tokio::spawn(async move {
+            if let Some(bot) = &state.slack_bot {
+                bot.post_pending(&state, &a).await;
+            }
+        });
+    }
+}
+
+/// Rewrites the approval's message in the background, when a bot is configured.
+pub fn spawn_update(state: &SharedState, a: &Approval) {
+    if state.slack_bot.is_some() {
+        let (state, a) = (Arc::clone(state), a.clone());
+        tokio::spawn(async move {
+            if let Some(bot) = &state.slack_bot {
+                bot.update(&state, &a).await;
+            }
+        });
     }
 }
 

@@ -21,7 +21,7 @@ use crate::auth::Role;
 use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::ids::{is_approval_id, new_approval_id};
-use crate::slack_bot::spawn_with_bot;
+use crate::slack_bot::{spawn_post, spawn_update};
 use crate::store::approvals::{Approval, DecideError, Decision, RedeemError, Verdict};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::validate::{check_digest, new_approval, parse_json, DecisionRequest};
@@ -116,12 +116,7 @@ pub async fn create(
             "approver_groups": a.approver_groups, "required": a.required, "expires_at": rfc3339_ms(a.expires_ms),
         }),
     });
-    let posted = a.clone();
-    spawn_with_bot(&state, |state| async move {
-        if let Some(bot) = &state.slack_bot {
-            bot.post_pending(&state, &posted).await;
-        }
-    });
+    spawn_post(&state, &a);
     tracing::info!(approval_id = %a.id, rule = %a.rule, subject = %a.subject, "approval requested");
     Ok((
         StatusCode::CREATED,
@@ -286,12 +281,7 @@ pub async fn apply_decision(
         Err(DecideError::Store(e)) => return Err(e.into()),
     };
     state.waiters.wake(id);
-    let updated = decided.clone();
-    spawn_with_bot(state, |state| async move {
-        if let Some(bot) = &state.slack_bot {
-            bot.update(&state, &updated).await;
-        }
-    });
+    spawn_update(state, &decided);
     tracing::info!(approval_id = %id, approver = %who.name, decision = verdict.as_str(),
         status = decided.status(now).as_str(), "approval decision");
     Ok(decided)
