@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::{AlertEvent, AlertsConfig, SinkConfig};
+use crate::slack;
 
 /// Alerts waiting for the delivery task; beyond this, new alerts are dropped and counted.
 const QUEUE: usize = 4096;
@@ -47,22 +48,12 @@ impl Alert {
 /// The JSON payload a sink receives for `alert`.
 pub fn payload(sink: &SinkConfig, alert: &Alert) -> Value {
     match sink {
-        SinkConfig::Slack { .. } => {
-            let mut blocks = vec![json!({
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": format!("*Airlock*: {}", slack_escape(&alert.summary))}
-            })];
-            if let Some(link) = &alert.link {
-                blocks.push(json!({
-                    "type": "actions",
-                    "elements": [{
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Review and approve"},
-                        "url": link,
-                        "style": "primary"
-                    }]
-                }));
-            }
+        SinkConfig::Slack { interactive, .. } => {
+            let approval_id = match (interactive, alert.event) {
+                (true, AlertEvent::ApprovalPending) => alert.details["approval_id"].as_str(),
+                _ => None,
+            };
+            let blocks = slack::pending_blocks(&alert.summary, approval_id, alert.link.as_deref());
             json!({ "text": alert.summary, "blocks": blocks })
         }
         SinkConfig::Webhook { .. } => json!({
@@ -93,11 +84,6 @@ pub fn payload(sink: &SinkConfig, alert: &Alert) -> Value {
             body
         }
     }
-}
-
-/// Slack mrkdwn treats `<`, `>` and `&` as control characters.
-fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {
@@ -239,12 +225,26 @@ mod tests {
 
     #[test]
     fn slack_message_has_blocks_with_an_approve_link() {
-        let sink = SinkConfig::Slack { url: Secret::new("https://hooks/x"), events: vec![] };
+        let sink = SinkConfig::Slack { url: Secret::new("https://hooks/x"), events: vec![], interactive: false };
         let p = payload(&sink, &alert());
         assert_eq!(p["blocks"][0]["type"], "section");
         assert!(p["blocks"][0]["text"]["text"].as_str().unwrap().contains("&lt;x&gt;"));
         assert_eq!(p["blocks"][1]["elements"][0]["url"], "https://airlock.example/console#/approvals/apr_1");
         assert_eq!(p["text"], "agent <x> asks to run POST /sql");
+        assert_eq!(p["blocks"][1]["elements"].as_array().map(Vec::len), Some(1), "no decision buttons");
+    }
+
+    #[test]
+    fn interactive_slack_message_has_approve_and_deny_buttons_for_the_approval() {
+        let sink = SinkConfig::Slack { url: Secret::new("https://hooks/x"), events: vec![], interactive: true };
+        let mut a = alert();
+        a.details = json!({"approval_id": "apr_1"});
+        let p = payload(&sink, &a);
+        let e = &p["blocks"][1]["elements"];
+        assert_eq!(e[0]["action_id"], slack::APPROVE_ACTION);
+        assert_eq!(e[1]["action_id"], slack::DENY_ACTION);
+        assert_eq!(e[1]["value"], "apr_1");
+        assert_eq!(e[2]["url"], "https://airlock.example/console#/approvals/apr_1");
     }
 
     #[test]

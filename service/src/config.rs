@@ -40,6 +40,10 @@ pub enum SinkConfig {
         url: Secret,
         #[serde(default = "all_events")]
         events: Vec<AlertEvent>,
+        /// Adds Approve / Deny buttons to pending-approval messages; needs `[slack]`
+        /// (the signing secret that authenticates the clicks).
+        #[serde(default)]
+        interactive: bool,
     },
     /// Generic JSON webhook.
     Webhook {
@@ -122,6 +126,31 @@ pub struct SecretsConfig {
     pub values: HashMap<String, Secret>,
 }
 
+/// `[slack]`: what authenticates button clicks posted to `/v1/slack/interactions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The Slack app's signing secret (Basic Information → App Credentials), usually
+    /// `${SLACK_SIGNING_SECRET}`; it signs every interactivity request.
+    pub signing_secret: Secret,
+    /// Bot token (`xoxb-…`, scope `chat:write`), usually `${SLACK_BOT_TOKEN}`. With it and
+    /// `channel`, the service posts pending approvals itself (`chat.postMessage`) and
+    /// rewrites each message (`chat.update`) on every decision, from any channel, and on
+    /// expiry.
+    #[serde(default)]
+    pub bot_token: Option<Secret>,
+    /// Channel ID (`C…`) the bot posts pending approvals to.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Slack Web API base URL (tests point it at a local receiver).
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".to_string()
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -142,6 +171,9 @@ pub struct ServiceConfig {
     /// Upstream secrets filters fetch by name (`{"control": NAME}`).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// Slack interactivity: approvers decide by clicking buttons in alert messages.
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
     /// Built from `signing_keys` at load.
     #[serde(skip)]
     pub jwks: serde_json::Value,
@@ -188,8 +220,32 @@ impl ServiceConfig {
         if self.alerts.max_attempts == 0 {
             return Err(ConfigError::new("alerts.max_attempts", "must be at least 1"));
         }
+        if let Some(slack) = &mut self.slack {
+            slack.signing_secret = Secret::new(expand_env(slack.signing_secret.expose(), "slack.signing_secret", env)?);
+            if slack.signing_secret.expose().trim().is_empty() {
+                return Err(ConfigError::new("slack.signing_secret", "must not be empty"));
+            }
+            if let Some(t) = &mut slack.bot_token {
+                *t = Secret::new(expand_env(t.expose(), "slack.bot_token", env)?);
+            }
+            if slack.bot_token.is_some() != slack.channel.is_some() {
+                return Err(ConfigError::new(
+                    "slack.channel",
+                    "bot_token and channel go together: set both or neither",
+                ));
+            }
+            if !(slack.api_url.starts_with("http://") || slack.api_url.starts_with("https://")) {
+                return Err(ConfigError::new("slack.api_url", "must start with http:// or https://"));
+            }
+        }
         for (i, sink) in self.alerts.sinks.iter_mut().enumerate() {
             let field = format!("alerts.sinks[{i}]");
+            if let (SinkConfig::Slack { interactive: true, .. }, None) = (&*sink, &self.slack) {
+                return Err(ConfigError::new(
+                    format!("{field}.interactive"),
+                    "needs a [slack] section with the signing_secret that authenticates button clicks",
+                ));
+            }
             match sink {
                 SinkConfig::Slack { url, .. } | SinkConfig::Webhook { url, .. } => {
                     *url = resolve_url(url, &format!("{field}.url"), env)?;
@@ -311,7 +367,7 @@ routing_key = "${{PD_KEY}}"
         assert_eq!(cfg.approvers[0].roles, vec![Role::Approver, Role::Auditor]);
         assert_eq!(cfg.alerts.sinks.len(), 3);
         match &cfg.alerts.sinks[0] {
-            SinkConfig::Slack { url, events } => {
+            SinkConfig::Slack { url, events, .. } => {
                 assert_eq!(url.expose(), "https://hooks.example/T1");
                 let all = [AlertEvent::ApprovalPending, AlertEvent::RequestDenied, AlertEvent::ToolDefinitionChanged];
                 assert_eq!(events, &all, "a sink that names no events gets every one");
@@ -380,5 +436,21 @@ routing_key = "${{PD_KEY}}"
     fn secret_debug_output_hides_the_value() {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn slack_buttons_need_a_signing_secret_and_a_bot_needs_its_channel() {
+        let sink = "[[alerts.sinks]]\ntype = \"slack\"\nurl = \"https://hooks.example/x\"\ninteractive = true\n";
+        let err = ServiceConfig::parse(sink, false, &env(&[])).unwrap_err();
+        assert_eq!(err.field, "alerts.sinks[0].interactive");
+        let with_secret = format!("[slack]\nsigning_secret = \"${{S}}\"\n{sink}");
+        let cfg = ServiceConfig::parse(&with_secret, false, &env(&[("S", "shh")])).unwrap();
+        assert_eq!(cfg.slack.unwrap().signing_secret.expose(), "shh");
+        let err = ServiceConfig::parse(&with_secret, false, &env(&[("S", "")])).unwrap_err();
+        assert_eq!(err.field, "slack.signing_secret");
+        let bot = "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-1\"\n";
+        assert_eq!(ServiceConfig::parse(bot, false, &env(&[])).unwrap_err().field, "slack.channel");
+        let bad = "[slack]\nsigning_secret = \"s\"\nslack_secret = \"x\"\n";
+        assert!(ServiceConfig::parse(bad, false, &env(&[])).is_err(), "unknown keys are refused");
     }
 }

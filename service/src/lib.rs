@@ -13,6 +13,8 @@ pub mod credentials;
 pub mod error;
 pub mod ids;
 pub mod server;
+pub mod slack;
+pub mod slack_bot;
 pub mod store;
 pub mod time;
 pub mod validate;

@@ -136,6 +136,15 @@ enum ApprovalAction {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Print pending approvals as they arrive, until Ctrl-C (one JSON object a line with
+    /// --json).
+    Watch {
+        /// How often to ask the service, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
     Approve {
         id: String,
         #[arg(long)]
@@ -172,18 +181,27 @@ enum ToolAction {
 
 #[derive(Subcommand)]
 enum SessionAction {
-    List {
+    /// Sessions matching every filter given, most recently active first.
+    #[command(visible_alias = "list")]
+    Search {
         #[arg(long)]
         subject: Option<String>,
-        /// Unix ms or RFC 3339.
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        /// Count records at or after this instant: Unix ms or RFC 3339.
+        #[arg(long, visible_alias = "from")]
+        since: Option<String>,
+        /// Count records at or before this instant: Unix ms or RFC 3339.
+        #[arg(long, visible_alias = "to")]
+        until: Option<String>,
         /// Only sessions with a record of this decision: allow, approved, denied_by_rule,
         /// denied_by_default, unauthenticated, approval_denied, ...
         #[arg(long)]
         decision: Option<String>,
+        /// Only sessions with a record under this policy rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only sessions with a request whose path starts with this prefix.
+        #[arg(long)]
+        path: Option<String>,
         #[arg(long)]
         limit: Option<u32>,
         #[command(flatten)]
@@ -235,11 +253,15 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
                 ApprovalAction::Show { id, remote } => {
                     commands::approvals_show(&client(&remote)?, &id, remote.json).await?
                 }
+                ApprovalAction::Watch { interval_ms, remote } => {
+                    let interval = std::time::Duration::from_millis(interval_ms.max(100));
+                    commands::approvals_watch(&client(&remote)?, interval, remote.json).await?
+                }
                 ApprovalAction::Approve { id, reason, remote } => {
-                    commands::approvals_decide(&client(&remote)?, &id, "approve", &reason).await?
+                    commands::approvals_decide(&client(&remote)?, &id, "approve", &reason, remote.json).await?
                 }
                 ApprovalAction::Deny { id, reason, remote } => {
-                    commands::approvals_decide(&client(&remote)?, &id, "deny", &reason).await?
+                    commands::approvals_decide(&client(&remote)?, &id, "deny", &reason, remote.json).await?
                 }
             }
             Ok(true)
@@ -255,8 +277,8 @@ async fn run(cli: Cli) -> Result<bool, MainError> {
         }
         Command::Sessions { action } => {
             match action {
-                SessionAction::List { subject, from, to, decision, limit, remote } => {
-                    let q = SessionQuery { subject, from, to, decision, limit };
+                SessionAction::Search { subject, since, until, decision, rule, path, limit, remote } => {
+                    let q = SessionQuery { subject, since, until, decision, rule, path, limit };
                     commands::sessions_list(&client(&remote)?, &q, remote.json).await?
                 }
                 SessionAction::Show { id, remote } => {

@@ -11,6 +11,7 @@ use crate::auth::oidc::{load_keys, spawn_refresh, OidcVerifier};
 use crate::auth::{Approvers, FilterKey, KeyError};
 use crate::config::ServiceConfig;
 use crate::config_error::ConfigError;
+use crate::slack_bot::{sweep_expired, SlackBot};
 use crate::store::{Backend, Store, StoreError};
 use crate::waiters::Waiters;
 
@@ -98,7 +99,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let sinks = config.alerts.sinks.len();
     let published_keys = config.signing_keys.len();
     let (jwks, secrets) = (config.jwks.clone(), config.secret_store.clone());
-    let alerter = Alerter::start(config.alerts, client);
+    let slack_signing_secret = config.slack.as_ref().map(|s| s.signing_secret.clone());
+    let slack_bot = config.slack.as_ref().and_then(|s| SlackBot::from_config(s, client.clone()));
+    let alerter = Alerter::start(config.alerts, client.clone());
     let state = Arc::new(AppState {
         store,
         filter_key,
@@ -109,7 +112,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         poll_interval,
         jwks,
         secrets,
+        slack_signing_secret,
+        slack_bot,
+        http: client,
     });
+    tokio::spawn(sweep_expired(Arc::clone(&state)));
     tracing::info!(
         backend = ?state.store.backend(),
         approvers = state.approvers.len(),

@@ -215,3 +215,83 @@ async fn check_config_validates_offline_and_evaluates_a_sample_request() {
     assert_eq!(out.status.code(), Some(1), "a bad config is a failed check");
     assert!(stdout(&out).contains("default_action"), "{}", stdout(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_search_filters_by_subject_time_decision_rule_and_path() {
+    let s = Server::start();
+    let mut other = record("b1", "sess-b", 5_000, ALLOW, 200);
+    other["subject"] = "agent-2".into();
+    other["path"] = "/v1/other/b1".into();
+    s.ingest(&[record("a1", "sess-a", 1_000, ALLOW, 200), record("a2", "sess-a", 2_000, DENIED_BY_RULE, 403), other])
+        .await;
+    let env = [("AIRLOCK_TOKEN", AUDRA), ("AIRLOCK_SERVER", s.url.as_str())];
+    let search = |args: &'static [&'static str]| async move {
+        let mut all = vec!["sessions", "search", "--json"];
+        all.extend_from_slice(args);
+        let out = airlock(&all, &env).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let ids: Vec<String> =
+            v["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].as_str().unwrap().into()).collect();
+        (ids, v)
+    };
+    assert_eq!(search(&[]).await.0, ["sess-b", "sess-a"]);
+    assert_eq!(search(&["--subject", "agent-2"]).await.0, ["sess-b"]);
+    assert_eq!(search(&["--since", "4000"]).await.0, ["sess-b"]);
+    assert_eq!(search(&["--until", "1970-01-01T00:00:02.500Z"]).await.0, ["sess-a"]);
+    assert_eq!(search(&["--decision", "denied_by_rule"]).await.0, ["sess-a"]);
+    assert_eq!(search(&["--rule", "no-deletes"]).await.0, ["sess-a"]);
+    assert_eq!(search(&["--path", "/v1/other/"]).await.0, ["sess-b"]);
+    assert_eq!(search(&["--path", "/V1/OTHER/"]).await.0, Vec::<String>::new(), "the prefix is case-sensitive");
+    assert_eq!(search(&["--path", "/v1/items/a%"]).await.0, Vec::<String>::new(), "% is no wildcard");
+    // Filters combine; since/until bound the records counted.
+    // rule/decision/path pick sessions by any of their records; since/until bound the count.
+    let (ids, v) = search(&["--subject", "agent-1", "--since", "1500", "--rule", "reads"]).await;
+    assert_eq!((ids.as_slice(), &v["sessions"][0]["count"]), (&["sess-a".to_string()][..], &1.into()));
+    assert_eq!(search(&["--subject", "agent-2", "--rule", "no-deletes"]).await.0, Vec::<String>::new());
+    let (ids, v) = search(&["--subject", "agent-1", "--since", "1500"]).await;
+    assert_eq!(ids, ["sess-a"]);
+    assert_eq!(v["sessions"][0]["count"], 1);
+
+    // The API refuses a bad instant by name.
+    let (status, err) = call("GET", &s.at("/v1/sessions?since=yesterday"), Some(AUDRA), None).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("since"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_watch_prints_an_approval_created_after_it_started_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let s = Server::start();
+    let before = s.create_approval(&approval_request("agent-3", 1, 300, "hold")).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["approvals", "watch", "--json", "--interval-ms", "200", "--server", &s.url])
+        .env("AIRLOCK_TOKEN", ALICE)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = |rx: &std::sync::mpsc::Receiver<String>| -> serde_json::Value {
+        let line = rx.recv_timeout(Duration::from_secs(15)).expect("watch printed nothing");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not one JSON object a line: {line}"))
+    };
+    assert_eq!(next(&rx)["id"], before.as_str(), "already pending at start");
+    let after = s.create_approval(&approval_request("agent-4", 1, 300, "hold")).await;
+    let seen = next(&rx);
+    assert_eq!(seen["id"], after.as_str());
+    assert_eq!(seen["subject"], "agent-4");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(rx.try_recv().is_err(), "each approval is printed once");
+
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C is a clean exit: {status:?}");
+}

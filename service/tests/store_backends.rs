@@ -401,3 +401,62 @@ async fn tool_pins(db: &Db) {
 }
 
 on_both_backends!(tool_pins_trust_first_use_record_a_change_once_and_take_the_accepted_one, tool_pins);
+
+async fn slack_messages(db: &Db) {
+    use airlock_service::store::slack_messages::SlackMessage;
+    let store = Store::open(&db.url).await.unwrap();
+    let now = 1_000_000;
+    let open =
+        store.create_approval("apr_00000000000000000000000000000011", &new_approval("a", 1, 1), now).await.unwrap();
+    let done =
+        store.create_approval("apr_00000000000000000000000000000012", &new_approval("a", 1, 1), now).await.unwrap();
+    for (a, ts) in [(&open, "1.1"), (&done, "1.2")] {
+        let m = SlackMessage { approval_id: a.id.clone(), channel: "C1".into(), ts: ts.into() };
+        store.put_slack_message(&m).await.unwrap();
+    }
+    assert_eq!(store.slack_message(&open.id).await.unwrap().unwrap().ts, "1.1");
+    assert!(store.slack_message("apr_00000000000000000000000000000099").await.unwrap().is_none());
+    store.decide(&done.id, "bob", Verdict::Approve, "ok", now + 1).await.unwrap();
+    assert!(store.expired_open_slack_messages(now + 500).await.unwrap().is_empty(), "nothing expired yet");
+    let expired = store.expired_open_slack_messages(now + 1000).await.unwrap();
+    assert_eq!(expired.iter().map(|m| m.approval_id.as_str()).collect::<Vec<_>>(), [open.id.as_str()]);
+    store.close_slack_message(&open.id).await.unwrap();
+    assert!(store.expired_open_slack_messages(now + 1000).await.unwrap().is_empty(), "closed once rewritten");
+    store.close().await;
+}
+on_both_backends!(slack_message_handles_find_expired_undecided_approvals_once, slack_messages);
+
+async fn session_search(db: &Db) {
+    use airlock_service::store::sessions::SessionFilter;
+    let store = Store::open(&db.url).await.unwrap();
+    let records: Vec<AuditRecord> = (1..=6).map(|n| audit(&format!("r{n}"), n)).collect();
+    store.append_audit(&records, 10).await.unwrap();
+    let ids = |f: SessionFilter| {
+        let store = &store;
+        async move {
+            let mut v: Vec<String> = store
+                .list_sessions(&SessionFilter { limit: 10, ..f })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.session_id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    // Paths are /items/N, sessions s{N % 3}.
+    assert_eq!(ids(SessionFilter { path_prefix: Some("/items/4".into()), ..Default::default() }).await, ["s1"]);
+    assert_eq!(
+        ids(SessionFilter { path_prefix: Some("/ITEMS/".into()), ..Default::default() }).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(SessionFilter { path_prefix: Some("/items/_".into()), ..Default::default() }).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(ids(SessionFilter { rule: Some("none".into()), ..Default::default() }).await, Vec::<String>::new());
+    assert_eq!(ids(SessionFilter { from_ms: Some(5), ..Default::default() }).await, ["s0", "s2"]);
+    store.close().await;
+}
+on_both_backends!(session_search_filters_by_path_prefix_rule_and_time, session_search);

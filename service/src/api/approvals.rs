@@ -16,11 +16,13 @@ use super::caller::{Approver, FilterCaller};
 use super::params::{int_param, list_limit, status_filter};
 use super::state::SharedState;
 use crate::alerts::Alert;
+use crate::auth::Principal;
 use crate::auth::Role;
 use crate::config::AlertEvent;
 use crate::error::{truncate, ApiError};
 use crate::ids::{is_approval_id, new_approval_id};
-use crate::store::approvals::{Approval, DecideError, Decision, RedeemError};
+use crate::slack_bot::{spawn_post, spawn_update};
+use crate::store::approvals::{Approval, DecideError, Decision, RedeemError, Verdict};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::validate::{check_digest, new_approval, parse_json, DecisionRequest};
 
@@ -77,6 +79,21 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// One line for humans about what `a` asks for; alerts and their Slack updates use it.
+pub fn summary(a: &Approval) -> String {
+    format!(
+        "{} asks to run {} {} (rule {}){}; needs {} approval(s) from {} before {}",
+        a.subject,
+        a.method,
+        truncate(&a.path, 200),
+        a.rule,
+        a.reason.as_deref().map(|r| format!(", reason: {}", truncate(r, 200))).unwrap_or_default(),
+        a.required,
+        a.approver_groups.join("/"),
+        rfc3339_ms(a.expires_ms),
+    )
+}
+
 /// `POST /v1/approvals` (filter): stores a pending approval and alerts approvers.
 pub async fn create(
     _: FilterCaller,
@@ -90,17 +107,7 @@ pub async fn create(
     let url = state.console_link(&a.id);
     state.alerter.raise(Alert {
         event: AlertEvent::ApprovalPending,
-        summary: format!(
-            "{} asks to run {} {} (rule {}){}; needs {} approval(s) from {} before {}",
-            a.subject,
-            a.method,
-            truncate(&a.path, 200),
-            a.rule,
-            a.reason.as_deref().map(|r| format!(", reason: {}", truncate(r, 200))).unwrap_or_default(),
-            a.required,
-            a.approver_groups.join("/"),
-            rfc3339_ms(a.expires_ms),
-        ),
+        summary: summary(&a),
         dedup_key: format!("airlock-approval-{}", a.id),
         link: Some(url.clone()),
         details: json!({
@@ -109,6 +116,7 @@ pub async fn create(
             "approver_groups": a.approver_groups, "required": a.required, "expires_at": rfc3339_ms(a.expires_ms),
         }),
     });
+    spawn_post(&state, &a);
     tracing::info!(approval_id = %a.id, rule = %a.rule, subject = %a.subject, "approval requested");
     Ok((
         StatusCode::CREATED,
@@ -230,7 +238,21 @@ pub async fn decide(
     checked_id(&id)?;
     let req: DecisionRequest = parse_json(&body)?;
     let verdict = req.validate()?;
-    let a = state.store.get_approval(&id).await?.ok_or_else(|| ApiError::approval_not_found(&id))?;
+    let decided = apply_decision(&state, &who, &id, verdict, req.reason.trim()).await?;
+    Ok(Json(full_view(&state, &decided, now_ms())))
+}
+
+/// The one decision path of every channel (API, CLI, console, Slack): the approver must be
+/// in one of the approval's groups, may not be its requester, and votes once; the store
+/// applies the N-of-M quorum. Wakes the filter's long-poll on success.
+pub async fn apply_decision(
+    state: &SharedState,
+    who: &Principal,
+    id: &str,
+    verdict: Verdict,
+    reason: &str,
+) -> Result<Approval, ApiError> {
+    let a = state.store.get_approval(id).await?.ok_or_else(|| ApiError::approval_not_found(id))?;
     if !who.in_any(&a.approver_groups) {
         return Err(not_an_approver(&who.name));
     }
@@ -241,9 +263,9 @@ pub async fn decide(
         });
     }
     let now = now_ms();
-    let decided = match state.store.decide(&id, &who.name, verdict, req.reason.trim(), now).await {
+    let decided = match state.store.decide(id, &who.name, verdict, reason, now).await {
         Ok(a) => a,
-        Err(DecideError::NotFound) => return Err(ApiError::approval_not_found(&id)),
+        Err(DecideError::NotFound) => return Err(ApiError::approval_not_found(id)),
         Err(DecideError::NotPending(s)) => {
             return Err(ApiError::Conflict {
                 code: ApprovalErrorCode::ApprovalNotPending.as_str(),
@@ -258,8 +280,9 @@ pub async fn decide(
         }
         Err(DecideError::Store(e)) => return Err(e.into()),
     };
-    state.waiters.wake(&id);
+    state.waiters.wake(id);
+    spawn_update(state, &decided);
     tracing::info!(approval_id = %id, approver = %who.name, decision = verdict.as_str(),
         status = decided.status(now).as_str(), "approval decision");
-    Ok(Json(full_view(&state, &decided, now)))
+    Ok(decided)
 }

@@ -8,6 +8,7 @@ pub mod console;
 pub mod credentials;
 mod params;
 pub mod sessions;
+pub mod slack;
 mod state;
 pub mod tools;
 
@@ -34,6 +35,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/approvals/{id}/wait", get(approvals::wait))
         .route("/v1/approvals/{id}/redeem", post(approvals::redeem))
         .route("/v1/approvals/{id}/decision", post(approvals::decide))
+        .route("/v1/slack/interactions", post(slack::interactions))
         .route("/v1/audit/batch", post(audit::ingest))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/sessions", get(sessions::list))

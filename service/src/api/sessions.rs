@@ -42,17 +42,37 @@ fn decision_param(value: Option<&String>) -> Result<Option<Decision>, ApiError> 
     })
 }
 
-/// `GET /v1/sessions?subject=&from=&to=&decision=&limit=`
+/// The first non-empty value of the query parameters `names` (a name and its alias).
+fn first<'a>(q: &'a HashMap<String, String>, names: &[&'static str]) -> Option<(&'static str, &'a String)> {
+    names.iter().find_map(|&n| q.get(n).filter(|v| !v.is_empty()).map(|v| (n, v)))
+}
+
+fn text_param(q: &HashMap<String, String>, name: &str) -> Option<String> {
+    q.get(name).filter(|s| !s.is_empty()).cloned()
+}
+
+/// `GET /v1/sessions?subject=&since=&until=&decision=&rule=&path=&limit=`: the session
+/// search of the CLI and the console. `since`/`until` (aliases `from`/`to`) bound the
+/// records counted; `decision`, `rule` and `path` (a prefix) keep sessions with at least
+/// one matching record.
 pub async fn list(
     _: Auditor,
     State(state): State<SharedState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = SessionFilter {
-        subject: q.get("subject").filter(|s| !s.is_empty()).cloned(),
-        from_ms: instant_param("from", q.get("from"))?,
-        to_ms: instant_param("to", q.get("to"))?,
+        subject: text_param(&q, "subject"),
+        from_ms: match first(&q, &["since", "from"]) {
+            Some((name, v)) => instant_param(name, Some(v))?,
+            None => None,
+        },
+        to_ms: match first(&q, &["until", "to"]) {
+            Some((name, v)) => instant_param(name, Some(v))?,
+            None => None,
+        },
         decision: decision_param(q.get("decision"))?,
+        rule: text_param(&q, "rule"),
+        path_prefix: text_param(&q, "path"),
         limit: list_limit(q.get("limit"))?,
     };
     let sessions = state.store.list_sessions(&filter).await?;

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_filter::credentials::Secret;
+
 use crate::alerts::Alerter;
 use crate::auth::{Approvers, FilterKey};
 use crate::credentials::SecretStore;
@@ -25,6 +27,12 @@ pub struct AppState {
     pub jwks: serde_json::Value,
     /// The secrets filters fetch.
     pub secrets: SecretStore,
+    /// Verifies Slack button clicks; `None` when `[slack]` is not configured.
+    pub slack_signing_secret: Option<Secret>,
+    /// Posts and rewrites approval messages with a bot token, when configured.
+    pub slack_bot: Option<crate::slack_bot::SlackBot>,
+    /// Outbound HTTP (Slack message updates).
+    pub http: reqwest::Client,
 }
 
 impl AppState {

@@ -33,12 +33,17 @@ pub struct ApproverEntry {
     pub groups: Vec<String>,
     #[serde(default = "default_roles")]
     pub roles: Vec<Role>,
+    /// The approver's Slack member ID (`U…`), so their clicks on Slack buttons count as
+    /// their decisions.
+    #[serde(default)]
+    pub slack_user_id: Option<String>,
 }
 
 /// Checks the `approvers` list of the config (and lower-cases the digests).
 pub fn validate_approvers(entries: &mut [ApproverEntry]) -> Result<(), ConfigError> {
     let mut names = HashSet::new();
     let mut hashes = HashSet::new();
+    let mut slack_ids = HashSet::new();
     for (i, a) in entries.iter_mut().enumerate() {
         let field = format!("approvers[{i}]");
         if a.name.trim().is_empty() {
@@ -60,6 +65,20 @@ pub fn validate_approvers(entries: &mut [ApproverEntry]) -> Result<(), ConfigErr
                 "the same token is configured for two approvers",
             ));
         }
+        if let Some(id) = &a.slack_user_id {
+            if id.trim().is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ConfigError::new(
+                    format!("{field}.slack_user_id"),
+                    "must be a Slack member ID such as U0123ABCD (profile → Copy member ID)",
+                ));
+            }
+            if !slack_ids.insert(id.clone()) {
+                return Err(ConfigError::new(
+                    format!("{field}.slack_user_id"),
+                    "the same Slack user is configured for two approvers",
+                ));
+            }
+        }
         if a.roles.is_empty() {
             return Err(ConfigError::new(format!("{field}.roles"), "list at least one of `approver`, `auditor`"));
         }
@@ -71,19 +90,22 @@ pub fn validate_approvers(entries: &mut [ApproverEntry]) -> Result<(), ConfigErr
 #[derive(Default, Clone)]
 pub struct Approvers {
     by_digest: HashMap<String, Arc<Principal>>,
+    by_slack_user: HashMap<String, Arc<Principal>>,
     oidc: Option<Arc<OidcVerifier>>,
 }
 
 impl Approvers {
     pub fn from_config(entries: &[ApproverEntry]) -> Approvers {
-        let by_digest = entries
-            .iter()
-            .map(|e| {
-                let p = Principal { name: e.name.clone(), groups: e.groups.clone(), roles: e.roles.clone() };
-                (e.token_sha256.to_ascii_lowercase(), Arc::new(p))
-            })
-            .collect();
-        Approvers { by_digest, oidc: None }
+        let mut by_digest = HashMap::new();
+        let mut by_slack_user = HashMap::new();
+        for e in entries {
+            let p = Arc::new(Principal { name: e.name.clone(), groups: e.groups.clone(), roles: e.roles.clone() });
+            if let Some(id) = &e.slack_user_id {
+                by_slack_user.insert(id.clone(), Arc::clone(&p));
+            }
+            by_digest.insert(e.token_sha256.to_ascii_lowercase(), p);
+        }
+        Approvers { by_digest, by_slack_user, oidc: None }
     }
 
     /// Also accepts JWTs verified by `oidc`.
@@ -116,6 +138,11 @@ impl Approvers {
         Ok(principal)
     }
 
+    /// The approver whose `slack_user_id` is `id`, if any.
+    pub fn by_slack_user(&self, id: &str) -> Option<Arc<Principal>> {
+        self.by_slack_user.get(id).cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.by_digest.len()
     }
@@ -142,10 +169,13 @@ mod tests {
             token_sha256: hash_token("alice-token"),
             groups: vec!["dba".into()],
             roles: vec![Role::Approver],
+            slack_user_id: Some("U0ALICE".into()),
         }];
         let a = Approvers::from_config(&entries);
         let p = a.authenticate(&headers("Bearer alice-token"), Role::Approver).unwrap();
         assert_eq!(p.name, "alice");
+        assert_eq!(a.by_slack_user("U0ALICE").unwrap().name, "alice");
+        assert!(a.by_slack_user("U0BOB").is_none());
         assert!(p.in_any(&["ops".into(), "dba".into()]));
         assert!(matches!(
             a.authenticate(&headers("Bearer alice-token"), Role::Auditor),

@@ -1,6 +1,9 @@
 //! `airlock approvals|tools|sessions|verify` subcommands: each fetches JSON from the service
 //! and renders it for a terminal (or as raw JSON with `--json`).
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::client::{encode, Client};
@@ -29,16 +32,7 @@ pub async fn approvals_list(client: &Client, status: &str, as_json: bool) -> Res
         println!("no {status} approvals");
     }
     for a in list {
-        println!(
-            "{}  {:<8}  {}  {} {}  rule={}  expires={}",
-            text(&a["id"]),
-            text(&a["status"]),
-            text(&a["subject"]),
-            text(&a["method"]),
-            text(&a["path"]),
-            text(&a["rule"]),
-            text(&a["expires_at"])
-        );
+        print_approval_line(a);
     }
     Ok(())
 }
@@ -72,10 +66,67 @@ pub async fn approvals_show(client: &Client, id: &str, as_json: bool) -> Result<
     Ok(())
 }
 
-pub async fn approvals_decide(client: &Client, id: &str, decision: &str, reason: &str) -> Result<(), CliError> {
+/// Polls the pending list and prints each approval the first time it is seen (those
+/// already pending at start included), until Ctrl-C. A failed poll is reported on stderr
+/// and retried: an on-call terminal should outlive a service restart.
+pub async fn approvals_watch(client: &Client, interval: Duration, as_json: bool) -> Result<(), CliError> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    if !as_json {
+        eprintln!("watching for pending approvals (Ctrl-C to stop)");
+    }
+    loop {
+        match client.get("/v1/approvals?status=pending").await {
+            Ok(v) => {
+                for a in v["approvals"].as_array().into_iter().flatten() {
+                    let id = text(&a["id"]);
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    if as_json {
+                        println!("{a}");
+                    } else {
+                        print_approval_line(a);
+                    }
+                }
+            }
+            Err(e) => eprintln!("airlock: {e} (retrying)"),
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+fn print_approval_line(a: &Value) {
+    println!(
+        "{}  {:<8}  {}  {} {}  rule={}  expires={}",
+        text(&a["id"]),
+        text(&a["status"]),
+        text(&a["subject"]),
+        text(&a["method"]),
+        text(&a["path"]),
+        text(&a["rule"]),
+        text(&a["expires_at"])
+    );
+}
+
+pub async fn approvals_decide(
+    client: &Client,
+    id: &str,
+    decision: &str,
+    reason: &str,
+    as_json: bool,
+) -> Result<(), CliError> {
     let a = client
         .post(&format!("/v1/approvals/{}/decision", encode(id)), &json!({"decision": decision, "reason": reason}))
         .await?;
+    if as_json {
+        print_json(&a);
+        return Ok(());
+    }
     println!("recorded {decision} on {}: status is now {}", text(&a["id"]), text(&a["status"]));
     Ok(())
 }
@@ -120,18 +171,28 @@ pub async fn tool_accept(client: &Client, id: &str, as_json: bool) -> Result<(),
     Ok(())
 }
 
-/// Query parameters for `sessions list`.
+/// Filters of `sessions search`, sent as the query of `GET /v1/sessions`.
 pub struct SessionQuery {
     pub subject: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
     pub decision: Option<String>,
+    pub rule: Option<String>,
+    pub path: Option<String>,
     pub limit: Option<u32>,
 }
 
 pub async fn sessions_list(client: &Client, q: &SessionQuery, as_json: bool) -> Result<(), CliError> {
     let mut params = Vec::new();
-    for (name, v) in [("subject", &q.subject), ("from", &q.from), ("to", &q.to), ("decision", &q.decision)] {
+    let filters = [
+        ("subject", &q.subject),
+        ("since", &q.since),
+        ("until", &q.until),
+        ("decision", &q.decision),
+        ("rule", &q.rule),
+        ("path", &q.path),
+    ];
+    for (name, v) in filters {
         if let Some(v) = v {
             params.push(format!("{name}={}", encode(v)));
         }

@@ -106,7 +106,16 @@ const V2: &[&str] = &[
 /// Records stored before have none, which keeps their chain hashes.
 const V3: &[&str] = &["ALTER TABLE audit_records ADD COLUMN credential_json TEXT"];
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(1, V1), (2, V2), (3, V3)];
+/// Where the Slack bot posted each approval's message, so it can be rewritten on every
+/// decision and on expiry; `closed` once its final state was posted.
+const V4: &[&str] = &["CREATE TABLE slack_messages (
+        approval_id TEXT PRIMARY KEY REFERENCES approvals (id),
+        channel TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        closed BIGINT NOT NULL DEFAULT 0
+    )"];
+
+const MIGRATIONS: &[(i64, &[&str])] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 pub(super) async fn run(store: &Store) -> Result<(), StoreError> {
     let fail = |version: i64| move |source| StoreError::Migrate { version, source };

@@ -10,6 +10,7 @@ mod open;
 pub mod approvals;
 pub mod audit;
 pub mod sessions;
+pub mod slack_messages;
 pub mod tools;
 
 pub use db::{Backend, Store, StoreError};

@@ -19,6 +19,10 @@ pub struct SessionFilter {
     pub to_ms: Option<i64>,
     /// Only sessions with at least one record of this decision.
     pub decision: Option<Decision>,
+    /// Only sessions with at least one record under this policy rule.
+    pub rule: Option<String>,
+    /// Only sessions with at least one request whose path starts with this prefix.
+    pub path_prefix: Option<String>,
     pub limit: i64,
 }
 
@@ -58,6 +62,22 @@ impl Store {
             push(
                 "session_id IN (SELECT session_id FROM audit_records WHERE decision = ?)",
                 Bind::Text(d.as_str().to_string()),
+                &mut binds,
+            );
+        }
+        if let Some(r) = &filter.rule {
+            push(
+                "session_id IN (SELECT session_id FROM audit_records WHERE rule = ?)",
+                Bind::Text(r.clone()),
+                &mut binds,
+            );
+        }
+        if let Some(p) = &filter.path_prefix {
+            // A plain prefix comparison: no LIKE wildcards to escape, and the same
+            // case-sensitive answer on SQLite and PostgreSQL.
+            push(
+                "session_id IN (SELECT session_id FROM audit_records WHERE substr(path, 1, length(?)) = ?)",
+                Bind::Text(p.clone()),
                 &mut binds,
             );
         }

@@ -29,24 +29,78 @@ pub const AGENT1_APPROVER: &str = "tok-agent1-e4d9";
 /// Auditor only.
 pub const AUDRA: &str = "tok-audra-3c88";
 
+/// Slack member IDs of the approvers above.
+pub const SLACK_ALICE: &str = "U0ALICE";
+pub const SLACK_BOB: &str = "U0BOB";
+pub const SLACK_MALLORY: &str = "U0MALLORY";
+pub const SLACK_AGENT1: &str = "U0AGENT1";
+
+/// A Slack `block_actions` payload as Slack posts it when `user` clicks the button
+/// `action_id` (value: the approval id) on message `ts` in channel C0AIRLOCK.
+pub fn slack_block_actions(user: &str, action_id: &str, approval_id: &str, response_url: &str) -> Value {
+    json!({
+        "type": "block_actions",
+        "team": {"id": "T0TEAM", "domain": "acme"},
+        "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0TEAM"},
+        "api_app_id": "A0AIRLOCK",
+        "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0AIRLOCK",
+            "is_ephemeral": false},
+        "trigger_id": "1.2.3",
+        "channel": {"id": "C0AIRLOCK", "name": "approvals"},
+        "message": {"type": "message", "ts": "1700000000.000100", "text": "Airlock approval"},
+        "response_url": response_url,
+        "actions": [{
+            "type": "button", "action_id": action_id, "block_id": "b1", "value": approval_id,
+            "text": {"type": "plain_text", "text": "Approve"}, "action_ts": "1700000001.000200"
+        }]
+    })
+}
+
+/// Posts `payload` to `/v1/slack/interactions` form-encoded and signed with `secret` as
+/// Slack does (`v0=` hex HMAC-SHA256 of `v0:{timestamp}:{body}`), `skew_secs` off the
+/// current time; returns status and JSON reply.
+pub async fn post_slack(base: &str, secret: &str, payload: &Value, skew_secs: i64) -> (u16, Value) {
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ts = (i64::try_from(now).unwrap() + skew_secs).to_string();
+    let mut mac = hmac_sha256::HMAC::new(secret.as_bytes());
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let sig = format!("v0={}", hex::encode(mac.finalize()));
+    let resp = http()
+        .post(format!("{base}/v1/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON (HTTP {status}): {text}")))
+}
+
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 fn approvers_toml() -> String {
+    // name, token, groups, roles, Slack member ID
     let entries = [
-        ("alice", ALICE, r#"["dba"]"#, r#"["approver"]"#),
-        ("bob", BOB, r#"["dba"]"#, r#"["approver"]"#),
-        ("carol", CAROL, r#"["dba", "ops"]"#, r#"["approver", "auditor"]"#),
-        ("mallory", MALLORY, r#"["ops"]"#, r#"["approver"]"#),
-        ("agent-1", AGENT1_APPROVER, r#"["dba"]"#, r#"["approver"]"#),
-        ("audra", AUDRA, "[]", r#"["auditor"]"#),
+        ("alice", ALICE, r#"["dba"]"#, r#"["approver"]"#, SLACK_ALICE),
+        ("bob", BOB, r#"["dba"]"#, r#"["approver"]"#, SLACK_BOB),
+        ("carol", CAROL, r#"["dba", "ops"]"#, r#"["approver", "auditor"]"#, "U0CAROL"),
+        ("mallory", MALLORY, r#"["ops"]"#, r#"["approver"]"#, SLACK_MALLORY),
+        ("agent-1", AGENT1_APPROVER, r#"["dba"]"#, r#"["approver"]"#, SLACK_AGENT1),
+        ("audra", AUDRA, "[]", r#"["auditor"]"#, "U0AUDRA"),
     ];
     entries
         .iter()
-        .map(|(name, tok, groups, roles)| {
+        .map(|(name, tok, groups, roles, slack)| {
             format!(
-                "[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ngroups = {groups}\nroles = {roles}\n\n",
+                "[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\ngroups = {groups}\nroles = {roles}\n\
+                 slack_user_id = \"{slack}\"\n\n",
                 sha256_hex(tok)
             )
         })
