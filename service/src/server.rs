@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::alerts::Alerter;
 use crate::api::{router, AppState};
+use crate::auth::login::Login;
 use crate::auth::oidc::{load_keys, spawn_refresh, OidcVerifier};
 use crate::auth::{Approvers, FilterKey, KeyError};
 use crate::config::ServiceConfig;
@@ -59,6 +60,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .build()
         .map_err(|e| ServeError::Client(e.without_url().to_string()))?;
     let mut approvers = Approvers::from_config(&config.approvers);
+    let mut login_verifier = None;
     if let Some(oidc) = &config.oidc {
         let keys = match load_keys(oidc, &client).await {
             Ok(k) => k,
@@ -73,6 +75,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         };
         let verifier = Arc::new(OidcVerifier::new(oidc.clone(), keys)?);
         spawn_refresh(Arc::clone(&verifier), client.clone());
+        login_verifier = oidc.login.as_ref().map(|l| (l.clone(), Arc::clone(&verifier)));
         approvers = approvers.with_oidc(verifier);
     }
     if approvers.is_empty() && config.oidc.is_none() {
@@ -98,6 +101,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let sinks = config.alerts.sinks.len();
     let published_keys = config.signing_keys.len();
     let (jwks, secrets) = (config.jwks.clone(), config.secret_store.clone());
+    let login = login_verifier.map(|(l, v)| Arc::new(Login::new(v, &l, client.clone(), &public_url)));
     let alerter = Alerter::start(config.alerts, client);
     let state = Arc::new(AppState {
         store,
@@ -109,6 +113,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         poll_interval,
         jwks,
         secrets,
+        login,
     });
     tracing::info!(
         backend = ?state.store.backend(),

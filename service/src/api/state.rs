@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alerts::Alerter;
+use crate::auth::login::Login;
 use crate::auth::{Approvers, FilterKey};
 use crate::credentials::SecretStore;
 use crate::store::Store;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub jwks: serde_json::Value,
     /// The secrets filters fetch.
     pub secrets: SecretStore,
+    /// Console sign-in with the IdP (`[oidc.login]`), and its sessions.
+    pub login: Option<Arc<Login>>,
 }
 
 impl AppState {
