@@ -140,7 +140,7 @@ async fn form(Query(req): Query<AuthorizeRequest>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         page,

@@ -102,6 +102,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let published_keys = config.signing_keys.len();
     let (jwks, secrets) = (config.jwks.clone(), config.secret_store.clone());
     let login = login_verifier.map(|(l, v)| Arc::new(Login::new(v, &l, client.clone(), &public_url)));
+    let replay = match config.replay {
+        Some(r) => Some((r, crate::replay::http_client().map_err(ServeError::Client)?)),
+        None => None,
+    };
     let alerter = Alerter::start(config.alerts, client);
     let state = Arc::new(AppState {
         store,
@@ -114,6 +118,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         jwks,
         secrets,
         login,
+        replay,
     });
     tracing::info!(
         backend = ?state.store.backend(),

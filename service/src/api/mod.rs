@@ -7,6 +7,7 @@ mod caller;
 pub mod console;
 pub mod credentials;
 mod params;
+pub mod replay;
 pub mod sessions;
 mod state;
 pub mod tools;
@@ -38,6 +39,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/{id}", get(sessions::show))
+        .route("/v1/sessions/{id}/replay", post(replay::replay))
         .route("/v1/mcp/tool-definitions", post(tools::observe))
         .route("/v1/mcp/tool-pins", get(tools::pins))
         .route("/v1/mcp/tool-changes", get(tools::changes))

@@ -8,6 +8,7 @@ use crate::alerts::Alerter;
 use crate::auth::login::Login;
 use crate::auth::{Approvers, FilterKey};
 use crate::credentials::SecretStore;
+use crate::replay::ReplayConfig;
 use crate::store::Store;
 use crate::waiters::Waiters;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub secrets: SecretStore,
     /// Console sign-in with the IdP (`[oidc.login]`), and its sessions.
     pub login: Option<Arc<Login>>,
+    /// The console's replay target (`[replay]`), with its HTTP client.
+    pub replay: Option<(ReplayConfig, reqwest::Client)>,
 }
 
 impl AppState {

@@ -24,10 +24,16 @@ impl DemoIdp {
 
     /// `airlock serve` trusting this IdP for bearer JWTs and console sign-in.
     pub fn server(&self) -> Server {
+        self.server_with("")
+    }
+
+    /// [`DemoIdp::server`] with `extra` TOML appended (before the `[oidc]` table).
+    pub fn server_with(&self, extra: &str) -> Server {
         Server::start_with(ServerOptions {
             extra_config: format!(
-                "[oidc]\nissuer = \"{i}\"\naudience = \"{CLIENT_ID}\"\njwks_url = \"{i}/.well-known/jwks.json\"\n\
-                 auditor_groups = [\"audit\"]\n\n[oidc.login]\nsession_minutes = 30\n",
+                "{extra}\n[oidc]\nissuer = \"{i}\"\naudience = \"{CLIENT_ID}\"\n\
+                 jwks_url = \"{i}/.well-known/jwks.json\"\nauditor_groups = [\"audit\"]\n\n\
+                 [oidc.login]\nsession_minutes = 30\n",
                 i = self.issuer
             ),
             ..ServerOptions::default()

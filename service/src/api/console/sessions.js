@@ -63,6 +63,9 @@
   }
 
   async function timeline(id) {
+    shown = id;
+    $("t-replay-result").replaceChildren();
+    $("t-replay-summary").textContent = "";
     $("timeline").hidden = false;
     $("t-title").textContent = "Session " + id;
     const tbody = $("t-rows");
@@ -84,6 +87,28 @@
     }
   }
 
+  let shown = null;
+
+  async function replay() {
+    if (!shown) return;
+    const ul = $("t-replay-result");
+    $("t-replay-summary").textContent = "Replaying…";
+    try {
+      const r = await Airlock.api("/v1/sessions/" + encodeURIComponent(shown) + "/replay", { method: "POST" });
+      ul.replaceChildren();
+      for (const { line, differs } of r.replayed) {
+        const got = line.replayed == null ? "unreachable (" + (line.error || "error") + ")" : String(line.replayed);
+        ul.append(Airlock.el("li", "#" + line.seq + " " + line.method + " " + line.path + ": recorded " + line.recorded
+          + ", replay " + got + (differs ? " · DIFFERS" : " · same"), differs ? "bad" : ""));
+      }
+      $("t-replay-summary").textContent = r.replayed.length + " replayed against " + r.target + ": " + r.differing
+        + " differ, " + r.skipped_denied + " denied not replayed";
+    } catch (e) {
+      ul.replaceChildren();
+      $("t-replay-summary").textContent = "Could not replay: " + e.message;
+    }
+  }
+
   let searched = false;
   Airlock.views.sessions = {
     open(id) {
@@ -92,5 +117,8 @@
     },
   };
 
-  document.addEventListener("DOMContentLoaded", () => $("s-form").addEventListener("submit", search));
+  document.addEventListener("DOMContentLoaded", () => {
+    $("s-form").addEventListener("submit", search);
+    $("t-replay").addEventListener("click", replay);
+  });
 })();
