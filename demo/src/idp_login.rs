@@ -52,10 +52,7 @@ struct Login {
 
 pub(crate) fn router(idp: Arc<Idp>) -> Router {
     let login = Arc::new(Login { idp, codes: Mutex::new(HashMap::new()) });
-    Router::new()
-        .route(AUTHORIZE_PATH, get(form).post(submit))
-        .route(TOKEN_PATH, post(exchange))
-        .with_state(login)
+    Router::new().route(AUTHORIZE_PATH, get(form).post(submit)).route(TOKEN_PATH, post(exchange)).with_state(login)
 }
 
 /// The parameters of an authorization request, carried through the form as hidden fields.
@@ -188,8 +185,7 @@ async fn submit(State(login): State<Arc<Login>>, Form(f): Form<Submitted>) -> Re
     }
     let sep = if f.req.redirect_uri.contains('?') { '&' } else { '?' };
     let location = format!("{}{sep}code={code}&state={}", f.req.redirect_uri, percent_encode(&f.req.state));
-    (StatusCode::SEE_OTHER, [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store".into())])
-        .into_response()
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store".into())]).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,7 +207,8 @@ fn oauth_error(error: &str, description: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error, "error_description": description}))).into_response()
 }
 
-/// `POST /login/token` (form): `grant_type=authorization_code&code=…&redirect_uri=…&client_id=…&code_verifier=…`.
+/// `POST /login/token` (form): `grant_type=authorization_code&code=…&redirect_uri=…&client_id=…`
+/// `&code_verifier=…`.
 async fn exchange(State(login): State<Arc<Login>>, Form(x): Form<Exchange>) -> Response {
     if x.grant_type != "authorization_code" {
         return oauth_error("unsupported_grant_type", "only authorization_code is supported here");
@@ -234,8 +231,9 @@ async fn exchange(State(login): State<Arc<Login>>, Form(x): Form<Exchange>) -> R
         .with_subject(&g.subject)
         .with_nonce(&g.nonce);
     match login.idp.key.sign(claims) {
-        Ok(t) => axum::Json(json!({"id_token": t, "token_type": "Bearer", "expires_in": ID_TOKEN_TTL_SECS}))
-            .into_response(),
+        Ok(t) => {
+            axum::Json(json!({"id_token": t, "token_type": "Bearer", "expires_in": ID_TOKEN_TTL_SECS})).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot sign: {e}\n")).into_response(),
     }
 }

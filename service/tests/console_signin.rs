@@ -68,8 +68,13 @@ async fn signed_in_approver_decides_with_cookie_and_csrf_token_then_logs_out() {
     // Logout needs the CSRF token too, then the session is gone on the server.
     let resp = http().post(s.at("/auth/logout")).header("cookie", &session).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 403);
-    let resp =
-        http().post(s.at("/auth/logout")).header("cookie", &session).header("x-airlock-csrf", &csrf).send().await.unwrap();
+    let resp = http()
+        .post(s.at("/auth/logout"))
+        .header("cookie", &session)
+        .header("x-airlock-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(set_cookies(&resp).iter().any(|c| c.starts_with("airlock_session=;") && c.contains("Max-Age=0")));
     assert_eq!(me(&s, &session).await.0, 401);

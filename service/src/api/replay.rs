@@ -16,10 +16,10 @@ pub async fn replay(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (config, http) = state
-        .replay
-        .as_ref()
-        .ok_or(ApiError::NotFound { code: "replay_not_configured", what: "replay target (configure [replay])".into() })?;
+    let (config, http) = state.replay.as_ref().ok_or(ApiError::NotFound {
+        code: "replay_not_configured",
+        what: "replay target (configure [replay])".into(),
+    })?;
     let records = state.store.session_timeline(&id).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound { code: "session_not_found", what: "session".into() });

@@ -316,6 +316,42 @@ mod tests {
         assert_eq!(cookie(&h, "airlock"), None);
     }
 
+    fn login(public_url: &str) -> Login {
+        let config: super::super::oidc::OidcConfig = toml::from_str(
+            "issuer = \"https://idp.example\"\naudience = \"airlock-console\"\njwks_file = \"/dev/null\"\n[login]\n",
+        )
+        .unwrap();
+        config.validate("oidc").unwrap();
+        let login_config = config.login.clone().unwrap();
+        assert_eq!(login_config.session_minutes, 480, "an empty [oidc.login] takes the defaults");
+        let verifier = Arc::new(OidcVerifier::new(config, airlock_filter::jwt::KeySet::empty()).unwrap());
+        Login::new(verifier, &login_config, reqwest::Client::new(), public_url)
+    }
+
+    #[test]
+    fn cookies_are_secure_exactly_when_the_console_is_served_over_https() {
+        let attrs = login("https://airlock.example").cookie_attrs("/", Duration::from_secs(60));
+        assert_eq!(attrs, "; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
+        let attrs = login("http://127.0.0.1:8090").cookie_attrs("/", Duration::from_secs(60));
+        assert_eq!(attrs, "; Path=/; Max-Age=60; HttpOnly; SameSite=Lax");
+    }
+
+    #[test]
+    fn session_length_outside_a_minute_to_a_week_is_a_config_error() {
+        let err = LoginConfig { session_minutes: 0 }.validate("oidc.login").unwrap_err();
+        assert_eq!(err.field, "oidc.login.session_minutes");
+        assert!(LoginConfig { session_minutes: 7 * 24 * 60 + 1 }.validate("oidc.login").is_err());
+    }
+
+    #[test]
+    fn cookie_without_its_session_or_csrf_token_is_refused() {
+        let l = login("http://127.0.0.1:8090");
+        let mut h = HeaderMap::new();
+        assert!(l.principal(&h, &Method::POST).unwrap().is_none(), "no cookie: not cookie-authenticated");
+        h.insert(header::COOKIE, axum::http::HeaderValue::from_static("airlock_session=forged"));
+        assert!(matches!(l.principal(&h, &Method::GET), Err(ApiError::Unauthorized)));
+    }
+
     #[test]
     fn constant_time_equality_compares_whole_strings() {
         assert!(same("abc", "abc"));

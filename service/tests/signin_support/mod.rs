@@ -56,7 +56,8 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
 
 /// `name=value` of the cookie `name` among `set_cookies`.
 pub fn cookie_pair(set_cookies: &[String], name: &str) -> String {
-    let c = set_cookies.iter().find(|c| c.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("{set_cookies:?}"));
+    let c =
+        set_cookies.iter().find(|c| c.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("{set_cookies:?}"));
     c.split(';').next().unwrap().to_string()
 }
 

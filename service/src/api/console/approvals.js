@@ -76,7 +76,9 @@
       $("d-request").textContent = a.method + " " + a.path + "\n\n" + a.body;
       const ul = $("d-decisions");
       ul.replaceChildren();
-      for (const d of a.decisions) ul.append(Airlock.el("li", d.at + " " + d.approver + ": " + d.decision + " (" + d.reason + ")"));
+      for (const d of a.decisions) {
+        ul.append(Airlock.el("li", d.at + " " + d.approver + ": " + d.decision + " (" + d.reason + ")"));
+      }
       const open = a.status === "pending";
       $("approve").disabled = !open;
       $("deny").disabled = !open;
@@ -113,7 +115,8 @@
     const rule = $("h-rule").value.trim();
     const ul = $("history");
     try {
-      const data = await Airlock.api("/v1/approvals?limit=200" + (status ? "&status=" + encodeURIComponent(status) : ""));
+      const query = "/v1/approvals?limit=200" + (status ? "&status=" + encodeURIComponent(status) : "");
+      const data = await Airlock.api(query);
       ul.replaceChildren();
       const shown = data.approvals.filter((a) => a.status !== "pending"
         && (!subject || a.subject.includes(subject)) && (!rule || a.rule === rule));
@@ -121,7 +124,8 @@
         const who = a.decisions.map((d) => d.approver + " " + d.decision + " (" + d.reason + ")").join("; ");
         const li = Airlock.el("li");
         li.append(Airlock.el("div", a.status + ": " + a.method + " " + a.path),
-          Airlock.el("div", a.created_at + " · " + a.subject + " · rule " + a.rule + (who ? " · " + who : ""), "meta"));
+          Airlock.el("div", a.created_at + " · " + a.subject + " · rule " + a.rule + (who ? " · " + who : ""),
+            "meta"));
         ul.append(li);
       }
       if (!shown.length) ul.append(Airlock.el("li", "No decided approvals match.", "meta"));

@@ -24,7 +24,9 @@ fn login(state: &SharedState) -> Result<&Arc<Login>, ApiError> {
 fn redirect(location: &str, cookies: &[&str]) -> Response {
     let mut resp = (StatusCode::SEE_OTHER, [(header::CACHE_CONTROL, "no-store")]).into_response();
     let h = resp.headers_mut();
-    for (name, value) in std::iter::once((header::LOCATION, location)).chain(cookies.iter().map(|c| (header::SET_COOKIE, *c))) {
+    for (name, value) in
+        std::iter::once((header::LOCATION, location)).chain(cookies.iter().map(|c| (header::SET_COOKIE, *c)))
+    {
         if let Ok(v) = value.parse() {
             h.append(name, v);
         }
