@@ -34,10 +34,10 @@ pub struct IdpOptions {
     pub audience: String,
 }
 
-struct Idp {
-    key: ES256KeyPair,
+pub(crate) struct Idp {
+    pub(crate) key: ES256KeyPair,
     jwks: String,
-    issuer: String,
+    pub(crate) issuer: String,
     audience: String,
 }
 
@@ -80,25 +80,31 @@ pub fn router(issuer: String, audience: String) -> Result<Router, String> {
         .route("/.well-known/jwks.json", get(jwks_doc))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/token", get(token))
-        .with_state(idp))
+        .with_state(Arc::clone(&idp))
+        .merge(crate::idp_login::router(idp)))
 }
 
 async fn jwks_doc(State(idp): State<Arc<Idp>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], idp.jwks.clone()).into_response()
 }
 
-/// OpenID Connect Discovery 1.0 §3, as far as this IdP goes: it has no authorization
-/// endpoint or login, so it names only what it has. `jwks_uri` lives under the issuer
-/// URL, like a real provider's; the routes are served at the root, so give this IdP an
-/// issuer without a path.
+/// OpenID Connect Discovery 1.0 §3, as far as this IdP goes: the login page of
+/// [`crate::idp_login`] (authorization code with PKCE) and the key set. The URLs live
+/// under the issuer URL, like a real provider's; the routes are served at the root, so
+/// give this IdP an issuer without a path.
 async fn discovery(State(idp): State<Arc<Idp>>) -> Response {
+    let base = idp.issuer.trim_end_matches('/');
     let doc = json!({
         "issuer": idp.issuer,
-        "jwks_uri": format!("{}/.well-known/jwks.json", idp.issuer.trim_end_matches('/')),
-        "response_types_supported": ["id_token"],
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "authorization_endpoint": format!("{base}{}", crate::idp_login::AUTHORIZE_PATH),
+        "token_endpoint": format!("{base}{}", crate::idp_login::TOKEN_PATH),
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code"],
+        "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "groups"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "groups"],
     });
     ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
 }

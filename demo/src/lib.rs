@@ -6,7 +6,8 @@
 //!   unknown) and decompression bombs compressed on the fly.
 //! - [`llm`]: an OpenAI-compatible chat completion endpoint streaming PII split across
 //!   chunks, and an NDJSON endpoint (for streaming-masking tests).
-//! - [`idp`]: a loopback-only demo identity provider (ES256 JWKS + token minting).
+//! - [`idp`]: a loopback-only demo identity provider (ES256 JWKS + token minting);
+//!   [`idp_login`] is its login page (OpenID Connect authorization code flow with PKCE).
 //! - [`render`]: fills `envoy/envoy.yaml`, optionally without the Airlock filter.
 //!
 //! None of this is production code: it exists so the filter can be exercised for real.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod db;
 pub mod encoded;
 pub mod idp;
+pub mod idp_login;
 pub mod llm;
 pub mod pii;
 pub mod render;

@@ -174,6 +174,9 @@ pub struct ServiceConfig {
     /// Slack interactivity: approvers decide by clicking buttons in alert messages.
     #[serde(default)]
     pub slack: Option<SlackConfig>,
+    /// Where the console's replay action sends a session's requests (`[replay]`).
+    #[serde(default)]
+    pub replay: Option<crate::replay::ReplayConfig>,
     /// Built from `signing_keys` at load.
     #[serde(skip)]
     pub jwks: serde_json::Value,
@@ -214,6 +217,9 @@ impl ServiceConfig {
         validate_approvers(&mut self.approvers)?;
         if let Some(o) = &self.oidc {
             o.validate("oidc")?;
+        }
+        if let Some(r) = &self.replay {
+            r.validate()?;
         }
         self.jwks = published_jwks(&self.signing_keys, env)?;
         self.secret_store = SecretStore::new(&self.secrets.values, self.secrets.file.as_deref(), env)?;

@@ -12,6 +12,7 @@ pub mod config_error;
 pub mod credentials;
 pub mod error;
 pub mod ids;
+pub mod replay;
 pub mod server;
 pub mod slack;
 pub mod slack_bot;

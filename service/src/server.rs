@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::alerts::Alerter;
 use crate::api::{router, AppState};
+use crate::auth::login::Login;
 use crate::auth::oidc::{load_keys, spawn_refresh, OidcVerifier};
 use crate::auth::{Approvers, FilterKey, KeyError};
 use crate::config::ServiceConfig;
@@ -60,6 +61,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .build()
         .map_err(|e| ServeError::Client(e.without_url().to_string()))?;
     let mut approvers = Approvers::from_config(&config.approvers);
+    let mut login_verifier = None;
     if let Some(oidc) = &config.oidc {
         let keys = match load_keys(oidc, &client).await {
             Ok(k) => k,
@@ -74,6 +76,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         };
         let verifier = Arc::new(OidcVerifier::new(oidc.clone(), keys)?);
         spawn_refresh(Arc::clone(&verifier), client.clone());
+        login_verifier = oidc.login.as_ref().map(|l| (l.clone(), Arc::clone(&verifier)));
         approvers = approvers.with_oidc(verifier);
     }
     if approvers.is_empty() && config.oidc.is_none() {
@@ -101,6 +104,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let (jwks, secrets) = (config.jwks.clone(), config.secret_store.clone());
     let slack_signing_secret = config.slack.as_ref().map(|s| s.signing_secret.clone());
     let slack_bot = config.slack.as_ref().and_then(|s| SlackBot::from_config(s, client.clone()));
+    let login = login_verifier.map(|(l, v)| Arc::new(Login::new(v, &l, client.clone(), &public_url)));
+    let replay = match config.replay {
+        Some(r) => Some((r, crate::replay::http_client().map_err(ServeError::Client)?)),
+        None => None,
+    };
     let alerter = Alerter::start(config.alerts, client.clone());
     let state = Arc::new(AppState {
         store,
@@ -115,6 +123,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         slack_signing_secret,
         slack_bot,
         http: client,
+        login,
+        replay,
     });
     tokio::spawn(sweep_expired(Arc::clone(&state)));
     tracing::info!(

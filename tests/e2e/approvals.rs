@@ -106,6 +106,39 @@ fn held_request_reaches_the_upstream_only_after_approval() {
     assert_eq!(customers_named(&s.stack, "Zed"), 1);
 }
 
+/// The approver works in the console in real headless Chromium (token pasted, the pending
+/// list refreshing itself) while Envoy holds the agent's request; approving there lets it
+/// through.
+#[test]
+fn held_request_completes_after_approval_in_the_browser_console() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(driver) = rt.block_on(airlock_e2e::browser::Driver::start()) else {
+        return;
+    };
+    let s = setup("hold", 60);
+    rt.block_on(async {
+        driver.goto(&s.control.url("/console")).await;
+        driver.type_into("#token", DBA_BOB.token).await;
+        driver.click("#load").await;
+        driver.wait_text("#empty", "Nothing is waiting").await;
+    });
+    let pending = send_in_background(&s.stack, &s.auth, INSERT);
+    rt.block_on(async {
+        driver.wait_text("#list", "POST /sql").await;
+        driver.click("#list li").await;
+        driver.wait_text("#d-subject", "alice").await;
+        let shown = driver.text("#d-request").await;
+        assert!(shown.contains("INSERT INTO customers") && !shown.contains("zed@example.com"), "{shown}");
+        driver.type_into("#reason", "checked in the browser").await;
+        driver.click("#approve").await;
+        driver.wait_text("#message", "Status is now approved").await;
+    });
+    let (status, body, _) = pending.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(customers_named(&s.stack, "Zed"), 1, "the held request ran once approved");
+    rt.block_on(driver.cmd("DELETE", "", None));
+}
+
 #[test]
 fn held_request_denied_by_an_approver_gets_403_and_never_runs() {
     let s = setup("hold", 60);

@@ -18,6 +18,7 @@
 //! `target/airlock.wasm`), `AIRLOCK_DEMO_BIN` (else the binary built next to the tests),
 //! `AIRLOCK_E2E_KEEP` (keep temp dirs).
 
+pub mod browser;
 pub mod control;
 pub mod fixtures;
 pub mod http;

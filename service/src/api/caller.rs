@@ -1,6 +1,6 @@
 //! Who may call an endpoint, as extractors: a handler that takes a [`FilterCaller`],
 //! [`Approver`] or [`Auditor`] argument only runs for such a caller. Credentials are
-//! checked before the body is read, and a refusal is the same JSON error as any other
+//! checked before the body is read (a bearer token, or the console's session cookie), and a refusal is the same JSON error as any other
 //! (`401 unauthorized`, or `403 missing_role` for a principal without the role).
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::state::SharedState;
-use crate::auth::{Principal, Role};
+use crate::auth::{bearer, require_role, Principal, Role};
 use crate::error::ApiError;
 
 /// The filter, proven by the shared filter key.
@@ -23,6 +23,17 @@ impl FromRequestParts<SharedState> for FilterCaller {
         state.filter_key.check(&parts.headers)?;
         Ok(FilterCaller)
     }
+}
+
+/// A bearer token when there is one (a bearer request is never cookie-authenticated);
+/// else the console session cookie, with its CSRF token on state-changing calls.
+fn principal(state: &SharedState, parts: &Parts, role: Role) -> Result<Arc<Principal>, ApiError> {
+    if let (None, Some(login)) = (bearer(&parts.headers), &state.login) {
+        if let Some(p) = login.principal(&parts.headers, &parts.method)? {
+            return require_role(p, role);
+        }
+    }
+    state.approvers.authenticate(&parts.headers, role)
 }
 
 /// An extractor for the principals that hold one role: `$name(pub Arc<Principal>)`.
@@ -39,7 +50,7 @@ macro_rules! principal_with_role {
                 parts: &mut Parts,
                 state: &SharedState,
             ) -> Result<Self, Self::Rejection> {
-                state.approvers.authenticate(&parts.headers, $role).map($name)
+                principal(state, parts, $role).map($name)
             }
         }
     };

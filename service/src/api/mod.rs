@@ -7,6 +7,7 @@ mod caller;
 pub mod console;
 pub mod credentials;
 mod params;
+pub mod replay;
 pub mod sessions;
 pub mod slack;
 mod state;
@@ -40,11 +41,17 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/{id}", get(sessions::show))
+        .route("/v1/sessions/{id}/replay", post(replay::replay))
         .route("/v1/mcp/tool-definitions", post(tools::observe))
         .route("/v1/mcp/tool-pins", get(tools::pins))
         .route("/v1/mcp/tool-changes", get(tools::changes))
         .route("/v1/mcp/tool-changes/{id}/accept", post(tools::accept))
         .route("/console", get(console::page))
+        .route("/console/{file}", get(console::asset))
+        .route("/auth/login", get(console::signin::start))
+        .route("/auth/callback", get(console::signin::callback))
+        .route("/auth/me", get(console::signin::me))
+        .route("/auth/logout", post(console::signin::logout))
         .fallback(|| async { ApiError::NotFound { code: "not_found", what: "route".into() } })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -7,8 +7,10 @@ use std::time::Duration;
 use airlock_filter::credentials::Secret;
 
 use crate::alerts::Alerter;
+use crate::auth::login::Login;
 use crate::auth::{Approvers, FilterKey};
 use crate::credentials::SecretStore;
+use crate::replay::ReplayConfig;
 use crate::store::Store;
 use crate::waiters::Waiters;
 
@@ -33,6 +35,10 @@ pub struct AppState {
     pub slack_bot: Option<crate::slack_bot::SlackBot>,
     /// Outbound HTTP (Slack message updates).
     pub http: reqwest::Client,
+    /// Console sign-in with the IdP (`[oidc.login]`), and its sessions.
+    pub login: Option<Arc<Login>>,
+    /// The console's replay target (`[replay]`), with its HTTP client.
+    pub replay: Option<(ReplayConfig, reqwest::Client)>,
 }
 
 impl AppState {

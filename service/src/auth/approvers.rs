@@ -128,14 +128,7 @@ impl Approvers {
     /// The principal for the request's bearer token, if it has `role`.
     pub fn authenticate(&self, headers: &HeaderMap, role: Role) -> Result<Arc<Principal>, ApiError> {
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
-        let principal = self.principal(token)?;
-        if !principal.has_role(role) {
-            return Err(ApiError::Forbidden {
-                code: "missing_role",
-                message: format!("`{}` lacks the `{}` role needed here", principal.name, role.as_str()),
-            });
-        }
-        Ok(principal)
+        require_role(self.principal(token)?, role)
     }
 
     /// The approver whose `slack_user_id` is `id`, if any.
@@ -150,6 +143,17 @@ impl Approvers {
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
     }
+}
+
+/// `principal`, if it has `role` (`403 missing_role` otherwise).
+pub fn require_role(principal: Arc<Principal>, role: Role) -> Result<Arc<Principal>, ApiError> {
+    if !principal.has_role(role) {
+        return Err(ApiError::Forbidden {
+            code: "missing_role",
+            message: format!("`{}` lacks the `{}` role needed here", principal.name, role.as_str()),
+        });
+    }
+    Ok(principal)
 }
 
 /// Lowercase hex SHA-256 of a token, the form approver tokens take in the config file.

@@ -64,6 +64,9 @@ pub struct OidcConfig {
     /// How often a `jwks_url` is fetched again, in seconds.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,
+    /// Console sign-in with the authorization code flow (`[oidc.login]`); off when absent.
+    #[serde(default)]
+    pub login: Option<super::login::LoginConfig>,
 }
 
 impl OidcConfig {
@@ -88,6 +91,9 @@ impl OidcConfig {
         }
         if self.refresh_seconds < 10 {
             return Err(ConfigError::new(format!("{field}.refresh_seconds"), "must be at least 10"));
+        }
+        if let Some(login) = &self.login {
+            login.validate(&format!("{field}.login"))?;
         }
         Ok(())
     }
@@ -182,6 +188,16 @@ impl OidcVerifier {
 
     /// The principal a valid token names.
     pub fn verify(&self, token: &str) -> Result<Principal, OidcError> {
+        self.verify_with(token, self.options.clone())
+    }
+
+    /// The principal an ID token names, which must carry the `nonce` its sign-in sent.
+    pub fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Principal, OidcError> {
+        let options = VerificationOptions { required_nonce: Some(nonce.to_string()), ..self.options.clone() };
+        self.verify_with(token, options)
+    }
+
+    fn verify_with(&self, token: &str, options: VerificationOptions) -> Result<Principal, OidcError> {
         let meta = Token::decode_metadata(token).map_err(|_| OidcError::Malformed)?;
         let alg = Algorithm::from_name(meta.algorithm())
             // Asymmetric only: an IdP's public key must never serve as an HMAC secret.
@@ -192,7 +208,7 @@ impl OidcVerifier {
             .named(meta.key_id())
             .filter(|k| k.supports(alg))
             .take(MAX_CANDIDATE_KEYS)
-            .find_map(|k| k.verify(alg, token, self.options.clone()).ok())
+            .find_map(|k| k.verify(alg, token, options.clone()).ok())
             .ok_or(OidcError::Signature)?;
         if claims.expires_at.is_none() {
             return Err(OidcError::NoExpiry);
@@ -265,6 +281,7 @@ mod tests {
             auditor_groups: vec!["audit".into()],
             leeway_seconds: 5,
             refresh_seconds: 600,
+            login: None,
         }
     }
 
