@@ -6,9 +6,12 @@
 //! Static header values are built once at config load; the hot path only copies them.
 //! A secret may also be held by the control service (`{"control": NAME}`, see `control`),
 //! which makes it rotatable without a reload, and `signed_request` mints a token per
-//! request (see `signed`).
+//! request (see `signed`). `oauth2_client_credentials` fetches an access token from a
+//! token endpoint and caches it (see `oauth`).
 
 pub mod control;
+pub mod oauth;
+mod shared;
 pub mod signed;
 
 use std::fmt;
@@ -18,6 +21,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
+use oauth::{ClientSpec, OAuthClient};
 use signed::{RequestSigner, SigningAlg};
 
 /// A value that must never be printed: `Debug` shows only its length. Also the control
@@ -62,6 +66,21 @@ fn default_signed_header() -> String {
     "authorization".into()
 }
 
+fn default_token_timeout_ms() -> u64 {
+    2000
+}
+
+/// The token endpoint, reached through an Envoy cluster.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEndpointSpec {
+    cluster: String,
+    authority: String,
+    path: String,
+    #[serde(default = "default_token_timeout_ms")]
+    timeout_ms: u64,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum CredentialSpec {
@@ -88,6 +107,20 @@ pub enum CredentialSpec {
         #[serde(default = "default_signed_header")]
         header: String,
     },
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials(OAuthSpec),
+}
+
+/// `oauth2_client_credentials`: the client the filter is at the token endpoint.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSpec {
+    token_endpoint: TokenEndpointSpec,
+    client_id: String,
+    client_secret: SecretSpec,
+    scope: Option<String>,
+    audience: Option<String>,
+    refresh_before_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +167,8 @@ pub enum Source {
     Control { secret: usize, format: Format },
     /// Minted per request; with `bearer`, carried as `Bearer <jwt>`.
     Signed { signer: Box<RequestSigner>, bearer: bool },
+    /// An access token from a token endpoint (index into [`Upstreams::oauth_clients`]).
+    OAuth { client: usize },
 }
 
 /// The header carrying an upstream's credential, and where its value comes from.
@@ -158,6 +193,7 @@ impl Credential {
             Source::Fixed(_) => None,
             Source::Control { secret, .. } => upstreams.control_secrets.get(*secret).map(|s| s.name.as_str()),
             Source::Signed { signer, .. } => Some(signer.key_id()),
+            Source::OAuth { client } => upstreams.oauth_clients.get(*client).map(|c| c.client_id.as_str()),
         };
         CredentialUse { kind: self.kind.into(), key_id: key_id.map(Into::into) }
     }
@@ -181,6 +217,8 @@ pub struct Upstreams {
     by_cluster: Vec<(String, Credential)>,
     /// Every `{"control": ...}` secret, once each.
     pub control_secrets: Vec<ControlSecret>,
+    /// The clients of every `oauth2_client_credentials` upstream, one each.
+    pub oauth_clients: Vec<OAuthClient>,
 }
 
 impl Upstreams {
@@ -339,13 +377,81 @@ fn nonempty(value: String, field: &str) -> Result<String, ConfigError> {
     Ok(value)
 }
 
+/// What an upstream's credential adds to the config beyond its own entry.
+struct Collected<'a> {
+    control_secrets: &'a mut Vec<ControlSecret>,
+    oauth_clients: &'a mut Vec<OAuthClient>,
+}
+
+/// Bounds of `token_endpoint.timeout_ms`.
+const TOKEN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+/// Bounds of `refresh_before_seconds`.
+const REFRESH_BEFORE_S: std::ops::RangeInclusive<u64> = 1..=3600;
+
+fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) -> Result<OAuthClient, ConfigError> {
+    let OAuthSpec { token_endpoint, client_id, client_secret, scope, audience, refresh_before_seconds } = spec;
+    let endpoint = format!("{field}.token_endpoint");
+    let cluster = nonempty(token_endpoint.cluster, &format!("{endpoint}.cluster"))?;
+    let authority = nonempty(token_endpoint.authority, &format!("{endpoint}.authority"))?;
+    if !token_endpoint.path.starts_with('/') || token_endpoint.path.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return Err(ConfigError::new(format!("{endpoint}.path"), "must start with `/` and hold no spaces"));
+    }
+    if !TOKEN_TIMEOUT_MS.contains(&token_endpoint.timeout_ms) {
+        return Err(ConfigError::new(
+            format!("{endpoint}.timeout_ms"),
+            format!("must be between {} and {}", TOKEN_TIMEOUT_MS.start(), TOKEN_TIMEOUT_MS.end()),
+        ));
+    }
+    let client_id = nonempty(client_id, &format!("{field}.client_id"))?;
+    let secret_field = format!("{field}.client_secret");
+    let client_secret = resolve_now(
+        client_secret,
+        &secret_field,
+        env,
+        "the client secret is needed at load; give it by `env` or `value`",
+    )?;
+    for (name, value) in [("scope", &scope), ("audience", &audience)] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new(format!("{field}.{name}"), "must not be empty (leave it out instead)"));
+        }
+    }
+    if let Some(before) = refresh_before_seconds {
+        if !REFRESH_BEFORE_S.contains(&before) {
+            return Err(ConfigError::new(
+                format!("{field}.refresh_before_seconds"),
+                format!("must be between {} and {}", REFRESH_BEFORE_S.start(), REFRESH_BEFORE_S.end()),
+            ));
+        }
+    }
+    Ok(OAuthClient::new(ClientSpec {
+        upstream: upstream.to_string(),
+        client_id,
+        client_secret,
+        cluster,
+        authority,
+        path: token_endpoint.path,
+        timeout_ms: token_endpoint.timeout_ms,
+        scope,
+        audience,
+        refresh_before_seconds,
+    }))
+}
+
 fn compile_credential(
     spec: CredentialSpec,
+    upstream: &str,
     field: &str,
     env: EnvLookup,
-    control_secrets: &mut Vec<ControlSecret>,
+    collected: &mut Collected,
 ) -> Result<Credential, ConfigError> {
+    let control_secrets = &mut *collected.control_secrets;
     Ok(match spec {
+        CredentialSpec::OAuth2ClientCredentials(spec) => {
+            let client = oauth_client(spec, upstream, field, env)?;
+            collected.oauth_clients.push(client);
+            let source = Source::OAuth { client: collected.oauth_clients.len() - 1 };
+            Credential { header: "authorization".into(), source, kind: "oauth2_client_credentials" }
+        }
         CredentialSpec::Bearer { token } => {
             let source = static_source(token, Format::Bearer, &format!("{field}.token"), env, control_secrets)?;
             Credential { header: "authorization".into(), source, kind: "bearer" }
@@ -402,6 +508,7 @@ fn compile_credential(
 pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<Upstreams, ConfigError> {
     let mut by_cluster: Vec<(String, Credential)> = Vec::with_capacity(specs.len());
     let mut control_secrets = Vec::new();
+    let mut oauth_clients = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let here = format!("{field}[{i}]");
         if spec.cluster.is_empty() {
@@ -413,10 +520,12 @@ pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<
                 format!("cluster `{}` is listed twice", spec.cluster),
             ));
         }
-        let credential = compile_credential(spec.credential, &format!("{here}.credential"), env, &mut control_secrets)?;
+        let mut collected = Collected { control_secrets: &mut control_secrets, oauth_clients: &mut oauth_clients };
+        let field = format!("{here}.credential");
+        let credential = compile_credential(spec.credential, &spec.cluster, &field, env, &mut collected)?;
         by_cluster.push((spec.cluster, credential));
     }
-    Ok(Upstreams { by_cluster, control_secrets })
+    Ok(Upstreams { by_cluster, control_secrets, oauth_clients })
 }
 
 #[cfg(test)]
