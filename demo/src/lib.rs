@@ -7,6 +7,7 @@
 //! - [`llm`]: an OpenAI-compatible chat completion endpoint streaming PII split across
 //!   chunks, and an NDJSON endpoint (for streaming-masking tests).
 //! - [`idp`]: a loopback-only demo identity provider (ES256 JWKS + token minting).
+//! - [`oauth`]: the demo IdP's OAuth token endpoint (client credentials grant).
 //! - [`render`]: fills `envoy/envoy.yaml`, optionally without the Airlock filter.
 //!
 //! None of this is production code: it exists so the filter can be exercised for real.
@@ -16,6 +17,7 @@ pub mod db;
 pub mod encoded;
 pub mod idp;
 pub mod llm;
+pub mod oauth;
 pub mod pii;
 pub mod render;
 pub mod upstream;
