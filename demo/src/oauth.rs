@@ -37,10 +37,13 @@ struct TokenEndpoint {
 /// The token endpoint's routes, signing with (a copy of) the IdP's `key`, id `kid`, as
 /// `issuer`.
 pub fn router(key: &ES256KeyPair, kid: &str, issuer: String) -> Result<Router, String> {
-    let key = ES256KeyPair::from_bytes(&key.to_bytes()).map_err(|e| format!("cannot copy the key: {e}"))?.with_key_id(kid);
+    let key =
+        ES256KeyPair::from_bytes(&key.to_bytes()).map_err(|e| format!("cannot copy the key: {e}"))?.with_key_id(kid);
     let clients = parse_clients(&std::env::var("AIRLOCK_DEMO_OAUTH_CLIENTS").unwrap_or_default())?;
     let ttl_secs = match std::env::var("AIRLOCK_DEMO_OAUTH_TTL") {
-        Ok(t) => t.parse::<u64>().ok().filter(|t| *t > 0).ok_or("AIRLOCK_DEMO_OAUTH_TTL must be a number of seconds")?,
+        Ok(t) => {
+            t.parse::<u64>().ok().filter(|t| *t > 0).ok_or("AIRLOCK_DEMO_OAUTH_TTL must be a number of seconds")?
+        }
         Err(_) => DEFAULT_TTL_SECS,
     };
     let state = Arc::new(TokenEndpoint {
@@ -82,10 +85,8 @@ async fn outage(State(ep): State<Arc<TokenEndpoint>>, body: String) -> Response 
 /// A §5.2 error answer; `invalid_client` from Basic auth carries the challenge (401).
 fn error(code: &str, description: &str) -> Response {
     let body = json!({"error": code, "error_description": description}).to_string();
-    let mut headers = vec![
-        (header::CONTENT_TYPE, "application/json".to_string()),
-        (header::CACHE_CONTROL, "no-store".to_string()),
-    ];
+    let mut headers =
+        vec![(header::CONTENT_TYPE, "application/json".to_string()), (header::CACHE_CONTROL, "no-store".to_string())];
     let status = if code == "invalid_client" {
         headers.push((header::WWW_AUTHENTICATE, "Basic realm=\"airlock-demo\"".to_string()));
         StatusCode::UNAUTHORIZED

@@ -607,6 +607,36 @@ mod tests {
         assert_eq!(compile_json(bad, &no_env).unwrap_err().field, "upstreams[0].credential.name");
     }
 
+    /// An `oauth2_client_credentials` upstream with `secret` and `extra` settings.
+    fn oauth(secret: &str, extra: &str) -> String {
+        format!(
+            r#"[{{"cluster":"db","credential":{{"type":"oauth2_client_credentials","client_id":"airlock",
+            "token_endpoint":{{"cluster":"idp","authority":"idp","path":"/oauth/token"}},
+            "client_secret":{secret}{extra}}}}}]"#
+        )
+    }
+
+    #[test]
+    fn an_oauth_client_is_collected_once_and_its_settings_are_checked_by_field() {
+        let u = compile_json(&oauth(r#"{"value":"s3cr3t"}"#, r#","scope":"read""#), &no_env).unwrap();
+        let c = u.credential_for("db").unwrap();
+        assert!(matches!(c.source, Source::OAuth { client: 0 }) && c.header == "authorization");
+        let used = CredentialUse { kind: "oauth2_client_credentials".into(), key_id: Some("airlock".into()) };
+        assert_eq!(c.used(&u), used);
+        assert!(!format!("{u:?}").contains("s3cr3t"));
+        for (secret, extra, field) in [
+            (r#"{"value":"s"}"#, r#","scope":"""#, "upstreams[0].credential.scope"),
+            (r#"{"value":"s"}"#, r#","refresh_before_seconds":0"#, "upstreams[0].credential.refresh_before_seconds"),
+            (r#"{"control":"x"}"#, "", "upstreams[0].credential.client_secret.control"),
+            (r#"{"env":"NOPE"}"#, "", "upstreams[0].credential.client_secret.env"),
+        ] {
+            let json = oauth(secret, extra);
+            assert_eq!(compile_json(&json, &no_env).unwrap_err().field, field, "{json}");
+        }
+        let bad_path = oauth(r#"{"value":"s"}"#, "").replace("/oauth/token", "oauth token");
+        assert_eq!(compile_json(&bad_path, &no_env).unwrap_err().field, "upstreams[0].credential.token_endpoint.path");
+    }
+
     #[test]
     fn rejects_secret_with_newline_that_would_split_headers() {
         let err =

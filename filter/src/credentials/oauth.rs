@@ -147,7 +147,12 @@ impl OAuthTokens {
 
     /// On the root context's timer: fetches the tokens that are missing or due.
     /// Returns the callouts made, with the client each is for.
-    pub fn refresh(&self, rt: &mut dyn Runtime, clients: &[OAuthClient], counters: &TokenCounters) -> Vec<(u32, usize)> {
+    pub fn refresh(
+        &self,
+        rt: &mut dyn Runtime,
+        clients: &[OAuthClient],
+        counters: &TokenCounters,
+    ) -> Vec<(u32, usize)> {
         let mut calls = Vec::new();
         for (index, client) in clients.iter().enumerate() {
             let lease_until = rt.now_unix_ms() + client.timeout_ms + RETRY_MS;
@@ -221,7 +226,10 @@ impl OAuthTokens {
         };
         if let Err(problem) = self.slots.store(rt, index, &client.upstream, fetched) {
             let upstream = &client.upstream;
-            rt.log(Level::Warn, &format!("airlock: OAuth token for `{upstream}` not shared with other workers: {problem}"));
+            rt.log(
+                Level::Warn,
+                &format!("airlock: OAuth token for `{upstream}` not shared with other workers: {problem}"),
+            );
         }
     }
 
