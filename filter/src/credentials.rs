@@ -21,7 +21,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
-use oauth::{ClientSpec, OAuthClient};
+use oauth::{AuthSpec, ClientSpec, OAuthClient};
 use signed::{RequestSigner, SigningAlg};
 
 /// A value that must never be printed: `Debug` shows only its length. Also the control
@@ -70,6 +70,21 @@ fn default_token_timeout_ms() -> u64 {
     2000
 }
 
+/// `private_key_jwt` (RFC 7523 §2.2): the key that signs the client's assertions.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionSpec {
+    key: SecretSpec,
+    key_id: String,
+    /// A string, checked here, like `signed_request`'s.
+    alg: String,
+    /// The assertion's `aud`; by default `https://{authority}{path}` of the endpoint.
+    audience: Option<String>,
+}
+
+/// How long a client assertion lives: it is sent at once.
+const ASSERTION_LIFETIME_S: u64 = 60;
+
 /// The token endpoint, reached through an Envoy cluster.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,7 +132,9 @@ pub enum CredentialSpec {
 pub struct OAuthSpec {
     token_endpoint: TokenEndpointSpec,
     client_id: String,
-    client_secret: SecretSpec,
+    /// `client_secret_basic`; or `private_key_jwt`.
+    client_secret: Option<SecretSpec>,
+    private_key_jwt: Option<AssertionSpec>,
     scope: Option<String>,
     audience: Option<String>,
     refresh_before_seconds: Option<u64>,
@@ -389,7 +406,8 @@ const TOKEN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 const REFRESH_BEFORE_S: std::ops::RangeInclusive<u64> = 1..=3600;
 
 fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) -> Result<OAuthClient, ConfigError> {
-    let OAuthSpec { token_endpoint, client_id, client_secret, scope, audience, refresh_before_seconds } = spec;
+    let OAuthSpec { token_endpoint, client_id, client_secret, private_key_jwt, scope, audience, refresh_before_seconds } =
+        spec;
     let endpoint = format!("{field}.token_endpoint");
     let cluster = nonempty(token_endpoint.cluster, &format!("{endpoint}.cluster"))?;
     let authority = nonempty(token_endpoint.authority, &format!("{endpoint}.authority"))?;
@@ -403,13 +421,23 @@ fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) ->
         ));
     }
     let client_id = nonempty(client_id, &format!("{field}.client_id"))?;
-    let secret_field = format!("{field}.client_secret");
-    let client_secret = resolve_now(
-        client_secret,
-        &secret_field,
-        env,
-        "the client secret is needed at load; give it by `env` or `value`",
-    )?;
+    let auth = match (client_secret, private_key_jwt) {
+        (Some(secret), None) => AuthSpec::Secret(resolve_now(
+            secret,
+            &format!("{field}.client_secret"),
+            env,
+            "the client secret is needed at load; give it by `env` or `value`",
+        )?),
+        (None, Some(assertion)) => {
+            let here = format!("{field}.private_key_jwt");
+            let default_audience = format!("https://{authority}{}", token_endpoint.path);
+            let audience = nonempty(assertion.audience.unwrap_or(default_audience), &format!("{here}.audience"))?;
+            let key = KeySpec { key: assertion.key, key_id: assertion.key_id, alg: assertion.alg };
+            let signer = signer_for(key, &here, env, (client_id.clone(), audience, ASSERTION_LIFETIME_S))?;
+            AuthSpec::Assertion(Box::new(signer))
+        }
+        _ => return Err(ConfigError::new(field, "give exactly one of `client_secret` or `private_key_jwt`")),
+    };
     for (name, value) in [("scope", &scope), ("audience", &audience)] {
         if value.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::new(format!("{field}.{name}"), "must not be empty (leave it out instead)"));
@@ -426,7 +454,7 @@ fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) ->
     Ok(OAuthClient::new(ClientSpec {
         upstream: upstream.to_string(),
         client_id,
-        client_secret,
+        auth,
         cluster,
         authority,
         path: token_endpoint.path,
@@ -435,6 +463,38 @@ fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) ->
         audience,
         refresh_before_seconds,
     }))
+}
+
+/// A signing key as `signed_request` and `private_key_jwt` give it.
+struct KeySpec {
+    key: SecretSpec,
+    key_id: String,
+    alg: String,
+}
+
+/// The signer of `key` (errors at `{field}.key`, `.key_id`, `.alg`) minting tokens with
+/// `(issuer, audience, lifetime_s)`.
+fn signer_for(
+    spec: KeySpec,
+    field: &str,
+    env: EnvLookup,
+    (issuer, audience, lifetime_s): (String, String, u64),
+) -> Result<RequestSigner, ConfigError> {
+    let KeySpec { key, key_id, alg } = spec;
+    let alg = SigningAlg::named(&alg)
+        .ok_or_else(|| ConfigError::new(format!("{field}.alg"), format!("`{alg}` is not one of ES256, EdDSA")))?;
+    let key_field = format!("{field}.key");
+    let pem = resolve_now(
+        key,
+        &key_field,
+        env,
+        "a signing key is parsed at load; give it by `env` (rotate keys with `key_id`, see the README)",
+    )?;
+    if key_id.is_empty() || key_id.len() > 128 || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(format!("{field}.key_id"), "must be 1 to 128 printable ASCII characters"));
+    }
+    RequestSigner::new(alg, &pem, key_id, issuer, audience, lifetime_s)
+        .map_err(|problem| ConfigError::new(&key_field, problem))
 }
 
 fn compile_credential(
@@ -472,19 +532,6 @@ fn compile_credential(
             Credential { header: name.to_ascii_lowercase(), source, kind: "header" }
         }
         CredentialSpec::SignedRequest { key, key_id, alg, issuer, audience, lifetime_s, header } => {
-            let alg = SigningAlg::named(&alg).ok_or_else(|| {
-                ConfigError::new(format!("{field}.alg"), format!("`{alg}` is not one of ES256, EdDSA"))
-            })?;
-            let key_field = format!("{field}.key");
-            let pem = resolve_now(
-                key,
-                &key_field,
-                env,
-                "a signing key is parsed at load; give it by `env` (rotate keys with `key_id`, see the README)",
-            )?;
-            if key_id.is_empty() || key_id.len() > 128 || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError::new(format!("{field}.key_id"), "must be 1 to 128 printable ASCII characters"));
-            }
             let issuer = nonempty(issuer, &format!("{field}.issuer"))?;
             let audience = nonempty(audience, &format!("{field}.audience"))?;
             if !(1..=MAX_SIGNED_LIFETIME_S).contains(&lifetime_s) {
@@ -497,8 +544,7 @@ fn compile_credential(
             if !valid_header_name(&header) {
                 return Err(ConfigError::new(format!("{field}.header"), "not a valid HTTP header name"));
             }
-            let signer = RequestSigner::new(alg, &pem, key_id, issuer, audience, lifetime_s)
-                .map_err(|problem| ConfigError::new(&key_field, problem))?;
+            let signer = signer_for(KeySpec { key, key_id, alg }, field, env, (issuer, audience, lifetime_s))?;
             let bearer = header == "authorization";
             Credential { header, source: Source::Signed { signer: Box::new(signer), bearer }, kind: "signed_request" }
         }

@@ -57,7 +57,7 @@ impl VmState {
             FetchCounters { ok: stats.jwks_fetch_ok, failed: stats.jwks_fetch_failed },
         );
         let secrets = ControlSecrets::new(config.upstreams.control_secrets.len());
-        let oauth = OAuthTokens::new(config.upstreams.oauth_clients.len());
+        let oauth = OAuthTokens::new(config.upstreams.oauth_clients.len(), instance);
         VmState {
             secrets,
             oauth,

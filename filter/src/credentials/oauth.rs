@@ -1,6 +1,8 @@
 //! `oauth2_client_credentials` (RFC 6749 §4.4): the upstream's access token, fetched by
 //! the filter from a token endpoint through an Envoy cluster with the client's own
-//! credentials (`client_secret_basic`, §2.3.1), cached until shortly before it expires.
+//! credentials (`client_secret_basic`, §2.3.1, or an RFC 7523 `private_key_jwt`
+//! assertion signed like a `signed_request` token), cached until shortly before it
+//! expires.
 //!
 //! The root context's timer fetches it when there is none, and again ahead of its expiry
 //! (at 80% of its lifetime, or `refresh_before_seconds` before the end), so requests
@@ -12,7 +14,10 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
+use std::cell::Cell;
+
 use super::shared::{Fetched, SharedSlots, RETRY_MS};
+use super::signed::RequestSigner;
 use super::{header_safe, Secret};
 use crate::host::{Callout, Level, Runtime};
 use crate::stats::MetricId;
@@ -33,18 +38,32 @@ pub struct OAuthClient {
     pub authority: String,
     pub path: String,
     pub timeout_ms: u64,
-    /// `Basic base64(urlencode(id):urlencode(secret))`.
-    authorization: Secret,
+    auth: ClientAuth,
     /// The form body: grant type, and `scope` and `audience` when given.
     form: String,
     refresh_before_ms: Option<u64>,
+}
+
+/// How the client proves itself to the token endpoint.
+pub enum ClientAuth {
+    /// `client_secret_basic`: `Basic base64(urlencode(id):urlencode(secret))`.
+    Basic(Secret),
+    /// `private_key_jwt`: a fresh assertion per fetch, `iss` = `sub` = the client id,
+    /// `aud` = the token endpoint.
+    Assertion(Box<RequestSigner>),
+}
+
+/// The client's secret, or its signer, as the config gives them.
+pub enum AuthSpec {
+    Secret(Secret),
+    Assertion(Box<RequestSigner>),
 }
 
 /// What the config gives for one client.
 pub struct ClientSpec {
     pub upstream: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    pub auth: AuthSpec,
     pub cluster: String,
     pub authority: String,
     pub path: String,
@@ -56,9 +75,16 @@ pub struct ClientSpec {
 
 impl OAuthClient {
     pub fn new(spec: ClientSpec) -> OAuthClient {
-        let credentials = format!("{}:{}", form_encode(&spec.client_id), form_encode(spec.client_secret.expose()));
-        let authorization =
-            Secret::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)));
+        let auth = match spec.auth {
+            AuthSpec::Secret(secret) => {
+                let credentials = format!("{}:{}", form_encode(&spec.client_id), form_encode(secret.expose()));
+                ClientAuth::Basic(Secret::new(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                )))
+            }
+            AuthSpec::Assertion(signer) => ClientAuth::Assertion(signer),
+        };
         let mut form = String::from("grant_type=client_credentials");
         for (name, value) in [("scope", &spec.scope), ("audience", &spec.audience)] {
             if let Some(value) = value {
@@ -72,7 +98,7 @@ impl OAuthClient {
             authority: spec.authority,
             path: spec.path,
             timeout_ms: spec.timeout_ms,
-            authorization,
+            auth,
             form,
             refresh_before_ms: spec.refresh_before_seconds.map(|s| s * 1000),
         }
@@ -127,11 +153,19 @@ pub struct TokenCounters {
 /// `Upstreams::oauth_clients`.
 pub struct OAuthTokens {
     slots: SharedSlots,
+    /// Makes each client assertion's `jti` unique across VMs and restarts.
+    jti_prefix: String,
+    jti_seq: Cell<u64>,
 }
 
 impl OAuthTokens {
-    pub fn new(count: usize) -> OAuthTokens {
-        OAuthTokens { slots: SharedSlots::new(count, "airlock.credentials.oauth.") }
+    /// `instance` differs between VMs (as for audit record ids).
+    pub fn new(count: usize, instance: &str) -> OAuthTokens {
+        OAuthTokens {
+            slots: SharedSlots::new(count, "airlock.credentials.oauth."),
+            jti_prefix: instance.to_string(),
+            jti_seq: Cell::new(0),
+        }
     }
 
     /// The `Bearer` header value to send now, if a token is held that has not expired.
@@ -159,17 +193,34 @@ impl OAuthTokens {
             if !self.slots.due(rt, index, &client.upstream, lease_until) {
                 continue;
             }
+            let form_headers =
+                [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
+            let (headers, body) = match &client.auth {
+                ClientAuth::Basic(authorization) => {
+                    let [content_type, accept] = form_headers;
+                    (vec![content_type, accept, ("authorization", authorization.expose())], client.form.clone())
+                }
+                ClientAuth::Assertion(signer) => {
+                    let n = self.jti_seq.get() + 1;
+                    self.jti_seq.set(n);
+                    let assertion = signer.mint_assertion(&format!("{}-{n}", self.jti_prefix), rt.now_unix_secs());
+                    let body = format!(
+                        "{}&client_id={}&client_assertion_type={}&client_assertion={}",
+                        client.form,
+                        form_encode(&client.client_id),
+                        form_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                        assertion.expose()
+                    );
+                    (form_headers.to_vec(), body)
+                }
+            };
             let call = Callout {
                 cluster: &client.cluster,
                 method: "POST",
                 authority: &client.authority,
                 path: &client.path,
-                headers: &[
-                    ("content-type", "application/x-www-form-urlencoded"),
-                    ("accept", "application/json"),
-                    ("authorization", client.authorization.expose()),
-                ],
-                body: Some(client.form.as_bytes()),
+                headers: &headers,
+                body: Some(body.as_bytes()),
                 timeout_ms: client.timeout_ms,
             };
             match rt.dispatch(&call) {
@@ -261,6 +312,7 @@ fn printable_code(code: &str) -> String {
 mod tests {
     use super::*;
     use crate::host::mock::MockHost;
+    use serde_json::Value;
 
     const SECRET: &str = "s3cr3t:with&odd chars";
 
@@ -268,7 +320,7 @@ mod tests {
         OAuthClient::new(ClientSpec {
             upstream: "db".into(),
             client_id: "airlock".into(),
-            client_secret: Secret::new(SECRET),
+            auth: AuthSpec::Secret(Secret::new(SECRET)),
             cluster: "idp".into(),
             authority: "idp.test".into(),
             path: "/oauth/token".into(),
@@ -297,7 +349,7 @@ mod tests {
     #[test]
     fn the_token_request_is_a_form_post_with_basic_client_authentication() {
         let clients = [client(None)];
-        let tokens = OAuthTokens::new(1);
+        let tokens = OAuthTokens::new(1, "vm");
         let mut host = MockHost::default();
         tokens.refresh(&mut host, &clients, &counters());
         assert_eq!(host.callouts, [("idp".to_string(), "/oauth/token".to_string())]);
@@ -310,9 +362,48 @@ mod tests {
     }
 
     #[test]
+    fn private_key_jwt_sends_a_fresh_signed_assertion_for_the_token_endpoint_and_no_basic_auth() {
+        use super::super::signed::{test_keys::ED25519_PEM, SigningAlg};
+        let audience = "https://idp.test/oauth/token".to_string();
+        let signer =
+            RequestSigner::new(SigningAlg::EdDSA, &Secret::new(ED25519_PEM), "k1".into(), "airlock".into(), audience, 60)
+                .unwrap();
+        let mut spec_client = client(None);
+        spec_client.auth = ClientAuth::Assertion(Box::new(signer));
+        let clients = [spec_client];
+        let tokens = OAuthTokens::new(1, "vm");
+        let mut host = MockHost::default();
+        host.now_ms = 1_700_000_000_000;
+        tokens.refresh(&mut host, &clients, &counters());
+        host.now_ms += RETRY_MS;
+        tokens.finish(&mut host, &clients[0], 0, None, None, &counters());
+        host.now_ms += RETRY_MS;
+        tokens.refresh(&mut host, &clients, &counters());
+        assert!(host.callout_headers[0].iter().all(|(name, _)| name != "authorization"));
+        let assertions: Vec<Value> = host
+            .callout_bodies
+            .iter()
+            .map(|body| {
+                let body = String::from_utf8(body.clone()).unwrap();
+                let prefix = "grant_type=client_credentials&scope=read+write&client_id=airlock&client_assertion_type=\
+                              urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=";
+                let jwt = body.strip_prefix(prefix).unwrap_or_else(|| panic!("{body}"));
+                let payload = jwt.split('.').nth(1).unwrap();
+                serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+                    .unwrap()
+            })
+            .collect();
+        let first = &assertions[0];
+        assert_eq!((first["iss"].as_str(), first["sub"].as_str()), (Some("airlock"), Some("airlock")));
+        assert_eq!(first["aud"], "https://idp.test/oauth/token");
+        assert_eq!(first["exp"].as_u64().unwrap() - first["iat"].as_u64().unwrap(), 60);
+        assert_ne!(first["jti"], assertions[1]["jti"], "a fresh jti per fetch");
+    }
+
+    #[test]
     fn a_token_is_fetched_once_used_until_refresh_and_refreshed_at_eighty_percent_of_its_life() {
         let clients = [client(None)];
-        let tokens = OAuthTokens::new(1);
+        let tokens = OAuthTokens::new(1, "vm");
         let mut host = MockHost::default();
         host.now_ms = 1_000_000;
         assert!(tokens.current(&host, 0, &clients[0]).is_none());
@@ -340,7 +431,7 @@ mod tests {
     #[test]
     fn a_token_past_its_expiry_margin_is_not_used_while_the_endpoint_is_down() {
         let clients = [client(None)];
-        let tokens = OAuthTokens::new(1);
+        let tokens = OAuthTokens::new(1, "vm");
         let mut host = MockHost::default();
         fetch(&tokens, &mut host, &clients, "tok-1", 10);
         host.now_ms += 8_000;
@@ -355,7 +446,7 @@ mod tests {
     #[test]
     fn a_refused_client_is_logged_with_the_error_code_and_never_the_secret() {
         let clients = [client(None)];
-        let tokens = OAuthTokens::new(1);
+        let tokens = OAuthTokens::new(1, "vm");
         let mut host = MockHost::default();
         tokens.refresh(&mut host, &clients, &counters());
         let body = br#"{"error":"invalid_client","error_description":"bad secret s3cr3t"}"#;
@@ -373,7 +464,7 @@ mod tests {
     #[test]
     fn one_worker_fetches_and_another_uses_its_token_from_shared_data() {
         let clients = [client(None)];
-        let (first, second) = (OAuthTokens::new(1), OAuthTokens::new(1));
+        let (first, second) = (OAuthTokens::new(1, "vm"), OAuthTokens::new(1, "vm"));
         let mut host = MockHost::default();
         assert_eq!(first.refresh(&mut host, &clients, &counters()).len(), 1);
         assert!(second.refresh(&mut host, &clients, &counters()).is_empty(), "the first holds the lease");
@@ -386,7 +477,7 @@ mod tests {
     #[test]
     fn a_token_that_is_not_bearer_or_not_header_safe_is_refused() {
         let clients = [client(None)];
-        let tokens = OAuthTokens::new(1);
+        let tokens = OAuthTokens::new(1, "vm");
         let mut host = MockHost::default();
         for body in [
             br#"{"access_token":"t","token_type":"mac","expires_in":60}"#.to_vec(),
