@@ -1,17 +1,21 @@
 //! The demo IdP's OAuth 2.0 token endpoint (`POST /oauth/token`, RFC 6749 §3.2), for the
 //! filter's `oauth2_client_credentials` credential: the client credentials grant (§4.4)
-//! with `client_secret_basic` client authentication (§2.3.1), answers and errors as §5.1
-//! and §5.2 say.
+//! with `client_secret_basic` (§2.3.1) or `private_key_jwt` (RFC 7523 §2.2) client
+//! authentication, answers and errors as §5.1 and §5.2 say.
 //!
-//! Clients are given by `AIRLOCK_DEMO_OAUTH_CLIENTS` (`id:secret,id:secret`), and the
+//! Clients are given by `AIRLOCK_DEMO_OAUTH_CLIENTS` (`id:secret,id:secret`) and
+//! `AIRLOCK_DEMO_OAUTH_JWT_CLIENTS` (`id=public-key.pem,...`, ES256 or Ed25519 PEM; the
+//! assertion's `aud` must be `AIRLOCK_DEMO_OAUTH_TOKEN_URL`, by default the issuer plus
+//! `/oauth/token`, and a `jti` is accepted once), and the
 //! lifetime of the tokens it issues by `AIRLOCK_DEMO_OAUTH_TTL` (seconds, default 300),
 //! so tests can make them short. For tests, `GET /oauth/stats` counts the tokens issued,
 //! and `POST /oauth/outage` with `on` or `off` makes the endpoint answer 503 or serve
 //! again. Like the rest of the demo IdP it only listens on loopback.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,6 +33,11 @@ struct TokenEndpoint {
     key: ES256KeyPair,
     issuer: String,
     clients: HashMap<String, String>,
+    /// `private_key_jwt` clients: their public key PEM.
+    jwt_clients: HashMap<String, String>,
+    token_url: String,
+    /// Assertion ids already used (RFC 7523 §3, item 7).
+    seen_jti: Mutex<HashSet<String>>,
     ttl_secs: u64,
     issued: AtomicU64,
     outage: AtomicBool,
@@ -46,10 +55,23 @@ pub fn router(key: &ES256KeyPair, kid: &str, issuer: String) -> Result<Router, S
         }
         Err(_) => DEFAULT_TTL_SECS,
     };
+    let mut jwt_clients = HashMap::new();
+    for entry in
+        std::env::var("AIRLOCK_DEMO_OAUTH_JWT_CLIENTS").unwrap_or_default().split(',').filter(|e| !e.is_empty())
+    {
+        let (id, path) = entry.split_once('=').ok_or("AIRLOCK_DEMO_OAUTH_JWT_CLIENTS is `id=key.pem,...`")?;
+        let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        jwt_clients.insert(id.to_string(), pem);
+    }
+    let token_url = std::env::var("AIRLOCK_DEMO_OAUTH_TOKEN_URL")
+        .unwrap_or_else(|_| format!("{}/oauth/token", issuer.trim_end_matches('/')));
     let state = Arc::new(TokenEndpoint {
         key,
         issuer,
         clients,
+        jwt_clients,
+        token_url,
+        seen_jti: Mutex::new(HashSet::new()),
         ttl_secs,
         issued: AtomicU64::new(0),
         outage: AtomicBool::new(false),
@@ -136,8 +158,55 @@ fn form_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "not UTF-8".to_string())
 }
 
+/// The client a request authenticates as: by its assertion when it has one, else by
+/// Basic auth. Using both is refused (RFC 6749 §2.3: one method per request).
+fn authenticate(ep: &TokenEndpoint, headers: &HeaderMap, params: &HashMap<String, String>) -> Result<String, Response> {
+    let Some(assertion_type) = params.get("client_assertion_type") else { return authenticate_basic(ep, headers) };
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(error("invalid_request", "more than one client authentication method"));
+    }
+    if assertion_type != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+        return Err(error("invalid_request", "unsupported client_assertion_type"));
+    }
+    let refused = || error("invalid_client", "client authentication failed");
+    let assertion = params.get("client_assertion").ok_or_else(|| error("invalid_request", "no client_assertion"))?;
+    let metadata = Token::decode_metadata(assertion).map_err(|_| refused())?;
+    // The client is who the assertion says it is (`sub`), checked against its key.
+    let claimed: JWTClaims<NoCustomClaims> = {
+        let payload = assertion.split('.').nth(1).ok_or_else(refused)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| refused())?;
+        serde_json::from_slice(&bytes).map_err(|_| refused())?
+    };
+    let id = claimed.subject.ok_or_else(refused)?;
+    if params.get("client_id").is_some_and(|given| *given != id) {
+        return Err(refused());
+    }
+    let pem = ep.jwt_clients.get(&id).ok_or_else(refused)?;
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from([id.clone()])),
+        allowed_audiences: Some(HashSet::from([ep.token_url.clone()])),
+        time_tolerance: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let claims = match metadata.algorithm() {
+        "ES256" => {
+            ES256PublicKey::from_pem(pem).and_then(|k| k.verify_token::<NoCustomClaims>(assertion, Some(options)))
+        }
+        "EdDSA" => {
+            Ed25519PublicKey::from_pem(pem).and_then(|k| k.verify_token::<NoCustomClaims>(assertion, Some(options)))
+        }
+        _ => return Err(refused()),
+    }
+    .map_err(|_| refused())?;
+    let jti = claims.jwt_id.ok_or_else(refused)?;
+    if claims.expires_at.is_none() || !ep.seen_jti.lock().map_err(|_| refused())?.insert(jti) {
+        return Err(refused());
+    }
+    Ok(id)
+}
+
 /// The client `client_secret_basic` names, if its secret is right.
-fn authenticate(ep: &TokenEndpoint, headers: &HeaderMap) -> Result<String, Response> {
+fn authenticate_basic(ep: &TokenEndpoint, headers: &HeaderMap) -> Result<String, Response> {
     let refused = || error("invalid_client", "client authentication failed");
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(refused)?;
     let encoded = value.strip_prefix("Basic ").ok_or_else(refused)?;
@@ -166,7 +235,7 @@ async fn token(State(ep): State<Arc<TokenEndpoint>>, headers: HeaderMap, body: S
         Ok(params) => params,
         Err(problem) => return error("invalid_request", &problem),
     };
-    let client_id = match authenticate(&ep, &headers) {
+    let client_id = match authenticate(&ep, &headers, &params) {
         Ok(id) => id,
         Err(refused) => return refused,
     };

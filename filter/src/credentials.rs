@@ -406,8 +406,15 @@ const TOKEN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 const REFRESH_BEFORE_S: std::ops::RangeInclusive<u64> = 1..=3600;
 
 fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) -> Result<OAuthClient, ConfigError> {
-    let OAuthSpec { token_endpoint, client_id, client_secret, private_key_jwt, scope, audience, refresh_before_seconds } =
-        spec;
+    let OAuthSpec {
+        token_endpoint,
+        client_id,
+        client_secret,
+        private_key_jwt,
+        scope,
+        audience,
+        refresh_before_seconds,
+    } = spec;
     let endpoint = format!("{field}.token_endpoint");
     let cluster = nonempty(token_endpoint.cluster, &format!("{endpoint}.cluster"))?;
     let authority = nonempty(token_endpoint.authority, &format!("{endpoint}.authority"))?;

@@ -31,9 +31,15 @@ impl Idp {
     /// Starts `airlock-demo idp` knowing `clients` (`id:secret,...`), issuing tokens that
     /// live `ttl_secs`.
     fn start(clients: &str, ttl_secs: u64) -> Idp {
+        Idp::start_with(clients, ttl_secs, &[])
+    }
+
+    /// As [`Idp::start`], with more of the IdP's environment.
+    fn start_with(clients: &str, ttl_secs: u64, env: &[(&str, &str)]) -> Idp {
         let port = free_port().unwrap();
         let mut cmd = Command::new(paths::demo_bin().unwrap());
         cmd.args(["idp", "--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .env("AIRLOCK_DEMO_OAUTH_CLIENTS", clients)
             .env("AIRLOCK_DEMO_OAUTH_TTL", ttl_secs.to_string())
             .stdin(Stdio::null())
@@ -79,7 +85,14 @@ fn oauth_config() -> Value {
 }
 
 fn stack_for(idp: &Idp, control_port: Option<u16>) -> Stack {
-    let mut builder = builder_for(oauth_config(), TestKeys::shared()).set("JWKS_PORT", &idp.port.to_string());
+    stack_with(oauth_config(), idp, control_port, &[])
+}
+
+fn stack_with(config: Value, idp: &Idp, control_port: Option<u16>, env: &[(&str, &str)]) -> Stack {
+    let mut builder = builder_for(config, TestKeys::shared()).set("JWKS_PORT", &idp.port.to_string());
+    for (name, value) in env {
+        builder = builder.envoy_env(name, value);
+    }
     if let Some(port) = control_port {
         builder = builder.control_port(port);
     }
@@ -243,4 +256,53 @@ fn a_wrong_client_secret_fails_closed_with_a_log_line_naming_the_client_and_not_
         "{line}"
     );
     assert!(!log.contains(CLIENT_SECRET), "the client secret is in Envoy's log");
+}
+
+/// The filter's client key (`openssl genpkey -algorithm EC -pkeyopt
+/// ec_paramgen_curve:P-256`), given to Envoy as `AIRLOCK_SIGNING_KEY`, and its public half
+/// (`openssl pkey -pubout`), which the IdP knows the client by.
+const CLIENT_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSKLxaGiQ9Ihhuark
+3BIqCm0EXW2vqwUIFrOQ58TRwI6hRANCAASmcwjXQL/ua6YimrCY9oEs3cHkcKlK
+Xmal/ZcG9Xu3LtV18R+katFnlo+N4Tfdr4Xpzh63kFSrQ4Nr/zirdjcg
+-----END PRIVATE KEY-----
+";
+const CLIENT_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEpnMI10C/7mumIpqwmPaBLN3B5HCp
+Sl5mpf2XBvV7ty7VdfEfpGrRZ5aPjeE33a+F6c4et5BUq0ODa/84q3Y3IA==
+-----END PUBLIC KEY-----
+";
+
+#[test]
+fn private_key_jwt_authenticates_the_filter_with_a_signed_assertion_and_the_upstream_gets_the_token() {
+    let dir = std::env::temp_dir().join(format!("airlock-e2e-oauth-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let public = dir.join("client.pem");
+    std::fs::write(&public, CLIENT_PUBLIC_KEY).unwrap();
+    // The filter's default assertion audience: `https://{authority}{path}` of the endpoint.
+    let idp = Idp::start_with(
+        "",
+        300,
+        &[
+            ("AIRLOCK_DEMO_OAUTH_JWT_CLIENTS", &format!("airlock-jwt={}", public.display())),
+            ("AIRLOCK_DEMO_OAUTH_TOKEN_URL", "https://idp.airlock.svc.cluster.local/oauth/token"),
+        ],
+    );
+    let mut config = oauth_config();
+    let credential = &mut config["upstreams"][0]["credential"];
+    credential["client_id"] = json!("airlock-jwt");
+    credential.as_object_mut().unwrap().remove("client_secret");
+    credential["private_key_jwt"] =
+        json!({"key": {"env": "AIRLOCK_SIGNING_KEY"}, "key_id": "client-1", "alg": "ES256"});
+    let stack = stack_with(config, &idp, None, &[("AIRLOCK_SIGNING_KEY", CLIENT_KEY)]);
+    let jwt = agent_token("ivy");
+    let seen = wait_for_token(&stack, &jwt);
+    assert_eq!(claims(&seen)["client_id"], "airlock-jwt", "{seen}");
+    for _ in 0..10 {
+        assert_eq!(upstream_authorization(&stack, &jwt).unwrap(), seen);
+    }
+    assert_eq!(idp.issued(), 1);
+    let log = stack.envoy_log();
+    assert!(!log.contains(CLIENT_KEY.lines().nth(1).unwrap()), "the client key is in Envoy's log");
+    assert!(!log.contains(seen.strip_prefix("Bearer ").unwrap()), "the token is in Envoy's log");
 }

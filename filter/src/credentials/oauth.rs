@@ -193,8 +193,7 @@ impl OAuthTokens {
             if !self.slots.due(rt, index, &client.upstream, lease_until) {
                 continue;
             }
-            let form_headers =
-                [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
+            let form_headers = [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
             let (headers, body) = match &client.auth {
                 ClientAuth::Basic(authorization) => {
                     let [content_type, accept] = form_headers;
@@ -365,9 +364,15 @@ mod tests {
     fn private_key_jwt_sends_a_fresh_signed_assertion_for_the_token_endpoint_and_no_basic_auth() {
         use super::super::signed::{test_keys::ED25519_PEM, SigningAlg};
         let audience = "https://idp.test/oauth/token".to_string();
-        let signer =
-            RequestSigner::new(SigningAlg::EdDSA, &Secret::new(ED25519_PEM), "k1".into(), "airlock".into(), audience, 60)
-                .unwrap();
+        let signer = RequestSigner::new(
+            SigningAlg::EdDSA,
+            &Secret::new(ED25519_PEM),
+            "k1".into(),
+            "airlock".into(),
+            audience,
+            60,
+        )
+        .unwrap();
         let mut spec_client = client(None);
         spec_client.auth = ClientAuth::Assertion(Box::new(signer));
         let clients = [spec_client];
