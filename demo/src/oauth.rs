@@ -158,18 +158,21 @@ fn form_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "not UTF-8".to_string())
 }
 
+/// A §5.2 error code and its description, answered by [`error`].
+struct Refusal(&'static str, &'static str);
+
 /// The client a request authenticates as: by its assertion when it has one, else by
 /// Basic auth. Using both is refused (RFC 6749 §2.3: one method per request).
-fn authenticate(ep: &TokenEndpoint, headers: &HeaderMap, params: &HashMap<String, String>) -> Result<String, Response> {
+fn authenticate(ep: &TokenEndpoint, headers: &HeaderMap, params: &HashMap<String, String>) -> Result<String, Refusal> {
     let Some(assertion_type) = params.get("client_assertion_type") else { return authenticate_basic(ep, headers) };
     if headers.contains_key(header::AUTHORIZATION) {
-        return Err(error("invalid_request", "more than one client authentication method"));
+        return Err(Refusal("invalid_request", "more than one client authentication method"));
     }
     if assertion_type != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
-        return Err(error("invalid_request", "unsupported client_assertion_type"));
+        return Err(Refusal("invalid_request", "unsupported client_assertion_type"));
     }
-    let refused = || error("invalid_client", "client authentication failed");
-    let assertion = params.get("client_assertion").ok_or_else(|| error("invalid_request", "no client_assertion"))?;
+    let refused = || Refusal("invalid_client", "client authentication failed");
+    let assertion = params.get("client_assertion").ok_or(Refusal("invalid_request", "no client_assertion"))?;
     let metadata = Token::decode_metadata(assertion).map_err(|_| refused())?;
     // The client is who the assertion says it is (`sub`), checked against its key.
     let claimed: JWTClaims<NoCustomClaims> = {
@@ -206,8 +209,8 @@ fn authenticate(ep: &TokenEndpoint, headers: &HeaderMap, params: &HashMap<String
 }
 
 /// The client `client_secret_basic` names, if its secret is right.
-fn authenticate_basic(ep: &TokenEndpoint, headers: &HeaderMap) -> Result<String, Response> {
-    let refused = || error("invalid_client", "client authentication failed");
+fn authenticate_basic(ep: &TokenEndpoint, headers: &HeaderMap) -> Result<String, Refusal> {
+    let refused = || Refusal("invalid_client", "client authentication failed");
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(refused)?;
     let encoded = value.strip_prefix("Basic ").ok_or_else(refused)?;
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| refused())?;
@@ -237,7 +240,7 @@ async fn token(State(ep): State<Arc<TokenEndpoint>>, headers: HeaderMap, body: S
     };
     let client_id = match authenticate(&ep, &headers, &params) {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(Refusal(code, description)) => return error(code, description),
     };
     match params.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
@@ -261,13 +264,16 @@ async fn token(State(ep): State<Arc<TokenEndpoint>>, headers: HeaderMap, body: S
         Ok(t) => t,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot sign: {e}\n")).into_response(),
     };
-    let mut answer = json!({"access_token": access_token, "token_type": "Bearer", "expires_in": ep.ttl_secs});
+    let mut answer = serde_json::Map::new();
+    answer.insert("access_token".into(), json!(access_token));
+    answer.insert("token_type".into(), json!("Bearer"));
+    answer.insert("expires_in".into(), json!(ep.ttl_secs));
     if let Some(scope) = params.get("scope") {
-        answer["scope"] = json!(scope);
+        answer.insert("scope".into(), json!(scope));
     }
     (
         [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-        answer.to_string(),
+        serde_json::Value::Object(answer).to_string(),
     )
         .into_response()
 }

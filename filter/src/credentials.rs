@@ -192,7 +192,8 @@ pub enum Source {
 pub struct Credential {
     pub header: String,
     pub source: Source,
-    /// The kind the audit record names (`bearer`, `basic`, `header`, `signed_request`).
+    /// The kind the audit record names (`bearer`, `basic`, `header`, `signed_request`,
+    /// `oauth2_client_credentials`).
     kind: &'static str,
 }
 

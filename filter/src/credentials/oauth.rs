@@ -377,8 +377,7 @@ mod tests {
         spec_client.auth = ClientAuth::Assertion(Box::new(signer));
         let clients = [spec_client];
         let tokens = OAuthTokens::new(1, "vm");
-        let mut host = MockHost::default();
-        host.now_ms = 1_700_000_000_000;
+        let mut host = MockHost { now_ms: 1_700_000_000_000, ..MockHost::default() };
         tokens.refresh(&mut host, &clients, &counters());
         host.now_ms += RETRY_MS;
         tokens.finish(&mut host, &clients[0], 0, None, None, &counters());
@@ -409,8 +408,7 @@ mod tests {
     fn a_token_is_fetched_once_used_until_refresh_and_refreshed_at_eighty_percent_of_its_life() {
         let clients = [client(None)];
         let tokens = OAuthTokens::new(1, "vm");
-        let mut host = MockHost::default();
-        host.now_ms = 1_000_000;
+        let mut host = MockHost { now_ms: 1_000_000, ..MockHost::default() };
         assert!(tokens.current(&host, 0, &clients[0]).is_none());
         fetch(&tokens, &mut host, &clients, "tok-1", 100);
         assert_eq!(tokens.current(&host, 0, &clients[0]).unwrap().expose(), "Bearer tok-1");
