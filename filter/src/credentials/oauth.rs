@@ -31,8 +31,12 @@ const EXPIRY_MARGIN_MS: u64 = 5_000;
 
 /// Where and how the filter asks for a token; built and checked at load.
 pub struct OAuthClient {
-    /// The upstream cluster this token is for: names it in logs and shared data.
+    /// The upstream cluster this token is for: names it in logs.
     pub upstream: String,
+    /// Names the token in shared data: the upstream and a digest of what is asked for
+    /// (endpoint, client, form), so a VM of a changed config never takes up a token
+    /// fetched for the old one.
+    shared_name: String,
     pub client_id: String,
     pub cluster: String,
     pub authority: String,
@@ -91,7 +95,14 @@ impl OAuthClient {
                 form.push_str(&format!("&{name}={}", form_encode(value)));
             }
         }
+        let mut digest = hmac_sha256::Hash::new();
+        for part in [&spec.cluster, &spec.authority, &spec.path, &spec.client_id, &form] {
+            digest.update(part.as_bytes());
+            digest.update(b"\n");
+        }
+        let digest: String = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         OAuthClient {
+            shared_name: format!("{}.{digest}", spec.upstream),
             upstream: spec.upstream,
             client_id: spec.client_id,
             cluster: spec.cluster,
@@ -174,7 +185,7 @@ impl OAuthTokens {
     pub fn current(&self, rt: &dyn Runtime, index: usize, client: &OAuthClient) -> Option<Secret> {
         let now = rt.now_unix_ms();
         self.slots.current(index, now).or_else(|| {
-            self.slots.take_shared(rt, index, &client.upstream);
+            self.slots.take_shared(rt, index, &client.shared_name);
             self.slots.current(index, now)
         })
     }
@@ -190,7 +201,7 @@ impl OAuthTokens {
         let mut calls = Vec::new();
         for (index, client) in clients.iter().enumerate() {
             let lease_until = rt.now_unix_ms() + client.timeout_ms + RETRY_MS;
-            if !self.slots.due(rt, index, &client.upstream, lease_until) {
+            if !self.slots.due(rt, index, &client.shared_name, lease_until) {
                 continue;
             }
             let form_headers = [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
@@ -274,7 +285,7 @@ impl OAuthTokens {
             refresh_at_ms: client.refresh_at(now, lifetime_ms),
             expires_ms: Some(now + lifetime_ms - (lifetime_ms / 10).min(EXPIRY_MARGIN_MS)),
         };
-        if let Err(problem) = self.slots.store(rt, index, &client.upstream, fetched) {
+        if let Err(problem) = self.slots.store(rt, index, &client.shared_name, fetched) {
             let upstream = &client.upstream;
             rt.log(
                 Level::Warn,
@@ -285,7 +296,7 @@ impl OAuthTokens {
 
     fn failed(&self, rt: &mut dyn Runtime, client: &OAuthClient, index: usize, counters: &TokenCounters, why: &str) {
         rt.increment(counters.failed, 1);
-        let consequence = if self.slots.failed(rt, index, &client.upstream) {
+        let consequence = if self.slots.failed(rt, index, &client.shared_name) {
             "the token fetched before stays in use until it expires"
         } else {
             "requests to this upstream are refused until one is fetched"
@@ -316,7 +327,11 @@ mod tests {
     const SECRET: &str = "s3cr3t:with&odd chars";
 
     fn client(refresh_before_seconds: Option<u64>) -> OAuthClient {
-        OAuthClient::new(ClientSpec {
+        OAuthClient::new(spec(refresh_before_seconds))
+    }
+
+    fn spec(refresh_before_seconds: Option<u64>) -> ClientSpec {
+        ClientSpec {
             upstream: "db".into(),
             client_id: "airlock".into(),
             auth: AuthSpec::Secret(Secret::new(SECRET)),
@@ -327,7 +342,7 @@ mod tests {
             scope: Some("read write".into()),
             audience: None,
             refresh_before_seconds,
-        })
+        }
     }
 
     fn counters() -> TokenCounters {
@@ -475,6 +490,17 @@ mod tests {
         assert_eq!(second.current(&host, 0, &clients[0]).unwrap().expose(), "Bearer tok-1");
         assert!(second.refresh(&mut host, &clients, &counters()).is_empty(), "nothing due");
         assert_eq!(host.callouts.len(), 1, "one fetch for both workers");
+    }
+
+    #[test]
+    fn a_vm_of_a_changed_config_does_not_take_up_the_token_fetched_for_the_old_one() {
+        let old = [client(None)];
+        let changed = [OAuthClient::new(ClientSpec { scope: Some("admin".into()), ..spec(None) })];
+        let (before, after) = (OAuthTokens::new(1, "a"), OAuthTokens::new(1, "b"));
+        let mut host = MockHost::default();
+        fetch(&before, &mut host, &old, "tok-old", 100);
+        assert!(after.current(&host, 0, &changed[0]).is_none(), "another scope, another token");
+        assert_eq!(after.refresh(&mut host, &changed, &counters()).len(), 1, "fetched for the new config");
     }
 
     #[test]
