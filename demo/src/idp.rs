@@ -75,13 +75,15 @@ pub fn router(issuer: String, audience: String) -> Result<Router, String> {
     let jwk: Value = serde_json::from_str(&key.public_key().with_key_id(&kid).to_jwk())
         .map_err(|e| format!("cannot export the demo key: {e}"))?;
     let jwks = json!({ "keys": [jwk] }).to_string();
+    let oauth = crate::oauth::router(&key, &kid, issuer.clone())?;
     let idp = Arc::new(Idp { key, jwks, issuer, audience });
     Ok(Router::new()
         .route("/.well-known/jwks.json", get(jwks_doc))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/token", get(token))
         .with_state(Arc::clone(&idp))
-        .merge(crate::idp_login::router(idp)))
+        .merge(crate::idp_login::router(idp))
+        .merge(oauth))
 }
 
 async fn jwks_doc(State(idp): State<Arc<Idp>>) -> Response {

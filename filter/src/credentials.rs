@@ -6,9 +6,12 @@
 //! Static header values are built once at config load; the hot path only copies them.
 //! A secret may also be held by the control service (`{"control": NAME}`, see `control`),
 //! which makes it rotatable without a reload, and `signed_request` mints a token per
-//! request (see `signed`).
+//! request (see `signed`). `oauth2_client_credentials` fetches an access token from a
+//! token endpoint and caches it (see `oauth`).
 
 pub mod control;
+pub mod oauth;
+mod shared;
 pub mod signed;
 
 use std::fmt;
@@ -18,6 +21,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
+use oauth::{AuthSpec, ClientSpec, OAuthClient};
 use signed::{RequestSigner, SigningAlg};
 
 /// A value that must never be printed: `Debug` shows only its length. Also the control
@@ -62,6 +66,36 @@ fn default_signed_header() -> String {
     "authorization".into()
 }
 
+fn default_token_timeout_ms() -> u64 {
+    2000
+}
+
+/// `private_key_jwt` (RFC 7523 §2.2): the key that signs the client's assertions.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionSpec {
+    key: SecretSpec,
+    key_id: String,
+    /// A string, checked here, like `signed_request`'s.
+    alg: String,
+    /// The assertion's `aud`; by default `https://{authority}{path}` of the endpoint.
+    audience: Option<String>,
+}
+
+/// How long a client assertion lives: it is sent at once.
+const ASSERTION_LIFETIME_S: u64 = 60;
+
+/// The token endpoint, reached through an Envoy cluster.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEndpointSpec {
+    cluster: String,
+    authority: String,
+    path: String,
+    #[serde(default = "default_token_timeout_ms")]
+    timeout_ms: u64,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum CredentialSpec {
@@ -88,6 +122,22 @@ pub enum CredentialSpec {
         #[serde(default = "default_signed_header")]
         header: String,
     },
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials(OAuthSpec),
+}
+
+/// `oauth2_client_credentials`: the client the filter is at the token endpoint.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSpec {
+    token_endpoint: TokenEndpointSpec,
+    client_id: String,
+    /// `client_secret_basic`; or `private_key_jwt`.
+    client_secret: Option<SecretSpec>,
+    private_key_jwt: Option<AssertionSpec>,
+    scope: Option<String>,
+    audience: Option<String>,
+    refresh_before_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -134,13 +184,16 @@ pub enum Source {
     Control { secret: usize, format: Format },
     /// Minted per request; with `bearer`, carried as `Bearer <jwt>`.
     Signed { signer: Box<RequestSigner>, bearer: bool },
+    /// An access token from a token endpoint (index into [`Upstreams::oauth_clients`]).
+    OAuth { client: usize },
 }
 
 /// The header carrying an upstream's credential, and where its value comes from.
 pub struct Credential {
     pub header: String,
     pub source: Source,
-    /// The kind the audit record names (`bearer`, `basic`, `header`, `signed_request`).
+    /// The kind the audit record names (`bearer`, `basic`, `header`, `signed_request`,
+    /// `oauth2_client_credentials`).
     kind: &'static str,
 }
 
@@ -158,6 +211,7 @@ impl Credential {
             Source::Fixed(_) => None,
             Source::Control { secret, .. } => upstreams.control_secrets.get(*secret).map(|s| s.name.as_str()),
             Source::Signed { signer, .. } => Some(signer.key_id()),
+            Source::OAuth { client } => upstreams.oauth_clients.get(*client).map(|c| c.client_id.as_str()),
         };
         CredentialUse { kind: self.kind.into(), key_id: key_id.map(Into::into) }
     }
@@ -181,6 +235,8 @@ pub struct Upstreams {
     by_cluster: Vec<(String, Credential)>,
     /// Every `{"control": ...}` secret, once each.
     pub control_secrets: Vec<ControlSecret>,
+    /// The clients of every `oauth2_client_credentials` upstream, one each.
+    pub oauth_clients: Vec<OAuthClient>,
 }
 
 impl Upstreams {
@@ -339,13 +395,131 @@ fn nonempty(value: String, field: &str) -> Result<String, ConfigError> {
     Ok(value)
 }
 
-fn compile_credential(
-    spec: CredentialSpec,
+/// What an upstream's credential adds to the config beyond its own entry.
+struct Collected<'a> {
+    control_secrets: &'a mut Vec<ControlSecret>,
+    oauth_clients: &'a mut Vec<OAuthClient>,
+}
+
+/// Bounds of `token_endpoint.timeout_ms`.
+const TOKEN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+/// Bounds of `refresh_before_seconds`.
+const REFRESH_BEFORE_S: std::ops::RangeInclusive<u64> = 1..=3600;
+
+fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) -> Result<OAuthClient, ConfigError> {
+    let OAuthSpec {
+        token_endpoint,
+        client_id,
+        client_secret,
+        private_key_jwt,
+        scope,
+        audience,
+        refresh_before_seconds,
+    } = spec;
+    let endpoint = format!("{field}.token_endpoint");
+    let cluster = nonempty(token_endpoint.cluster, &format!("{endpoint}.cluster"))?;
+    let authority = nonempty(token_endpoint.authority, &format!("{endpoint}.authority"))?;
+    if !token_endpoint.path.starts_with('/') || token_endpoint.path.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return Err(ConfigError::new(format!("{endpoint}.path"), "must start with `/` and hold no spaces"));
+    }
+    if !TOKEN_TIMEOUT_MS.contains(&token_endpoint.timeout_ms) {
+        return Err(ConfigError::new(
+            format!("{endpoint}.timeout_ms"),
+            format!("must be between {} and {}", TOKEN_TIMEOUT_MS.start(), TOKEN_TIMEOUT_MS.end()),
+        ));
+    }
+    let client_id = nonempty(client_id, &format!("{field}.client_id"))?;
+    let auth = match (client_secret, private_key_jwt) {
+        (Some(secret), None) => AuthSpec::Secret(resolve_now(
+            secret,
+            &format!("{field}.client_secret"),
+            env,
+            "the client secret is needed at load; give it by `env` or `value`",
+        )?),
+        (None, Some(assertion)) => {
+            let here = format!("{field}.private_key_jwt");
+            let default_audience = format!("https://{authority}{}", token_endpoint.path);
+            let audience = nonempty(assertion.audience.unwrap_or(default_audience), &format!("{here}.audience"))?;
+            let key = KeySpec { key: assertion.key, key_id: assertion.key_id, alg: assertion.alg };
+            let signer = signer_for(key, &here, env, (client_id.clone(), audience, ASSERTION_LIFETIME_S))?;
+            AuthSpec::Assertion(Box::new(signer))
+        }
+        _ => return Err(ConfigError::new(field, "give exactly one of `client_secret` or `private_key_jwt`")),
+    };
+    for (name, value) in [("scope", &scope), ("audience", &audience)] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new(format!("{field}.{name}"), "must not be empty (leave it out instead)"));
+        }
+    }
+    if let Some(before) = refresh_before_seconds {
+        if !REFRESH_BEFORE_S.contains(&before) {
+            return Err(ConfigError::new(
+                format!("{field}.refresh_before_seconds"),
+                format!("must be between {} and {}", REFRESH_BEFORE_S.start(), REFRESH_BEFORE_S.end()),
+            ));
+        }
+    }
+    Ok(OAuthClient::new(ClientSpec {
+        upstream: upstream.to_string(),
+        client_id,
+        auth,
+        cluster,
+        authority,
+        path: token_endpoint.path,
+        timeout_ms: token_endpoint.timeout_ms,
+        scope,
+        audience,
+        refresh_before_seconds,
+    }))
+}
+
+/// A signing key as `signed_request` and `private_key_jwt` give it.
+struct KeySpec {
+    key: SecretSpec,
+    key_id: String,
+    alg: String,
+}
+
+/// The signer of `key` (errors at `{field}.key`, `.key_id`, `.alg`) minting tokens with
+/// `(issuer, audience, lifetime_s)`.
+fn signer_for(
+    spec: KeySpec,
     field: &str,
     env: EnvLookup,
-    control_secrets: &mut Vec<ControlSecret>,
+    (issuer, audience, lifetime_s): (String, String, u64),
+) -> Result<RequestSigner, ConfigError> {
+    let KeySpec { key, key_id, alg } = spec;
+    let alg = SigningAlg::named(&alg)
+        .ok_or_else(|| ConfigError::new(format!("{field}.alg"), format!("`{alg}` is not one of ES256, EdDSA")))?;
+    let key_field = format!("{field}.key");
+    let pem = resolve_now(
+        key,
+        &key_field,
+        env,
+        "a signing key is parsed at load; give it by `env` (rotate keys with `key_id`, see the README)",
+    )?;
+    if key_id.is_empty() || key_id.len() > 128 || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(format!("{field}.key_id"), "must be 1 to 128 printable ASCII characters"));
+    }
+    RequestSigner::new(alg, &pem, key_id, issuer, audience, lifetime_s)
+        .map_err(|problem| ConfigError::new(&key_field, problem))
+}
+
+fn compile_credential(
+    spec: CredentialSpec,
+    upstream: &str,
+    field: &str,
+    env: EnvLookup,
+    collected: &mut Collected,
 ) -> Result<Credential, ConfigError> {
+    let control_secrets = &mut *collected.control_secrets;
     Ok(match spec {
+        CredentialSpec::OAuth2ClientCredentials(spec) => {
+            let client = oauth_client(spec, upstream, field, env)?;
+            collected.oauth_clients.push(client);
+            let source = Source::OAuth { client: collected.oauth_clients.len() - 1 };
+            Credential { header: "authorization".into(), source, kind: "oauth2_client_credentials" }
+        }
         CredentialSpec::Bearer { token } => {
             let source = static_source(token, Format::Bearer, &format!("{field}.token"), env, control_secrets)?;
             Credential { header: "authorization".into(), source, kind: "bearer" }
@@ -366,19 +540,6 @@ fn compile_credential(
             Credential { header: name.to_ascii_lowercase(), source, kind: "header" }
         }
         CredentialSpec::SignedRequest { key, key_id, alg, issuer, audience, lifetime_s, header } => {
-            let alg = SigningAlg::named(&alg).ok_or_else(|| {
-                ConfigError::new(format!("{field}.alg"), format!("`{alg}` is not one of ES256, EdDSA"))
-            })?;
-            let key_field = format!("{field}.key");
-            let pem = resolve_now(
-                key,
-                &key_field,
-                env,
-                "a signing key is parsed at load; give it by `env` (rotate keys with `key_id`, see the README)",
-            )?;
-            if key_id.is_empty() || key_id.len() > 128 || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError::new(format!("{field}.key_id"), "must be 1 to 128 printable ASCII characters"));
-            }
             let issuer = nonempty(issuer, &format!("{field}.issuer"))?;
             let audience = nonempty(audience, &format!("{field}.audience"))?;
             if !(1..=MAX_SIGNED_LIFETIME_S).contains(&lifetime_s) {
@@ -391,8 +552,7 @@ fn compile_credential(
             if !valid_header_name(&header) {
                 return Err(ConfigError::new(format!("{field}.header"), "not a valid HTTP header name"));
             }
-            let signer = RequestSigner::new(alg, &pem, key_id, issuer, audience, lifetime_s)
-                .map_err(|problem| ConfigError::new(&key_field, problem))?;
+            let signer = signer_for(KeySpec { key, key_id, alg }, field, env, (issuer, audience, lifetime_s))?;
             let bearer = header == "authorization";
             Credential { header, source: Source::Signed { signer: Box::new(signer), bearer }, kind: "signed_request" }
         }
@@ -402,6 +562,7 @@ fn compile_credential(
 pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<Upstreams, ConfigError> {
     let mut by_cluster: Vec<(String, Credential)> = Vec::with_capacity(specs.len());
     let mut control_secrets = Vec::new();
+    let mut oauth_clients = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let here = format!("{field}[{i}]");
         if spec.cluster.is_empty() {
@@ -413,10 +574,12 @@ pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<
                 format!("cluster `{}` is listed twice", spec.cluster),
             ));
         }
-        let credential = compile_credential(spec.credential, &format!("{here}.credential"), env, &mut control_secrets)?;
+        let mut collected = Collected { control_secrets: &mut control_secrets, oauth_clients: &mut oauth_clients };
+        let field = format!("{here}.credential");
+        let credential = compile_credential(spec.credential, &spec.cluster, &field, env, &mut collected)?;
         by_cluster.push((spec.cluster, credential));
     }
-    Ok(Upstreams { by_cluster, control_secrets })
+    Ok(Upstreams { by_cluster, control_secrets, oauth_clients })
 }
 
 #[cfg(test)]
@@ -496,6 +659,36 @@ mod tests {
         assert_eq!(compile_json(dup, &no_env).unwrap_err().field, "upstreams[1].cluster");
         let bad = r#"[{"cluster":"a","credential":{"type":"header","name":"x key","value":{"value":"y"}}}]"#;
         assert_eq!(compile_json(bad, &no_env).unwrap_err().field, "upstreams[0].credential.name");
+    }
+
+    /// An `oauth2_client_credentials` upstream with `secret` and `extra` settings.
+    fn oauth(secret: &str, extra: &str) -> String {
+        format!(
+            r#"[{{"cluster":"db","credential":{{"type":"oauth2_client_credentials","client_id":"airlock",
+            "token_endpoint":{{"cluster":"idp","authority":"idp","path":"/oauth/token"}},
+            "client_secret":{secret}{extra}}}}}]"#
+        )
+    }
+
+    #[test]
+    fn an_oauth_client_is_collected_once_and_its_settings_are_checked_by_field() {
+        let u = compile_json(&oauth(r#"{"value":"s3cr3t"}"#, r#","scope":"read""#), &no_env).unwrap();
+        let c = u.credential_for("db").unwrap();
+        assert!(matches!(c.source, Source::OAuth { client: 0 }) && c.header == "authorization");
+        let used = CredentialUse { kind: "oauth2_client_credentials".into(), key_id: Some("airlock".into()) };
+        assert_eq!(c.used(&u), used);
+        assert!(!format!("{u:?}").contains("s3cr3t"));
+        for (secret, extra, field) in [
+            (r#"{"value":"s"}"#, r#","scope":"""#, "upstreams[0].credential.scope"),
+            (r#"{"value":"s"}"#, r#","refresh_before_seconds":0"#, "upstreams[0].credential.refresh_before_seconds"),
+            (r#"{"control":"x"}"#, "", "upstreams[0].credential.client_secret.control"),
+            (r#"{"env":"NOPE"}"#, "", "upstreams[0].credential.client_secret.env"),
+        ] {
+            let json = oauth(secret, extra);
+            assert_eq!(compile_json(&json, &no_env).unwrap_err().field, field, "{json}");
+        }
+        let bad_path = oauth(r#"{"value":"s"}"#, "").replace("/oauth/token", "oauth token");
+        assert_eq!(compile_json(&bad_path, &no_env).unwrap_err().field, "upstreams[0].credential.token_endpoint.path");
     }
 
     #[test]

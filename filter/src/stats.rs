@@ -60,6 +60,8 @@ pub struct Stats {
     /// Fetches of control-service secrets (`{"control": ...}`) that succeeded or failed.
     pub credentials_secret_fetch_ok: MetricId,
     pub credentials_secret_fetch_failed: MetricId,
+    pub credentials_oauth_fetch_ok: MetricId,
+    pub credentials_oauth_fetch_failed: MetricId,
     /// Per rule (same index as the policy): how often it decided a request.
     pub rule_matched: Vec<MetricId>,
     /// Per rule (same index as the policy): `Some` for rules with a limit, how often it
@@ -110,6 +112,8 @@ impl Stats {
             credentials_signed: c("credentials.signed")?,
             credentials_secret_fetch_ok: c("credentials.secret_fetch_ok")?,
             credentials_secret_fetch_failed: c("credentials.secret_fetch_failed")?,
+            credentials_oauth_fetch_ok: c("credentials.oauth_fetch_ok")?,
+            credentials_oauth_fetch_failed: c("credentials.oauth_fetch_failed")?,
             rule_matched: Vec::new(),
             rule_rate_limited: Vec::new(),
             masked_values: Vec::new(),

@@ -10,6 +10,7 @@ use crate::audit::AuditQueue;
 use crate::authenticate::{Authenticator, FetchCounters};
 use crate::config::Config;
 use crate::credentials::control::{ControlSecrets, SecretCounters};
+use crate::credentials::oauth::{OAuthTokens, TokenCounters};
 use crate::hold::HoldWatch;
 use crate::host::{Callout, Level, Runtime};
 use crate::pins::{self, PinMode, PinSync};
@@ -26,6 +27,8 @@ pub struct VmState {
     pub pins: RefCell<PinSync>,
     /// This VM's copies of the upstream secrets the control service holds.
     pub secrets: ControlSecrets,
+    /// This VM's copies of the upstreams' OAuth access tokens.
+    pub oauth: OAuthTokens,
     /// Makes audit record ids unique across VMs and restarts: ingestion is idempotent by
     /// id, so two records must never share one.
     record_prefix: String,
@@ -54,8 +57,10 @@ impl VmState {
             FetchCounters { ok: stats.jwks_fetch_ok, failed: stats.jwks_fetch_failed },
         );
         let secrets = ControlSecrets::new(config.upstreams.control_secrets.len());
+        let oauth = OAuthTokens::new(config.upstreams.oauth_clients.len(), instance);
         VmState {
             secrets,
+            oauth,
             config,
             stats,
             auth,
@@ -136,6 +141,23 @@ impl VmState {
         if let Some(secret) = self.config.upstreams.control_secrets.get(index) {
             self.secrets.finish(rt, secret, index, status, body, &self.secret_counters());
         }
+    }
+
+    /// Fetches the OAuth access tokens that are missing or due (root context's timer);
+    /// the callouts made, with the client each is for.
+    pub fn refresh_oauth(&self, rt: &mut dyn Runtime) -> Vec<(u32, usize)> {
+        self.oauth.refresh(rt, &self.config.upstreams.oauth_clients, &self.token_counters())
+    }
+
+    /// Takes the token endpoint's answer for client `index`.
+    pub fn finish_oauth_fetch(&self, rt: &mut dyn Runtime, index: usize, status: Option<u32>, body: Option<&[u8]>) {
+        if let Some(client) = self.config.upstreams.oauth_clients.get(index) {
+            self.oauth.finish(rt, client, index, status, body, &self.token_counters());
+        }
+    }
+
+    fn token_counters(&self) -> TokenCounters {
+        TokenCounters { ok: self.stats.credentials_oauth_fetch_ok, failed: self.stats.credentials_oauth_fetch_failed }
     }
 
     fn secret_counters(&self) -> SecretCounters {

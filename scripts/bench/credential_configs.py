@@ -4,7 +4,9 @@ the static bearer, once per algorithm, for the native flow profile (BENCHMARKS.m
     python3 scripts/bench/credential_configs.py target/flow-profile/bench-policy.json
 
 writes bench-policy-signed-es256.json and bench-policy-signed-eddsa.json next to it, each
-with a fresh key from `openssl genpkey` written inline (a benchmark key, thrown away).
+with a fresh key from `openssl genpkey` written inline (a benchmark key, thrown away), and
+bench-policy-oauth.json with an `oauth2_client_credentials` upstream (the profile answers
+its one token fetch itself, so requests use the cached token).
 """
 
 import json
@@ -26,3 +28,10 @@ for name, alg, genpkey in [
     out = policy.with_name(f"{policy.stem}-signed-{name}.json")
     out.write_text(json.dumps(config))
     print(out)
+config["upstreams"] = [{"cluster": cluster, "credential": {
+    "type": "oauth2_client_credentials",
+    "token_endpoint": {"cluster": "idp", "authority": "idp", "path": "/oauth/token"},
+    "client_id": "bench", "client_secret": {"value": "bench-client-secret"}}}]
+out = policy.with_name(f"{policy.stem}-oauth.json")
+out.write_text(json.dumps(config))
+print(out)

@@ -7,8 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Which credential the filter gave the upstream: its kind (`bearer`, `basic`, `header`,
-/// `signed_request`) and, where there is one, the id of the key that signed it or the
-/// control service's name of the secret. Never a value.
+/// `signed_request`, `oauth2_client_credentials`) and, where there is one, the id of the
+/// key that signed it, the control service's name of the secret or the OAuth client id.
+/// Never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialUse<'a> {

@@ -144,6 +144,12 @@ fn run() -> Result<(), String> {
         MockHost { now_ms, cluster: Some(UPSTREAM_CLUSTER.to_string()), log_level: Level::Warn, ..MockHost::default() };
     let stats = Stats::define(&mut host, &config).ok_or("stats")?;
     let vm = Rc::new(VmState::new(config, stats, "profile"));
+    // An `oauth2_client_credentials` upstream: its token endpoint answers once, as it
+    // would on the first tick, so the requests measure the cached token.
+    for (_, client) in vm.refresh_oauth(&mut host) {
+        let answer = br#"{"access_token":"profile-access-token","token_type":"Bearer","expires_in":86400}"#;
+        vm.finish_oauth_fetch(&mut host, client, Some(200), Some(answer));
+    }
 
     let request_headers = vec![
         (":method".to_string(), sc.method.to_string()),

@@ -175,10 +175,22 @@ impl RequestSigner {
             req_sha256: &binding,
         };
         // Strings and integers only: serialising cannot fail.
-        let payload = serde_json::to_vec(&claims).unwrap_or_default();
+        self.sign(&serde_json::to_vec(&claims).unwrap_or_default())
+    }
+
+    /// An RFC 7523 client assertion (`private_key_jwt`): `iss` = `sub` = the client id
+    /// (this signer's issuer), `aud` = the token endpoint (its audience), a fresh `jti`.
+    pub fn mint_assertion(&self, jti: &str, now_s: u64) -> Secret {
+        let claims = json!({"iss": self.issuer, "sub": self.issuer, "aud": self.audience, "iat": now_s,
+                            "exp": now_s + self.lifetime_s, "jti": jti});
+        self.sign(claims.to_string().as_bytes())
+    }
+
+    /// The compact JWT of `payload` (claims JSON) under this key's header.
+    fn sign(&self, payload: &[u8]) -> Secret {
         let mut token = String::with_capacity(self.header_prefix.len() + payload.len() * 4 / 3 + 100);
         token.push_str(&self.header_prefix);
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
         let signature: Vec<u8> = match &self.key {
             SigningKey::Es256(key) => {
                 let signature: p256::ecdsa::Signature = key.sign(token.as_bytes());

@@ -1,6 +1,6 @@
 //! The upstream's credential, made just before the request headers move on: copied when
-//! fixed at load, taken from this VM's copy of a control-service secret, or minted for
-//! this request and bound to its method, path and body.
+//! fixed at load, taken from this VM's copy of a control-service secret or OAuth access
+//! token, or minted for this request and bound to its method, path and body.
 
 use std::borrow::Cow;
 
@@ -55,6 +55,19 @@ pub fn prepare<'v>(
                 return Prepared::Unavailable(reply.with_retry_after(1));
             }
         },
+        Source::OAuth { client } => {
+            let token = upstreams.oauth_clients.get(*client).and_then(|c| vm.oauth.current(host, *client, c));
+            match token {
+                Some(value) => Cow::Owned(value.expose().to_string()),
+                None => {
+                    let reply = Reply::new(
+                        Code::DependencyUnavailable,
+                        "the upstream's OAuth access token could not be fetched from its token endpoint",
+                    );
+                    return Prepared::Unavailable(reply.with_retry_after(1));
+                }
+            }
+        }
         Source::Signed { signer, bearer } => {
             let Some(body) = request.body.as_deref() else { return Prepared::NeedsBody };
             let Some(identity) = identity else {

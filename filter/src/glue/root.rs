@@ -23,6 +23,8 @@ use crate::vm_state::{Shutdown, VmState};
 /// time on every tick; audit batches ship on every tick, so a record waits at most a
 /// second (or `audit.flush_interval_ms`, when that is shorter) before it is shipped.
 const MAX_TICK_MS: u64 = 1000;
+/// The tick while OAuth tokens are cached: how late a refresh or a first fetch may start.
+const OAUTH_TICK_MS: u64 = 200;
 /// The timer's period while the VM ships its last records: retries and the deadline
 /// (`audit.shutdown_flush_ms`) are checked this often.
 const SHUTDOWN_TICK_MS: u32 = 100;
@@ -38,6 +40,8 @@ pub struct AirlockRoot {
     pins_refresh: Option<u32>,
     /// Fetches of control-service secrets in flight, with the secret each is for.
     secret_calls: Vec<(u32, usize)>,
+    /// OAuth token fetches in flight, with the client each is for.
+    oauth_calls: Vec<(u32, usize)>,
 }
 
 impl AirlockRoot {
@@ -49,6 +53,7 @@ impl AirlockRoot {
             pins_report: None,
             pins_refresh: None,
             secret_calls: Vec::new(),
+            oauth_calls: Vec::new(),
         }
     }
 
@@ -121,6 +126,9 @@ impl Context for AirlockRoot {
         } else if let Some(at) = self.secret_calls.iter().position(|(call, _)| *call == token) {
             let (_, secret) = self.secret_calls.swap_remove(at);
             vm.finish_secret_fetch(&mut EnvoyHost, secret, status, body.as_deref());
+        } else if let Some(at) = self.oauth_calls.iter().position(|(call, _)| *call == token) {
+            let (_, client) = self.oauth_calls.swap_remove(at);
+            vm.finish_oauth_fetch(&mut EnvoyHost, client, status, body.as_deref());
         } else {
             // A discovery answer dispatches the JWKS fetch, whose answer comes back here.
             vm.auth.finish_fetch(&mut EnvoyHost, token, status, body.as_deref());
@@ -177,12 +185,16 @@ impl RootContext for AirlockRoot {
         let sync_pins = config.mcp.pin_tools != PinMode::Off;
         // Secrets the control service holds are fetched, and refreshed, on the timer.
         let fetch_secrets = !config.upstreams.control_secrets.is_empty();
+        // So are OAuth tokens, at a finer tick: a refresh due at 80% of a short lifetime
+        // must not wait a whole second.
+        let fetch_tokens = !config.upstreams.oauth_clients.is_empty();
         let tick_ms = match (&config.auth.remote, &config.audit) {
             (_, Some(audit)) => audit.flush_interval_ms.min(MAX_TICK_MS),
             (Some(_), None) => MAX_TICK_MS,
-            (None, None) if watch_holds || sync_pins || fetch_secrets => MAX_TICK_MS,
+            (None, None) if watch_holds || sync_pins || fetch_secrets || fetch_tokens => MAX_TICK_MS,
             (None, None) => 0,
         };
+        let tick_ms = if fetch_tokens { tick_ms.min(OAUTH_TICK_MS) } else { tick_ms };
         // Start time plus a random value (WASI `random_get`, behind `RandomState`): VMs of
         // the same Envoy start within the same instant.
         let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
@@ -214,6 +226,7 @@ impl RootContext for AirlockRoot {
             self.pins_refresh = vm.sync_pins(&mut host, false);
         }
         self.secret_calls.extend(vm.refresh_secrets(&mut host));
+        self.oauth_calls.extend(vm.refresh_oauth(&mut host));
         // Last: answering a held request switches the effective context to it.
         answer_stalled_holds(vm, self.context_id);
     }

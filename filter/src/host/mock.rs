@@ -28,6 +28,8 @@ pub struct MockHost {
     pub now_ms: u64,
     pub callouts: Vec<(String, String)>,
     pub callout_bodies: Vec<Vec<u8>>,
+    /// The headers of each callout, in order.
+    pub callout_headers: Vec<Vec<(String, String)>>,
     /// Like Envoy once the headers callback returned Continue: header changes are
     /// silently lost.
     pub request_headers_frozen: bool,
@@ -171,6 +173,7 @@ impl Runtime for MockHost {
         }
         self.callouts.push((call.cluster.to_string(), call.path.to_string()));
         self.callout_bodies.push(call.body.unwrap_or_default().to_vec());
+        self.callout_headers.push(call.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
         Ok(self.callouts.len() as u32)
     }
 
