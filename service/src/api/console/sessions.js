@@ -1,7 +1,7 @@
 "use strict";
-// Sessions: search by subject, time range and decision (server-side), rule and path (sent to
-// the API and also checked here against each session's records, so they narrow the list
-// whatever the API supports); a session's timeline request by request, bodies as masked.
+// Sessions: search by subject, time range, decision, rule and path (the search API,
+// `GET /v1/sessions`, the same one `airlock sessions search` uses); a session's timeline
+// request by request, bodies as masked.
 (function () {
   const LIMIT = 50;
 
@@ -23,19 +23,12 @@
     if (decision) q.set("decision", decision);
     if (rule) q.set("rule", rule);
     if (path) q.set("path", path);
-    if (since) { q.set("from", String(since.getTime())); q.set("since", since.toISOString()); }
-    if (until) { q.set("to", String(until.getTime())); q.set("until", until.toISOString()); }
+    if (since) q.set("since", since.toISOString());
+    if (until) q.set("until", until.toISOString());
     const ul = $("s-list");
     try {
       const data = await Airlock.api("/v1/sessions?" + q.toString());
-      let sessions = data.sessions;
-      if (rule || path) {
-        const keep = await Promise.all(sessions.map(async (s) => {
-          const t = await Airlock.api("/v1/sessions/" + encodeURIComponent(s.session_id));
-          return t.records.some((r) => (!rule || r.rule === rule) && (!path || r.path.includes(path)));
-        }));
-        sessions = sessions.filter((_, i) => keep[i]);
-      }
+      const sessions = data.sessions;
       ul.replaceChildren();
       for (const s of sessions) {
         const li = Airlock.el("li");
