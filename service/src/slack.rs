@@ -48,7 +48,8 @@ pub fn verify(
     let timestamp = timestamp.ok_or(SignatureError::MissingHeader("X-Slack-Request-Timestamp"))?;
     let given = given.ok_or(SignatureError::MissingHeader("X-Slack-Signature"))?;
     let ts: i64 = timestamp.parse().map_err(|_| SignatureError::MissingHeader("X-Slack-Request-Timestamp"))?;
-    if (now_secs - ts).abs() > MAX_SKEW_SECS {
+    // `abs_diff`: a timestamp near i64's ends must not overflow the subtraction.
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let expected = signature(secret, timestamp, body);
@@ -153,6 +154,15 @@ mod tests {
         let sig = signature("secret", "1700000000", b"payload=%7B%7D");
         assert!(sig.starts_with("v0=") && sig.len() == 67, "{sig}");
         assert_eq!(verify("secret", Some("1700000000"), Some(&sig), b"payload=%7B%7D", 1_700_000_100), Ok(()));
+    }
+
+    #[test]
+    fn a_timestamp_at_the_end_of_the_integers_is_stale_not_an_overflow() {
+        for far in [i64::MIN, i64::MAX] {
+            let far = far.to_string();
+            let sig = signature("secret", &far, b"a=1");
+            assert_eq!(verify("secret", Some(&far), Some(&sig), b"a=1", 1_700_000_000), Err(SignatureError::Stale));
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Who may call an endpoint, as extractors: a handler that takes a [`FilterCaller`],
 //! [`Approver`] or [`Auditor`] argument only runs for such a caller. Credentials are
-//! checked before the body is read (a bearer token, or the console's session cookie), and a refusal is the same JSON error as any other
-//! (`401 unauthorized`, or `403 missing_role` for a principal without the role).
+//! checked before the body is read (a bearer token, or the console's session cookie), and
+//! a refusal is the same JSON error as any other (`401 unauthorized`, or
+//! `403 missing_role` for a principal without the role).
 
 use std::sync::Arc;
 
