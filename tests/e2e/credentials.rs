@@ -112,12 +112,7 @@ fn a_refused_request_never_carries_the_upstream_credential_back_to_the_client() 
 
 /// The filter's signing key (`openssl genpkey -algorithm EC -pkeyopt
 /// ec_paramgen_curve:P-256`), given to Envoy as `AIRLOCK_SIGNING_KEY`.
-const SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSKLxaGiQ9Ihhuark
-3BIqCm0EXW2vqwUIFrOQ58TRwI6hRANCAASmcwjXQL/ua6YimrCY9oEs3cHkcKlK
-Xmal/ZcG9Xu3LtV18R+katFnlo+N4Tfdr4Xpzh63kFSrQ4Nr/zirdjcg
------END PRIVATE KEY-----
-";
+const SIGNING_KEY: &str = fixtures::EC_SIGNING_KEY_PEM;
 /// The key it replaced, still published during the rotation: its public half only.
 const RETIRING_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEADqYNakSl8Qa56NAhZufqI2Cob8J6r42Wi+ulp5Rkvl8=

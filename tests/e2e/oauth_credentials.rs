@@ -5,13 +5,11 @@
 //! its expiry with no request failing, kept while the endpoint is down until it expires,
 //! and with none the request fails closed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_e2e::control::DBA_BOB;
+use airlock_e2e::demo_idp;
 use airlock_e2e::fixtures::{JWKS_CLUSTER, UPSTREAM_CLUSTER};
-use airlock_e2e::paths;
 use airlock_e2e::process::ChildGuard;
 use airlock_e2e::*;
 use serde_json::{json, Value};
@@ -37,18 +35,10 @@ impl Idp {
     /// As [`Idp::start`], with more of the IdP's environment.
     fn start_with(clients: &str, ttl_secs: u64, env: &[(&str, &str)]) -> Idp {
         let port = free_port().unwrap();
-        let mut cmd = Command::new(paths::demo_bin().unwrap());
-        cmd.args(["idp", "--listen", &format!("127.0.0.1:{port}")])
-            .envs(env.iter().copied())
-            .env("AIRLOCK_DEMO_OAUTH_CLIENTS", clients)
-            .env("AIRLOCK_DEMO_OAUTH_TTL", ttl_secs.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = ChildGuard::spawn(cmd, "demo idp").unwrap();
-        let mut line = String::new();
-        BufReader::new(child.take_stdout().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening"), "the demo IdP did not start: {line:?}");
+        let ttl = ttl_secs.to_string();
+        let mut all_env = vec![("AIRLOCK_DEMO_OAUTH_CLIENTS", clients), ("AIRLOCK_DEMO_OAUTH_TTL", ttl.as_str())];
+        all_env.extend_from_slice(env);
+        let child = demo_idp::spawn(port, &[], &all_env);
         Idp { _child: child, port }
     }
 
@@ -261,12 +251,7 @@ fn a_wrong_client_secret_fails_closed_with_a_log_line_naming_the_client_and_not_
 /// The filter's client key (`openssl genpkey -algorithm EC -pkeyopt
 /// ec_paramgen_curve:P-256`), given to Envoy as `AIRLOCK_SIGNING_KEY`, and its public half
 /// (`openssl pkey -pubout`), which the IdP knows the client by.
-const CLIENT_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSKLxaGiQ9Ihhuark
-3BIqCm0EXW2vqwUIFrOQ58TRwI6hRANCAASmcwjXQL/ua6YimrCY9oEs3cHkcKlK
-Xmal/ZcG9Xu3LtV18R+katFnlo+N4Tfdr4Xpzh63kFSrQ4Nr/zirdjcg
------END PRIVATE KEY-----
-";
+const CLIENT_KEY: &str = airlock_e2e::fixtures::EC_SIGNING_KEY_PEM;
 const CLIENT_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEpnMI10C/7mumIpqwmPaBLN3B5HCp
 Sl5mpf2XBvV7ty7VdfEfpGrRZ5aPjeE33a+F6c4et5BUq0ODa/84q3Y3IA==

@@ -3,12 +3,10 @@
 //! IdP's port, the filter reads `/.well-known/openid-configuration` there and then the
 //! JWKS its `jwks_uri` names.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use airlock_e2e::demo_idp;
 use airlock_e2e::fixtures::JWKS_CLUSTER;
-use airlock_e2e::paths;
 use airlock_e2e::process::ChildGuard;
 use airlock_e2e::*;
 use serde_json::{json, Value};
@@ -22,15 +20,7 @@ struct Idp {
 impl Idp {
     /// Starts `airlock-demo idp` on `port` with `issuer`, and waits until it listens.
     fn start(port: u16, issuer: &str) -> Idp {
-        let mut cmd = Command::new(paths::demo_bin().unwrap());
-        cmd.args(["idp", "--listen", &format!("127.0.0.1:{port}"), "--issuer", issuer])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = ChildGuard::spawn(cmd, "demo idp").unwrap();
-        let mut line = String::new();
-        BufReader::new(child.take_stdout().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening"), "the demo IdP did not start: {line:?}");
+        let child = demo_idp::spawn(port, &["--issuer", issuer], &[]);
         Idp { _child: child, port }
     }
 

@@ -15,6 +15,15 @@ use crate::paths;
 use crate::stack::StackBuilder;
 use crate::tokens::{Alg, TestKeys, TokenClaims, DEFAULT_AUD, DEFAULT_ISS};
 
+/// A P-256 key (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`) the
+/// suites give Envoy as `AIRLOCK_SIGNING_KEY`: test material, never a real credential.
+pub const EC_SIGNING_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSKLxaGiQ9Ihhuark
+3BIqCm0EXW2vqwUIFrOQ58TRwI6hRANCAASmcwjXQL/ua6YimrCY9oEs3cHkcKlK
+Xmal/ZcG9Xu3LtV18R+katFnlo+N4Tfdr4Xpzh63kFSrQ4Nr/zirdjcg
+-----END PRIVATE KEY-----
+";
+
 /// The environment variable the shipped config reads the upstream credential from.
 pub const UPSTREAM_TOKEN_ENV: &str = "AIRLOCK_DEMO_UPSTREAM_TOKEN";
 /// The environment variable the shipped config reads the filter's control-service key from.

@@ -20,6 +20,7 @@
 
 pub mod browser;
 pub mod control;
+pub mod demo_idp;
 pub mod fixtures;
 pub mod http;
 pub mod jwks;
