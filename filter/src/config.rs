@@ -246,6 +246,13 @@ impl Config {
                  before the body is read: use `hold.by: envoy`",
             ));
         }
+        if let (HoldBy::BufferFilter, Some(i)) = (hold.by, upstreams.first_exchanged()) {
+            return Err(ConfigError::new(
+                format!("upstreams[{i}].credential.type"),
+                "a token_exchange credential is fetched while the request waits, and with `hold.by: buffer_filter` \
+                 the headers move on first: use `hold.by: envoy`",
+            ));
+        }
         let mcp = pins::compile(spec.mcp, "mcp")?;
         if control.is_none() && mcp.pin_tools != PinMode::Off {
             return Err(ConfigError::new(

@@ -7,12 +7,15 @@
 //! A secret may also be held by the control service (`{"control": NAME}`, see `control`),
 //! which makes it rotatable without a reload, and `signed_request` mints a token per
 //! request (see `signed`). `oauth2_client_credentials` fetches an access token from a
-//! token endpoint and caches it (see `oauth`).
+//! token endpoint and caches it (see `oauth`); `token_exchange` exchanges the agent's own
+//! token for one made for the upstream (see `exchange`).
 
 pub mod control;
+pub mod exchange;
 pub mod oauth;
 mod shared;
 pub mod signed;
+pub mod token_endpoint;
 
 use std::fmt;
 
@@ -21,8 +24,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
-use oauth::{AuthSpec, ClientSpec, OAuthClient};
+use exchange::{ExchangeSpec, TokenExchange, ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
+use oauth::{ClientSpec, OAuthClient};
 use signed::{RequestSigner, SigningAlg};
+use token_endpoint::{AuthSpec, TokenEndpoint};
 
 /// A value that must never be printed: `Debug` shows only its length. Also the control
 /// service's type for the secrets in its own config (deserialized from a plain string).
@@ -124,7 +129,30 @@ pub enum CredentialSpec {
     },
     #[serde(rename = "oauth2_client_credentials")]
     OAuth2ClientCredentials(OAuthSpec),
+    TokenExchange(TokenExchangeSpec),
 }
+
+/// `token_exchange`: the client the filter is at the token endpoint, and what it asks for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeSpec {
+    token_endpoint: TokenEndpointSpec,
+    client_id: String,
+    client_secret: Option<SecretSpec>,
+    private_key_jwt: Option<AssertionSpec>,
+    audience: Option<String>,
+    resource: Option<String>,
+    scope: Option<String>,
+    requested_token_type: Option<String>,
+    subject_token_type: Option<String>,
+    refresh_before_seconds: Option<u64>,
+    cache_entries: Option<usize>,
+}
+
+/// Exchanged tokens cached per upstream unless `cache_entries` says otherwise.
+const DEFAULT_EXCHANGE_CACHE_ENTRIES: usize = 1024;
+/// Bounds of `cache_entries`: a token is ~1 KB, so the upper bound is ~100 MB per worker.
+const EXCHANGE_CACHE_ENTRIES: std::ops::RangeInclusive<usize> = 1..=100_000;
 
 /// `oauth2_client_credentials`: the client the filter is at the token endpoint.
 #[derive(Deserialize)]
@@ -186,6 +214,9 @@ pub enum Source {
     Signed { signer: Box<RequestSigner>, bearer: bool },
     /// An access token from a token endpoint (index into [`Upstreams::oauth_clients`]).
     OAuth { client: usize },
+    /// The agent's token exchanged for one for this upstream (index into
+    /// [`Upstreams::token_exchanges`]).
+    Exchange { exchange: usize },
 }
 
 /// The header carrying an upstream's credential, and where its value comes from.
@@ -193,7 +224,7 @@ pub struct Credential {
     pub header: String,
     pub source: Source,
     /// The kind the audit record names (`bearer`, `basic`, `header`, `signed_request`,
-    /// `oauth2_client_credentials`).
+    /// `oauth2_client_credentials`, `token_exchange`).
     kind: &'static str,
 }
 
@@ -211,7 +242,10 @@ impl Credential {
             Source::Fixed(_) => None,
             Source::Control { secret, .. } => upstreams.control_secrets.get(*secret).map(|s| s.name.as_str()),
             Source::Signed { signer, .. } => Some(signer.key_id()),
-            Source::OAuth { client } => upstreams.oauth_clients.get(*client).map(|c| c.client_id.as_str()),
+            Source::OAuth { client } => upstreams.oauth_clients.get(*client).map(|c| c.endpoint.client_id.as_str()),
+            Source::Exchange { exchange } => {
+                upstreams.token_exchanges.get(*exchange).map(|e| e.endpoint.client_id.as_str())
+            }
         };
         CredentialUse { kind: self.kind.into(), key_id: key_id.map(Into::into) }
     }
@@ -237,6 +271,8 @@ pub struct Upstreams {
     pub control_secrets: Vec<ControlSecret>,
     /// The clients of every `oauth2_client_credentials` upstream, one each.
     pub oauth_clients: Vec<OAuthClient>,
+    /// The exchanges of every `token_exchange` upstream, one each.
+    pub token_exchanges: Vec<TokenExchange>,
 }
 
 impl Upstreams {
@@ -266,6 +302,11 @@ impl Upstreams {
     /// The first upstream (by index) whose credential is minted per request.
     pub fn first_signed(&self) -> Option<usize> {
         self.by_cluster.iter().position(|(_, c)| c.binds_body())
+    }
+
+    /// The first upstream (by index) whose credential is exchanged per caller.
+    pub fn first_exchanged(&self) -> Option<usize> {
+        self.by_cluster.iter().position(|(_, c)| matches!(c.source, Source::Exchange { .. }))
     }
 }
 
@@ -399,6 +440,7 @@ fn nonempty(value: String, field: &str) -> Result<String, ConfigError> {
 struct Collected<'a> {
     control_secrets: &'a mut Vec<ControlSecret>,
     oauth_clients: &'a mut Vec<OAuthClient>,
+    token_exchanges: &'a mut Vec<TokenExchange>,
 }
 
 /// Bounds of `token_endpoint.timeout_ms`.
@@ -406,16 +448,15 @@ const TOKEN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 /// Bounds of `refresh_before_seconds`.
 const REFRESH_BEFORE_S: std::ops::RangeInclusive<u64> = 1..=3600;
 
-fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) -> Result<OAuthClient, ConfigError> {
-    let OAuthSpec {
-        token_endpoint,
-        client_id,
-        client_secret,
-        private_key_jwt,
-        scope,
-        audience,
-        refresh_before_seconds,
-    } = spec;
+/// The token endpoint and the filter's client there, checked by field.
+fn token_endpoint(
+    token_endpoint: TokenEndpointSpec,
+    client_id: String,
+    client_secret: Option<SecretSpec>,
+    private_key_jwt: Option<AssertionSpec>,
+    field: &str,
+    env: EnvLookup,
+) -> Result<TokenEndpoint, ConfigError> {
     let endpoint = format!("{field}.token_endpoint");
     let cluster = nonempty(token_endpoint.cluster, &format!("{endpoint}.cluster"))?;
     let authority = nonempty(token_endpoint.authority, &format!("{endpoint}.authority"))?;
@@ -446,11 +487,21 @@ fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) ->
         }
         _ => return Err(ConfigError::new(field, "give exactly one of `client_secret` or `private_key_jwt`")),
     };
-    for (name, value) in [("scope", &scope), ("audience", &audience)] {
+    Ok(TokenEndpoint::new(client_id, auth, cluster, authority, token_endpoint.path)
+        .with_timeout_ms(token_endpoint.timeout_ms))
+}
+
+/// Optional form parameters: left out, or not empty.
+fn optional_params(params: &[(&str, &Option<String>)], field: &str) -> Result<(), ConfigError> {
+    for (name, value) in params {
         if value.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::new(format!("{field}.{name}"), "must not be empty (leave it out instead)"));
         }
     }
+    Ok(())
+}
+
+fn refresh_before(refresh_before_seconds: Option<u64>, field: &str) -> Result<Option<u64>, ConfigError> {
     if let Some(before) = refresh_before_seconds {
         if !REFRESH_BEFORE_S.contains(&before) {
             return Err(ConfigError::new(
@@ -459,17 +510,87 @@ fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) ->
             ));
         }
     }
-    Ok(OAuthClient::new(ClientSpec {
-        upstream: upstream.to_string(),
+    Ok(refresh_before_seconds)
+}
+
+fn oauth_client(spec: OAuthSpec, upstream: &str, field: &str, env: EnvLookup) -> Result<OAuthClient, ConfigError> {
+    let OAuthSpec {
+        token_endpoint: endpoint,
         client_id,
-        auth,
-        cluster,
-        authority,
-        path: token_endpoint.path,
-        timeout_ms: token_endpoint.timeout_ms,
+        client_secret,
+        private_key_jwt,
         scope,
         audience,
         refresh_before_seconds,
+    } = spec;
+    let endpoint = token_endpoint(endpoint, client_id, client_secret, private_key_jwt, field, env)?;
+    optional_params(&[("scope", &scope), ("audience", &audience)], field)?;
+    let refresh_before_seconds = refresh_before(refresh_before_seconds, field)?;
+    Ok(OAuthClient::new(ClientSpec {
+        upstream: upstream.to_string(),
+        endpoint,
+        scope,
+        audience,
+        refresh_before_seconds,
+    }))
+}
+
+/// An RFC 8693 token type: a URI (RFC 8693 §3 names them `urn:ietf:params:oauth:token-type:...`).
+fn token_type(value: Option<String>, default: &str, field: &str) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_string());
+    if !value.contains(':') || value.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(ConfigError::new(field, "must be a token type URI, e.g. `urn:ietf:params:oauth:token-type:jwt`"));
+    }
+    Ok(value)
+}
+
+fn token_exchange(
+    spec: TokenExchangeSpec,
+    upstream: &str,
+    field: &str,
+    env: EnvLookup,
+) -> Result<TokenExchange, ConfigError> {
+    let TokenExchangeSpec {
+        token_endpoint: endpoint,
+        client_id,
+        client_secret,
+        private_key_jwt,
+        audience,
+        resource,
+        scope,
+        requested_token_type,
+        subject_token_type,
+        refresh_before_seconds,
+        cache_entries,
+    } = spec;
+    let endpoint = token_endpoint(endpoint, client_id, client_secret, private_key_jwt, field, env)?;
+    optional_params(&[("audience", &audience), ("resource", &resource), ("scope", &scope)], field)?;
+    if audience.is_none() && resource.is_none() {
+        return Err(ConfigError::new(
+            format!("{field}.audience"),
+            "name the upstream the token is for, by `audience` or `resource` (RFC 8693 §2.1)",
+        ));
+    }
+    let requested_token_type =
+        token_type(requested_token_type, ACCESS_TOKEN_TYPE, &format!("{field}.requested_token_type"))?;
+    let subject_token_type = token_type(subject_token_type, JWT_TOKEN_TYPE, &format!("{field}.subject_token_type"))?;
+    let cache_entries = cache_entries.unwrap_or(DEFAULT_EXCHANGE_CACHE_ENTRIES);
+    if !EXCHANGE_CACHE_ENTRIES.contains(&cache_entries) {
+        return Err(ConfigError::new(
+            format!("{field}.cache_entries"),
+            format!("must be between {} and {}", EXCHANGE_CACHE_ENTRIES.start(), EXCHANGE_CACHE_ENTRIES.end()),
+        ));
+    }
+    Ok(TokenExchange::new(ExchangeSpec {
+        upstream: upstream.to_string(),
+        endpoint,
+        audience,
+        resource,
+        scope,
+        requested_token_type,
+        subject_token_type,
+        refresh_before_seconds: refresh_before(refresh_before_seconds, field)?,
+        cache_entries,
     }))
 }
 
@@ -520,6 +641,12 @@ fn compile_credential(
             let source = Source::OAuth { client: collected.oauth_clients.len() - 1 };
             Credential { header: "authorization".into(), source, kind: "oauth2_client_credentials" }
         }
+        CredentialSpec::TokenExchange(spec) => {
+            let exchange = token_exchange(spec, upstream, field, env)?;
+            collected.token_exchanges.push(exchange);
+            let source = Source::Exchange { exchange: collected.token_exchanges.len() - 1 };
+            Credential { header: "authorization".into(), source, kind: "token_exchange" }
+        }
         CredentialSpec::Bearer { token } => {
             let source = static_source(token, Format::Bearer, &format!("{field}.token"), env, control_secrets)?;
             Credential { header: "authorization".into(), source, kind: "bearer" }
@@ -563,6 +690,7 @@ pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<
     let mut by_cluster: Vec<(String, Credential)> = Vec::with_capacity(specs.len());
     let mut control_secrets = Vec::new();
     let mut oauth_clients = Vec::new();
+    let mut token_exchanges = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let here = format!("{field}[{i}]");
         if spec.cluster.is_empty() {
@@ -574,12 +702,16 @@ pub fn compile(specs: Vec<UpstreamSpec>, field: &str, env: EnvLookup) -> Result<
                 format!("cluster `{}` is listed twice", spec.cluster),
             ));
         }
-        let mut collected = Collected { control_secrets: &mut control_secrets, oauth_clients: &mut oauth_clients };
+        let mut collected = Collected {
+            control_secrets: &mut control_secrets,
+            oauth_clients: &mut oauth_clients,
+            token_exchanges: &mut token_exchanges,
+        };
         let field = format!("{here}.credential");
         let credential = compile_credential(spec.credential, &spec.cluster, &field, env, &mut collected)?;
         by_cluster.push((spec.cluster, credential));
     }
-    Ok(Upstreams { by_cluster, control_secrets, oauth_clients })
+    Ok(Upstreams { by_cluster, control_secrets, oauth_clients, token_exchanges })
 }
 
 #[cfg(test)]

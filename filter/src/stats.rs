@@ -62,6 +62,11 @@ pub struct Stats {
     pub credentials_secret_fetch_failed: MetricId,
     pub credentials_oauth_fetch_ok: MetricId,
     pub credentials_oauth_fetch_failed: MetricId,
+    /// Token exchanges answered with a token, and those that failed or were refused.
+    pub credentials_exchange_ok: MetricId,
+    pub credentials_exchange_failed: MetricId,
+    /// Requests refused because the token endpoint would not issue their caller a token.
+    pub credential_refused: MetricId,
     /// Per rule (same index as the policy): how often it decided a request.
     pub rule_matched: Vec<MetricId>,
     /// Per rule (same index as the policy): `Some` for rules with a limit, how often it
@@ -114,6 +119,9 @@ impl Stats {
             credentials_secret_fetch_failed: c("credentials.secret_fetch_failed")?,
             credentials_oauth_fetch_ok: c("credentials.oauth_fetch_ok")?,
             credentials_oauth_fetch_failed: c("credentials.oauth_fetch_failed")?,
+            credentials_exchange_ok: c("credentials.exchange_ok")?,
+            credentials_exchange_failed: c("credentials.exchange_failed")?,
+            credential_refused: c("credentials.refused")?,
             rule_matched: Vec::new(),
             rule_rate_limited: Vec::new(),
             masked_values: Vec::new(),
@@ -152,6 +160,7 @@ impl Stats {
             Code::ResponseNotMaskable => Some(self.response_not_maskable),
             Code::RateLimited => Some(self.rate_limited),
             Code::ToolDefinitionChanged => Some(self.mcp_tool_calls_blocked),
+            Code::CredentialRefused => Some(self.credential_refused),
             // Pending is counted as `approvals.requested`; the flow logs a misconfiguration.
             Code::ApprovalPending | Code::Misconfigured => None,
         }

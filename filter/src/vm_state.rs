@@ -10,6 +10,7 @@ use crate::audit::AuditQueue;
 use crate::authenticate::{Authenticator, FetchCounters};
 use crate::config::Config;
 use crate::credentials::control::{ControlSecrets, SecretCounters};
+use crate::credentials::exchange::{ExchangeCounters, ExchangedTokens};
 use crate::credentials::oauth::{OAuthTokens, TokenCounters};
 use crate::hold::HoldWatch;
 use crate::host::{Callout, Level, Runtime};
@@ -29,6 +30,8 @@ pub struct VmState {
     pub secrets: ControlSecrets,
     /// This VM's copies of the upstreams' OAuth access tokens.
     pub oauth: OAuthTokens,
+    /// This VM's tokens exchanged for callers' tokens (`token_exchange`).
+    pub exchanged: ExchangedTokens,
     /// Makes audit record ids unique across VMs and restarts: ingestion is idempotent by
     /// id, so two records must never share one.
     record_prefix: String,
@@ -58,7 +61,9 @@ impl VmState {
         );
         let secrets = ControlSecrets::new(config.upstreams.control_secrets.len());
         let oauth = OAuthTokens::new(config.upstreams.oauth_clients.len(), instance);
+        let exchanged = ExchangedTokens::new(config.upstreams.token_exchanges.len(), instance);
         VmState {
+            exchanged,
             secrets,
             oauth,
             config,
@@ -154,6 +159,29 @@ impl VmState {
         if let Some(client) = self.config.upstreams.oauth_clients.get(index) {
             self.oauth.finish(rt, client, index, status, body, &self.token_counters());
         }
+    }
+
+    /// Exchanges again the tokens used past their refresh time (root context's timer);
+    /// the callouts made, with the upstream and subject token each is for.
+    pub fn refresh_exchanged(&self, rt: &mut dyn Runtime) -> Vec<(u32, usize, String)> {
+        self.exchanged.refresh(rt, &self.config.upstreams.token_exchanges, &self.exchange_counters())
+    }
+
+    /// Takes the token endpoint's answer to a refresh of `subject_token`'s token.
+    pub fn finish_exchange_refresh(
+        &self,
+        rt: &mut dyn Runtime,
+        (index, subject_token): (usize, &str),
+        status: Option<u32>,
+        body: Option<&[u8]>,
+    ) {
+        let exchanges = &self.config.upstreams.token_exchanges;
+        let counters = self.exchange_counters();
+        self.exchanged.finish_refresh(rt, exchanges, (index, subject_token), status, body, &counters);
+    }
+
+    pub fn exchange_counters(&self) -> ExchangeCounters {
+        ExchangeCounters { ok: self.stats.credentials_exchange_ok, failed: self.stats.credentials_exchange_failed }
     }
 
     fn token_counters(&self) -> TokenCounters {

@@ -41,10 +41,13 @@ pub enum Code {
     /// An MCP tool's definition changed since it was pinned, and `block` mode refuses it
     /// until an approver accepts the new definition.
     ToolDefinitionChanged,
+    /// The token endpoint refused to exchange the caller's token for one for the
+    /// upstream (`token_exchange`).
+    CredentialRefused,
 }
 
 impl Code {
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 17] = [
         Code::Unauthenticated,
         Code::DeniedByRule,
         Code::DeniedByDefault,
@@ -61,6 +64,7 @@ impl Code {
         Code::Misconfigured,
         Code::RateLimited,
         Code::ToolDefinitionChanged,
+        Code::CredentialRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Code {
             Code::Misconfigured => "airlock_misconfigured",
             Code::RateLimited => "rate_limited",
             Code::ToolDefinitionChanged => "tool_definition_changed",
+            Code::CredentialRefused => "credential_refused",
         }
     }
 
@@ -92,7 +97,7 @@ impl Code {
         match self {
             Code::Unauthenticated => 401,
             Code::ApprovalPending => 202,
-            Code::DeniedByRule | Code::DeniedByDefault => 403,
+            Code::DeniedByRule | Code::DeniedByDefault | Code::CredentialRefused => 403,
             Code::ApprovalDenied | Code::ApprovalExpired | Code::ApprovalRejected => 403,
             Code::InvalidRequestTarget => 400,
             Code::RequestBodyTooLarge => 413,
@@ -127,6 +132,7 @@ impl Code {
             Code::Misconfigured => -32073,
             Code::RateLimited => -32074,
             Code::ToolDefinitionChanged => -32075,
+            Code::CredentialRefused => -32076,
         }
     }
 
@@ -143,7 +149,7 @@ impl Code {
             Code::AuditUnavailable | Code::DependencyUnavailable | Code::Misconfigured => 200,
             Code::InvalidRequestTarget | Code::RequestBodyTooLarge => 200,
             Code::ResponseTooLarge | Code::ResponseNotMaskable => 200,
-            Code::ToolDefinitionChanged => 200,
+            Code::ToolDefinitionChanged | Code::CredentialRefused => 200,
             // The window is the client's to wait out: a status (and `retry-after`) it can act on.
             Code::RateLimited => self.status(),
         }
@@ -164,6 +170,8 @@ impl Code {
             Code::RateLimited => Retry::Later,
             // Once an approver accepts the new definition (`airlock tools accept`).
             Code::ToolDefinitionChanged => Retry::AfterApproval,
+            // The token endpoint's decision about this caller; the same request gets it again.
+            Code::CredentialRefused => Retry::Never,
         }
     }
 }
@@ -218,6 +226,7 @@ mod tests {
             Code::Misconfigured => 13,
             Code::RateLimited => 14,
             Code::ToolDefinitionChanged => 15,
+            Code::CredentialRefused => 16,
         }
     }
 

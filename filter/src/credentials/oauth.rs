@@ -11,23 +11,15 @@
 //! fail closed (`503 dependency_unavailable`). Neither the client secret nor a token is
 //! ever logged or counted: log lines name the upstream and the endpoint's error code.
 
-use base64::Engine as _;
-use serde::Deserialize;
-
-use std::cell::Cell;
-
 use super::shared::{Fetched, SharedSlots, RETRY_MS};
-use super::signed::RequestSigner;
-use super::{header_safe, Secret};
-use crate::host::{Callout, Level, Runtime};
+use super::token_endpoint::{form_encode, read_answer, Jti, TokenEndpoint};
+use super::Secret;
+use crate::host::{Level, Runtime};
 use crate::stats::MetricId;
 
-/// A token with no `expires_in` is taken to live this long (RFC 6749 §5.1 leaves it to
-/// the server's documentation; short is the safe guess).
-const DEFAULT_LIFETIME_MS: u64 = 60_000;
 /// A token is not sent in its last tenth of life (at most this long before its end), so
 /// it does not expire on its way to the upstream.
-const EXPIRY_MARGIN_MS: u64 = 5_000;
+pub const EXPIRY_MARGIN_MS: u64 = 5_000;
 
 /// Where and how the filter asks for a token; built and checked at load.
 pub struct OAuthClient {
@@ -37,41 +29,16 @@ pub struct OAuthClient {
     /// (endpoint, client, form), so a VM of a changed config never takes up a token
     /// fetched for the old one.
     shared_name: String,
-    pub client_id: String,
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub timeout_ms: u64,
-    auth: ClientAuth,
+    pub endpoint: TokenEndpoint,
     /// The form body: grant type, and `scope` and `audience` when given.
     form: String,
     refresh_before_ms: Option<u64>,
 }
 
-/// How the client proves itself to the token endpoint.
-pub enum ClientAuth {
-    /// `client_secret_basic`: `Basic base64(urlencode(id):urlencode(secret))`.
-    Basic(Secret),
-    /// `private_key_jwt`: a fresh assertion per fetch, `iss` = `sub` = the client id,
-    /// `aud` = the token endpoint.
-    Assertion(Box<RequestSigner>),
-}
-
-/// The client's secret, or its signer, as the config gives them.
-pub enum AuthSpec {
-    Secret(Secret),
-    Assertion(Box<RequestSigner>),
-}
-
 /// What the config gives for one client.
 pub struct ClientSpec {
     pub upstream: String,
-    pub client_id: String,
-    pub auth: AuthSpec,
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub timeout_ms: u64,
+    pub endpoint: TokenEndpoint,
     pub scope: Option<String>,
     pub audience: Option<String>,
     pub refresh_before_seconds: Option<u64>,
@@ -79,80 +46,43 @@ pub struct ClientSpec {
 
 impl OAuthClient {
     pub fn new(spec: ClientSpec) -> OAuthClient {
-        let auth = match spec.auth {
-            AuthSpec::Secret(secret) => {
-                let credentials = format!("{}:{}", form_encode(&spec.client_id), form_encode(secret.expose()));
-                ClientAuth::Basic(Secret::new(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(credentials)
-                )))
-            }
-            AuthSpec::Assertion(signer) => ClientAuth::Assertion(signer),
-        };
         let mut form = String::from("grant_type=client_credentials");
         for (name, value) in [("scope", &spec.scope), ("audience", &spec.audience)] {
             if let Some(value) = value {
                 form.push_str(&format!("&{name}={}", form_encode(value)));
             }
         }
-        let mut digest = hmac_sha256::Hash::new();
-        for part in [&spec.cluster, &spec.authority, &spec.path, &spec.client_id, &form] {
-            digest.update(part.as_bytes());
-            digest.update(b"\n");
-        }
-        let digest: String = digest.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         OAuthClient {
-            shared_name: format!("{}.{digest}", spec.upstream),
+            shared_name: format!("{}.{}", spec.upstream, spec.endpoint.digest(&form)),
             upstream: spec.upstream,
-            client_id: spec.client_id,
-            cluster: spec.cluster,
-            authority: spec.authority,
-            path: spec.path,
-            timeout_ms: spec.timeout_ms,
-            auth,
+            endpoint: spec.endpoint,
             form,
             refresh_before_ms: spec.refresh_before_seconds.map(|s| s * 1000),
         }
     }
 
-    /// When a token of `lifetime_ms` fetched at `now` is fetched again: `refresh_before`
-    /// its end, or at 80% of its life; never in its first half.
+    /// When a token of `lifetime_ms` fetched at `now` is fetched again.
     fn refresh_at(&self, now: u64, lifetime_ms: u64) -> u64 {
-        let ahead = self.refresh_before_ms.unwrap_or(lifetime_ms / 5).min(lifetime_ms / 2);
-        now + lifetime_ms - ahead
+        refresh_at(self.refresh_before_ms, now, lifetime_ms)
     }
+}
+
+/// When a token of `lifetime_ms` fetched at `now` is fetched again: `refresh_before` its
+/// end, or at 80% of its life; never in its first half.
+pub fn refresh_at(refresh_before_ms: Option<u64>, now: u64, lifetime_ms: u64) -> u64 {
+    let ahead = refresh_before_ms.unwrap_or(lifetime_ms / 5).min(lifetime_ms / 2);
+    now + lifetime_ms - ahead
+}
+
+/// When a token of `lifetime_ms` fetched at `now` is no longer sent.
+pub fn expires_at(now: u64, lifetime_ms: u64) -> u64 {
+    now + lifetime_ms - (lifetime_ms / 10).min(EXPIRY_MARGIN_MS)
 }
 
 impl std::fmt::Debug for OAuthClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OAuthClient({} via `{}`)", self.client_id, self.cluster)
+        write!(f, "OAuthClient({} via `{}`)", self.endpoint.client_id, self.endpoint.cluster)
     }
-}
-
-/// `application/x-www-form-urlencoded` (the WHATWG byte serializer): what RFC 6749
-/// §2.3.1 also asks of the client id and secret before they go in Basic auth.
-pub fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: String,
-    token_type: String,
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
 }
 
 pub struct TokenCounters {
@@ -164,19 +94,13 @@ pub struct TokenCounters {
 /// `Upstreams::oauth_clients`.
 pub struct OAuthTokens {
     slots: SharedSlots,
-    /// Makes each client assertion's `jti` unique across VMs and restarts.
-    jti_prefix: String,
-    jti_seq: Cell<u64>,
+    jti: Jti,
 }
 
 impl OAuthTokens {
     /// `instance` differs between VMs (as for audit record ids).
     pub fn new(count: usize, instance: &str) -> OAuthTokens {
-        OAuthTokens {
-            slots: SharedSlots::new(count, "airlock.credentials.oauth."),
-            jti_prefix: instance.to_string(),
-            jti_seq: Cell::new(0),
-        }
+        OAuthTokens { slots: SharedSlots::new(count, "airlock.credentials.oauth."), jti: Jti::new(instance) }
     }
 
     /// The `Bearer` header value to send now, if a token is held that has not expired.
@@ -200,40 +124,11 @@ impl OAuthTokens {
     ) -> Vec<(u32, usize)> {
         let mut calls = Vec::new();
         for (index, client) in clients.iter().enumerate() {
-            let lease_until = rt.now_unix_ms() + client.timeout_ms + RETRY_MS;
+            let lease_until = rt.now_unix_ms() + client.endpoint.timeout_ms + RETRY_MS;
             if !self.slots.due(rt, index, &client.shared_name, lease_until) {
                 continue;
             }
-            let form_headers = [("content-type", "application/x-www-form-urlencoded"), ("accept", "application/json")];
-            let (headers, body) = match &client.auth {
-                ClientAuth::Basic(authorization) => {
-                    let [content_type, accept] = form_headers;
-                    (vec![content_type, accept, ("authorization", authorization.expose())], client.form.clone())
-                }
-                ClientAuth::Assertion(signer) => {
-                    let n = self.jti_seq.get() + 1;
-                    self.jti_seq.set(n);
-                    let assertion = signer.mint_assertion(&format!("{}-{n}", self.jti_prefix), rt.now_unix_secs());
-                    let body = format!(
-                        "{}&client_id={}&client_assertion_type={}&client_assertion={}",
-                        client.form,
-                        form_encode(&client.client_id),
-                        form_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                        assertion.expose()
-                    );
-                    (form_headers.to_vec(), body)
-                }
-            };
-            let call = Callout {
-                cluster: &client.cluster,
-                method: "POST",
-                authority: &client.authority,
-                path: &client.path,
-                headers: &headers,
-                body: Some(body.as_bytes()),
-                timeout_ms: client.timeout_ms,
-            };
-            match rt.dispatch(&call) {
+            match client.endpoint.post(rt, &client.form, &self.jti) {
                 Ok(token) => {
                     self.slots.set_in_flight(index, true);
                     calls.push((token, index));
@@ -255,35 +150,16 @@ impl OAuthTokens {
         counters: &TokenCounters,
     ) {
         self.slots.set_in_flight(index, false);
-        let answer = match (status, body) {
-            (Some(200), Some(body)) => match serde_json::from_slice::<TokenAnswer>(body) {
-                Ok(answer) => answer,
-                Err(_) => return self.failed(rt, client, index, counters, "the answer is not a token response"),
-            },
-            (Some(s), body) => {
-                let code = body.and_then(|b| serde_json::from_slice::<ErrorAnswer>(b).ok()).map(|e| e.error);
-                let why = match code {
-                    Some(code) => format!("HTTP {s}, error `{}`", printable_code(&code)),
-                    None => format!("HTTP {s}"),
-                };
-                return self.failed(rt, client, index, counters, &why);
-            }
-            (None, _) => return self.failed(rt, client, index, counters, "unreachable or timed out"),
+        let issued = match read_answer(status, body, None) {
+            Ok(issued) => issued,
+            Err(why) => return self.failed(rt, client, index, counters, &why),
         };
-        if !answer.token_type.eq_ignore_ascii_case("bearer") {
-            let why = format!("token_type `{}` is not Bearer", printable_code(&answer.token_type));
-            return self.failed(rt, client, index, counters, &why);
-        }
-        if let Err(problem) = header_safe(&answer.access_token) {
-            return self.failed(rt, client, index, counters, problem);
-        }
         rt.increment(counters.ok, 1);
         let now = rt.now_unix_ms();
-        let lifetime_ms = answer.expires_in.map_or(DEFAULT_LIFETIME_MS, |s| s.saturating_mul(1000)).max(1000);
         let fetched = Fetched {
-            value: format!("Bearer {}", answer.access_token),
-            refresh_at_ms: client.refresh_at(now, lifetime_ms),
-            expires_ms: Some(now + lifetime_ms - (lifetime_ms / 10).min(EXPIRY_MARGIN_MS)),
+            value: format!("Bearer {}", issued.access_token),
+            refresh_at_ms: client.refresh_at(now, issued.lifetime_ms),
+            expires_ms: Some(expires_at(now, issued.lifetime_ms)),
         };
         if let Err(problem) = self.slots.store(rt, index, &client.shared_name, fetched) {
             let upstream = &client.upstream;
@@ -306,22 +182,19 @@ impl OAuthTokens {
             &format!(
                 "airlock: OAuth token for upstream `{}` (client `{}`) not fetched from the token endpoint ({why}); \
                  {consequence}",
-                client.upstream, client.client_id
+                client.upstream, client.endpoint.client_id
             ),
         );
     }
 }
 
-/// An error code or token type from the endpoint, safe to log: RFC 6749 codes are
-/// printable ASCII; anything else is cut to that, and short.
-fn printable_code(code: &str) -> String {
-    code.chars().filter(|c| c.is_ascii_graphic()).take(40).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::signed::RequestSigner;
+    use super::super::token_endpoint::AuthSpec;
     use super::*;
     use crate::host::mock::MockHost;
+    use base64::Engine as _;
     use serde_json::Value;
 
     const SECRET: &str = "s3cr3t:with&odd chars";
@@ -330,15 +203,14 @@ mod tests {
         OAuthClient::new(spec(refresh_before_seconds))
     }
 
+    fn endpoint(auth: AuthSpec) -> TokenEndpoint {
+        TokenEndpoint::new("airlock".into(), auth, "idp".into(), "idp.test".into(), "/oauth/token".into())
+    }
+
     fn spec(refresh_before_seconds: Option<u64>) -> ClientSpec {
         ClientSpec {
             upstream: "db".into(),
-            client_id: "airlock".into(),
-            auth: AuthSpec::Secret(Secret::new(SECRET)),
-            cluster: "idp".into(),
-            authority: "idp.test".into(),
-            path: "/oauth/token".into(),
-            timeout_ms: 2000,
+            endpoint: endpoint(AuthSpec::Secret(Secret::new(SECRET))),
             scope: Some("read write".into()),
             audience: None,
             refresh_before_seconds,
@@ -388,9 +260,8 @@ mod tests {
             60,
         )
         .unwrap();
-        let mut spec_client = client(None);
-        spec_client.auth = ClientAuth::Assertion(Box::new(signer));
-        let clients = [spec_client];
+        let assertion = endpoint(AuthSpec::Assertion(Box::new(signer)));
+        let clients = [OAuthClient::new(ClientSpec { endpoint: assertion, ..spec(None) })];
         let tokens = OAuthTokens::new(1, "vm");
         let mut host = MockHost { now_ms: 1_700_000_000_000, ..MockHost::default() };
         tokens.refresh(&mut host, &clients, &counters());
@@ -444,6 +315,7 @@ mod tests {
         let c = client(Some(30));
         assert_eq!(c.refresh_at(0, 100_000), 70_000);
         assert_eq!(c.refresh_at(0, 20_000), 10_000);
+        assert_eq!(client(None).refresh_at(0, 100_000), 80_000);
     }
 
     #[test]

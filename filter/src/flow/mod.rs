@@ -25,6 +25,10 @@
 //! the upstream (the agent's token, spoofed identity headers) is removed in the headers
 //! callback.
 //!
+//! A `token_exchange` credential with no exchanged token cached for the caller's token
+//! pauses the allowed request (`AwaitingCredential`) until the token endpoint answers;
+//! the answer forwards it with the new token, or refuses it.
+//!
 //! A `signed_request` credential is bound to the body: an allowed request that has one
 //! waits for it (`AfterBody::Forward`, held like a body rule's request) and its token is
 //! minted once the body is complete, just before the headers move on.
@@ -79,6 +83,9 @@ enum State {
     AwaitingBody { then: AfterBody },
     /// Paused until the control service answers `call`.
     AwaitingApproval { call: u32, pending: PendingApproval },
+    /// Decided to forward; paused until the token endpoint answers `call`, the exchange
+    /// of the caller's token for upstream `upstream`'s credential.
+    AwaitingCredential { call: u32, upstream: usize, decision: Decision },
     /// Sent upstream; the response is masked with this profile, if any.
     Forwarded { mask: Option<usize> },
     /// Buffering the response body to mask it whole; with the hold in Envoy its headers
@@ -166,7 +173,8 @@ impl RequestFlow {
         self.request_body_progress(host, progress)
     }
 
-    /// The answer to a JWKS fetch or a control-service call this request paused on.
+    /// The answer to a JWKS fetch, a control-service call or a token exchange this request
+    /// paused on.
     pub fn on_callout_response(&mut self, host: &mut dyn Host, token: u32, status: Option<u32>, body: Option<Vec<u8>>) {
         let vm = Rc::clone(&self.vm);
         let step = match std::mem::replace(&mut self.state, State::Finished) {
@@ -180,6 +188,9 @@ impl RequestFlow {
             }
             State::AwaitingApproval { call, pending } if call == token => {
                 approval::answer(&vm, host, pending, status, body.as_deref().unwrap_or_default())
+            }
+            State::AwaitingCredential { call, upstream, decision } if call == token => {
+                Step::Exchanged { decision, upstream, status, body }
             }
             other => {
                 self.state = other;
@@ -272,19 +283,23 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         match step {
             Step::Forward(decision) => {
-                let credential = match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
-                    Prepared::Ready(credential) => credential,
-                    Prepared::NeedsBody => return self.settle(host, Step::NeedsBody(AfterBody::Forward(decision))),
-                    Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),
-                };
-                let mask =
-                    self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
-                self.continue_headers(host, mask.is_some() || self.listing.is_some(), credential);
-                self.record.credential = self.credential;
-                host.increment(vm.stats.allowed, 1);
-                self.record.decision = Some(decision);
-                self.state = State::Forwarded { mask };
-                Next::Continue
+                match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                    Prepared::Ready(credential) => self.forward(host, decision, credential),
+                    Prepared::NeedsBody => self.settle(host, Step::NeedsBody(AfterBody::Forward(decision))),
+                    Prepared::Exchanging { call, upstream } => {
+                        self.state = State::AwaitingCredential { call, upstream, decision };
+                        Next::Pause
+                    }
+                    Prepared::Unavailable(reply) => self.settle(host, Step::Refuse(reply)),
+                }
+            }
+            Step::Exchanged { decision, upstream, status, body } => {
+                let identity = self.record.identity.as_deref();
+                let answer = (status, body.as_deref());
+                match credential::exchanged(&vm, host, &self.request, identity, upstream, answer) {
+                    Ok(credential) => self.forward(host, decision, Some(credential)),
+                    Err(reply) => self.settle(host, Step::Refuse(reply)),
+                }
             }
             Step::Refuse(reply) => {
                 self.refuse(host, &reply);
@@ -328,6 +343,15 @@ impl RequestFlow {
                                 let reply = Reply::new(
                                     Code::Misconfigured,
                                     "a signed_request credential with hold.by buffer_filter",
+                                );
+                                return self.settle(host, Step::Refuse(reply));
+                            }
+                            // The config refuses `token_exchange` with this hold too: the
+                            // request would have to wait with its headers gone.
+                            Prepared::Exchanging { .. } => {
+                                let reply = Reply::new(
+                                    Code::Misconfigured,
+                                    "a token_exchange credential with hold.by buffer_filter",
                                 );
                                 return self.settle(host, Step::Refuse(reply));
                             }
@@ -382,6 +406,19 @@ impl RequestFlow {
                 Next::Continue
             }
         }
+    }
+
+    /// Decided, with the credential in hand: the headers move on, counted and recorded.
+    /// Only `settle` calls this.
+    fn forward(&mut self, host: &mut dyn Host, decision: Decision, credential: Option<Injected>) -> Next {
+        let vm = Rc::clone(&self.vm);
+        let mask = self.record.rule.and_then(|i| vm.config.policy.rules().get(i)).and_then(|r| r.mask_profile());
+        self.continue_headers(host, mask.is_some() || self.listing.is_some(), credential);
+        self.record.credential = self.credential;
+        host.increment(vm.stats.allowed, 1);
+        self.record.decision = Some(decision);
+        self.state = State::Forwarded { mask };
+        Next::Continue
     }
 
     // ---- phases of the request side -------------------------------------------------
@@ -462,7 +499,9 @@ impl RequestFlow {
         match self.state {
             State::AwaitingBody { .. } => {}
             // Paused for a callout: keep buffering; the answer decides what comes next.
-            State::AwaitingKeys { .. } | State::AwaitingApproval { .. } => return Next::Pause,
+            State::AwaitingKeys { .. } | State::AwaitingApproval { .. } | State::AwaitingCredential { .. } => {
+                return Next::Pause
+            }
             _ => return Next::Continue,
         }
         if progress == Progress::Partial {

@@ -42,6 +42,9 @@ pub struct AirlockRoot {
     secret_calls: Vec<(u32, usize)>,
     /// OAuth token fetches in flight, with the client each is for.
     oauth_calls: Vec<(u32, usize)>,
+    /// Refreshes of exchanged tokens in flight, with the upstream and subject token each
+    /// is for.
+    exchange_calls: Vec<(u32, usize, String)>,
 }
 
 impl AirlockRoot {
@@ -54,6 +57,7 @@ impl AirlockRoot {
             pins_refresh: None,
             secret_calls: Vec::new(),
             oauth_calls: Vec::new(),
+            exchange_calls: Vec::new(),
         }
     }
 
@@ -129,6 +133,9 @@ impl Context for AirlockRoot {
         } else if let Some(at) = self.oauth_calls.iter().position(|(call, _)| *call == token) {
             let (_, client) = self.oauth_calls.swap_remove(at);
             vm.finish_oauth_fetch(&mut EnvoyHost, client, status, body.as_deref());
+        } else if let Some(at) = self.exchange_calls.iter().position(|(call, ..)| *call == token) {
+            let (_, exchange, subject_token) = self.exchange_calls.swap_remove(at);
+            vm.finish_exchange_refresh(&mut EnvoyHost, (exchange, &subject_token), status, body.as_deref());
         } else {
             // A discovery answer dispatches the JWKS fetch, whose answer comes back here.
             vm.auth.finish_fetch(&mut EnvoyHost, token, status, body.as_deref());
@@ -187,7 +194,8 @@ impl RootContext for AirlockRoot {
         let fetch_secrets = !config.upstreams.control_secrets.is_empty();
         // So are OAuth tokens, at a finer tick: a refresh due at 80% of a short lifetime
         // must not wait a whole second.
-        let fetch_tokens = !config.upstreams.oauth_clients.is_empty();
+        // Exchanged tokens used past 80% of their life are refreshed on the same tick.
+        let fetch_tokens = !config.upstreams.oauth_clients.is_empty() || !config.upstreams.token_exchanges.is_empty();
         let tick_ms = match (&config.auth.remote, &config.audit) {
             (_, Some(audit)) => audit.flush_interval_ms.min(MAX_TICK_MS),
             (Some(_), None) => MAX_TICK_MS,
@@ -227,6 +235,7 @@ impl RootContext for AirlockRoot {
         }
         self.secret_calls.extend(vm.refresh_secrets(&mut host));
         self.oauth_calls.extend(vm.refresh_oauth(&mut host));
+        self.exchange_calls.extend(vm.refresh_exchanged(&mut host));
         // Last: answering a held request switches the effective context to it.
         answer_stalled_holds(vm, self.context_id);
     }
