@@ -75,7 +75,7 @@ pub fn router(issuer: String, audience: String) -> Result<Router, String> {
     let jwk: Value = serde_json::from_str(&key.public_key().with_key_id(&kid).to_jwk())
         .map_err(|e| format!("cannot export the demo key: {e}"))?;
     let jwks = json!({ "keys": [jwk] }).to_string();
-    let oauth = crate::oauth::router(&key, &kid, issuer.clone())?;
+    let oauth = crate::oauth::router(&key, &kid, issuer.clone(), audience.clone())?;
     let idp = Arc::new(Idp { key, jwks, issuer, audience });
     Ok(Router::new()
         .route("/.well-known/jwks.json", get(jwks_doc))

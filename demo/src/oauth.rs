@@ -1,14 +1,22 @@
 //! The demo IdP's OAuth 2.0 token endpoint (`POST /oauth/token`, RFC 6749 §3.2), for the
-//! filter's `oauth2_client_credentials` credential: the client credentials grant (§4.4)
-//! with `client_secret_basic` (§2.3.1) or `private_key_jwt` (RFC 7523 §2.2) client
-//! authentication, answers and errors as §5.1 and §5.2 say.
+//! filter's `oauth2_client_credentials` and `token_exchange` credentials: the client
+//! credentials grant (§4.4) and the token exchange grant (RFC 8693 §2), with
+//! `client_secret_basic` (§2.3.1) or `private_key_jwt` (RFC 7523 §2.2) client
+//! authentication, answers and errors as §5.1 and §5.2 (and RFC 8693 §2.2) say.
+//!
+//! A token exchange takes a subject token this IdP signed itself (`/token`, its issuer and
+//! audience; type `jwt` or `access_token`) and issues a token for the same subject and
+//! groups, for the `audience` or `resource` asked, with `act` naming the client that
+//! asked (RFC 8693 §4.1), living at most until the subject token ends. Subjects listed in
+//! `AIRLOCK_DEMO_OAUTH_EXCHANGE_DENIED` (`alice,bob`) are refused with `invalid_target`.
 //!
 //! Clients are given by `AIRLOCK_DEMO_OAUTH_CLIENTS` (`id:secret,id:secret`) and
 //! `AIRLOCK_DEMO_OAUTH_JWT_CLIENTS` (`id=public-key.pem,...`, ES256 or Ed25519 PEM; the
 //! assertion's `aud` must be `AIRLOCK_DEMO_OAUTH_TOKEN_URL`, by default the issuer plus
 //! `/oauth/token`, and a `jti` is accepted once), and the
 //! lifetime of the tokens it issues by `AIRLOCK_DEMO_OAUTH_TTL` (seconds, default 300),
-//! so tests can make them short. For tests, `GET /oauth/stats` counts the tokens issued,
+//! so tests can make them short. For tests, `GET /oauth/stats` counts the tokens issued
+//! (and, under `exchanged`, those issued by exchange, per subject),
 //! and `POST /oauth/outage` with `on` or `off` makes the endpoint answer 503 or serve
 //! again. Like the rest of the demo IdP it only listens on loopback.
 
@@ -40,12 +48,22 @@ struct TokenEndpoint {
     seen_jti: Mutex<HashSet<String>>,
     ttl_secs: u64,
     issued: AtomicU64,
+    /// Tokens issued by exchange, per subject.
+    exchanged: Mutex<HashMap<String, u64>>,
     outage: AtomicBool,
+    /// Subject tokens are verified as this IdP's own: its public key and audience.
+    subject_key: ES256PublicKey,
+    subject_audience: String,
+    exchange_denied: HashSet<String>,
 }
 
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
 /// The token endpoint's routes, signing with (a copy of) the IdP's `key`, id `kid`, as
-/// `issuer`.
-pub fn router(key: &ES256KeyPair, kid: &str, issuer: String) -> Result<Router, String> {
+/// `issuer`; subject tokens of an exchange must be the IdP's own, for `audience`.
+pub fn router(key: &ES256KeyPair, kid: &str, issuer: String, audience: String) -> Result<Router, String> {
     let key =
         ES256KeyPair::from_bytes(&key.to_bytes()).map_err(|e| format!("cannot copy the key: {e}"))?.with_key_id(kid);
     let clients = parse_clients(&std::env::var("AIRLOCK_DEMO_OAUTH_CLIENTS").unwrap_or_default())?;
@@ -65,7 +83,17 @@ pub fn router(key: &ES256KeyPair, kid: &str, issuer: String) -> Result<Router, S
     }
     let token_url = std::env::var("AIRLOCK_DEMO_OAUTH_TOKEN_URL")
         .unwrap_or_else(|_| format!("{}/oauth/token", issuer.trim_end_matches('/')));
+    let exchange_denied = std::env::var("AIRLOCK_DEMO_OAUTH_EXCHANGE_DENIED")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let state = Arc::new(TokenEndpoint {
+        subject_key: key.public_key(),
+        subject_audience: audience,
+        exchange_denied,
+        exchanged: Mutex::new(HashMap::new()),
         key,
         issuer,
         clients,
@@ -95,7 +123,8 @@ fn parse_clients(list: &str) -> Result<HashMap<String, String>, String> {
 }
 
 async fn stats(State(ep): State<Arc<TokenEndpoint>>) -> Response {
-    let doc = json!({"issued": ep.issued.load(Ordering::SeqCst)});
+    let exchanged = ep.exchanged.lock().map(|m| json!(*m)).unwrap_or_default();
+    let doc = json!({"issued": ep.issued.load(Ordering::SeqCst), "exchanged": exchanged});
     ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
 }
 
@@ -242,32 +271,28 @@ async fn token(State(ep): State<Arc<TokenEndpoint>>, headers: HeaderMap, body: S
         Ok(id) => id,
         Err(Refusal(code, description)) => return error(code, description),
     };
-    match params.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => {}
-        Some(_) => return error("unsupported_grant_type", "only client_credentials is supported"),
-        None => return error("invalid_request", "`grant_type` is missing"),
-    }
-    let mut custom = serde_json::Map::new();
-    custom.insert("client_id".into(), json!(client_id));
-    if let Some(scope) = params.get("scope") {
-        custom.insert("scope".into(), json!(scope));
-    }
-    let n = ep.issued.fetch_add(1, Ordering::SeqCst) + 1;
-    let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(ep.ttl_secs))
-        .with_issuer(&ep.issuer)
-        .with_subject(&client_id)
-        .with_jwt_id(format!("{client_id}-{n}"));
-    if let Some(audience) = params.get("audience") {
-        claims = claims.with_audience(audience);
-    }
-    let access_token = match ep.key.sign(claims) {
+    let issued = match params.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => client_credentials(&ep, &client_id, &params),
+        Some(TOKEN_EXCHANGE) => token_exchange(&ep, &client_id, &params),
+        Some(_) => Err(Refusal("unsupported_grant_type", "only client_credentials and token-exchange are supported")),
+        None => Err(Refusal("invalid_request", "`grant_type` is missing")),
+    };
+    let issued = match issued {
+        Ok(issued) => issued,
+        Err(Refusal(code, description)) => return error(code, description),
+    };
+    let access_token = match ep.key.sign(issued.claims) {
         Ok(t) => t,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot sign: {e}\n")).into_response(),
     };
+    ep.issued.fetch_add(1, Ordering::SeqCst);
     let mut answer = serde_json::Map::new();
     answer.insert("access_token".into(), json!(access_token));
     answer.insert("token_type".into(), json!("Bearer"));
-    answer.insert("expires_in".into(), json!(ep.ttl_secs));
+    answer.insert("expires_in".into(), json!(issued.expires_in));
+    if let Some(issued_type) = issued.issued_token_type {
+        answer.insert("issued_token_type".into(), json!(issued_type));
+    }
     if let Some(scope) = params.get("scope") {
         answer.insert("scope".into(), json!(scope));
     }
@@ -276,6 +301,88 @@ async fn token(State(ep): State<Arc<TokenEndpoint>>, headers: HeaderMap, body: S
         serde_json::Value::Object(answer).to_string(),
     )
         .into_response()
+}
+
+/// What a grant issues: the claims to sign, for how long, and of what type (RFC 8693).
+struct Issue {
+    claims: JWTClaims<serde_json::Map<String, serde_json::Value>>,
+    expires_in: u64,
+    issued_token_type: Option<&'static str>,
+}
+
+fn client_credentials(ep: &TokenEndpoint, client_id: &str, params: &HashMap<String, String>) -> Result<Issue, Refusal> {
+    let mut custom = serde_json::Map::new();
+    custom.insert("client_id".into(), json!(client_id));
+    if let Some(scope) = params.get("scope") {
+        custom.insert("scope".into(), json!(scope));
+    }
+    let n = ep.issued.load(Ordering::SeqCst) + 1;
+    let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(ep.ttl_secs))
+        .with_issuer(&ep.issuer)
+        .with_subject(client_id)
+        .with_jwt_id(format!("{client_id}-{n}"));
+    if let Some(audience) = params.get("audience") {
+        claims = claims.with_audience(audience);
+    }
+    Ok(Issue { claims, expires_in: ep.ttl_secs, issued_token_type: None })
+}
+
+/// RFC 8693 §2.1: the subject token (this IdP's own) exchanged for one for the audience
+/// or resource asked, for the same subject, acted on by the client.
+fn token_exchange(ep: &TokenEndpoint, client_id: &str, params: &HashMap<String, String>) -> Result<Issue, Refusal> {
+    if params.contains_key("actor_token") {
+        return Err(Refusal("invalid_request", "actor tokens are not supported"));
+    }
+    let subject_token = params.get("subject_token").ok_or(Refusal("invalid_request", "no subject_token"))?;
+    match params.get("subject_token_type").map(String::as_str) {
+        Some(JWT_TYPE | ACCESS_TOKEN_TYPE) => {}
+        Some(_) => return Err(Refusal("invalid_request", "unsupported subject_token_type")),
+        None => return Err(Refusal("invalid_request", "no subject_token_type")),
+    }
+    let issued_token_type = match params.get("requested_token_type").map(String::as_str) {
+        None | Some(ACCESS_TOKEN_TYPE) => ACCESS_TOKEN_TYPE,
+        Some(JWT_TYPE) => JWT_TYPE,
+        Some(_) => return Err(Refusal("invalid_request", "unsupported requested_token_type")),
+    };
+    let target = params.get("audience").or_else(|| params.get("resource"));
+    let Some(target) = target else { return Err(Refusal("invalid_target", "name an audience or resource")) };
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from([ep.issuer.clone()])),
+        allowed_audiences: Some(HashSet::from([ep.subject_audience.clone()])),
+        ..Default::default()
+    };
+    let subject = ep
+        .subject_key
+        .verify_token::<serde_json::Map<String, serde_json::Value>>(subject_token, Some(options))
+        .map_err(|_| Refusal("invalid_request", "the subject_token is not valid"))?;
+    let sub = subject.subject.clone().ok_or(Refusal("invalid_request", "the subject_token names no subject"))?;
+    if ep.exchange_denied.contains(&sub) {
+        return Err(Refusal("invalid_target", "this subject may not have a token for that audience"));
+    }
+    let now = Clock::now_since_epoch().as_secs();
+    let subject_left = subject.expires_at.map_or(0, |e| e.as_secs().saturating_sub(now));
+    let expires_in = ep.ttl_secs.min(subject_left).max(1);
+    let mut custom = serde_json::Map::new();
+    custom.insert("client_id".into(), json!(client_id));
+    custom.insert("act".into(), json!({"sub": client_id}));
+    if let Some(groups) = subject.custom.get("groups") {
+        custom.insert("groups".into(), groups.clone());
+    }
+    if let Some(scope) = params.get("scope") {
+        custom.insert("scope".into(), json!(scope));
+    }
+    let n = {
+        let mut exchanged = ep.exchanged.lock().map_err(|_| Refusal("server_error", "poisoned"))?;
+        let count = exchanged.entry(sub.clone()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let claims = Claims::with_custom_claims(custom, Duration::from_secs(expires_in))
+        .with_issuer(&ep.issuer)
+        .with_subject(&sub)
+        .with_audience(target)
+        .with_jwt_id(format!("exchange-{sub}-{n}"));
+    Ok(Issue { claims, expires_in, issued_token_type: Some(issued_token_type) })
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ impl VmState {
         ExchangeCounters { ok: self.stats.credentials_exchange_ok, failed: self.stats.credentials_exchange_failed }
     }
 
-    fn token_counters(&self) -> TokenCounters {
+    pub fn token_counters(&self) -> TokenCounters {
         TokenCounters { ok: self.stats.credentials_oauth_fetch_ok, failed: self.stats.credentials_oauth_fetch_failed }
     }
 

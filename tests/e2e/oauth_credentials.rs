@@ -8,9 +8,8 @@
 use std::time::{Duration, Instant};
 
 use airlock_e2e::control::DBA_BOB;
-use airlock_e2e::demo_idp;
+use airlock_e2e::demo_idp::DemoIdp as Idp;
 use airlock_e2e::fixtures::{JWKS_CLUSTER, UPSTREAM_CLUSTER};
-use airlock_e2e::process::ChildGuard;
 use airlock_e2e::*;
 use serde_json::{json, Value};
 
@@ -18,46 +17,6 @@ const CLIENT_ID: &str = "airlock-e2e";
 /// Given inline: the template's `host_env_keys` (one line, which `scripts/bench/run.py`
 /// edits) has no room for another variable; `env` secrets are covered by the other kinds.
 const CLIENT_SECRET: &str = "e2e-oauth-client-secret-0f3a9c";
-
-/// The demo IdP with its token endpoint, killed when dropped.
-struct Idp {
-    _child: ChildGuard,
-    port: u16,
-}
-
-impl Idp {
-    /// Starts `airlock-demo idp` knowing `clients` (`id:secret,...`), issuing tokens that
-    /// live `ttl_secs`.
-    fn start(clients: &str, ttl_secs: u64) -> Idp {
-        Idp::start_with(clients, ttl_secs, &[])
-    }
-
-    /// As [`Idp::start`], with more of the IdP's environment.
-    fn start_with(clients: &str, ttl_secs: u64, env: &[(&str, &str)]) -> Idp {
-        let port = free_port().unwrap();
-        let ttl = ttl_secs.to_string();
-        let mut all_env = vec![("AIRLOCK_DEMO_OAUTH_CLIENTS", clients), ("AIRLOCK_DEMO_OAUTH_TTL", ttl.as_str())];
-        all_env.extend_from_slice(env);
-        let child = demo_idp::spawn(port, &[], &all_env);
-        Idp { _child: child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// How many tokens the endpoint has issued.
-    fn issued(&self) -> u64 {
-        let reply = send(&agent(), "GET", &self.url("/oauth/stats"), &[], None).unwrap();
-        reply.json().unwrap()["issued"].as_u64().unwrap()
-    }
-
-    fn outage(&self, on: bool) {
-        let body = if on { &b"on"[..] } else { &b"off"[..] };
-        let reply = send(&agent(), "POST", &self.url("/oauth/outage"), &[], Some(body)).unwrap();
-        assert_eq!(reply.status, 204);
-    }
-}
 
 /// `/echo` allowed to agents; the upstream's credential an OAuth token from the IdP.
 fn oauth_config() -> Value {
@@ -134,7 +93,7 @@ fn assert_refused_for_no_token(reply: &Reply) {
 fn the_upstream_gets_one_token_fetched_once_for_both_workers_and_the_audit_names_the_kind_not_a_value() {
     let dir = std::env::temp_dir().join(format!("airlock-e2e-oauth-{}", std::process::id()));
     let control = airlock_e2e::control::ControlService::start(&dir, &[DBA_BOB], "").unwrap();
-    let idp = Idp::start(&format!("{CLIENT_ID}:{CLIENT_SECRET}"), 300);
+    let idp = Idp::start(&format!("{CLIENT_ID}:{CLIENT_SECRET}"), 300, &[]);
     let stack = stack_for(&idp, Some(control.port()));
     let jwt = agent_token("ivy");
     let first = wait_for_token(&stack, &jwt);
@@ -190,7 +149,7 @@ fn the_upstream_gets_one_token_fetched_once_for_both_workers_and_the_audit_names
 #[test]
 fn a_short_lived_token_is_refreshed_ahead_of_expiry_kept_through_an_outage_until_it_expires_then_recovered() {
     const TTL_S: u64 = 3;
-    let idp = Idp::start(&format!("{CLIENT_ID}:{CLIENT_SECRET}"), TTL_S);
+    let idp = Idp::start(&format!("{CLIENT_ID}:{CLIENT_SECRET}"), TTL_S, &[]);
     let stack = stack_for(&idp, None);
     let jwt = agent_token("ivy");
     wait_for_token(&stack, &jwt);
@@ -229,7 +188,7 @@ fn a_short_lived_token_is_refreshed_ahead_of_expiry_kept_through_an_outage_until
 
 #[test]
 fn a_wrong_client_secret_fails_closed_with_a_log_line_naming_the_client_and_not_the_secret() {
-    let idp = Idp::start(&format!("{CLIENT_ID}:the-secret-the-idp-expects"), 300);
+    let idp = Idp::start(&format!("{CLIENT_ID}:the-secret-the-idp-expects"), 300, &[]);
     let stack = stack_for(&idp, None);
     let jwt = agent_token("ivy");
     assert!(stack
@@ -265,7 +224,7 @@ fn private_key_jwt_authenticates_the_filter_with_a_signed_assertion_and_the_upst
     let public = dir.join("client.pem");
     std::fs::write(&public, CLIENT_PUBLIC_KEY).unwrap();
     // The filter's default assertion audience: `https://{authority}{path}` of the endpoint.
-    let idp = Idp::start_with(
+    let idp = Idp::start(
         "",
         300,
         &[
@@ -306,7 +265,7 @@ fn the_demo_token_endpoint_answers_rfc_6749_errors_and_accepts_an_assertion_only
     let public = dir.join("client.pem");
     std::fs::write(&public, CLIENT_PUBLIC_KEY).unwrap();
     let token_url = "https://idp.test/oauth/token";
-    let idp = Idp::start_with(
+    let idp = Idp::start(
         &format!("{CLIENT_ID}:{CLIENT_SECRET}"),
         300,
         &[

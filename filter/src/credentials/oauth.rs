@@ -114,6 +114,17 @@ impl OAuthTokens {
         })
     }
 
+    /// For a request that finds no token held (a VM just started, or every token
+    /// expired): fetches one now and the request waits for it, unless a fetch failed
+    /// less than a second ago. The answer goes to [`OAuthTokens::finish`] like the
+    /// timer's.
+    pub fn fetch_for_request(&self, rt: &mut dyn Runtime, index: usize, client: &OAuthClient) -> Option<u32> {
+        if self.slots.retrying(index, rt.now_unix_ms()) {
+            return None;
+        }
+        client.endpoint.post(rt, &client.form, &self.jti).ok()
+    }
+
     /// On the root context's timer: fetches the tokens that are missing or due.
     /// Returns the callouts made, with the client each is for.
     pub fn refresh(

@@ -71,6 +71,11 @@ impl SharedSlots {
         slot.value.clone()
     }
 
+    /// Whether a fetch of `index` failed less than [`RETRY_MS`] ago (in this VM).
+    pub fn retrying(&self, index: usize, now_ms: u64) -> bool {
+        self.slots.borrow().get(index).is_some_and(|slot| now_ms < slot.retry_at_ms)
+    }
+
     /// Whether this VM holds a value for `index` (expired or not).
     pub fn held(&self, index: usize, now_ms: u64) -> bool {
         self.current(index, now_ms).is_some()

@@ -29,17 +29,21 @@ pub enum Prepared<'v> {
     Ready(Option<Injected<'v>>),
     /// The credential is bound to the body, which is not read yet.
     NeedsBody,
-    /// The caller's token is being exchanged for upstream `upstream`'s (callout `call`).
-    Exchanging { call: u32, upstream: usize },
+    /// Upstream `upstream`'s credential is on its way (callout `call`): the caller's token
+    /// being exchanged, or a first OAuth access token.
+    Fetching { call: u32, upstream: usize },
     /// The credential cannot be had now: the request is refused (fail closed).
     Unavailable(Reply),
 }
 
+/// Makes the credential for the request's upstream. `may_wait`: the request can pause
+/// for a token fetch (its headers have not moved on).
 pub fn prepare<'v>(
     vm: &'v VmState,
     host: &mut dyn Host,
     request: &Request,
     identity: Option<&Identity>,
+    may_wait: bool,
 ) -> Prepared<'v> {
     let upstreams = &vm.config.upstreams;
     if upstreams.is_empty() {
@@ -62,16 +66,13 @@ pub fn prepare<'v>(
             }
         },
         Source::OAuth { client } => {
-            let token = upstreams.oauth_clients.get(*client).and_then(|c| vm.oauth.current(host, *client, c));
-            match token {
+            let Some(spec) = upstreams.oauth_clients.get(*client) else { return Prepared::Ready(None) };
+            match vm.oauth.current(host, *client, spec) {
                 Some(value) => Cow::Owned(value.expose().to_string()),
-                None => {
-                    let reply = Reply::new(
-                        Code::DependencyUnavailable,
-                        "the upstream's OAuth access token could not be fetched from its token endpoint",
-                    );
-                    return Prepared::Unavailable(reply.with_retry_after(1));
-                }
+                None => match may_wait.then(|| vm.oauth.fetch_for_request(host, *client, spec)).flatten() {
+                    Some(call) => return Prepared::Fetching { call, upstream },
+                    None => return Prepared::Unavailable(oauth_unavailable()),
+                },
             }
         }
         Source::Exchange { exchange } => {
@@ -83,8 +84,13 @@ pub fn prepare<'v>(
             };
             match vm.exchanged.current(*exchange, subject_token, host.now_unix_ms()) {
                 Some(value) => Cow::Owned(value.expose().to_string()),
+                None if !may_wait => {
+                    let reply =
+                        Reply::new(Code::Misconfigured, "a token_exchange credential with hold.by buffer_filter");
+                    return Prepared::Unavailable(reply);
+                }
                 None => match vm.exchanged.exchange(host, ex, subject_token) {
-                    Ok(call) => return Prepared::Exchanging { call, upstream },
+                    Ok(call) => return Prepared::Fetching { call, upstream },
                     Err(problem) => {
                         host.increment(vm.stats.credentials_exchange_failed, 1);
                         let upstream = &ex.upstream;
@@ -126,9 +132,10 @@ pub fn prepare<'v>(
     Prepared::Ready(Some(Injected { upstream, header: &credential.header, value }))
 }
 
-/// The token endpoint's answer to the exchange a request waited for: the credential to
-/// set, or why the request is refused.
-pub fn exchanged<'v>(
+/// The token endpoint's answer to the fetch a request waited for (the exchange of its
+/// caller's token, or a first OAuth access token): the credential to set, or why the
+/// request is refused.
+pub fn fetched<'v>(
     vm: &'v VmState,
     host: &mut dyn Host,
     request: &Request,
@@ -137,27 +144,47 @@ pub fn exchanged<'v>(
     (status, body): (Option<u32>, Option<&[u8]>),
 ) -> Result<Injected<'v>, Reply> {
     let upstreams = &vm.config.upstreams;
-    let credential = upstreams.at(upstream);
-    let exchange = match credential.map(|c| &c.source) {
-        Some(Source::Exchange { exchange }) => *exchange,
-        _ => return Err(Reply::new(Code::Misconfigured, "a token exchange answered for another credential")),
+    let Some(credential) = upstreams.at(upstream) else {
+        return Err(Reply::new(Code::Misconfigured, "a credential fetch answered for no upstream"));
     };
-    let (Some(credential), Some(ex), Some(subject_token), Some(identity)) =
-        (credential, upstreams.token_exchanges.get(exchange), subject_token(vm, request), identity)
-    else {
-        return Err(Reply::new(Code::Misconfigured, "a token_exchange credential needs a verified caller"));
-    };
-    let subject = (subject_token, identity.subject.as_str(), identity.expires_at.saturating_mul(1000));
-    match vm.exchanged.finish(host, ex, exchange, subject, status, body, &vm.exchange_counters()) {
-        Ok(value) => {
-            Ok(Injected { upstream, header: &credential.header, value: Cow::Owned(value.expose().to_string()) })
+    let value = match &credential.source {
+        Source::OAuth { client } => {
+            let Some(spec) = upstreams.oauth_clients.get(*client) else {
+                return Err(Reply::new(Code::Misconfigured, "an OAuth fetch answered for no client"));
+            };
+            vm.oauth.finish(host, spec, *client, status, body, &vm.token_counters());
+            vm.oauth.current(host, *client, spec).ok_or_else(oauth_unavailable)?
         }
-        Err(ExchangeError::Unavailable) => Err(exchange_unavailable()),
-        Err(ExchangeError::Refused) => Err(Reply::new(
-            Code::CredentialRefused,
-            "the upstream's token endpoint refused to exchange the caller's token for one for this upstream",
-        )),
-    }
+        Source::Exchange { exchange } => {
+            let (Some(ex), Some(subject_token), Some(identity)) =
+                (upstreams.token_exchanges.get(*exchange), subject_token(vm, request), identity)
+            else {
+                return Err(Reply::new(Code::Misconfigured, "a token_exchange credential needs a verified caller"));
+            };
+            let subject = (subject_token, identity.subject.as_str(), identity.expires_at.saturating_mul(1000));
+            match vm.exchanged.finish(host, ex, *exchange, subject, status, body, &vm.exchange_counters()) {
+                Ok(value) => value,
+                Err(ExchangeError::Unavailable) => return Err(exchange_unavailable()),
+                Err(ExchangeError::Refused) => {
+                    return Err(Reply::new(
+                        Code::CredentialRefused,
+                        "the upstream's token endpoint refused to exchange the caller's token for one for this \
+                         upstream",
+                    ))
+                }
+            }
+        }
+        _ => return Err(Reply::new(Code::Misconfigured, "a credential fetch answered for a credential fixed at load")),
+    };
+    Ok(Injected { upstream, header: &credential.header, value: Cow::Owned(value.expose().to_string()) })
+}
+
+fn oauth_unavailable() -> Reply {
+    Reply::new(
+        Code::DependencyUnavailable,
+        "the upstream's OAuth access token could not be fetched from its token endpoint",
+    )
+    .with_retry_after(1)
 }
 
 /// The caller's token as it sent it: what is exchanged.

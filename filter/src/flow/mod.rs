@@ -25,9 +25,10 @@
 //! the upstream (the agent's token, spoofed identity headers) is removed in the headers
 //! callback.
 //!
-//! A `token_exchange` credential with no exchanged token cached for the caller's token
-//! pauses the allowed request (`AwaitingCredential`) until the token endpoint answers;
-//! the answer forwards it with the new token, or refuses it.
+//! A `token_exchange` credential with no exchanged token cached for the caller's token,
+//! or an `oauth2_client_credentials` one with no token held yet, pauses the allowed
+//! request (`AwaitingCredential`) until the token endpoint answers; the answer forwards
+//! it with the new token, or refuses it.
 //!
 //! A `signed_request` credential is bound to the body: an allowed request that has one
 //! waits for it (`AfterBody::Forward`, held like a body rule's request) and its token is
@@ -83,8 +84,9 @@ enum State {
     AwaitingBody { then: AfterBody },
     /// Paused until the control service answers `call`.
     AwaitingApproval { call: u32, pending: PendingApproval },
-    /// Decided to forward; paused until the token endpoint answers `call`, the exchange
-    /// of the caller's token for upstream `upstream`'s credential.
+    /// Decided to forward; paused until the token endpoint answers `call`, the fetch of
+    /// upstream `upstream`'s credential (the caller's token exchanged, or a first OAuth
+    /// access token).
     AwaitingCredential { call: u32, upstream: usize, decision: Decision },
     /// Sent upstream; the response is masked with this profile, if any.
     Forwarded { mask: Option<usize> },
@@ -190,7 +192,7 @@ impl RequestFlow {
                 approval::answer(&vm, host, pending, status, body.as_deref().unwrap_or_default())
             }
             State::AwaitingCredential { call, upstream, decision } if call == token => {
-                Step::Exchanged { decision, upstream, status, body }
+                Step::CredentialArrived { decision, upstream, status, body }
             }
             other => {
                 self.state = other;
@@ -283,20 +285,20 @@ impl RequestFlow {
         let vm = Rc::clone(&self.vm);
         match step {
             Step::Forward(decision) => {
-                match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref(), true) {
                     Prepared::Ready(credential) => self.forward(host, decision, credential),
                     Prepared::NeedsBody => self.settle(host, Step::NeedsBody(AfterBody::Forward(decision))),
-                    Prepared::Exchanging { call, upstream } => {
+                    Prepared::Fetching { call, upstream } => {
                         self.state = State::AwaitingCredential { call, upstream, decision };
                         Next::Pause
                     }
                     Prepared::Unavailable(reply) => self.settle(host, Step::Refuse(reply)),
                 }
             }
-            Step::Exchanged { decision, upstream, status, body } => {
+            Step::CredentialArrived { decision, upstream, status, body } => {
                 let identity = self.record.identity.as_deref();
                 let answer = (status, body.as_deref());
-                match credential::exchanged(&vm, host, &self.request, identity, upstream, answer) {
+                match credential::fetched(&vm, host, &self.request, identity, upstream, answer) {
                     Ok(credential) => self.forward(host, decision, Some(credential)),
                     Err(reply) => self.settle(host, Step::Refuse(reply)),
                 }
@@ -337,7 +339,7 @@ impl RequestFlow {
                     // The config refuses `signed_request` credentials with this hold: the
                     // headers move on before the body a token would be bound to.
                     let credential =
-                        match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref()) {
+                        match credential::prepare(&vm, host, &self.request, self.record.identity.as_deref(), false) {
                             Prepared::Ready(credential) => credential,
                             Prepared::NeedsBody => {
                                 let reply = Reply::new(
@@ -346,13 +348,10 @@ impl RequestFlow {
                                 );
                                 return self.settle(host, Step::Refuse(reply));
                             }
-                            // The config refuses `token_exchange` with this hold too: the
-                            // request would have to wait with its headers gone.
-                            Prepared::Exchanging { .. } => {
-                                let reply = Reply::new(
-                                    Code::Misconfigured,
-                                    "a token_exchange credential with hold.by buffer_filter",
-                                );
+                            // Never with `may_wait` false: nothing is fetched.
+                            Prepared::Fetching { .. } => {
+                                let reply =
+                                    Reply::new(Code::Misconfigured, "a credential fetch with hold.by buffer_filter");
                                 return self.settle(host, Step::Refuse(reply));
                             }
                             Prepared::Unavailable(reply) => return self.settle(host, Step::Refuse(reply)),

@@ -35,9 +35,10 @@ pub enum Step {
     NeedsKeys { call: u32, token: String },
     /// Paused until the control service answers `call`.
     NeedsApproval { call: u32, pending: PendingApproval },
-    /// The token endpoint answered the exchange of the caller's token for upstream
-    /// `upstream`'s credential: forward with it, as `decision` said, or refuse.
-    Exchanged { decision: Decision, upstream: usize, status: Option<u32>, body: Option<Vec<u8>> },
+    /// The token endpoint answered the fetch of upstream `upstream`'s credential (the
+    /// caller's token exchanged, or a first OAuth token): forward with it, as `decision`
+    /// said, or refuse.
+    CredentialArrived { decision: Decision, upstream: usize, status: Option<u32>, body: Option<Vec<u8>> },
     /// The response is to be masked (with `profile`) or is a tool list to filter (the
     /// flow's `listing`; `sse`: its events): buffer its body.
     MaskResponse { profile: Option<usize>, is_json: bool, sse: bool, coding: Option<Coding> },

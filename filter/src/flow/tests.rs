@@ -1768,5 +1768,5 @@ fn in_a_dry_run_a_computed_column_is_reported_not_refused_and_returned_columns_s
 /// `signed_request` and control-service credentials through the flow.
 mod credentials;
 
-/// `token_exchange` credentials through the flow: the request waits for the exchange.
-mod token_exchange;
+/// Credentials a request waits for: `token_exchange`, and a first OAuth access token.
+mod credential_fetch;

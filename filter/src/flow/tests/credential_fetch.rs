@@ -1,6 +1,8 @@
-//! `token_exchange`: an allowed request with no exchanged token cached for its caller's
-//! token pauses on the exchange and resumes with the new token, or is refused; later
-//! requests with the same token use the cached one.
+//! Credentials an allowed request waits for. `token_exchange`: with no exchanged token
+//! cached for its caller's token, the request pauses on the exchange and resumes with the
+//! new token, or is refused; later requests with the same token use the cached one.
+//! `oauth2_client_credentials`: a request that finds no token held (the VM's first
+//! requests) fetches one and waits for it.
 
 use super::*;
 use crate::credentials::exchange::ACCESS_TOKEN_TYPE;
@@ -55,8 +57,9 @@ fn a_request_waits_for_its_callers_token_to_be_exchanged_then_carries_the_new_to
 #[test]
 fn a_refused_exchange_is_403_credential_refused_and_an_outage_503_with_a_retry_hint() {
     let f = fixture();
-    let cases: [(Option<u32>, Option<Vec<u8>>, u32, &str); 3] = [
-        (Some(400), Some(br#"{"error":"invalid_target"}"#.to_vec()), 403, "credential_refused"),
+    let refused = br#"{"error":"invalid_target"}"#.to_vec();
+    let cases = [
+        (Some(400), Some(refused), 403, "credential_refused"),
         (Some(503), None, 503, "dependency_unavailable"),
         (None, None, 503, "dependency_unavailable"),
     ];
@@ -113,4 +116,61 @@ fn token_exchange_settings_are_checked_at_load_by_field() {
     let c = config(json!({"inline": jwks()}), standard_rules(), extra);
     let err = Config::from_json(c.to_string().as_bytes(), &|_| None).err().unwrap();
     assert_eq!(err.field, "upstreams[0].credential.type");
+}
+
+fn oauth_fixture(hold: Value) -> Fixture {
+    let mut extra = json!({"upstreams": [{"cluster": "db", "credential": {
+        "type": "oauth2_client_credentials",
+        "token_endpoint": {"cluster": "idp", "authority": "idp.test", "path": "/oauth/token"},
+        "client_id": "airlock", "client_secret": {"value": "client-secret"}}}]});
+    extra["hold"] = hold;
+    Fixture::new(config(json!({"inline": jwks()}), standard_rules(), extra))
+}
+
+#[test]
+fn a_first_request_waits_for_the_first_oauth_token_and_the_next_uses_it() {
+    let f = oauth_fixture(json!({"by": "envoy"}));
+    let mut flow = f.flow();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, true), Next::Pause, "waits for the token");
+    let form = String::from_utf8(host.callout_bodies[0].clone()).unwrap();
+    assert_eq!(form, "grant_type=client_credentials");
+    let answer = json!({"access_token": "tok-1", "token_type": "Bearer", "expires_in": 300}).to_string();
+    flow.on_callout_response(&mut host, 1, Some(200), Some(answer.into_bytes()));
+    assert_eq!(host.header("authorization"), Some("Bearer tok-1"));
+    assert_eq!(host.resumed, 1);
+    let mut next = request("GET", "/customers", Some(&token("bob", &["support"])));
+    assert_eq!(f.flow().on_request_headers(&mut next, true), Next::Continue);
+    assert_eq!(next.header("authorization"), Some("Bearer tok-1"));
+    assert!(next.callouts.is_empty());
+}
+
+#[test]
+fn a_failed_first_oauth_fetch_fails_closed_and_the_next_second_is_refused_without_a_fetch() {
+    let f = oauth_fixture(json!({"by": "envoy"}));
+    let mut flow = f.flow();
+    let mut host = request("GET", "/customers", Some(&token("alice", &["support"])));
+    assert_eq!(flow.on_request_headers(&mut host, true), Next::Pause);
+    flow.on_callout_response(&mut host, 1, Some(503), None);
+    assert_eq!(host.reply_status(), Some(503));
+    assert_eq!(host.reply_json()["error"]["code"], "dependency_unavailable");
+    let mut soon = request("GET", "/customers", Some(&token("alice", &["support"])));
+    assert_eq!(f.flow().on_request_headers(&mut soon, true), Next::Pause);
+    assert_eq!(soon.reply_status(), Some(503), "refused at once while the retry pause runs");
+    assert!(soon.callouts.is_empty(), "the endpoint is not hammered");
+}
+
+#[test]
+fn with_the_buffer_filter_a_body_rule_request_with_no_oauth_token_is_refused_not_sent_without_one() {
+    let f = oauth_fixture(json!({"by": "buffer_filter"}));
+    // A body rule: the headers move on before the body, so they cannot wait for a fetch.
+    let mut host = request("POST", "/sql", Some(&token("alice", &["support"])));
+    f.flow().on_request_headers(&mut host, false);
+    assert_eq!(host.reply_status(), Some(503), "{}", host.reply_json());
+    assert_eq!(host.header("authorization"), None);
+    assert!(host.callouts.is_empty());
+    // Decided on its headers alone, a request can wait for the token there.
+    let mut get = request("GET", "/customers", Some(&token("alice", &["support"])));
+    assert_eq!(f.flow().on_request_headers(&mut get, true), Next::Pause);
+    assert_eq!(get.callouts.len(), 1);
 }
