@@ -5,8 +5,9 @@ the static bearer, once per algorithm, for the native flow profile (BENCHMARKS.m
 
 writes bench-policy-signed-es256.json and bench-policy-signed-eddsa.json next to it, each
 with a fresh key from `openssl genpkey` written inline (a benchmark key, thrown away), and
-bench-policy-oauth.json with an `oauth2_client_credentials` upstream (the profile answers
-its one token fetch itself, so requests use the cached token).
+bench-policy-oauth.json with an `oauth2_client_credentials` upstream and
+bench-policy-exchange.json with a `token_exchange` one (the profile answers the one
+token fetch or exchange itself, so requests use the cached token).
 """
 
 import json
@@ -33,5 +34,12 @@ config["upstreams"] = [{"cluster": cluster, "credential": {
     "token_endpoint": {"cluster": "idp", "authority": "idp", "path": "/oauth/token"},
     "client_id": "bench", "client_secret": {"value": "bench-client-secret"}}}]
 out = policy.with_name(f"{policy.stem}-oauth.json")
+out.write_text(json.dumps(config))
+print(out)
+config["upstreams"] = [{"cluster": cluster, "credential": {
+    "type": "token_exchange",
+    "token_endpoint": {"cluster": "idp", "authority": "idp", "path": "/oauth/token"},
+    "client_id": "bench", "client_secret": {"value": "bench-client-secret"}, "audience": "customer-db"}}]
+out = policy.with_name(f"{policy.stem}-exchange.json")
 out.write_text(json.dumps(config))
 print(out)

@@ -172,7 +172,14 @@ fn run() -> Result<(), String> {
         host.response_body = sc.response_body.clone();
         let mut flow = RequestFlow::new(Rc::clone(&vm), 1);
         let has_body = !sc.body.is_empty();
+        let callouts = host.callouts.len();
         flow.on_request_headers(host, !has_body);
+        if host.callouts.len() > callouts {
+            // A `token_exchange` upstream's first request waits for the exchange: answered
+            // as the IdP would, once; the requests measured use the cached token.
+            let call = host.callouts.len() as u32;
+            flow.on_callout_response(host, call, Some(200), Some(EXCHANGE_ANSWER.to_vec()));
+        }
         if has_body {
             flow.on_request_body(host, sc.body.len(), true);
         }
@@ -217,6 +224,9 @@ fn run() -> Result<(), String> {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(())
 }
+
+const EXCHANGE_ANSWER: &[u8] = br#"{"access_token":"profile-exchanged-token","token_type":"Bearer","expires_in":86400,
+    "issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}"#;
 
 fn calls_of(host: &MockHost, what: &str) -> u64 {
     host.calls.borrow().get(what).copied().unwrap_or(0)
