@@ -298,8 +298,8 @@ impl ExchangedTokens {
         }
     }
 
-    /// How many tokens are cached for upstream `index` (for tests and stats).
-    pub fn len(&self, index: usize) -> usize {
+    #[cfg(test)]
+    fn len(&self, index: usize) -> usize {
         self.caches.borrow().get(index).map_or(0, HashMap::len)
     }
 }
