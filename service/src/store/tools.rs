@@ -183,12 +183,10 @@ impl Store {
     /// An approver accepts a pending change: its definition becomes the tool's pin.
     pub async fn accept_tool_change(&self, id: &str, approver: &str, now_ms: i64) -> Result<ToolChange, AcceptError> {
         let mut tx = self.pool().begin().await?;
-        let sql = format!("SELECT {CHANGE_COLUMNS} FROM tool_changes WHERE id = $1");
-        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
-            return Err(AcceptError::NotFound);
-        };
-        let mut change = change_from_row(&row)?;
-        // Guarded on the state read: of two approvers accepting at once, one wins.
+        // The guarded write comes first: it takes SQLite's write lock before anything is
+        // read. A read first would start a snapshot that an audit batch committed in
+        // between makes stale, and SQLite then fails the write at once (SQLITE_BUSY, no
+        // busy wait). Of two approvers accepting at once, one wins.
         let won = sqlx::query(
             "UPDATE tool_changes SET status = 'accepted', accepted_by = $2, decided_ms = $3 \
              WHERE id = $1 AND status = 'pending'",
@@ -198,6 +196,11 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
+        let sql = format!("SELECT {CHANGE_COLUMNS} FROM tool_changes WHERE id = $1");
+        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
+            return Err(AcceptError::NotFound);
+        };
+        let mut change = change_from_row(&row)?;
         if won.rows_affected() != 1 {
             return Err(AcceptError::NotPending(change.status));
         }
