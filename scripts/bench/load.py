@@ -9,6 +9,7 @@ only prints mean and standard deviation.
 
 import json
 import os
+import re
 import subprocess
 
 from procs import BenchError, pinned
@@ -66,6 +67,16 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
+def h2load_outcomes(stdout):
+    """The request outcomes of h2load's summary line (`requests: N total, N started,
+    N done, N succeeded, N failed, N errored, N timeout`): `failed` requests got no
+    complete answer (reset, closed, timed out), `errored` ones could not be sent. Those
+    are not in the per-request log, which only holds answered requests."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("requests:")), "")
+    pairs = re.findall(r"(\d+) (total|started|done|succeeded|failed|errored|timeout)\b", line)
+    return {f"h2load_{word}": int(n) for n, word in pairs}
+
+
 def run_h2load(url, headers, rate, clients, seconds, cpus, log_file, warmup_s=1):
     """Fixed-rate load: `clients` HTTP/1.1 connections each sending `rate/clients`
     requests per second for `seconds` (after `warmup_s`). Not fully open-loop: a client
@@ -96,6 +107,7 @@ def run_h2load(url, headers, rate, clients, seconds, cpus, log_file, warmup_s=1)
         raise BenchError(f"h2load logged no request (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
     lat.sort()
     return {
+        **h2load_outcomes(out.stdout),
         "target_rps": per_client * clients,
         "requests": len(lat),
         "rps": len(lat) / seconds,
