@@ -61,7 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402
 import policy  # noqa: E402
 import run as bench  # noqa: E402
-from procs import BenchError, Envoy, Processes, free_port, http_get, pinned, tail, wait_for_line  # noqa: E402
+from procs import BenchError, Envoy, Processes, free_port, http_get, tail, wait_for_line  # noqa: E402
 
 ROOT = bench.ROOT
 LISTENER = "http.airlock_ingress"
@@ -163,14 +163,14 @@ class JwksEndpoint:
 # ---------------------------------------------------------------------------------------
 # Setup
 
-def plugin_config(jwks_port_cluster, max_queued):
+def plugin_config(jwks_cluster, max_queued):
     """The benchmark policy with the keys fetched from the JWKS endpoint, the control
     service wired in (audit on, not strict), the approval rule run.py uses, and an allow
     rule for `/slow`."""
     cfg = policy.airlock_config({"keys": []}, control=bench.control_section(),
                                 audit=dict(bench.AUDIT_SECTION, max_queued_records=max_queued))
     cfg["auth"]["jwks"] = {"remote": {
-        "cluster": jwks_port_cluster, "authority": "idp.airlock.svc.cluster.local", "path": JWKS_PATH,
+        "cluster": jwks_cluster, "authority": "idp.airlock.svc.cluster.local", "path": JWKS_PATH,
         "refresh_seconds": 5, "timeout_ms": 1000, "min_refresh_interval_seconds": 1}}
     first_decoy = next(i for i, r in enumerate(cfg["rules"]) if r["name"].startswith("allow-decoy"))
     cfg["rules"][first_decoy] = bench.APPROVAL_RULE
@@ -546,24 +546,11 @@ class Soak:
 
     def slow_fault(self, seconds):
         def fault(t0):
-            url = f"http://127.0.0.1:{self.envoy.listen_port}"
-            logf = os.path.join(self.work, "h2load-slow-upstream.log")
-            cmd = ["h2load", "--h1", "-t1", "-c16", "--rps=1", f"-D{seconds}", f"--log-file={logf}",
-                   "-H", f"authorization: Bearer {self.token_old}",
-                   f"{url}{SLOW_PATH}?delay_ms=3000", f"{url}{SLOW_PATH}?delay_ms=200"]
-            if os.path.exists(logf):
-                os.remove(logf)
-            out = subprocess.run(pinned(cmd, self.args.load_cpus), capture_output=True, text=True,
-                                 timeout=seconds + 60)
-            statuses, lat = {}, []
-            with open(logf) as f:
-                for line in f:
-                    cols = line.split("\t")
-                    if len(cols) >= 3:
-                        statuses[cols[1]] = statuses.get(cols[1], 0) + 1
-                        lat.append(int(cols[2]))
-            return {"slow_statuses": statuses, "slow_max_us": max(lat) if lat else None,
-                    "slow_outcomes": load.h2load_outcomes(out.stdout)}
+            url = f"http://127.0.0.1:{self.envoy.listen_port}{SLOW_PATH}"
+            res = load.run_h2load([f"{url}?delay_ms=3000", f"{url}?delay_ms=200"],
+                                  {"authorization": f"Bearer {self.token_old}"}, 16, 16, seconds, self.args.load_cpus,
+                                  os.path.join(self.work, "h2load-slow-upstream.log"), warmup_s=0)
+            return {"slow_statuses": res["statuses"], "slow_max_us": res["max_us"], "slow_outcomes": res}
 
         return fault, lambda counters, out: {}
 
@@ -590,6 +577,9 @@ def main():
     ap.add_argument("--fault-seconds", type=float, help="length of each fault phase (default 120; --short 10-18)")
     ap.add_argument("--outage", type=float, help="seconds the control service stays down (default 20; --short 4)")
     ap.add_argument("--fraction", type=float, default=0.8, help="load as a fraction of the measured peak")
+    ap.add_argument("--max-queued", type=int, default=1_000_000,
+                    help="the filter's audit.max_queued_records (default 1000000, the most it accepts; the "
+                    "filter's own default, 10000, holds about a second of this load)")
     ap.add_argument("--bin-dir", help="where airlock-demo and airlock are (default target/release)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin Envoy to CPU 0 and the load to CPU 1")
     ap.add_argument("--out", help="results directory (default target/soak, --short target/soak-short)")
@@ -634,8 +624,8 @@ def main():
         service = bench.start_service(procs, args, work, service_bin, free_port())
 
         # Queue room for every record of the outage and the backoff after it (up to 31 s
-        # for a 20 s outage: retries 1, 2, 4, 8, 16 s apart) at well above the load rate.
-        max_queued = 1_000_000
+        # for a 20 s outage: retries 1, 2, 4, 8, 16 s apart) at the load rate.
+        max_queued = args.max_queued
         cfg_path = bench.write(os.path.join(work, "airlock-soak.json"),
                                json.dumps(plugin_config("outbound|8080||idp.airlock.svc.cluster.local", max_queued),
                                           indent=2))
@@ -722,6 +712,7 @@ def main():
             f.write("seconds,phase,vmrss_kib\n")
             f.writelines(f"{t:.2f},{p},{kib}\n" for t, p, kib in soak.sampler.samples)
     finally:
+        load.stop_running()
         if jwks:
             jwks.close()
         procs.stop_all()
