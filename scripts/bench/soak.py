@@ -585,8 +585,9 @@ def main():
     ap.add_argument("--out", help="results directory (default target/soak, --short target/soak-short)")
     ap.add_argument("--command", default="bash scripts/soak.sh", help="recorded in the report")
     args = ap.parse_args()
-    steady_s = args.minutes * 60 if args.minutes else (20 if args.short else 600)
-    fault_s = args.fault_seconds or (None if args.short else 120)
+    # Whole seconds: h2load's -D takes no fraction.
+    steady_s = round(args.minutes * 60) if args.minutes else (20 if args.short else 600)
+    fault_s = round(args.fault_seconds) if args.fault_seconds else (None if args.short else 120)
     outage = args.outage or (4 if args.short else 20)
     args.envoy_cpus = None if args.no_pin or (os.cpu_count() or 1) < 2 else bench.ENVOY_CPUS
     args.load_cpus = None if args.envoy_cpus is None else bench.LOAD_CPUS
