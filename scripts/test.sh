@@ -31,4 +31,8 @@ CARGO_TARGET_WASM32_WASIP1_RUNNER="$root/.venv/bin/python $root/scripts/wasi-run
 echo "[test] cargo test --workspace (PostgreSQL throwaway cluster, Chromium required)" >&2
 export AIRLOCK_REQUIRE_BROWSER=1
 bash service/scripts/with-postgres.sh cargo test --workspace
+
+echo "[test] soak and faults, short: 80% of peak with audit on, control service killed, JWKS stalled" \
+  "during a key rotation, slow upstream; 0 records lost, 0 filter errors, flat RSS (~90 s)" >&2
+AIRLOCK_SKIP_SETUP=1 bash scripts/soak.sh --short
 echo "[test] all tests passed" >&2

@@ -43,6 +43,7 @@ USAGE:
         GET  /odd/VARIANT                  customers in awkward forms: utf16, utf16-bom, utf16-text,
                                            utf16-ndjson, latin1, utf8-bom, not-json, not-utf8,
                                            sse-tail (text events ending in an email, no [DONE])
+        GET  /slow?delay_ms=D              {\"slept_ms\": D} after D ms (default 1000, at most 60000)
         GET  /health
       Port 0 picks a free port; the address is printed as
       `airlock-demo upstream listening on ADDR`.

@@ -51,6 +51,7 @@ pub fn router(db: Db) -> Result<Router, String> {
     let state = Arc::new(AppState { db, gzip_customers: gzip_customers()?, text: Bytes::from(pii_text()) });
     Ok(Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        .route("/slow", get(slow))
         .route("/customers", get(list_customers))
         .route("/customers/{id}", get(one_customer))
         .route("/tables", get(tables))
@@ -176,6 +177,21 @@ async fn sql(State(st): State<Shared>, body: Bytes) -> Response {
         Ok(Err(e)) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("SQL task failed: {e}")),
     }
+}
+
+/// Longest wait `/slow` accepts: well above any timeout a test sets in Envoy.
+pub const MAX_SLOW_DELAY_MS: usize = 60_000;
+
+/// `GET /slow?delay_ms=D`: answers `{"slept_ms": D}` after D milliseconds (default 1000),
+/// holding nothing but a timer meanwhile: a slow upstream for Envoy's timeouts to answer
+/// (the soak's slow-upstream phase, `scripts/bench/soak.py`).
+async fn slow(Query(q): Query<HashMap<String, String>>, _body: Bytes) -> Response {
+    let delay_ms = match query_usize(&q, "delay_ms", 1000, MAX_SLOW_DELAY_MS) {
+        Ok(n) => n,
+        Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
+    };
+    tokio::time::sleep(Duration::from_millis(delay_ms as u64)).await;
+    json_response(StatusCode::OK, &json!({ "slept_ms": delay_ms }))
 }
 
 /// Reflects the request: method, path with query, headers (lower-case names; repeated
@@ -547,6 +563,45 @@ pub fn pii_text() -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    /// One HTTP/1.1 GET to the router served on a loopback port: (status line, body, time taken).
+    fn get_served(path: &str) -> (String, String, Duration) {
+        use std::io::Read as _;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("airlock-demo-slow-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let app = router(Db::open(&dir.join("up.db"), 2).unwrap()).unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        let started = std::time::Instant::now();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        write!(tcp, "GET {path} HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        tcp.read_to_string(&mut reply).unwrap();
+        let took = started.elapsed();
+        runtime.shutdown_background();
+        let _ = std::fs::remove_dir_all(&dir);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_string(), body.to_string(), took)
+    }
+
+    #[test]
+    fn slow_answers_only_after_the_delay_it_was_asked_for() {
+        let (status, body, took) = get_served("/slow?delay_ms=300");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "slept_ms": 300 }));
+        assert!(took >= Duration::from_millis(300), "answered after {took:?}");
+    }
+
+    #[test]
+    fn slow_refuses_a_delay_it_cannot_honour_with_a_clear_error() {
+        let (status, body, took) = get_served("/slow?delay_ms=60001");
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{body}");
+        assert!(body.contains("delay_ms must be an integer from 0 to 60000"), "{body}");
+        assert!(took < Duration::from_secs(5), "the refusal waited {took:?}");
+    }
 
     #[test]
     fn large_body_has_the_exact_requested_size_and_is_valid_json() {

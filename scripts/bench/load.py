@@ -9,6 +9,7 @@ only prints mean and standard deviation.
 
 import json
 import os
+import re
 import subprocess
 
 from procs import BenchError, pinned
@@ -66,21 +67,49 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
+def h2load_outcomes(stdout):
+    """The request outcomes of h2load's summary line (`requests: N total, N started,
+    N done, N succeeded, N failed, N errored, N timeout`): `failed` requests got no
+    complete answer (reset, closed, timed out), `errored` ones could not be sent. Those
+    are not in the per-request log, which only holds answered requests."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("requests:")), "")
+    pairs = re.findall(r"(\d+) (total|started|done|succeeded|failed|errored|timeout)\b", line)
+    return {f"h2load_{word}": int(n) for n, word in pairs}
+
+
+# h2load runs still going, so a run stopped early (Ctrl-C, an error in another thread) can
+# end them instead of leaving them to their full duration.
+_running = set()
+
+
+def stop_running():
+    """Kills every h2load this process started that is still running."""
+    for proc in list(_running):
+        proc.kill()
+
+
 def run_h2load(url, headers, rate, clients, seconds, cpus, log_file, warmup_s=1):
     """Fixed-rate load: `clients` HTTP/1.1 connections each sending `rate/clients`
     requests per second for `seconds` (after `warmup_s`). Not fully open-loop: a client
     whose previous response is late sends its next request late (h2load keeps one request
-    in flight per HTTP/1.1 connection), so keep the rate well below saturation."""
+    in flight per HTTP/1.1 connection), so keep the rate well below saturation. `url` may
+    be a list: h2load takes the URLs in turn."""
     per_client = max(1, round(rate / clients))
     cmd = ["h2load", "--h1", "-t1", f"-c{clients}", f"--rps={per_client}",
            f"-D{seconds}", f"--warm-up-time={warmup_s}", f"--log-file={log_file}"]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
-    cmd.append(url)
+    cmd += url if isinstance(url, list) else [url]
     if os.path.exists(log_file):
         os.remove(log_file)
-    out = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True,
-                         timeout=seconds + warmup_s + 60)
+    proc = subprocess.Popen(pinned(cmd, cpus), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _running.add(proc)
+    try:
+        stdout, stderr = proc.communicate(timeout=seconds + warmup_s + 60)
+    finally:
+        proc.kill()
+        _running.discard(proc)
+    out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     lat, statuses = [], {}
     try:
         with open(log_file) as f:
@@ -96,6 +125,7 @@ def run_h2load(url, headers, rate, clients, seconds, cpus, log_file, warmup_s=1)
         raise BenchError(f"h2load logged no request (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
     lat.sort()
     return {
+        **h2load_outcomes(out.stdout),
         "target_rps": per_client * clients,
         "requests": len(lat),
         "rps": len(lat) / seconds,

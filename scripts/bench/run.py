@@ -189,10 +189,12 @@ def control_section():
 AUDIT_SECTION = {"batch_size": 1000, "flush_interval_ms": 100}
 
 
-def start_service(procs, args, work, service_bin, port):
+def start_service(procs, args, work, service_bin, port, keep_db=False):
+    """`airlock serve` on `port` with a fresh SQLite store, or (`keep_db`, a restart after
+    a crash) the store the last one left."""
     db = os.path.join(work, "control.db")
     for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(db + suffix):
+        if not keep_db and os.path.exists(db + suffix):
             os.remove(db + suffix)
     approver_token = "bench-approver-token-0123456789"
     digest = subprocess.run([service_bin, "hash-token"], input=approver_token, capture_output=True,
